@@ -1,0 +1,68 @@
+#include "node/runtime/bench_decode.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include <algorithm>
+#include <chrono>
+#include <random>
+
+#include "node/runtime/error.h"
+#include "node/runtime/generate.h"
+#include "node/runtime/model.h"
+
+namespace eesched::runtime {
+namespace {
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+}  // namespace
+
+double measure_copy_bandwidth_gbps(int64_t bytes, int repeats) {
+  c10::InferenceMode guard;
+  auto src = at::ones({bytes / 4}, at::kFloat);
+  auto dst = at::empty_like(src);
+  dst.copy_(src);  // fault the pages in before timing
+  double best = 0;
+  for (int i = 0; i < repeats; ++i) {
+    const auto t = Clock::now();
+    dst.copy_(src);
+    best = std::max(best, 2.0 * static_cast<double>(bytes) / seconds_since(t) / 1e9);
+  }
+  return best;
+}
+
+DecodeBenchResult bench_decode(const LlamaModel& model, const DecodeBenchOptions& o) {
+  const auto& c = model.config();
+  if (o.prompt_tokens < 1 || o.new_tokens < 2) throw Error("bench-decode: need at least 1 prompt token and 2 new tokens");
+  if (o.prompt_tokens + o.new_tokens > c.max_position_embeddings)
+    throw Error("bench-decode: prompt + new tokens exceed max_position_embeddings " + std::to_string(c.max_position_embeddings));
+  std::mt19937_64 rng(o.seed);
+  std::uniform_int_distribution<int64_t> pick(0, c.vocab_size - 1);
+  std::vector<int64_t> prompt(static_cast<std::size_t>(o.prompt_tokens));
+  for (auto& id : prompt) id = pick(rng);
+
+  DecodeBenchResult r;
+  r.copy_gb_per_s = measure_copy_bandwidth_gbps();
+  r.weight_bytes = static_cast<double>(model.weight_bytes());
+
+  GenerateOptions g;
+  g.max_new_tokens = std::min<int64_t>(8, o.new_tokens);
+  generate(model, {prompt}, g);  // warm-up: allocator, thread pools, page faults
+
+  {
+    c10::InferenceMode guard;
+    KVCache cache(c, 1, o.prompt_tokens);
+    const auto t = Clock::now();
+    model.forward(at::tensor(prompt, at::kLong).view({1, -1}), {o.prompt_tokens}, cache, LogitsAt::Last);
+    r.prefill_tokens_per_s = static_cast<double>(o.prompt_tokens) / seconds_since(t);
+  }
+  g.max_new_tokens = o.new_tokens;
+  auto run = generate(model, {prompt}, g);
+  r.decode_ms_per_token = run.ms_per_token();
+  r.decode_tokens_per_s = 1000.0 / r.decode_ms_per_token;
+  r.decode_gb_per_s = r.weight_bytes * r.decode_tokens_per_s / 1e9;
+  r.roofline_fraction = r.decode_gb_per_s / r.copy_gb_per_s;
+  return r;
+}
+
+}  // namespace eesched::runtime

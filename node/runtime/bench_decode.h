@@ -1,0 +1,31 @@
+#pragma once
+// Batch-1 decoding speed against this machine's memory roofline: decoding one token streams
+// every weight once, so weight bytes x tokens/s can at best approach the copy bandwidth.
+#include <cstdint>
+
+namespace eesched::runtime {
+
+class LlamaModel;
+
+struct DecodeBenchOptions {
+  int64_t prompt_tokens = 128;
+  int64_t new_tokens = 64;
+  uint64_t seed = 0;
+};
+
+struct DecodeBenchResult {
+  double prefill_tokens_per_s = 0;
+  double decode_ms_per_token = 0;
+  double decode_tokens_per_s = 0;
+  double weight_bytes = 0;
+  double decode_gb_per_s = 0;     // weight bytes streamed per second while decoding
+  double copy_gb_per_s = 0;       // memory copy bandwidth, (read + written) bytes per second
+  double roofline_fraction = 0;   // decode_gb_per_s / copy_gb_per_s
+};
+
+// Copies a buffer far larger than the caches with LibTorch's threads; best of `repeats`.
+double measure_copy_bandwidth_gbps(int64_t bytes = int64_t{256} << 20, int repeats = 5);
+
+DecodeBenchResult bench_decode(const LlamaModel& model, const DecodeBenchOptions& options);
+
+}  // namespace eesched::runtime

@@ -1,0 +1,37 @@
+#pragma once
+// The generation loop: prefill, then one token per step per sequence, with or without the KV
+// cache, until max_new_tokens or a stop id. Works on plaintext and encrypted models alike: it
+// only ever sees token ids.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "node/runtime/sampling.h"
+
+namespace eesched::runtime {
+
+class LlamaModel;
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 64;
+  SamplingParams sampling;
+  std::vector<int64_t> stop_ids;  // generation of a sequence ends at any of these (not emitted)
+  bool kv_cache = true;           // false: recompute the whole sequence every step (`plain`)
+};
+
+struct GenerateResult {
+  std::vector<std::vector<int64_t>> tokens;  // new tokens per sequence, stop id excluded
+  std::vector<std::string> finish_reason;    // "stop" or "length" per sequence
+  double ttft_ms = 0;                        // start to the first sampled token (prefill)
+  std::vector<double> step_ms;               // each later decoding step (whole batch)
+  double total_ms = 0;
+
+  int64_t new_tokens() const;                // summed over the batch
+  double ms_per_token() const;               // mean decoding step, after the first token
+  double tokens_per_s() const;               // new tokens / total wall time
+};
+
+GenerateResult generate(const LlamaModel& model, const std::vector<std::vector<int64_t>>& prompts,
+                        const GenerateOptions& options);
+
+}  // namespace eesched::runtime

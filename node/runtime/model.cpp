@@ -1,0 +1,383 @@
+#include "node/runtime/model.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+
+#include "node/runtime/error.h"
+#include "node/runtime/safetensors.h"
+
+namespace eesched::runtime {
+namespace {
+
+std::string layer_name(int64_t i, const char* suffix) {
+  return "model.layers." + std::to_string(i) + "." + suffix;
+}
+
+// y = x W^T. At one row (batch-1 decoding) a matrix-vector product streams W exactly once;
+// a GEMM with M=1 may pack (copy) W first, doubling the memory traffic of decoding.
+at::Tensor dense(const at::Tensor& x, const at::Tensor& w) {
+  const int64_t in = x.size(-1);
+  if (x.numel() == in && !x.requires_grad() && !w.requires_grad()) {
+    auto sizes = x.sizes().vec();
+    sizes.back() = w.size(0);
+    return at::mv(w, x.reshape({in})).view(sizes);
+  }
+  return at::matmul(x, w.t());
+}
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  auto variance = x.pow(2).mean(-1, /*keepdim=*/true);
+  return x * at::rsqrt(variance + eps) * weight;
+}
+
+// HF convention: the two halves of each head form the rotated pairs (i, i + head_dim/2).
+at::Tensor rotate_half(const at::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  return x * cos + rotate_half(x) * sin;
+}
+
+void check_shape(const at::Tensor& t, const std::string& name, std::vector<int64_t> expected) {
+  if (!t.defined()) throw Error("missing tensor '" + name + "'");
+  if (t.sizes().vec() != expected) {
+    auto fmt = [](const std::vector<int64_t>& v) {
+      std::string s = "[";
+      for (std::size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+      return s + "]";
+    };
+    throw Error("tensor '" + name + "' has shape " + fmt(t.sizes().vec()) + ", the config needs " + fmt(expected));
+  }
+}
+
+at::Tensor as_f32(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
+
+}  // namespace
+
+std::vector<std::pair<std::string, at::Tensor>> LlamaWeights::named() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  out.emplace_back("model.embed_tokens.weight", embed_tokens);
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    const auto& l = layers[i];
+    const auto n = static_cast<int64_t>(i);
+    out.emplace_back(layer_name(n, "input_layernorm.weight"), l.input_layernorm);
+    out.emplace_back(layer_name(n, "self_attn.q_proj.weight"), l.q_proj);
+    out.emplace_back(layer_name(n, "self_attn.k_proj.weight"), l.k_proj);
+    out.emplace_back(layer_name(n, "self_attn.v_proj.weight"), l.v_proj);
+    out.emplace_back(layer_name(n, "self_attn.o_proj.weight"), l.o_proj);
+    out.emplace_back(layer_name(n, "post_attention_layernorm.weight"), l.post_attention_layernorm);
+    out.emplace_back(layer_name(n, "mlp.gate_proj.weight"), l.gate_proj);
+    out.emplace_back(layer_name(n, "mlp.up_proj.weight"), l.up_proj);
+    out.emplace_back(layer_name(n, "mlp.down_proj.weight"), l.down_proj);
+  }
+  out.emplace_back("model.norm.weight", norm);
+  if (lm_head.defined()) out.emplace_back("lm_head.weight", lm_head);
+  return out;
+}
+
+KVCache::KVCache(const LlamaConfig& config, int64_t batch, int64_t capacity) : capacity_(capacity) {
+  if (batch <= 0) throw Error("KV cache: batch must be positive");
+  if (capacity <= 0 || capacity > config.max_position_embeddings)
+    throw Error("KV cache: capacity " + std::to_string(capacity) + " outside 1.." +
+                std::to_string(config.max_position_embeddings) + " (max_position_embeddings)");
+  lengths_.assign(static_cast<std::size_t>(batch), 0);
+  const auto opts = at::TensorOptions().dtype(at::kFloat);
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
+    k_.push_back(at::zeros({batch, config.num_key_value_heads, capacity, config.head_dim()}, opts));
+    v_.push_back(at::zeros({batch, config.num_key_value_heads, capacity, config.head_dim()}, opts));
+  }
+}
+
+void KVCache::set_length(int64_t b, int64_t n) {
+  if (b < 0 || b >= batch()) throw Error("KV cache: no sequence " + std::to_string(b));
+  if (n < 0 || n > capacity_) throw Error("KV cache: length " + std::to_string(n) + " outside capacity");
+  lengths_[static_cast<std::size_t>(b)] = n;
+}
+
+int64_t KVCache::bytes() const {
+  int64_t total = 0;
+  for (const auto& t : k_) total += t.numel() * static_cast<int64_t>(t.element_size());
+  for (const auto& t : v_) total += t.numel() * static_cast<int64_t>(t.element_size());
+  return total;
+}
+
+LlamaModel::LlamaModel(LlamaConfig config, const LlamaWeights& w) : config_(std::move(config)) {
+  config_.validate();
+  const int64_t d = config_.hidden_size, hd = config_.head_dim(), inter = config_.intermediate_size;
+  const int64_t qd = config_.num_attention_heads * hd, kvd = config_.num_key_value_heads * hd;
+  check_shape(w.embed_tokens, "model.embed_tokens.weight", {config_.vocab_size, d});
+  check_shape(w.norm, "model.norm.weight", {d});
+  if (static_cast<int64_t>(w.layers.size()) != config_.num_hidden_layers)
+    throw Error("weights have " + std::to_string(w.layers.size()) + " layers, the config needs " +
+                std::to_string(config_.num_hidden_layers));
+  if (config_.tie_word_embeddings) {
+    if (w.lm_head.defined() && !w.lm_head.is_same(w.embed_tokens) && !at::equal(w.lm_head, w.embed_tokens))
+      throw Error("config ties the LM head to the embeddings, but lm_head.weight differs from them");
+  } else {
+    check_shape(w.lm_head, "lm_head.weight", {config_.vocab_size, d});
+    lm_head_ = as_f32(w.lm_head);
+  }
+  embed_ = as_f32(w.embed_tokens);
+  norm_ = as_f32(w.norm);
+  for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
+    const auto& l = w.layers[static_cast<std::size_t>(i)];
+    check_shape(l.input_layernorm, layer_name(i, "input_layernorm.weight"), {d});
+    check_shape(l.q_proj, layer_name(i, "self_attn.q_proj.weight"), {qd, d});
+    check_shape(l.k_proj, layer_name(i, "self_attn.k_proj.weight"), {kvd, d});
+    check_shape(l.v_proj, layer_name(i, "self_attn.v_proj.weight"), {kvd, d});
+    check_shape(l.o_proj, layer_name(i, "self_attn.o_proj.weight"), {d, qd});
+    check_shape(l.post_attention_layernorm, layer_name(i, "post_attention_layernorm.weight"), {d});
+    check_shape(l.gate_proj, layer_name(i, "mlp.gate_proj.weight"), {inter, d});
+    check_shape(l.up_proj, layer_name(i, "mlp.up_proj.weight"), {inter, d});
+    check_shape(l.down_proj, layer_name(i, "mlp.down_proj.weight"), {d, inter});
+    // Fused storage: q, k, v in one matrix and gate, up in another, so that decoding runs one
+    // matrix-vector product for each instead of three and two. weights() hands out views.
+    Layer layer;
+    layer.input_norm = as_f32(l.input_layernorm);
+    layer.wqkv = at::cat({l.q_proj, l.k_proj, l.v_proj}, 0).to(at::kFloat).contiguous();
+    layer.wo = as_f32(l.o_proj);
+    layer.post_norm = as_f32(l.post_attention_layernorm);
+    layer.w_gate_up = at::cat({l.gate_proj, l.up_proj}, 0).to(at::kFloat).contiguous();
+    layer.w_down = as_f32(l.down_proj);
+    layers_.push_back(std::move(layer));
+  }
+  // RoPE tables, HF convention: inv_freq[i] = theta^(-2i/hd), emb = cat(freqs, freqs).
+  auto inv_freq = at::pow(config_.rope_theta, at::arange(0, hd, 2, at::kDouble) / static_cast<double>(hd)).reciprocal();
+  auto pos = at::arange(config_.max_position_embeddings, at::kDouble);
+  auto freqs = at::outer(pos, inv_freq);
+  auto emb = at::cat({freqs, freqs}, -1);
+  rope_cos_ = emb.cos().to(at::kFloat).contiguous();
+  rope_sin_ = emb.sin().to(at::kFloat).contiguous();
+}
+
+LlamaWeights LlamaModel::read_weights(const std::filesystem::path& path, const LlamaConfig& config) {
+  auto file = SafetensorsFile::open(path);
+  const std::string origin = path.filename().string();
+  std::map<std::string, bool> used;
+  auto take = [&](const std::string& name) -> at::Tensor {
+    const TensorInfo* info = file.find(name);
+    if (!info) throw Error(origin + ": missing tensor '" + name + "'");
+    if (info->dtype != DType::F32 && info->dtype != DType::F16 && info->dtype != DType::BF16)
+      throw Error(origin + ": tensor '" + name + "' has dtype " + dtype_name(info->dtype) + " (F32, F16 or BF16 expected)");
+    used[name] = true;
+    return file.load(name);
+  };
+  LlamaWeights w;
+  w.embed_tokens = take("model.embed_tokens.weight");
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
+    LayerWeights l;
+    l.input_layernorm = take(layer_name(i, "input_layernorm.weight"));
+    l.q_proj = take(layer_name(i, "self_attn.q_proj.weight"));
+    l.k_proj = take(layer_name(i, "self_attn.k_proj.weight"));
+    l.v_proj = take(layer_name(i, "self_attn.v_proj.weight"));
+    l.o_proj = take(layer_name(i, "self_attn.o_proj.weight"));
+    l.post_attention_layernorm = take(layer_name(i, "post_attention_layernorm.weight"));
+    l.gate_proj = take(layer_name(i, "mlp.gate_proj.weight"));
+    l.up_proj = take(layer_name(i, "mlp.up_proj.weight"));
+    l.down_proj = take(layer_name(i, "mlp.down_proj.weight"));
+    w.layers.push_back(std::move(l));
+  }
+  w.norm = take("model.norm.weight");
+  if (!config.tie_word_embeddings) w.lm_head = take("lm_head.weight");
+  else if (file.contains("lm_head.weight")) used["lm_head.weight"] = true;  // tied: HF may store a copy
+  for (const auto& info : file.tensors()) {
+    if (used.count(info.name)) continue;
+    if (info.name.find("rotary_emb.inv_freq") != std::string::npos) continue;  // older HF exports
+    throw Error(origin + ": unexpected tensor '" + info.name + "' for a " + std::to_string(config.num_hidden_layers) +
+                "-layer Llama");
+  }
+  // Shapes are checked against the config by the constructor, naming the tensor.
+  return w;
+}
+
+LlamaModel LlamaModel::load(const std::filesystem::path& dir) {
+  if (!std::filesystem::is_directory(dir)) throw Error("model directory " + dir.string() + " does not exist");
+  auto config = LlamaConfig::load(dir / "config.json");
+  auto weights = read_weights(dir / "model.safetensors", config);
+  try {
+    return LlamaModel(config, weights);
+  } catch (const Error& e) {
+    throw Error((dir / "model.safetensors").string() + ": " + e.what());
+  }
+}
+
+void LlamaModel::save(const std::filesystem::path& dir) const {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) throw Error("cannot create " + dir.string() + ": " + ec.message());
+  auto named = weights().named();
+  for (auto& [name, t] : named) t = t.detach();
+  write_safetensors(dir / "model.safetensors", named, {{"format", "pt"}});
+  LlamaConfig c = config_;
+  c.torch_dtype = "float32";
+  c.save(dir / "config.json");
+}
+
+LlamaWeights LlamaModel::weights() const {
+  const int64_t hd = config_.head_dim();
+  const int64_t qd = config_.num_attention_heads * hd, kvd = config_.num_key_value_heads * hd;
+  const int64_t inter = config_.intermediate_size;
+  LlamaWeights w;
+  w.embed_tokens = embed_;
+  w.norm = norm_;
+  w.lm_head = lm_head_;
+  for (const auto& l : layers_) {
+    LayerWeights lw;
+    lw.input_layernorm = l.input_norm;
+    lw.q_proj = l.wqkv.narrow(0, 0, qd);
+    lw.k_proj = l.wqkv.narrow(0, qd, kvd);
+    lw.v_proj = l.wqkv.narrow(0, qd + kvd, kvd);
+    lw.o_proj = l.wo;
+    lw.post_attention_layernorm = l.post_norm;
+    lw.gate_proj = l.w_gate_up.narrow(0, 0, inter);
+    lw.up_proj = l.w_gate_up.narrow(0, inter, inter);
+    lw.down_proj = l.w_down;
+    w.layers.push_back(std::move(lw));
+  }
+  return w;
+}
+
+std::vector<at::Tensor> LlamaModel::parameters() const {
+  std::vector<at::Tensor> p{embed_, norm_};
+  if (lm_head_.defined()) p.push_back(lm_head_);
+  for (const auto& l : layers_) {
+    p.insert(p.end(), {l.input_norm, l.wqkv, l.wo, l.post_norm, l.w_gate_up, l.w_down});
+  }
+  return p;
+}
+
+int64_t LlamaModel::weight_bytes() const {
+  int64_t total = (lm_head_.defined() ? lm_head_ : embed_).numel() + norm_.numel();
+  for (const auto& l : layers_)
+    total += l.input_norm.numel() + l.wqkv.numel() + l.wo.numel() + l.post_norm.numel() + l.w_gate_up.numel() +
+             l.w_down.numel();
+  return total * static_cast<int64_t>(sizeof(float));
+}
+
+at::Tensor LlamaModel::head(const at::Tensor& hidden) const {
+  return dense(rms_norm(hidden, norm_, config_.rms_norm_eps), lm_head_.defined() ? lm_head_ : embed_);
+}
+
+at::Tensor LlamaModel::mlp_block(const Layer& layer, const at::Tensor& x) const {
+  auto h = rms_norm(x, layer.post_norm, config_.rms_norm_eps);
+  auto gate_up = dense(h, layer.w_gate_up);
+  const int64_t inter = config_.intermediate_size;
+  auto act = at::silu(gate_up.narrow(-1, 0, inter)) * gate_up.narrow(-1, inter, inter);
+  return x + dense(act, layer.w_down);
+}
+
+at::Tensor LlamaModel::attention_block(const Layer& layer, int64_t index, const at::Tensor& x, const at::Tensor& cos,
+                                       const at::Tensor& sin, const at::Tensor& mask, KVCache* cache,
+                                       const std::vector<int64_t>* n_new) const {
+  const int64_t B = x.size(0), T = x.size(1);
+  const int64_t H = config_.num_attention_heads, KV = config_.num_key_value_heads, hd = config_.head_dim();
+  const int64_t G = H / KV;
+  auto h = rms_norm(x, layer.input_norm, config_.rms_norm_eps);
+  auto qkv = dense(h, layer.wqkv);  // [B, T, (H + 2 KV) hd]
+  auto q = qkv.narrow(-1, 0, H * hd).view({B, T, H, hd}).transpose(1, 2);
+  auto k = qkv.narrow(-1, H * hd, KV * hd).view({B, T, KV, hd}).transpose(1, 2);
+  auto v = qkv.narrow(-1, (H + KV) * hd, KV * hd).view({B, T, KV, hd}).transpose(1, 2);
+  q = apply_rope(q, cos, sin) * (1.0 / std::sqrt(static_cast<double>(hd)));
+  k = apply_rope(k, cos, sin);
+
+  at::Tensor keys = k, values = v;
+  if (cache) {
+    auto& ck = cache->k_[static_cast<std::size_t>(index)];
+    auto& cv = cache->v_[static_cast<std::size_t>(index)];
+    int64_t span = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t start = cache->length(b), n = (*n_new)[static_cast<std::size_t>(b)];
+      ck[b].narrow(1, start, n).copy_(k[b].narrow(1, 0, n));
+      cv[b].narrow(1, start, n).copy_(v[b].narrow(1, 0, n));
+      span = std::max(span, start + n);
+    }
+    keys = ck.narrow(2, 0, span);
+    values = cv.narrow(2, 0, span);
+  }
+  const int64_t S = keys.size(2);
+  // Grouped-query attention without repeating K/V: the G query heads that share a KV head are
+  // stacked along the query axis, so one batched matmul per KV head covers the whole group.
+  auto scores = at::matmul(q.reshape({B, KV, G * T, hd}), keys.transpose(-1, -2));  // [B, KV, G T, S]
+  if (mask.defined()) scores = (scores.view({B, KV, G, T, S}) + mask.view({mask.size(0), 1, 1, T, S})).view({B, KV, G * T, S});
+  auto probs = at::softmax(scores, -1);
+  auto out = at::matmul(probs, values)  // [B, KV, G T, hd]
+                 .view({B, H, T, hd})
+                 .transpose(1, 2)
+                 .reshape({B, T, H * hd});
+  return x + dense(out, layer.wo);
+}
+
+at::Tensor LlamaModel::forward(const at::Tensor& ids) const {
+  if (ids.dim() != 2) throw Error("forward: ids must be [batch, time]");
+  const int64_t T = ids.size(1);
+  if (T > config_.max_position_embeddings)
+    throw Error("forward: " + std::to_string(T) + " positions exceed max_position_embeddings " +
+                std::to_string(config_.max_position_embeddings));
+  auto x = at::embedding(embed_, ids);
+  auto cos = rope_cos_.narrow(0, 0, T).view({1, 1, T, -1});
+  auto sin = rope_sin_.narrow(0, 0, T).view({1, 1, T, -1});
+  at::Tensor mask;
+  if (T > 1) mask = at::full({T, T}, -std::numeric_limits<float>::infinity(), at::kFloat).triu(1).view({1, T, T});
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    x = attention_block(layers_[i], static_cast<int64_t>(i), x, cos, sin, mask, nullptr, nullptr);
+    x = mlp_block(layers_[i], x);
+  }
+  return head(x);
+}
+
+at::Tensor LlamaModel::forward(const at::Tensor& ids, const std::vector<int64_t>& n_new, KVCache& cache,
+                               LogitsAt which) const {
+  if (ids.dim() != 2) throw Error("forward: ids must be [batch, time]");
+  const int64_t B = ids.size(0), T = ids.size(1);
+  if (B != cache.batch() || static_cast<int64_t>(n_new.size()) != B)
+    throw Error("forward: batch " + std::to_string(B) + " does not match the cache (" + std::to_string(cache.batch()) + ")");
+  std::vector<int64_t> starts(static_cast<std::size_t>(B));
+  bool uniform = true;
+  for (int64_t b = 0; b < B; ++b) {
+    const auto n = n_new[static_cast<std::size_t>(b)];
+    starts[static_cast<std::size_t>(b)] = cache.length(b);
+    if (n < 1 || n > T) throw Error("forward: row " + std::to_string(b) + " adds " + std::to_string(n) + " tokens of " + std::to_string(T));
+    if (cache.length(b) + n > cache.capacity())
+      throw Error("forward: sequence " + std::to_string(b) + " would exceed the KV cache capacity of " +
+                  std::to_string(cache.capacity()) + " positions");
+    uniform = uniform && n == T && starts[static_cast<std::size_t>(b)] == starts[0];
+  }
+  // Positions: row b, column t sits at starts[b] + t (clamped for padding columns).
+  auto start_t = at::tensor(starts, at::kLong).view({B, 1});
+  auto pos = (start_t + at::arange(T, at::kLong).view({1, T})).clamp_max(config_.max_position_embeddings - 1);
+  auto cos = rope_cos_.index_select(0, pos.view(-1)).view({B, 1, T, -1});
+  auto sin = rope_sin_.index_select(0, pos.view(-1)).view({B, 1, T, -1});
+
+  // Key j is visible to (b, t) iff j <= starts[b] + t and j is a real token of row b. A single
+  // new token per uniform row sees everything cached: no mask needed (the decoding fast path).
+  at::Tensor mask;
+  if (!(uniform && T == 1)) {
+    int64_t span = 0;
+    for (int64_t b = 0; b < B; ++b) span = std::max(span, starts[static_cast<std::size_t>(b)] + n_new[static_cast<std::size_t>(b)]);
+    auto last_real = (start_t + at::tensor(n_new, at::kLong).view({B, 1}) - 1).view({B, 1, 1});
+    auto limit = at::minimum(pos.view({B, T, 1}), last_real);  // [B, T, 1]
+    auto visible = at::arange(span, at::kLong).view({1, 1, span}).le(limit);
+    mask = at::zeros({B, T, span}, at::kFloat).masked_fill_(visible.logical_not(), -std::numeric_limits<float>::infinity());
+  }
+
+  auto x = at::embedding(embed_, ids);
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    x = attention_block(layers_[i], static_cast<int64_t>(i), x, cos, sin, mask, &cache, &n_new);
+    x = mlp_block(layers_[i], x);
+  }
+  for (int64_t b = 0; b < B; ++b) cache.set_length(b, starts[static_cast<std::size_t>(b)] + n_new[static_cast<std::size_t>(b)]);
+
+  if (which == LogitsAt::All) return head(x);
+  // Only each row's last real position goes through the LM head: prefill of a long prompt
+  // would otherwise spend T x vocab x hidden FLOPs on logits nobody reads.
+  auto last = (at::tensor(n_new, at::kLong) - 1).view({B, 1, 1}).expand({B, 1, x.size(2)});
+  return head(x.gather(1, last).view({B, x.size(2)}));
+}
+
+}  // namespace eesched::runtime

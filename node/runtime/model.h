@@ -1,0 +1,108 @@
+#pragma once
+// The Llama decoder on LibTorch: weights in Hugging Face layout, a forward pass without cache
+// (autograd-friendly, used for training, perplexity and the `plain` arm) and one that appends
+// to a per-sequence KV cache (used for prefill and decoding).
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "node/runtime/config.h"
+
+namespace eesched::runtime {
+
+// One decoder layer, HF names and shapes ([out, in] for linear weights).
+struct LayerWeights {
+  at::Tensor input_layernorm;           // [hidden]
+  at::Tensor q_proj;                    // [heads*head_dim, hidden]
+  at::Tensor k_proj;                    // [kv_heads*head_dim, hidden]
+  at::Tensor v_proj;                    // [kv_heads*head_dim, hidden]
+  at::Tensor o_proj;                    // [hidden, heads*head_dim]
+  at::Tensor post_attention_layernorm;  // [hidden]
+  at::Tensor gate_proj;                 // [intermediate, hidden]
+  at::Tensor up_proj;                   // [intermediate, hidden]
+  at::Tensor down_proj;                 // [hidden, intermediate]
+};
+
+// The whole model's weights: the interchange format for loading, saving and transforming
+// (EE, quantization, pruning work on this, then build a LlamaModel from it).
+struct LlamaWeights {
+  at::Tensor embed_tokens;  // [vocab, hidden]
+  std::vector<LayerWeights> layers;
+  at::Tensor norm;          // [hidden]
+  at::Tensor lm_head;       // [vocab, hidden]; undefined when the head is tied to embed_tokens
+
+  // HF tensor names in a stable order (lm_head omitted when tied).
+  std::vector<std::pair<std::string, at::Tensor>> named() const;
+};
+
+// Per-sequence KV cache, preallocated to `capacity` positions. Sequence b holds length(b)
+// positions; set_length() rolls a sequence back (e.g. rejected speculative tokens).
+class KVCache {
+ public:
+  KVCache(const LlamaConfig& config, int64_t batch, int64_t capacity);
+  int64_t batch() const { return static_cast<int64_t>(lengths_.size()); }
+  int64_t capacity() const { return capacity_; }
+  int64_t length(int64_t b) const { return lengths_.at(static_cast<std::size_t>(b)); }
+  void set_length(int64_t b, int64_t n);
+  // Bytes held by the cache tensors.
+  int64_t bytes() const;
+
+ private:
+  friend class LlamaModel;
+  int64_t capacity_;
+  std::vector<int64_t> lengths_;
+  std::vector<at::Tensor> k_, v_;  // per layer: [batch, kv_heads, capacity, head_dim]
+};
+
+enum class LogitsAt { All, Last };
+
+class LlamaModel {
+ public:
+  // Validates every shape against the config and takes the weights (f32 on CPU).
+  LlamaModel(LlamaConfig config, const LlamaWeights& weights);
+
+  // Reads DIR/config.json and DIR/model.safetensors (f32, f16 or bf16; computed in f32).
+  static LlamaModel load(const std::filesystem::path& dir);
+  // Writes DIR/config.json and DIR/model.safetensors (f32). Creates DIR if needed.
+  void save(const std::filesystem::path& dir) const;
+  static LlamaWeights read_weights(const std::filesystem::path& safetensors, const LlamaConfig& config);
+
+  const LlamaConfig& config() const { return config_; }
+  // Named views into the model's own storage (no copy).
+  LlamaWeights weights() const;
+  // The tensors that hold every weight exactly once (for optimizers).
+  std::vector<at::Tensor> parameters() const;
+  // Bytes of weights read per decoding step at batch 1 (every matrix once, plus the head).
+  int64_t weight_bytes() const;
+
+  // Causal forward over ids [B, T] at positions 0..T-1, no cache. Returns logits [B, T, vocab].
+  // Rows may be right-padded: a position never attends to later ones.
+  at::Tensor forward(const at::Tensor& ids) const;
+
+  // Appends ids [B, T] to the cache: row b adds its first n_new[b] tokens (>= 1) at positions
+  // cache.length(b)...; the rest of the row is padding. Returns logits [B, T, vocab] (All) or
+  // the logits of each row's last new token, [B, vocab] (Last).
+  at::Tensor forward(const at::Tensor& ids, const std::vector<int64_t>& n_new, KVCache& cache,
+                     LogitsAt which = LogitsAt::All) const;
+
+ private:
+  struct Layer {
+    at::Tensor input_norm, wqkv, wo, post_norm, w_gate_up, w_down;
+  };
+  at::Tensor attention_block(const Layer& layer, int64_t index, const at::Tensor& x, const at::Tensor& cos,
+                             const at::Tensor& sin, const at::Tensor& mask, KVCache* cache,
+                             const std::vector<int64_t>* n_new) const;
+  at::Tensor mlp_block(const Layer& layer, const at::Tensor& x) const;
+  at::Tensor head(const at::Tensor& hidden) const;
+
+  LlamaConfig config_;
+  at::Tensor embed_, norm_, lm_head_;  // lm_head_ undefined when tied
+  std::vector<Layer> layers_;
+  at::Tensor rope_cos_, rope_sin_;     // [max_position_embeddings, head_dim]
+};
+
+}  // namespace eesched::runtime

@@ -1,0 +1,14 @@
+#pragma once
+// Each subcommand lives in its own cmd_*.cpp and registers itself on the top-level app.
+#include <CLI/CLI.hpp>
+
+namespace eesched::tools {
+
+void register_generate(CLI::App& app);
+void register_logits(CLI::App& app);
+void register_perplexity(CLI::App& app);
+void register_train_lm(CLI::App& app);
+void register_make_synthetic(CLI::App& app);
+void register_bench_decode(CLI::App& app);
+
+}  // namespace eesched::tools

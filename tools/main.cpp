@@ -1,0 +1,41 @@
+// eesched: one binary, one subcommand per job. Results go to stdout, logs to stderr.
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <exception>
+
+#include "tools/commands.h"
+
+int main(int argc, char** argv) {
+  // Logs to stderr so that stdout carries only results (text, JSON).
+  spdlog::set_default_logger(spdlog::stderr_color_mt("eesched"));
+  spdlog::set_pattern("[%H:%M:%S.%e] [%^%l%$] %v");
+
+  CLI::App app{"eesched: private LLM inference with Equivariant Encryption and a learned scheduler"};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "help for every subcommand");
+  std::string level = "info";
+  app.add_option("--log-level", level, "trace, debug, info, warn, error, off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
+      ->capture_default_str();
+  app.parse_complete_callback([&] { spdlog::set_level(spdlog::level::from_str(level)); });
+
+  eesched::tools::register_train_lm(app);
+  eesched::tools::register_generate(app);
+  eesched::tools::register_logits(app);
+  eesched::tools::register_perplexity(app);
+  eesched::tools::register_make_synthetic(app);
+  eesched::tools::register_bench_decode(app);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "eesched: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

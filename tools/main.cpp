@@ -29,6 +29,19 @@ int main(int argc, char** argv) {
   eesched::tools::register_make_synthetic(app);
   eesched::tools::register_bench_decode(app);
 
+  // CLI11 reports an unknown subcommand as "a subcommand is required"; name it instead.
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--log-level") { ++i; continue; }
+    if (arg.empty() || arg[0] == '-') continue;
+    const auto subs = app.get_subcommands([&](const CLI::App* sub) { return sub->check_name(arg); });
+    if (subs.empty()) {
+      std::fprintf(stderr, "eesched: error: unknown subcommand '%s' (see eesched --help)\n", arg.c_str());
+      return 2;
+    }
+    break;
+  }
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

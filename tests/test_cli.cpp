@@ -1,0 +1,136 @@
+// The command-line contract: subcommands, flags, JSON fields, one-line errors.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "node/runtime/model.h"
+#include "tests/test_helpers.h"
+
+using eesched::testing::run_eesched;
+using eesched::testing::TempDir;
+using ::testing::HasSubstr;
+
+namespace {
+
+// A tiny model directory with the committed tokenizer, written once for the whole suite.
+class Cli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    model_dir_ = dir_->path() / "model";
+    eesched::testing::tiny_model().save(model_dir_);
+    std::filesystem::copy_file(eesched::testing::tokenizer_path(), model_dir_ / "tokenizer.model");
+  }
+  static void TearDownTestSuite() { delete dir_; }
+  static std::string model() { return model_dir_.string(); }
+
+  static inline TempDir* dir_ = nullptr;
+  static inline std::filesystem::path model_dir_;
+};
+
+int count_lines(const std::string& s) {
+  int n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+TEST_F(Cli, EverySubcommandHasHelp) {
+  for (const char* sub : {"train-lm", "generate", "logits", "perplexity", "make-synthetic", "bench-decode"}) {
+    auto r = run_eesched(std::string(sub) + " --help");
+    EXPECT_EQ(r.exit_code, 0) << sub;
+    EXPECT_THAT(r.output, HasSubstr("--")) << sub;
+  }
+  EXPECT_EQ(run_eesched("--help").exit_code, 0);
+}
+
+TEST_F(Cli, GenerateJsonHasTheContractFields) {
+  auto r = run_eesched("generate --model " + model() + " --prompt 'Fellow citizens' --max-new-tokens 6 --ignore-eos --json --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto j = nlohmann::json::parse(r.output);
+  for (const char* key : {"text", "ids", "ttft_ms", "ms_per_token", "tokens_per_s"}) EXPECT_TRUE(j.contains(key)) << key;
+  EXPECT_EQ(j["ids"].size(), 6u);
+  EXPECT_GT(j["tokens_per_s"].get<double>(), 0);
+}
+
+TEST_F(Cli, GenerateWithAndWithoutCacheAgree) {
+  const std::string base = "generate --model " + model() + " --prompt 'The state of the union' --max-new-tokens 10 --ignore-eos --json";
+  auto with = nlohmann::json::parse(run_eesched(base).output);
+  auto without = nlohmann::json::parse(run_eesched(base + " --no-kv-cache").output);
+  EXPECT_EQ(with["ids"], without["ids"]);
+}
+
+TEST_F(Cli, GenerateSeededSamplingIsReproducible) {
+  const std::string cmd = "generate --model " + model() +
+                          " --prompt 'We the people' --max-new-tokens 12 --ignore-eos --temperature 0.9 --top-k 40 --top-p 0.95 --seed 7 --json";
+  EXPECT_EQ(nlohmann::json::parse(run_eesched(cmd).output)["ids"], nlohmann::json::parse(run_eesched(cmd).output)["ids"]);
+}
+
+TEST_F(Cli, LogitsJsonIsOneFullRowPerPosition) {
+  auto r = run_eesched("logits --model " + model() + " --ids 1,2,3,40 --json");
+  ASSERT_EQ(r.exit_code, 0);
+  auto j = nlohmann::json::parse(r.output);
+  ASSERT_EQ(j["logits"].size(), 4u);
+  for (const auto& row : j["logits"]) EXPECT_EQ(row.size(), 1024u);
+}
+
+TEST_F(Cli, PerplexityOnAText) {
+  std::ofstream(dir_->path() / "text.txt") << "Fellow citizens of the Senate and House of Representatives.\n\nWe meet again.\n";
+  auto r = run_eesched("perplexity --model " + model() + " --text " + (dir_->path() / "text.txt").string() + " --json");
+  ASSERT_EQ(r.exit_code, 0);
+  auto j = nlohmann::json::parse(r.output);
+  EXPECT_GT(j["perplexity"].get<double>(), 1.0);
+  EXPECT_GT(j["tokens"].get<int>(), 5);
+}
+
+TEST_F(Cli, MakeSyntheticWritesALoadableModel) {
+  // 25m is the smallest preset; loading it back checks every tensor name and shape.
+  TempDir out;
+  auto r = run_eesched("make-synthetic --preset 25m --seed 3 --out " + (out / "m").string());
+  ASSERT_EQ(r.exit_code, 0);
+  auto m = eesched::runtime::LlamaModel::load(out / "m");
+  EXPECT_EQ(m.config().num_key_value_heads, 2);
+  EXPECT_NEAR(static_cast<double>(m.config().parameter_count()), 25e6, 2e6);
+}
+
+TEST_F(Cli, BadInputIsAOneLineErrorAndNonZeroExit) {
+  TempDir bad;
+  std::filesystem::create_directories(bad / "model");
+  std::ofstream(bad / "model" / "config.json") << "{\"hidden_size\": 8}";
+  std::ofstream(bad / "model" / "model.safetensors") << "garbage";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"generate --model /nonexistent --prompt hi", "nonexistent"},
+      {"generate --model " + model() + " --prompt hi --top-p 2", "top-p"},
+      {"generate --model " + (bad / "model").string() + " --prompt hi --tokenizer " + eesched::testing::tokenizer_path().string(),
+       "vocab_size"},
+      {"logits --model " + model() + " --ids 1,x,3", "not a token id"},
+      {"logits --model " + model() + " --ids 1,99999", "outside the vocabulary"},
+      {"perplexity --model " + model() + " --text /nonexistent.txt", "nonexistent"},
+      {"make-synthetic --preset 7b --out /tmp/x", "7b"},
+      {"generate --model " + model(), "prompt"},
+      {"no-such-command", "no-such-command"},
+  };
+  for (const auto& [args, needle] : cases) {
+    auto r = run_eesched(args, /*merge_stderr=*/true);
+    EXPECT_NE(r.exit_code, 0) << args;
+    EXPECT_LT(r.exit_code, 128) << "crashed: " << args;
+    EXPECT_THAT(r.output, HasSubstr(needle)) << args;
+    EXPECT_LE(count_lines(r.output), 2) << args << "\n" << r.output;
+  }
+}
+
+TEST_F(Cli, CorruptModelFileNamesTheProblem) {
+  TempDir bad;
+  std::filesystem::copy(model_dir_, bad / "m");
+  const auto st = bad / "m" / "model.safetensors";
+  std::filesystem::resize_file(st, std::filesystem::file_size(st) - 100);
+  auto r = run_eesched("generate --model " + (bad / "m").string() + " --prompt hi", true);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("model.safetensors"));
+  EXPECT_THAT(r.output, HasSubstr("tensor"));
+  EXPECT_EQ(count_lines(r.output), 1) << r.output;
+}
+
+}  // namespace

@@ -1,0 +1,81 @@
+#pragma once
+// Shared fixtures for the runtime and CLI tests: temp dirs, tiny models, running the binary.
+#include <ATen/ATen.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <sys/wait.h>
+
+#include "node/runtime/config.h"
+#include "node/runtime/model.h"
+#include "node/runtime/synthetic.h"
+
+namespace eesched::testing {
+
+// A fresh directory removed when the object goes out of scope.
+class TempDir {
+ public:
+  TempDir() {
+    std::random_device rd;
+    path_ = std::filesystem::temp_directory_path() / ("eesched-test-" + std::to_string(rd()) + std::to_string(rd()));
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// A tiny GQA model; vocab 1024 matches the committed tokenizer (models/target/tokenizer.model).
+inline runtime::LlamaConfig tiny_config(int64_t vocab = 1024) {
+  runtime::LlamaConfig c;
+  c.vocab_size = vocab;
+  c.hidden_size = 32;
+  c.intermediate_size = 48;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.max_position_embeddings = 128;
+  c.tie_word_embeddings = true;
+  return c;
+}
+
+// Random weights are too flat for sampling tests: scale the head so logits have real spread.
+inline runtime::LlamaModel tiny_model(uint64_t seed = 7, int64_t vocab = 1024) {
+  auto m = runtime::random_model(tiny_config(vocab), seed);
+  auto w = m.weights();
+  w.embed_tokens = w.embed_tokens * 20.0;
+  return runtime::LlamaModel(m.config(), w);
+}
+
+inline std::filesystem::path source_dir() { return EESCHED_SOURCE_DIR; }
+inline std::filesystem::path tokenizer_path() { return source_dir() / "models" / "target" / "tokenizer.model"; }
+
+struct RunResult {
+  int exit_code = -1;
+  std::string output;  // stdout only, or stdout+stderr when merged
+};
+
+// Runs the eesched binary with a shell-quoted argument string.
+inline RunResult run_eesched(const std::string& args, bool merge_stderr = false) {
+  const std::string cmd = std::string(EESCHED_BINARY) + " " + args + (merge_stderr ? " 2>&1" : " 2>/dev/null");
+  RunResult r;
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (!pipe) return r;
+  std::array<char, 4096> buf{};
+  std::size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
+  const int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+}  // namespace eesched::testing

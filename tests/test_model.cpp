@@ -1,0 +1,940 @@
+// LlamaModel against a naive float64 reference written here with scalar loops, the KV-cache
+// paths (prefill, decoding, uneven batches, rollback) against full recomputation, batching
+// against sequences run alone, error reporting, and save/load round trips.
+#include "node/runtime/model.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "node/runtime/config.h"
+#include "node/runtime/error.h"
+#include "node/runtime/generate.h"
+#include "node/runtime/safetensors.h"
+#include "node/runtime/sampling.h"
+#include "node/runtime/synthetic.h"
+
+namespace fs = std::filesystem;
+using eesched::runtime::Error;
+using eesched::runtime::generate;
+using eesched::runtime::GenerateOptions;
+using eesched::runtime::KVCache;
+using eesched::runtime::LlamaConfig;
+using eesched::runtime::LlamaModel;
+using eesched::runtime::LlamaWeights;
+using eesched::runtime::LogitsAt;
+using ::testing::HasSubstr;
+
+namespace {
+
+constexpr double kTol = 1e-5;
+
+// ---------------------------------------------------------------------------------------------
+// Tiny models.
+
+struct Variant {
+  const char* name;
+  bool gqa;   // num_key_value_heads 2 of 4 heads, else 4 (MHA)
+  bool tied;  // tie_word_embeddings
+};
+
+const std::vector<Variant>& variants() {
+  static const std::vector<Variant> v = {
+      {"gqa_tied", true, true},
+      {"gqa_untied", true, false},
+      {"mha_tied", false, true},
+      {"mha_untied", false, false},
+  };
+  return v;
+}
+
+LlamaConfig tiny_config(bool gqa, bool tied) {
+  LlamaConfig c;
+  c.vocab_size = 37;
+  c.hidden_size = 16;
+  c.intermediate_size = 24;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = gqa ? 2 : 4;
+  c.max_position_embeddings = 64;
+  c.rms_norm_eps = 1e-4;   // not the default: the config must actually be used
+  c.rope_theta = 500.0;    // not the default either
+  c.tie_word_embeddings = tied;
+  c.validate();
+  return c;
+}
+
+// random_model's weights (std 0.02) make attention nearly uniform and logits tiny, which would
+// hide RoPE, masking and GQA mistakes. Scale every matrix by 10 (attention scores of order 1,
+// logits of order 1) and give every norm a non-trivial weight 1 + 0.1 * N(0, 1).
+LlamaModel make_model(const LlamaConfig& config, uint64_t seed) {
+  LlamaModel base = eesched::runtime::random_model(config, seed);
+  LlamaWeights w = base.weights();
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed + 1000);
+  auto scaled = [](const at::Tensor& t) { return (t * 10.0).contiguous(); };
+  auto norm = [&](const at::Tensor& t) { return at::randn(t.sizes(), gen, at::kFloat) * 0.1 + 1.0; };
+  w.embed_tokens = scaled(w.embed_tokens);
+  if (w.lm_head.defined()) w.lm_head = scaled(w.lm_head);
+  w.norm = norm(w.norm);
+  for (auto& l : w.layers) {
+    l.input_layernorm = norm(l.input_layernorm);
+    l.post_attention_layernorm = norm(l.post_attention_layernorm);
+    l.q_proj = scaled(l.q_proj);
+    l.k_proj = scaled(l.k_proj);
+    l.v_proj = scaled(l.v_proj);
+    l.o_proj = scaled(l.o_proj);
+    l.gate_proj = scaled(l.gate_proj);
+    l.up_proj = scaled(l.up_proj);
+    l.down_proj = scaled(l.down_proj);
+  }
+  return LlamaModel(config, w);
+}
+
+// Deep copy of a model's weights (weights() hands out views into the model's storage).
+LlamaWeights cloned_weights(const LlamaModel& model) {
+  LlamaWeights w = model.weights();
+  auto c = [](at::Tensor& t) {
+    if (t.defined()) t = t.clone().contiguous();
+  };
+  c(w.embed_tokens);
+  c(w.norm);
+  c(w.lm_head);
+  for (auto& l : w.layers) {
+    for (at::Tensor* t : {&l.input_layernorm, &l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj,
+                          &l.post_attention_layernorm, &l.gate_proj, &l.up_proj, &l.down_proj})
+      c(*t);
+  }
+  return w;
+}
+
+std::vector<int64_t> random_ids(int64_t n, int64_t vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int64_t> dist(0, vocab - 1);
+  std::vector<int64_t> ids(static_cast<std::size_t>(n));
+  for (auto& id : ids) id = dist(rng);
+  return ids;
+}
+
+at::Tensor row_tensor(const std::vector<int64_t>& ids) {
+  return at::tensor(ids, at::kLong).view({1, static_cast<int64_t>(ids.size())});
+}
+
+// Right-padded [B, T] ids, padding with `pad` (deliberately not 0, so a leak would show).
+at::Tensor padded(const std::vector<std::vector<int64_t>>& rows, int64_t pad) {
+  std::size_t T = 0;
+  for (const auto& r : rows) T = std::max(T, r.size());
+  auto ids = at::full({static_cast<int64_t>(rows.size()), static_cast<int64_t>(T)}, pad, at::kLong);
+  auto acc = ids.accessor<int64_t, 2>();
+  for (std::size_t b = 0; b < rows.size(); ++b)
+    for (std::size_t t = 0; t < rows[b].size(); ++t) acc[static_cast<int64_t>(b)][static_cast<int64_t>(t)] = rows[b][t];
+  return ids;
+}
+
+std::vector<int64_t> concat(std::vector<int64_t> a, const std::vector<int64_t>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+std::vector<int64_t> slice(const std::vector<int64_t>& v, std::size_t begin, std::size_t end) {
+  return std::vector<int64_t>(v.begin() + static_cast<std::ptrdiff_t>(begin), v.begin() + static_cast<std::ptrdiff_t>(end));
+}
+
+// Max |a - b| over two float tensors of the same shape (checked).
+double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
+  EXPECT_EQ(a.sizes(), b.sizes());
+  if (a.sizes() != b.sizes()) return INFINITY;
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Naive float64 reference: plain loops over std::vector<double>, nothing from the runtime but
+// the weight values.
+
+using Vec = std::vector<double>;
+
+struct Matrix {  // row-major [rows, cols], HF [out, in]
+  int64_t rows = 0, cols = 0;
+  Vec data;
+  double at(int64_t r, int64_t c) const { return data[static_cast<std::size_t>(r * cols + c)]; }
+};
+
+Matrix to_matrix(const at::Tensor& t) {
+  EXPECT_EQ(t.dim(), 2);
+  EXPECT_EQ(t.scalar_type(), at::kFloat);
+  Matrix m;
+  m.rows = t.size(0);
+  m.cols = t.size(1);
+  auto acc = t.accessor<float, 2>();
+  m.data.reserve(static_cast<std::size_t>(m.rows * m.cols));
+  for (int64_t r = 0; r < m.rows; ++r)
+    for (int64_t c = 0; c < m.cols; ++c) m.data.push_back(static_cast<double>(acc[r][c]));
+  return m;
+}
+
+Vec to_vec(const at::Tensor& t) {
+  EXPECT_EQ(t.dim(), 1);
+  EXPECT_EQ(t.scalar_type(), at::kFloat);
+  auto acc = t.accessor<float, 1>();
+  Vec v;
+  for (int64_t i = 0; i < t.size(0); ++i) v.push_back(static_cast<double>(acc[i]));
+  return v;
+}
+
+struct RefLayer {
+  Vec input_norm, post_norm;
+  Matrix q, k, v, o, gate, up, down;
+};
+
+struct RefModel {
+  LlamaConfig config;
+  Matrix embed, head;
+  Vec norm;
+  std::vector<RefLayer> layers;
+};
+
+RefModel reference_of(const LlamaModel& model) {
+  RefModel r;
+  r.config = model.config();
+  const LlamaWeights w = model.weights();
+  r.embed = to_matrix(w.embed_tokens);
+  r.head = r.config.tie_word_embeddings ? r.embed : to_matrix(w.lm_head);
+  r.norm = to_vec(w.norm);
+  for (const auto& l : w.layers) {
+    RefLayer rl;
+    rl.input_norm = to_vec(l.input_layernorm);
+    rl.post_norm = to_vec(l.post_attention_layernorm);
+    rl.q = to_matrix(l.q_proj);
+    rl.k = to_matrix(l.k_proj);
+    rl.v = to_matrix(l.v_proj);
+    rl.o = to_matrix(l.o_proj);
+    rl.gate = to_matrix(l.gate_proj);
+    rl.up = to_matrix(l.up_proj);
+    rl.down = to_matrix(l.down_proj);
+    r.layers.push_back(std::move(rl));
+  }
+  return r;
+}
+
+Vec matvec(const Matrix& m, const Vec& x) {  // y = W x, W [out, in]
+  EXPECT_EQ(static_cast<std::size_t>(m.cols), x.size());
+  Vec y(static_cast<std::size_t>(m.rows), 0.0);
+  for (int64_t r = 0; r < m.rows; ++r) {
+    double s = 0;
+    for (int64_t c = 0; c < m.cols; ++c) s += m.at(r, c) * x[static_cast<std::size_t>(c)];
+    y[static_cast<std::size_t>(r)] = s;
+  }
+  return y;
+}
+
+Vec rms_norm(const Vec& x, const Vec& w, double eps) {
+  double ms = 0;
+  for (double v : x) ms += v * v;
+  ms /= static_cast<double>(x.size());
+  const double inv = 1.0 / std::sqrt(ms + eps);
+  Vec y(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) y[i] = x[i] * inv * w[i];
+  return y;
+}
+
+// HF RoPE on one head vector at position p: pairs (i, i + hd/2), inv_freq[i] = theta^(-2i/hd).
+Vec rope(const Vec& x, int64_t p, double theta) {
+  const std::size_t hd = x.size(), half = hd / 2;
+  Vec y(hd);
+  for (std::size_t i = 0; i < hd; ++i) {
+    const std::size_t j = i % half;
+    const double inv_freq = std::pow(theta, -2.0 * static_cast<double>(j) / static_cast<double>(hd));
+    const double angle = static_cast<double>(p) * inv_freq;
+    const double rotated = i < half ? -x[i + half] : x[i - half];
+    y[i] = x[i] * std::cos(angle) + rotated * std::sin(angle);
+  }
+  return y;
+}
+
+// Logits [T][vocab] of a single sequence at positions 0..T-1.
+std::vector<Vec> reference_logits(const RefModel& m, const std::vector<int64_t>& ids) {
+  const auto& c = m.config;
+  const int64_t T = static_cast<int64_t>(ids.size());
+  const int64_t H = c.num_attention_heads, KV = c.num_key_value_heads;
+  const int64_t hd = c.hidden_size / H, group = H / KV, d = c.hidden_size;
+  const double eps = c.rms_norm_eps;
+  std::vector<Vec> x(static_cast<std::size_t>(T));
+  for (int64_t t = 0; t < T; ++t) {
+    x[static_cast<std::size_t>(t)].resize(static_cast<std::size_t>(d));
+    for (int64_t i = 0; i < d; ++i) x[static_cast<std::size_t>(t)][static_cast<std::size_t>(i)] = m.embed.at(ids[static_cast<std::size_t>(t)], i);
+  }
+  auto head_slice = [&](const Vec& v, int64_t h) {
+    return Vec(v.begin() + h * hd, v.begin() + (h + 1) * hd);
+  };
+  for (const auto& layer : m.layers) {
+    // q[t][h], k[t][kvh], v[t][kvh]: head vectors, RoPE applied to q and k.
+    std::vector<std::vector<Vec>> q(static_cast<std::size_t>(T)), k(static_cast<std::size_t>(T)), v(static_cast<std::size_t>(T));
+    for (int64_t t = 0; t < T; ++t) {
+      const Vec h = rms_norm(x[static_cast<std::size_t>(t)], layer.input_norm, eps);
+      const Vec qf = matvec(layer.q, h), kf = matvec(layer.k, h), vf = matvec(layer.v, h);
+      for (int64_t hh = 0; hh < H; ++hh) q[static_cast<std::size_t>(t)].push_back(rope(head_slice(qf, hh), t, c.rope_theta));
+      for (int64_t hh = 0; hh < KV; ++hh) {
+        k[static_cast<std::size_t>(t)].push_back(rope(head_slice(kf, hh), t, c.rope_theta));
+        v[static_cast<std::size_t>(t)].push_back(head_slice(vf, hh));
+      }
+    }
+    for (int64_t t = 0; t < T; ++t) {
+      Vec attn(static_cast<std::size_t>(H * hd), 0.0);
+      for (int64_t hh = 0; hh < H; ++hh) {
+        const auto kvh = static_cast<std::size_t>(hh / group);
+        const Vec& qv = q[static_cast<std::size_t>(t)][static_cast<std::size_t>(hh)];
+        Vec scores(static_cast<std::size_t>(t + 1));
+        double mx = -INFINITY;
+        for (int64_t s = 0; s <= t; ++s) {
+          double dot = 0;
+          const Vec& kv = k[static_cast<std::size_t>(s)][kvh];
+          for (int64_t i = 0; i < hd; ++i) dot += qv[static_cast<std::size_t>(i)] * kv[static_cast<std::size_t>(i)];
+          scores[static_cast<std::size_t>(s)] = dot / std::sqrt(static_cast<double>(hd));
+          mx = std::max(mx, scores[static_cast<std::size_t>(s)]);
+        }
+        double z = 0;
+        for (auto& s : scores) z += (s = std::exp(s - mx));
+        for (int64_t s = 0; s <= t; ++s) {
+          const double p = scores[static_cast<std::size_t>(s)] / z;
+          const Vec& vv = v[static_cast<std::size_t>(s)][kvh];
+          for (int64_t i = 0; i < hd; ++i) attn[static_cast<std::size_t>(hh * hd + i)] += p * vv[static_cast<std::size_t>(i)];
+        }
+      }
+      const Vec o = matvec(layer.o, attn);
+      for (int64_t i = 0; i < d; ++i) x[static_cast<std::size_t>(t)][static_cast<std::size_t>(i)] += o[static_cast<std::size_t>(i)];
+    }
+    for (int64_t t = 0; t < T; ++t) {
+      Vec& xt = x[static_cast<std::size_t>(t)];
+      const Vec h = rms_norm(xt, layer.post_norm, eps);
+      const Vec g = matvec(layer.gate, h), u = matvec(layer.up, h);
+      Vec act(g.size());
+      for (std::size_t i = 0; i < g.size(); ++i) act[i] = g[i] / (1.0 + std::exp(-g[i])) * u[i];
+      const Vec down = matvec(layer.down, act);
+      for (int64_t i = 0; i < d; ++i) xt[static_cast<std::size_t>(i)] += down[static_cast<std::size_t>(i)];
+    }
+  }
+  std::vector<Vec> logits;
+  for (int64_t t = 0; t < T; ++t) logits.push_back(matvec(m.head, rms_norm(x[static_cast<std::size_t>(t)], m.norm, eps)));
+  return logits;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures and helpers.
+
+class ModelTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    std::random_device rd;
+    dir_ = fs::temp_directory_path() /
+           ("eesched-model-" + std::string(info->name()) + "-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  fs::path dir_;
+};
+
+// Runs fn, expects a runtime::Error, and returns its message (empty + a failure otherwise).
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected eesched::runtime::Error, got another exception: " << e.what();
+    return "";
+  } catch (...) {
+    ADD_FAILURE() << "expected eesched::runtime::Error, got a non-std exception";
+    return "";
+  }
+  ADD_FAILURE() << "expected eesched::runtime::Error, nothing was thrown";
+  return "";
+}
+
+GenerateOptions greedy(int64_t n, bool kv_cache) {
+  GenerateOptions o;
+  o.max_new_tokens = n;
+  o.sampling.temperature = 0.0;
+  o.kv_cache = kv_cache;
+  return o;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. The runtime's forward equals the naive float64 reference.
+
+TEST_F(ModelTest, NaiveReferenceMatchesForward) {
+  uint64_t seed = 11;
+  for (const auto& var : variants()) {
+    SCOPED_TRACE(var.name);
+    const LlamaConfig config = tiny_config(var.gqa, var.tied);
+    const LlamaModel model = make_model(config, seed++);
+    const RefModel ref = reference_of(model);
+    const auto ids = random_ids(9, config.vocab_size, seed++);
+    const auto expected = reference_logits(ref, ids);
+    const at::Tensor logits = model.forward(row_tensor(ids)).contiguous();
+    ASSERT_EQ(logits.sizes(), (at::IntArrayRef{1, 9, config.vocab_size}));
+    ASSERT_EQ(logits.scalar_type(), at::kFloat);
+    auto acc = logits.accessor<float, 3>();
+    double worst = 0, largest = 0;
+    for (int64_t t = 0; t < 9; ++t) {
+      for (int64_t v = 0; v < config.vocab_size; ++v) {
+        const double e = expected[static_cast<std::size_t>(t)][static_cast<std::size_t>(v)];
+        const double diff = std::abs(static_cast<double>(acc[0][t][v]) - e);
+        worst = std::max(worst, diff);
+        largest = std::max(largest, std::abs(e));
+        EXPECT_NEAR(acc[0][t][v], e, kTol) << "position " << t << ", token " << v;
+      }
+    }
+    // The logits must not be trivially small, or the tolerance would mean nothing.
+    EXPECT_GT(largest, 0.5);
+    RecordProperty(std::string("max_abs_diff_") + var.name, std::to_string(worst));
+  }
+}
+
+// Sanity check of the reference itself: it must be sensitive to what the test claims to check
+// (RoPE theta and the position of tokens), otherwise the comparison above proves little.
+TEST_F(ModelTest, ReferenceIsSensitiveToRopeAndEps) {
+  const LlamaConfig config = tiny_config(true, false);
+  const LlamaModel model = make_model(config, 3);
+  RefModel ref = reference_of(model);
+  const auto ids = random_ids(9, config.vocab_size, 4);
+  const auto base = reference_logits(ref, ids);
+  auto max_diff = [](const std::vector<Vec>& a, const std::vector<Vec>& b) {
+    double m = 0;
+    for (std::size_t t = 0; t < a.size(); ++t)
+      for (std::size_t v = 0; v < a[t].size(); ++v) m = std::max(m, std::abs(a[t][v] - b[t][v]));
+    return m;
+  };
+  RefModel other = ref;
+  other.config.rope_theta = 10000.0;
+  EXPECT_GT(max_diff(base, reference_logits(other, ids)), 1e-3);
+  other = ref;
+  other.config.rms_norm_eps = 1e-6;
+  EXPECT_GT(max_diff(base, reference_logits(other, ids)), 1e-5 * 10);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Cached prefill + token-by-token decoding equals full recomputation.
+
+TEST_F(ModelTest, KvCacheMatchesFullRecompute) {
+  uint64_t seed = 21;
+  for (const auto& var : variants()) {
+    SCOPED_TRACE(var.name);
+    const LlamaConfig config = tiny_config(var.gqa, var.tied);
+    const LlamaModel model = make_model(config, seed++);
+    const auto seq = random_ids(15, config.vocab_size, seed++);
+    const int64_t n = 5, N = static_cast<int64_t>(seq.size());
+    const at::Tensor full = model.forward(row_tensor(seq));  // [1, N, vocab]
+
+    KVCache cache(config, 1, 32);
+    const at::Tensor prefill = model.forward(row_tensor(slice(seq, 0, static_cast<std::size_t>(n))), {n}, cache, LogitsAt::All);
+    EXPECT_EQ(cache.length(0), n);
+    EXPECT_LT(max_abs_diff(prefill, full.narrow(1, 0, n)), kTol);
+    for (int64_t t = n; t < N; ++t) {
+      SCOPED_TRACE("position " + std::to_string(t));
+      const at::Tensor step =
+          model.forward(row_tensor({seq[static_cast<std::size_t>(t)]}), {1}, cache, LogitsAt::All);
+      EXPECT_EQ(cache.length(0), t + 1);
+      EXPECT_LT(max_abs_diff(step, full.narrow(1, t, 1)), kTol);
+    }
+
+    // Greedy generation: with and without the cache, identical tokens.
+    const auto prompt = slice(seq, 0, static_cast<std::size_t>(n));
+    const auto cached = generate(model, {prompt}, greedy(12, true));
+    const auto plain = generate(model, {prompt}, greedy(12, false));
+    ASSERT_EQ(cached.tokens.size(), 1u);
+    EXPECT_EQ(cached.tokens[0].size(), 12u);
+    EXPECT_EQ(cached.tokens[0], plain.tokens[0]);
+    EXPECT_EQ(cached.finish_reason[0], "length");
+    EXPECT_EQ(plain.finish_reason[0], "length");
+    // And the generated tokens are the argmax of the full forward over prompt + tokens.
+    const auto all = concat(prompt, cached.tokens[0]);
+    const at::Tensor logits = model.forward(row_tensor(all)).contiguous();
+    for (std::size_t i = 0; i < cached.tokens[0].size(); ++i) {
+      const int64_t pos = n - 1 + static_cast<int64_t>(i);
+      EXPECT_EQ(logits[0][pos].argmax().item<int64_t>(), cached.tokens[0][i]) << "new token " << i;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. A batch gives each sequence what it would get alone.
+
+TEST_F(ModelTest, BatchEqualsSequencesAlone) {
+  uint64_t seed = 31;
+  for (const auto& var : variants()) {
+    SCOPED_TRACE(var.name);
+    const LlamaConfig config = tiny_config(var.gqa, var.tied);
+    const LlamaModel model = make_model(config, seed++);
+    const std::vector<std::vector<int64_t>> prompts = {
+        random_ids(3, config.vocab_size, seed + 1),
+        random_ids(7, config.vocab_size, seed + 2),
+        random_ids(5, config.vocab_size, seed + 3),
+    };
+    seed += 4;
+    const int64_t B = 3;
+
+    // generate(): batch vs alone, with and without the cache.
+    for (bool kv : {true, false}) {
+      SCOPED_TRACE(kv ? "kv_cache on" : "kv_cache off");
+      const auto batch = generate(model, prompts, greedy(12, kv));
+      ASSERT_EQ(batch.tokens.size(), prompts.size());
+      for (std::size_t b = 0; b < prompts.size(); ++b) {
+        const auto alone = generate(model, {prompts[b]}, greedy(12, kv));
+        EXPECT_EQ(batch.tokens[b].size(), 12u);
+        EXPECT_EQ(batch.tokens[b], alone.tokens[0]) << "prompt " << b;
+      }
+    }
+    {
+      const auto a = generate(model, prompts, greedy(12, true));
+      const auto b = generate(model, prompts, greedy(12, false));
+      EXPECT_EQ(a.tokens, b.tokens);
+    }
+
+    // Padded batched prefill, LogitsAt::Last, against each prompt's own prefill.
+    KVCache batch_cache(config, B, 32);
+    const std::vector<int64_t> lens = {3, 7, 5};
+    const at::Tensor last = model.forward(padded(prompts, 36), lens, batch_cache, LogitsAt::Last);
+    ASSERT_EQ(last.sizes(), (at::IntArrayRef{B, config.vocab_size}));
+    std::vector<KVCache> alone_caches;
+    for (int64_t b = 0; b < B; ++b) {
+      alone_caches.emplace_back(config, 1, 32);
+      const auto& p = prompts[static_cast<std::size_t>(b)];
+      const at::Tensor own = model.forward(row_tensor(p), {static_cast<int64_t>(p.size())},
+                                           alone_caches.back(), LogitsAt::Last);
+      EXPECT_LT(max_abs_diff(last[b], own[0]), kTol) << "prompt " << b;
+      EXPECT_EQ(batch_cache.length(b), lens[static_cast<std::size_t>(b)]);
+    }
+
+    // A batched cached forward with uneven n_new on top of uneven cache lengths (3, 7, 5):
+    // rows add 1, 3 and 2 tokens; the rest of each row is padding.
+    const std::vector<std::vector<int64_t>> more = {
+        random_ids(1, config.vocab_size, seed + 10),
+        random_ids(3, config.vocab_size, seed + 11),
+        random_ids(2, config.vocab_size, seed + 12),
+    };
+    const std::vector<int64_t> n_new = {1, 3, 2};
+    const at::Tensor step = model.forward(padded(more, 35), n_new, batch_cache, LogitsAt::All);
+    ASSERT_EQ(step.sizes(), (at::IntArrayRef{B, 3, config.vocab_size}));
+    for (int64_t b = 0; b < B; ++b) {
+      SCOPED_TRACE("row " + std::to_string(b));
+      const auto ub = static_cast<std::size_t>(b);
+      const int64_t nb = n_new[ub];
+      const at::Tensor own = model.forward(row_tensor(more[ub]), {nb}, alone_caches[ub], LogitsAt::All);
+      EXPECT_LT(max_abs_diff(step[b].narrow(0, 0, nb), own[0]), kTol);
+      EXPECT_EQ(batch_cache.length(b), lens[ub] + nb);
+      // And against the full no-cache forward over the whole row.
+      const auto whole = concat(prompts[ub], more[ub]);
+      const at::Tensor full = model.forward(row_tensor(whole));
+      EXPECT_LT(max_abs_diff(step[b].narrow(0, 0, nb), full[0].narrow(0, lens[ub], nb)), kTol);
+    }
+
+    // One more decoding step of one token per row, now at different cache lengths (4, 10, 7).
+    const std::vector<int64_t> next = random_ids(3, config.vocab_size, seed + 20);
+    const at::Tensor dec = model.forward(at::tensor(next, at::kLong).view({B, 1}), {1, 1, 1}, batch_cache, LogitsAt::Last);
+    for (int64_t b = 0; b < B; ++b) {
+      const auto ub = static_cast<std::size_t>(b);
+      const auto whole = concat(concat(prompts[ub], more[ub]), {next[ub]});
+      const at::Tensor full = model.forward(row_tensor(whole));
+      EXPECT_LT(max_abs_diff(dec[b], full[0][static_cast<int64_t>(whole.size()) - 1]), kTol) << "row " << b;
+    }
+
+    // The no-cache forward over right-padded rows: padding never leaks into real positions.
+    const at::Tensor padded_full = model.forward(padded(prompts, 36));
+    for (int64_t b = 0; b < B; ++b) {
+      const auto& p = prompts[static_cast<std::size_t>(b)];
+      const auto n = static_cast<int64_t>(p.size());
+      EXPECT_LT(max_abs_diff(padded_full[b].narrow(0, 0, n), model.forward(row_tensor(p))[0]), kTol) << "row " << b;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. LogitsAt::Last is the last real row of LogitsAt::All.
+
+TEST_F(ModelTest, LogitsAtLastMatchesAll) {
+  uint64_t seed = 41;
+  for (const auto& var : variants()) {
+    SCOPED_TRACE(var.name);
+    const LlamaConfig config = tiny_config(var.gqa, var.tied);
+    const LlamaModel model = make_model(config, seed++);
+    // Batch 1: prefill and one decoding step.
+    {
+      const auto p = random_ids(6, config.vocab_size, seed++);
+      KVCache c_all(config, 1, 16), c_last(config, 1, 16);
+      const at::Tensor all = model.forward(row_tensor(p), {6}, c_all, LogitsAt::All);
+      const at::Tensor last = model.forward(row_tensor(p), {6}, c_last, LogitsAt::Last);
+      ASSERT_EQ(last.sizes(), (at::IntArrayRef{1, config.vocab_size}));
+      EXPECT_LT(max_abs_diff(last[0], all[0][5]), kTol);
+      const at::Tensor all2 = model.forward(row_tensor({7}), {1}, c_all, LogitsAt::All);
+      const at::Tensor last2 = model.forward(row_tensor({7}), {1}, c_last, LogitsAt::Last);
+      EXPECT_LT(max_abs_diff(last2[0], all2[0][0]), kTol);
+    }
+    // Batch 3, padded, uneven lengths: Last picks each row's last real token, not column T-1.
+    {
+      const std::vector<std::vector<int64_t>> rows = {
+          random_ids(4, config.vocab_size, seed + 1), random_ids(2, config.vocab_size, seed + 2),
+          random_ids(6, config.vocab_size, seed + 3)};
+      seed += 4;
+      const std::vector<int64_t> lens = {4, 2, 6};
+      KVCache c_all(config, 3, 16), c_last(config, 3, 16);
+      const at::Tensor all = model.forward(padded(rows, 1), lens, c_all, LogitsAt::All);
+      const at::Tensor last = model.forward(padded(rows, 1), lens, c_last, LogitsAt::Last);
+      ASSERT_EQ(last.sizes(), (at::IntArrayRef{3, config.vocab_size}));
+      for (int64_t b = 0; b < 3; ++b)
+        EXPECT_LT(max_abs_diff(last[b], all[b][lens[static_cast<std::size_t>(b)] - 1]), kTol) << "row " << b;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Rolling the cache back and re-feeding different tokens equals a fresh run.
+
+TEST_F(ModelTest, CacheRollback) {
+  uint64_t seed = 51;
+  for (const auto& var : variants()) {
+    SCOPED_TRACE(var.name);
+    const LlamaConfig config = tiny_config(var.gqa, var.tied);
+    const LlamaModel model = make_model(config, seed++);
+    const auto prompt = random_ids(6, config.vocab_size, seed++);
+    const auto draft = random_ids(4, config.vocab_size, seed++);   // k = 4 speculated tokens
+    auto fix = random_ids(3, config.vocab_size, seed++);           // the corrected continuation
+    if (fix[0] == draft[1]) fix[0] = (fix[0] + 1) % config.vocab_size;
+
+    KVCache cache(config, 1, 20);
+    model.forward(row_tensor(prompt), {6}, cache, LogitsAt::Last);
+    model.forward(row_tensor(draft), {4}, cache, LogitsAt::All);
+    EXPECT_EQ(cache.length(0), 10);
+    // Accept one draft token, reject the other three, feed three different tokens at once.
+    cache.set_length(0, 7);
+    EXPECT_EQ(cache.length(0), 7);
+    const at::Tensor got = model.forward(row_tensor(fix), {3}, cache, LogitsAt::All);
+    EXPECT_EQ(cache.length(0), 10);
+    const auto fresh_seq = concat(concat(prompt, {draft[0]}), fix);
+    const at::Tensor fresh = model.forward(row_tensor(fresh_seq));
+    EXPECT_LT(max_abs_diff(got[0], fresh[0].narrow(0, 7, 3)), kTol);
+    // Then keep decoding one token at a time over the overwritten positions.
+    const at::Tensor one = model.forward(row_tensor({5}), {1}, cache, LogitsAt::Last);
+    const at::Tensor fresh2 = model.forward(row_tensor(concat(fresh_seq, {5})));
+    EXPECT_LT(max_abs_diff(one[0], fresh2[0][10]), kTol);
+
+    // Roll back all the way into the prompt, and one token at a time.
+    cache.set_length(0, 3);
+    std::vector<int64_t> seq = slice(prompt, 0, 3);
+    for (int64_t tok : {9, 0, 36, 2}) {
+      seq.push_back(tok);
+      const at::Tensor step = model.forward(row_tensor({tok}), {1}, cache, LogitsAt::All);
+      const at::Tensor full = model.forward(row_tensor(seq));
+      EXPECT_LT(max_abs_diff(step[0][0], full[0][static_cast<int64_t>(seq.size()) - 1]), kTol);
+    }
+
+    // Batched rollback, different amounts per row.
+    const std::vector<std::vector<int64_t>> rows = {random_ids(8, config.vocab_size, seed + 1),
+                                                    random_ids(5, config.vocab_size, seed + 2)};
+    seed += 3;
+    KVCache bc(config, 2, 20);
+    model.forward(padded(rows, 0), {8, 5}, bc, LogitsAt::Last);
+    bc.set_length(0, 4);  // row 0 drops 4
+    bc.set_length(1, 4);  // row 1 drops 1
+    const std::vector<std::vector<int64_t>> refeed = {{1, 2, 3}, {30, 31}};
+    const at::Tensor out = model.forward(padded(refeed, 0), {3, 2}, bc, LogitsAt::All);
+    for (std::size_t b = 0; b < 2; ++b) {
+      const auto s = concat(slice(rows[b], 0, 4), refeed[b]);
+      const at::Tensor full = model.forward(row_tensor(s));
+      const auto nb = static_cast<int64_t>(refeed[b].size());
+      EXPECT_LT(max_abs_diff(out[static_cast<int64_t>(b)].narrow(0, 0, nb), full[0].narrow(0, 4, nb)), kTol) << "row " << b;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Errors: a runtime::Error with a useful message, never a crash.
+
+TEST_F(ModelTest, ErrorsOnBadWeights) {
+  const LlamaConfig config = tiny_config(true, false);
+  const LlamaModel model = make_model(config, 61);
+  {
+    LlamaWeights w = cloned_weights(model);
+    w.layers[1].up_proj = at::zeros({config.intermediate_size, config.hidden_size + 1}, at::kFloat);
+    const auto msg = error_of([&] { (void)LlamaModel(config, w); });
+    EXPECT_THAT(msg, HasSubstr("model.layers.1.mlp.up_proj.weight"));
+  }
+  {
+    LlamaWeights w = cloned_weights(model);
+    w.layers[0].k_proj = at::zeros({config.num_attention_heads * config.head_dim(), config.hidden_size}, at::kFloat);
+    EXPECT_THAT(error_of([&] { (void)LlamaModel(config, w); }), HasSubstr("model.layers.0.self_attn.k_proj.weight"));
+  }
+  {
+    LlamaWeights w = cloned_weights(model);
+    w.layers.pop_back();
+    EXPECT_THAT(error_of([&] { (void)LlamaModel(config, w); }), HasSubstr("layers"));
+    w = cloned_weights(model);
+    w.layers.push_back(w.layers.back());
+    EXPECT_THAT(error_of([&] { (void)LlamaModel(config, w); }), HasSubstr("layers"));
+  }
+  {
+    LlamaWeights w = cloned_weights(model);
+    w.lm_head = at::Tensor();  // untied config needs a head
+    EXPECT_THAT(error_of([&] { (void)LlamaModel(config, w); }), HasSubstr("lm_head.weight"));
+  }
+  {
+    LlamaWeights w = cloned_weights(model);
+    w.norm = at::ones({config.hidden_size + 2}, at::kFloat);
+    EXPECT_THAT(error_of([&] { (void)LlamaModel(config, w); }), HasSubstr("model.norm.weight"));
+  }
+  {
+    // Tied config with a head that differs from the embeddings.
+    const LlamaConfig tied = tiny_config(true, true);
+    LlamaWeights w = cloned_weights(model);
+    ASSERT_TRUE(w.lm_head.defined());
+    EXPECT_THAT(error_of([&] { (void)LlamaModel(tied, w); }), HasSubstr("lm_head"));
+    w.lm_head = w.embed_tokens.clone();  // an equal copy is fine (HF may store one)
+    EXPECT_NO_THROW((void)LlamaModel(tied, w));
+  }
+}
+
+TEST_F(ModelTest, ErrorsOnCacheAndGenerate) {
+  const LlamaConfig config = tiny_config(true, true);
+  const LlamaModel model = make_model(config, 62);
+  // KV cache capacity overflow in forward.
+  {
+    KVCache cache(config, 1, 8);
+    model.forward(row_tensor(random_ids(6, config.vocab_size, 1)), {6}, cache, LogitsAt::Last);
+    const auto msg = error_of([&] { model.forward(row_tensor({1, 2, 3}), {3}, cache, LogitsAt::Last); });
+    EXPECT_THAT(msg, HasSubstr("capacity"));
+    EXPECT_EQ(cache.length(0), 6);  // a rejected call leaves the cache as it was
+    // Still usable afterwards.
+    EXPECT_NO_THROW(model.forward(row_tensor({1, 2}), {2}, cache, LogitsAt::Last));
+    EXPECT_THAT(error_of([&] { model.forward(row_tensor({1}), {1}, cache, LogitsAt::Last); }), HasSubstr("capacity"));
+  }
+  // Cache capacity beyond the context, rollback beyond capacity, mismatched batch.
+  EXPECT_THAT(error_of([&] { (void)KVCache(config, 1, config.max_position_embeddings + 1); }), HasSubstr("max_position_embeddings"));
+  {
+    KVCache cache(config, 2, 8);
+    error_of([&] { cache.set_length(0, 9); });
+    error_of([&] { cache.set_length(2, 1); });
+    error_of([&] { model.forward(row_tensor({1, 2}), {2}, cache, LogitsAt::Last); });          // batch 1 vs 2
+    error_of([&] { model.forward(padded({{1, 2}, {3}}, 0), {2, 0}, cache, LogitsAt::Last); });  // n_new 0
+    error_of([&] { model.forward(padded({{1, 2}, {3}}, 0), {2, 3}, cache, LogitsAt::Last); });  // n_new > T
+  }
+  // No-cache forward beyond the context.
+  EXPECT_THAT(error_of([&] { model.forward(at::zeros({1, config.max_position_embeddings + 1}, at::kLong)); }),
+              HasSubstr("max_position_embeddings"));
+  // generate(): token ids outside the vocabulary.
+  EXPECT_THAT(error_of([&] { generate(model, {{1, 2, config.vocab_size}}, greedy(4, true)); }),
+              HasSubstr(std::to_string(config.vocab_size)));
+  error_of([&] { generate(model, {{1, 2}, {-1}}, greedy(4, false)); });
+  // generate(): prompt + max_new_tokens over the context.
+  EXPECT_THAT(error_of([&] { generate(model, {random_ids(10, config.vocab_size, 2)}, greedy(55, true)); }),
+              HasSubstr("context"));
+  error_of([&] { generate(model, {random_ids(10, config.vocab_size, 2)}, greedy(55, false)); });
+  EXPECT_NO_THROW(generate(model, {random_ids(10, config.vocab_size, 2)}, greedy(54, true)));
+  // generate(): empty input.
+  error_of([&] { generate(model, {}, greedy(4, true)); });
+  error_of([&] { generate(model, {{}}, greedy(4, true)); });
+  error_of([&] { generate(model, {{1}}, greedy(0, true)); });
+}
+
+TEST_F(ModelTest, ErrorsOnBadConfig) {
+  {
+    LlamaConfig c = tiny_config(true, true);
+    c.hidden_size = 18;  // not divisible by 4 heads
+    EXPECT_THAT(error_of([&] { c.validate(); }), HasSubstr("num_attention_heads"));
+    // The model constructor validates as well.
+    error_of([&] { (void)LlamaModel(c, LlamaWeights{}); });
+  }
+  {
+    LlamaConfig c = tiny_config(true, true);
+    c.num_key_value_heads = 3;  // 4 heads are not a multiple of 3
+    EXPECT_THAT(error_of([&] { c.validate(); }), HasSubstr("num_key_value_heads"));
+    error_of([&] { eesched::runtime::random_model(c, 1); });
+  }
+  {
+    LlamaConfig c = tiny_config(true, true);
+    c.hidden_size = 12;  // head_dim 3: odd, no RoPE pairs
+    EXPECT_THAT(error_of([&] { c.validate(); }), HasSubstr("head_dim"));
+  }
+  {
+    LlamaConfig c = tiny_config(true, true);
+    c.num_key_value_heads = 0;
+    EXPECT_THAT(error_of([&] { c.validate(); }), HasSubstr("num_key_value_heads"));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. save/load round trips and load errors.
+
+TEST_F(ModelTest, SaveLoadRoundTrip) {
+  uint64_t seed = 71;
+  for (const auto& var : variants()) {
+    SCOPED_TRACE(var.name);
+    const LlamaConfig config = tiny_config(var.gqa, var.tied);
+    const LlamaModel model = make_model(config, seed++);
+    const auto ids = row_tensor(random_ids(9, config.vocab_size, seed++));
+    const at::Tensor logits = model.forward(ids);
+
+    const fs::path f32 = dir_ / (std::string(var.name) + "-f32");
+    model.save(f32);
+    ASSERT_TRUE(fs::exists(f32 / "config.json"));
+    ASSERT_TRUE(fs::exists(f32 / "model.safetensors"));
+    const LlamaModel loaded = LlamaModel::load(f32);
+    EXPECT_EQ(loaded.config().rope_theta, config.rope_theta);
+    EXPECT_EQ(loaded.config().rms_norm_eps, config.rms_norm_eps);
+    EXPECT_EQ(loaded.config().num_key_value_heads, config.num_key_value_heads);
+    EXPECT_EQ(loaded.config().tie_word_embeddings, config.tie_word_embeddings);
+    EXPECT_TRUE(at::equal(loaded.forward(ids), logits)) << "f32 round trip is not bitwise equal";
+    {
+      // The tied head is not stored; the untied one is.
+      const auto st = eesched::runtime::SafetensorsFile::open(f32 / "model.safetensors");
+      EXPECT_EQ(st.contains("lm_head.weight"), !config.tie_word_embeddings);
+    }
+
+    // Half-precision files: computed in f32 after an exact widening, so the logits equal those of
+    // the f32 model whose weights were rounded the same way; and are close to the original ones.
+    for (const auto& [dtype, tol, tag] : {std::tuple{at::kBFloat16, 5e-2, "bf16"}, std::tuple{at::kHalf, 5e-3, "f16"}}) {
+      SCOPED_TRACE(tag);
+      const fs::path dir = dir_ / (std::string(var.name) + "-" + tag);
+      fs::create_directories(dir);
+      auto named = model.weights().named();
+      LlamaWeights rounded = cloned_weights(model);
+      for (auto& [name, t] : named) t = t.to(dtype);
+      eesched::runtime::write_safetensors(dir / "model.safetensors", named, {{"format", "pt"}});
+      config.save(dir / "config.json");
+      const LlamaModel half = LlamaModel::load(dir);
+      const at::Tensor half_logits = half.forward(ids);
+      const double diff = max_abs_diff(half_logits, logits);
+      EXPECT_LT(diff, tol);
+      EXPECT_GT(diff, 0.0) << "rounding to " << tag << " should change something";
+      auto round = [&](at::Tensor& t) {
+        if (t.defined()) t = t.to(dtype).to(at::kFloat);
+      };
+      round(rounded.embed_tokens);
+      round(rounded.norm);
+      round(rounded.lm_head);
+      for (auto& l : rounded.layers)
+        for (at::Tensor* t : {&l.input_layernorm, &l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj,
+                              &l.post_attention_layernorm, &l.gate_proj, &l.up_proj, &l.down_proj})
+          round(*t);
+      EXPECT_TRUE(at::equal(half_logits, LlamaModel(config, rounded).forward(ids)));
+    }
+  }
+}
+
+TEST_F(ModelTest, LoadErrors) {
+  const LlamaConfig config = tiny_config(true, false);
+  const LlamaModel model = make_model(config, 81);
+  const auto named = model.weights().named();
+  auto fresh_dir = [&](const std::string& name) {
+    const fs::path d = dir_ / name;
+    model.save(d);
+    return d;
+  };
+  auto write_tensors = [&](const fs::path& d, const std::vector<std::pair<std::string, at::Tensor>>& t) {
+    eesched::runtime::write_safetensors(d / "model.safetensors", t, {{"format", "pt"}});
+  };
+
+  // Truncated by a few bytes: the last tensor runs past the end and is named.
+  {
+    const fs::path d = fresh_dir("trunc-tail");
+    const auto size = fs::file_size(d / "model.safetensors");
+    fs::resize_file(d / "model.safetensors", size - 10);
+    const auto msg = error_of([&] { LlamaModel::load(d); });
+    EXPECT_THAT(msg, HasSubstr("'" + named.back().first + "'"));
+    EXPECT_THAT(msg, HasSubstr("truncated"));
+  }
+  // Truncated to half: some tensor is named.
+  {
+    const fs::path d = fresh_dir("trunc-half");
+    const auto size = fs::file_size(d / "model.safetensors");
+    fs::resize_file(d / "model.safetensors", size / 2);
+    const auto msg = error_of([&] { LlamaModel::load(d); });
+    bool names_one = false;
+    for (const auto& [name, t] : named) names_one = names_one || msg.find("'" + name + "'") != std::string::npos;
+    EXPECT_TRUE(names_one) << msg;
+  }
+  // Truncated into the header.
+  {
+    const fs::path d = fresh_dir("trunc-header");
+    fs::resize_file(d / "model.safetensors", 20);
+    error_of([&] { LlamaModel::load(d); });
+    fs::resize_file(d / "model.safetensors", 0);
+    error_of([&] { LlamaModel::load(d); });
+  }
+  // config.json without a required key.
+  {
+    const fs::path d = fresh_dir("no-key");
+    std::ifstream in(d / "config.json");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    in.close();
+    std::string text = ss.str();
+    const auto pos = text.find("\"intermediate_size\"");
+    ASSERT_NE(pos, std::string::npos);
+    const auto eol = text.find('\n', pos);
+    text.erase(pos, eol - pos + 1);
+    std::ofstream(d / "config.json") << text;
+    EXPECT_THAT(error_of([&] { LlamaModel::load(d); }), HasSubstr("intermediate_size"));
+  }
+  // No config.json, no directory.
+  {
+    const fs::path d = fresh_dir("no-config");
+    fs::remove(d / "config.json");
+    error_of([&] { LlamaModel::load(d); });
+    error_of([&] { LlamaModel::load(dir_ / "does-not-exist"); });
+  }
+  // A tensor missing from the file.
+  {
+    const fs::path d = fresh_dir("missing");
+    auto t = named;
+    const std::string gone = "model.layers.1.self_attn.k_proj.weight";
+    t.erase(std::remove_if(t.begin(), t.end(), [&](const auto& p) { return p.first == gone; }), t.end());
+    ASSERT_EQ(t.size() + 1, named.size());
+    write_tensors(d, t);
+    EXPECT_THAT(error_of([&] { LlamaModel::load(d); }), HasSubstr(gone));
+  }
+  // An unexpected extra tensor: a third layer's weight, and an unrelated name.
+  for (const std::string extra : {"model.layers.2.mlp.up_proj.weight", "model.something_else"}) {
+    const fs::path d = fresh_dir("extra");
+    auto t = named;
+    t.emplace_back(extra, at::zeros({3, 4}, at::kFloat));
+    write_tensors(d, t);
+    EXPECT_THAT(error_of([&] { LlamaModel::load(d); }), HasSubstr(extra));
+  }
+  // A stored tensor of the wrong shape: named by the loader.
+  {
+    const fs::path d = fresh_dir("shape");
+    auto t = named;
+    for (auto& [name, tensor] : t)
+      if (name == "model.layers.0.mlp.down_proj.weight") tensor = at::zeros({config.hidden_size, 5}, at::kFloat);
+    write_tensors(d, t);
+    EXPECT_THAT(error_of([&] { LlamaModel::load(d); }), HasSubstr("model.layers.0.mlp.down_proj.weight"));
+  }
+  // A stored tensor of an unsupported dtype.
+  {
+    const fs::path d = fresh_dir("dtype");
+    auto t = named;
+    for (auto& [name, tensor] : t)
+      if (name == "model.norm.weight") tensor = tensor.to(at::kDouble);
+    write_tensors(d, t);
+    EXPECT_THAT(error_of([&] { LlamaModel::load(d); }), HasSubstr("model.norm.weight"));
+  }
+}
+
+}  // namespace

@@ -24,14 +24,8 @@ using ::testing::HasSubstr;
 
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const rt::Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using eesched::testing::error_of;
+
 
 TEST(Sampling, GreedyIsArgmaxAndTemperatureZeroIgnoresRng) {
   std::vector<float> logits{0.1f, 2.5f, -1.0f, 2.4f};

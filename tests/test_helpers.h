@@ -2,18 +2,36 @@
 // Shared fixtures for the runtime and CLI tests: temp dirs, tiny models, running the binary.
 #include <ATen/ATen.h>
 
+#include <gtest/gtest.h>
+
 #include <array>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <random>
 #include <string>
 #include <sys/wait.h>
 
 #include "node/runtime/config.h"
+#include "node/runtime/error.h"
 #include "node/runtime/model.h"
 #include "node/runtime/synthetic.h"
 
 namespace eesched::testing {
+
+// Runs fn, expects a runtime::Error and returns its message; any other outcome fails the test.
+inline std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const runtime::Error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected eesched::runtime::Error, got another exception: " << e.what();
+    return "";
+  }
+  ADD_FAILURE() << "expected eesched::runtime::Error, got none";
+  return "";
+}
 
 // A fresh directory removed when the object goes out of scope.
 class TempDir {

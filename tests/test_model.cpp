@@ -24,6 +24,7 @@
 
 #include "node/runtime/config.h"
 #include "node/runtime/error.h"
+#include "tests/test_helpers.h"
 #include "node/runtime/generate.h"
 #include "node/runtime/safetensors.h"
 #include "node/runtime/sampling.h"
@@ -41,6 +42,8 @@ using eesched::runtime::LogitsAt;
 using ::testing::HasSubstr;
 
 namespace {
+
+using eesched::testing::error_of;
 
 constexpr double kTol = 1e-5;
 
@@ -351,22 +354,6 @@ class ModelTest : public ::testing::Test {
   fs::path dir_;
 };
 
-// Runs fn, expects a runtime::Error, and returns its message (empty + a failure otherwise).
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected eesched::runtime::Error, got another exception: " << e.what();
-    return "";
-  } catch (...) {
-    ADD_FAILURE() << "expected eesched::runtime::Error, got a non-std exception";
-    return "";
-  }
-  ADD_FAILURE() << "expected eesched::runtime::Error, nothing was thrown";
-  return "";
-}
 
 GenerateOptions greedy(int64_t n, bool kv_cache) {
   GenerateOptions o;

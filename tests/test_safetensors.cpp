@@ -1,6 +1,7 @@
 #include "node/runtime/safetensors.h"
 
 #include "node/runtime/error.h"
+#include "tests/test_helpers.h"
 
 #include <ATen/ATen.h>
 #include <gmock/gmock.h>
@@ -25,6 +26,8 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 
 namespace {
+
+using eesched::testing::error_of;
 
 class SafetensorsTest : public ::testing::Test {
  protected:
@@ -54,19 +57,6 @@ class SafetensorsTest : public ::testing::Test {
   fs::path dir_;
 };
 
-// Runs fn, expects an Error, and returns its message (empty string + test failure otherwise).
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected runtime::Error, got another exception: " << e.what();
-    return {};
-  }
-  ADD_FAILURE() << "expected runtime::Error, nothing was thrown";
-  return {};
-}
 
 std::string open_error(const fs::path& p) {
   return error_of([&] { (void)SafetensorsFile::open(p); });

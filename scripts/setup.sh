@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs every Debian package eesched needs that is not installed yet.
+# Installs every Debian package eesched needs to build, test and run that is not installed yet.
+# (npm, needed only to fetch the training corpus, is installed by tools/fetch-corpus.sh.)
 # Idempotent: checks dpkg first and runs apt-get update only when something is missing.
 set -euo pipefail
 
 PACKAGES=(
-  cmake ninja-build ccache g++ make pkg-config git ca-certificates npm
+  cmake ninja-build ccache g++ make pkg-config
   libtorch-dev libopenblas0-pthread libxgboost-dev
   libsqlite3-dev sqlite3 libasio-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev libsentencepiece-dev sentencepiece libsodium-dev
@@ -20,12 +21,6 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
-
-# npm is only needed to fetch the corpus; a machine with node from elsewhere already has it.
-if command -v npm >/dev/null 2>&1; then
-  missing=("${missing[@]/npm}")
-fi
-missing=($(printf '%s\n' "${missing[@]}" | sed '/^$/d'))
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"

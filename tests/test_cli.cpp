@@ -38,7 +38,8 @@ int count_lines(const std::string& s) {
 }
 
 TEST_F(Cli, EverySubcommandHasHelp) {
-  for (const char* sub : {"train-lm", "generate", "logits", "perplexity", "make-synthetic", "bench-decode"}) {
+  for (const char* sub : {"train-lm", "generate", "logits", "perplexity", "make-synthetic", "bench-decode", "keygen",
+                          "encrypt-model", "bench-ee"}) {
     auto r = run_eesched(std::string(sub) + " --help");
     EXPECT_EQ(r.exit_code, 0) << sub;
     EXPECT_THAT(r.output, HasSubstr("--")) << sub;
@@ -131,6 +132,51 @@ TEST_F(Cli, CorruptModelFileNamesTheProblem) {
   EXPECT_THAT(r.output, HasSubstr("model.safetensors"));
   EXPECT_THAT(r.output, HasSubstr("tensor"));
   EXPECT_EQ(count_lines(r.output), 1) << r.output;
+}
+
+TEST_F(Cli, EncryptedGenerateDecryptsToThePlaintextText) {
+  TempDir d;
+  const auto key = (d / "k.eekey").string(), enc = (d / "enc").string();
+  ASSERT_EQ(run_eesched("keygen --model " + model() + " --out " + key).exit_code, 0);
+  auto again = run_eesched("keygen --model " + model() + " --out " + key, true);
+  EXPECT_NE(again.exit_code, 0);
+  EXPECT_THAT(again.output, HasSubstr("--force"));
+  ASSERT_EQ(run_eesched("encrypt-model --model " + model() + " --key " + key + " --out " + enc).exit_code, 0);
+
+  const std::string args = " --prompt 'Fellow citizens of the' --max-new-tokens 12 --ignore-eos --json";
+  auto plain = nlohmann::json::parse(run_eesched("generate --model " + model() + args).output);
+  auto secret = nlohmann::json::parse(run_eesched("generate --model " + enc + " --key " + key + " --tokenizer " +
+                                                  (model_dir_ / "tokenizer.model").string() + args)
+                                          .output);
+  EXPECT_EQ(secret["text"], plain["text"]);
+  EXPECT_EQ(secret["ids"], plain["ids"]);
+  EXPECT_EQ(secret["prompt_ids"], plain["prompt_ids"]);
+  // What crosses the wire is neither the prompt nor the answer.
+  EXPECT_NE(secret["wire"]["to_worker"], plain["prompt_ids"]);
+  EXPECT_NE(secret["wire"]["from_worker"], plain["ids"]);
+  EXPECT_EQ(secret["wire"]["from_worker"].size(), plain["ids"].size());
+
+  auto shown = run_eesched("generate --model " + enc + " --key " + key + " --tokenizer " + (model_dir_ / "tokenizer.model").string() +
+                               " --prompt hello --max-new-tokens 3 --show-wire",
+                           true);
+  EXPECT_EQ(shown.exit_code, 0);
+  EXPECT_THAT(shown.output, HasSubstr("wire -> worker"));
+  EXPECT_THAT(shown.output, HasSubstr("wire <- worker"));
+
+  // Refusals, each one line: another key, no key, encrypting twice.
+  const auto other = (d / "other.eekey").string();
+  ASSERT_EQ(run_eesched("keygen --model " + model() + " --out " + other).exit_code, 0);
+  for (const auto& [cmd, needle] : std::vector<std::pair<std::string, std::string>>{
+           {"generate --model " + enc + " --key " + other + " --tokenizer " + (model_dir_ / "tokenizer.model").string() + " --prompt hi",
+            "wrong key"},
+           {"generate --model " + enc + " --prompt hi", "encrypted model"},
+           {"encrypt-model --model " + enc + " --key " + key + " --out " + (d / "enc2").string(), "already encrypted"},
+       }) {
+    auto r = run_eesched(cmd, true);
+    EXPECT_EQ(r.exit_code, 1) << cmd;
+    EXPECT_THAT(r.output, HasSubstr(needle)) << cmd;
+    EXPECT_EQ(count_lines(r.output), 1) << r.output;
+  }
 }
 
 }  // namespace

@@ -7,6 +7,8 @@
 #include <array>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <functional>
 #include <random>
 #include <string>
@@ -72,6 +74,11 @@ inline runtime::LlamaModel tiny_model(uint64_t seed = 7, int64_t vocab = 1024) {
   auto w = m.weights();
   w.embed_tokens = w.embed_tokens * 20.0;
   return runtime::LlamaModel(m.config(), w);
+}
+
+inline std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 inline std::filesystem::path source_dir() { return EESCHED_SOURCE_DIR; }

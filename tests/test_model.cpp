@@ -25,6 +25,7 @@
 #include "node/runtime/config.h"
 #include "node/runtime/error.h"
 #include "tests/test_helpers.h"
+#include "node/runtime/gemv.h"
 #include "node/runtime/generate.h"
 #include "node/runtime/safetensors.h"
 #include "node/runtime/sampling.h"
@@ -922,6 +923,23 @@ TEST_F(ModelTest, LoadErrors) {
     write_tensors(d, t);
     EXPECT_THAT(error_of([&] { LlamaModel::load(d); }), HasSubstr("model.norm.weight"));
   }
+}
+
+}  // namespace
+
+namespace {
+
+// The batch-1 decoding kernel against ATen's matrix-vector product, on shapes that exercise the
+// 4-row blocks, the 8-wide vector loop and both tails.
+TEST(Gemv, MatchesAtenMvOnAwkwardShapes) {
+  for (auto [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {3, 7}, {4, 8}, {5, 9}, {37, 100}, {1280, 768}, {769, 2304}}) {
+    auto w = at::randn({rows, cols});
+    auto x = at::randn({cols});
+    auto ours = eesched::runtime::gemv(w, x);
+    auto ref = at::mv(w.to(at::kDouble), x.to(at::kDouble)).to(at::kFloat);
+    EXPECT_LT((ours - ref).abs().max().item<double>(), 1e-4 * std::sqrt(static_cast<double>(cols))) << rows << "x" << cols;
+  }
+  EXPECT_THROW(eesched::runtime::gemv(at::randn({3, 4}), at::randn({5})), Error);
 }
 
 }  // namespace

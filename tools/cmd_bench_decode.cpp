@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "node/runtime/bench_decode.h"
+#include "node/runtime/gemv.h"
 #include "node/runtime/model.h"
 #include "node/runtime/threads.h"
 #include "tools/cli_util.h"
@@ -39,6 +40,9 @@ void run(const BenchDecodeArgs& a) {
                                 {"decode_gb_per_s", r.decode_gb_per_s},
                                 {"copy_gb_per_s", r.copy_gb_per_s},
                                 {"roofline_fraction", r.roofline_fraction},
+                                {"gemv_kernel", runtime::gemv_kernel()},
+                                {"blas_decode_ms_per_token", r.blas_decode_ms_per_token},
+                                {"blas_roofline_fraction", r.blas_roofline_fraction},
                                 {"blas", runtime::blas_backend()}}
                      .dump()
               << std::endl;
@@ -50,8 +54,11 @@ void run(const BenchDecodeArgs& a) {
             << fmt::format("prefill  {:>9.1f} tokens/s  ({} prompt tokens)\n", r.prefill_tokens_per_s, a.prompt)
             << fmt::format("decode   {:>9.1f} tokens/s  ({:.2f} ms/token, batch 1, {} tokens)\n", r.decode_tokens_per_s,
                            r.decode_ms_per_token, a.tokens)
-            << fmt::format("stream   {:>9.2f} GB/s of weights = {:.0f}% of copy bandwidth {:.2f} GB/s\n", r.decode_gb_per_s,
-                           100.0 * r.roofline_fraction, r.copy_gb_per_s);
+            << fmt::format("stream   {:>9.2f} GB/s of weights = {:.0f}% of copy bandwidth {:.2f} GB/s ({} gemv)\n",
+                           r.decode_gb_per_s, 100.0 * r.roofline_fraction, r.copy_gb_per_s, runtime::gemv_kernel())
+            << fmt::format("vs BLAS  {:>9.1f} tokens/s with OpenBLAS sgemv = {:.0f}% of copy bandwidth; gemv speedup {:.2f}x\n",
+                           1000.0 / r.blas_decode_ms_per_token, 100.0 * r.blas_roofline_fraction,
+                           r.blas_decode_ms_per_token / r.decode_ms_per_token);
 }
 
 }  // namespace

@@ -1,11 +1,19 @@
-// eesched generate: text in, text out, through the runtime's generation loop.
+// eesched generate: text in, text out, through the runtime's generation loop. With --key the
+// model is an encrypted one and this process plays both sides of EE: the client tokenizes and
+// encrypts, the (encrypted) model runs on encrypted ids only, the client decrypts.
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
 #include <iostream>
+#include <optional>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "ee/codec.h"
+#include "ee/key.h"
+#include "ee/manifest.h"
 #include "node/runtime/generate.h"
 #include "node/runtime/model.h"
 #include "node/runtime/threads.h"
@@ -17,48 +25,73 @@ namespace eesched::tools {
 namespace {
 
 struct GenerateArgs {
-  std::string model, prompt, tokenizer;
+  std::string model, prompt, tokenizer, key;
   int64_t max_new_tokens = 64;
   double temperature = 0.0, top_p = 1.0;
   int64_t top_k = 0;
   uint64_t seed = 0;
   std::vector<int64_t> stop_ids;
-  bool no_kv_cache = false, json = false, ignore_eos = false;
+  bool no_kv_cache = false, json = false, ignore_eos = false, show_wire = false;
   int threads = 0;
 };
 
 void run(const GenerateArgs& a) {
   runtime::set_threads(a.threads);
   const std::filesystem::path dir(a.model);
+  const auto manifest = ee::Manifest::read(dir);
+  std::optional<ee::Codec> codec;
+  if (manifest && a.key.empty()) throw std::runtime_error(a.model + " is an encrypted model: pass --key and --tokenizer");
+  if (!a.key.empty()) {
+    if (!manifest) throw std::runtime_error("--key given but " + a.model + " is not encrypted (no ee.json)");
+    const auto key = ee::Key::load(a.key);
+    manifest->check_key(key);
+    if (a.tokenizer.empty()) throw std::runtime_error("an encrypted model has no tokenizer: pass --tokenizer PLAIN_DIR/tokenizer.model");
+    codec.emplace(key);
+  } else if (a.show_wire) {
+    throw std::runtime_error("--show-wire needs an encrypted model and --key");
+  }
   auto tokenizer = runtime::Tokenizer::load(a.tokenizer.empty() ? dir / "tokenizer.model" : std::filesystem::path(a.tokenizer));
   auto model = runtime::LlamaModel::load(dir);
   if (tokenizer.vocab_size() != model.config().vocab_size)
     throw std::runtime_error("tokenizer has " + std::to_string(tokenizer.vocab_size()) + " pieces, the model " +
                              std::to_string(model.config().vocab_size));
 
+  // Client side: plaintext ids, then (with a key) their encrypted form for the model.
+  const auto prompt = tokenizer.encode(a.prompt);
+  auto stops = a.stop_ids;
+  if (!a.ignore_eos) stops.push_back(tokenizer.eos_id());
   runtime::GenerateOptions opts;
   opts.max_new_tokens = a.max_new_tokens;
   opts.sampling = {a.temperature, a.top_k, a.top_p, a.seed};
   opts.kv_cache = !a.no_kv_cache;
-  opts.stop_ids = a.stop_ids;
-  if (!a.ignore_eos) opts.stop_ids.push_back(tokenizer.eos_id());
-  const auto prompt = tokenizer.encode(a.prompt);
-  spdlog::debug("prompt: {} tokens", prompt.size());
-  auto r = runtime::generate(model, {prompt}, opts);
-  const auto text = tokenizer.decode(r.tokens[0]);
+  opts.stop_ids = codec ? codec->encrypt(stops) : stops;
+  const auto wire_prompt = codec ? codec->encrypt(prompt) : prompt;
+
+  // Worker side: only wire ids.
+  auto r = runtime::generate(model, {wire_prompt}, opts);
+
+  const auto& wire_out = r.tokens[0];
+  const auto ids = codec ? codec->decrypt(wire_out) : wire_out;
+  const auto text = tokenizer.decode(ids);
+  if (a.show_wire) {
+    std::fprintf(stderr, "wire -> worker: prompt %s, stop ids %s\n", fmt::format("{}", wire_prompt).c_str(),
+                 fmt::format("{}", opts.stop_ids).c_str());
+    std::fprintf(stderr, "wire <- worker: %s\n", fmt::format("{}", wire_out).c_str());
+  }
   if (a.json) {
     nlohmann::json j = {{"text", text},
-                        {"ids", r.tokens[0]},
+                        {"ids", ids},
                         {"prompt_ids", prompt},
                         {"finish_reason", r.finish_reason[0]},
                         {"ttft_ms", r.ttft_ms},
                         {"ms_per_token", r.ms_per_token()},
                         {"tokens_per_s", r.tokens_per_s()}};
+    if (codec) j["wire"] = {{"to_worker", wire_prompt}, {"stop_ids", opts.stop_ids}, {"from_worker", wire_out}};
     std::cout << j.dump() << std::endl;
   } else {
     std::cout << text << std::endl;
-    spdlog::info("{} tokens; time to first token {:.1f} ms, {:.2f} ms/token, {:.1f} tokens/s", r.new_tokens(), r.ttft_ms,
-                 r.ms_per_token(), r.tokens_per_s());
+    spdlog::info("{} tokens; time to first token {:.1f} ms, {:.2f} ms/token, {:.1f} tokens/s{}", r.new_tokens(), r.ttft_ms,
+                 r.ms_per_token(), r.tokens_per_s(), codec ? " (encrypted model)" : "");
   }
 }
 
@@ -66,17 +99,21 @@ void run(const GenerateArgs& a) {
 
 void register_generate(CLI::App& app) {
   auto args = std::make_shared<GenerateArgs>();
-  auto* cmd = app.add_subcommand("generate", "generate text from a prompt");
-  cmd->add_option("--model", args->model, "model directory (config.json, model.safetensors, tokenizer.model)")
+  auto* cmd = app.add_subcommand("generate", "generate text from a prompt (plaintext, or encrypted with --key)");
+  cmd->add_option("--model", args->model, "model directory (config.json, model.safetensors, tokenizer.model or ee.json)")
       ->required()->check(CLI::ExistingDirectory);
   cmd->add_option("--prompt", args->prompt, "prompt text")->required();
-  cmd->add_option("--tokenizer", args->tokenizer, "tokenizer.model (default: MODEL/tokenizer.model)")->check(CLI::ExistingFile);
+  cmd->add_option("--tokenizer", args->tokenizer, "tokenizer.model (default: MODEL/tokenizer.model; required with --key)")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--key", args->key, "EE key: MODEL is encrypted with it; ids are encrypted before and decrypted after")
+      ->check(CLI::ExistingFile);
+  cmd->add_flag("--show-wire", args->show_wire, "print (to stderr) the encrypted ids that cross the wire each way");
   cmd->add_option("--max-new-tokens", args->max_new_tokens, "tokens to generate at most")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--temperature", args->temperature, "0 = greedy")->capture_default_str()->check(CLI::Range(0.0, 100.0));
   cmd->add_option("--top-k", args->top_k, "keep the k most likely tokens (0 = off)")->capture_default_str()->check(CLI::NonNegativeNumber);
   cmd->add_option("--top-p", args->top_p, "nucleus sampling mass (1 = off)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--seed", args->seed, "sampling seed")->capture_default_str();
-  cmd->add_option("--stop-id", args->stop_ids, "extra token ids that end generation (EOS always does)");
+  cmd->add_option("--stop-id", args->stop_ids, "extra (plaintext) token ids that end generation (EOS always does)");
   cmd->add_flag("--ignore-eos", args->ignore_eos, "do not stop at the tokenizer's EOS");
   cmd->add_flag("--no-kv-cache", args->no_kv_cache, "recompute the whole sequence every step (the `plain` arm)");
   cmd->add_flag("--json", args->json, "print {text, ids, ttft_ms, ms_per_token, tokens_per_s} as JSON");

@@ -10,5 +10,8 @@ void register_perplexity(CLI::App& app);
 void register_train_lm(CLI::App& app);
 void register_make_synthetic(CLI::App& app);
 void register_bench_decode(CLI::App& app);
+void register_keygen(CLI::App& app);
+void register_encrypt_model(CLI::App& app);
+void register_bench_ee(CLI::App& app);
 
 }  // namespace eesched::tools

@@ -23,11 +23,14 @@ int main(int argc, char** argv) {
   app.parse_complete_callback([&] { spdlog::set_level(spdlog::level::from_str(level)); });
 
   eesched::tools::register_train_lm(app);
+  eesched::tools::register_keygen(app);
+  eesched::tools::register_encrypt_model(app);
   eesched::tools::register_generate(app);
   eesched::tools::register_logits(app);
   eesched::tools::register_perplexity(app);
   eesched::tools::register_make_synthetic(app);
   eesched::tools::register_bench_decode(app);
+  eesched::tools::register_bench_ee(app);
 
   // CLI11 reports an unknown subcommand as "a subcommand is required"; name it instead.
   for (int i = 1; i < argc; ++i) {

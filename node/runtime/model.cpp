@@ -8,6 +8,7 @@
 #include <map>
 
 #include "node/runtime/error.h"
+#include "node/runtime/gemv.h"
 #include "node/runtime/safetensors.h"
 
 namespace eesched::runtime {
@@ -17,14 +18,14 @@ std::string layer_name(int64_t i, const char* suffix) {
   return "model.layers." + std::to_string(i) + "." + suffix;
 }
 
-// y = x W^T. At one row (batch-1 decoding) a matrix-vector product streams W exactly once;
-// a GEMM with M=1 may pack (copy) W first, doubling the memory traffic of decoding.
+// y = x W^T. At one row (batch-1 decoding) a matrix-vector product streams W exactly once
+// (gemv.h); a GEMM with M=1 may pack (copy) W first, doubling the memory traffic of decoding.
 at::Tensor dense(const at::Tensor& x, const at::Tensor& w) {
   const int64_t in = x.size(-1);
   if (x.numel() == in && !x.requires_grad() && !w.requires_grad()) {
     auto sizes = x.sizes().vec();
     sizes.back() = w.size(0);
-    return at::mv(w, x.reshape({in})).view(sizes);
+    return gemv(w, x.reshape({in})).view(sizes);
   }
   return at::matmul(x, w.t());
 }

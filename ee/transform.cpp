@@ -1,0 +1,184 @@
+#include "ee/transform.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <sodium.h>
+
+#include <chrono>
+
+#include "ee/key.h"
+#include "ee/manifest.h"
+#include "node/runtime/error.h"
+
+namespace eesched::ee {
+namespace {
+
+using runtime::Error;
+using runtime::LlamaConfig;
+using runtime::LlamaWeights;
+
+at::Tensor index(const std::vector<int64_t>& v) { return at::tensor(v, at::kLong); }
+
+// W'[p[i]] = W[i] along `dim`, i.e. what was at i moves to p[i].
+at::Tensor move(const at::Tensor& w, int64_t dim, const std::vector<int64_t>& p) {
+  return w.index_select(dim, index(inverse(p))).contiguous();
+}
+
+std::string layer_label(const char* what, const std::string& model, int64_t layer) {
+  return std::string(what) + "/" + model + "/" + std::to_string(layer);
+}
+
+// Rotates every RoPE pair (i, i + hd/2) of every head in `w` ([heads * hd, in], heads grouped
+// by KV head: `per_group` consecutive heads share group g's angles).
+//
+// Why rotations, and only these, for q/k: RoPE rotates pair i of q and k by pos * f_i, with a
+// different frequency per pair, so moving a dimension to another pair (or swapping the two
+// halves of a pair, a reflection) would no longer commute with RoPE. A fixed 2x2 rotation R_i
+// of each pair does: rotations of the plane commute, so rope(R q) = R rope(q), and applying the
+// same R to q and k keeps every score q.k. The angles are shared by the q heads of a GQA group
+// and their one k head; they are continuous, so a worker cannot undo them by trying a few.
+at::Tensor rotate_pairs(const at::Tensor& w, int64_t per_group, int64_t hd, const std::vector<std::vector<double>>& angles) {
+  const int64_t groups = static_cast<int64_t>(angles.size()), half = hd / 2, in = w.size(1);
+  std::vector<double> flat;
+  for (const auto& g : angles) flat.insert(flat.end(), g.begin(), g.end());
+  auto theta = at::tensor(flat, at::kDouble).view({groups, 1, half, 1});
+  auto cos = theta.cos(), sin = theta.sin();
+  auto x = w.to(at::kDouble).view({groups, per_group, hd, in});
+  auto a = x.narrow(2, 0, half), b = x.narrow(2, half, half);
+  return at::cat({cos * a - sin * b, sin * a + cos * b}, 2).view({groups * per_group * hd, in}).to(at::kFloat);
+}
+
+}  // namespace
+
+std::vector<std::string> transform_names() {
+  return {"vocab_permutation", "residual_permutation", "ffn_permutation", "attention_head_permutation",
+          "v_o_head_dim_permutation", "q_k_rope_pair_rotation"};
+}
+
+ModelSecrets derive_secrets(const Key& key, const LlamaConfig& c, const std::string& model) {
+  if (key.vocab_size() != c.vocab_size)
+    throw Error("the key is for a vocabulary of " + std::to_string(key.vocab_size()) + " tokens, the model has " +
+                std::to_string(c.vocab_size));
+  const int64_t hd = c.head_dim(), kv = c.num_key_value_heads, group = c.kv_groups();
+  ModelSecrets s;
+  s.vocab = key.permutation("vocab", c.vocab_size);
+  s.residual = key.permutation("resid/" + model, c.hidden_size);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    ModelSecrets::Layer layer;
+    layer.ffn = key.permutation(layer_label("ffn", model, l), c.intermediate_size);
+    layer.kv_heads = key.permutation(layer_label("kv-heads", model, l), kv);
+    layer.q_heads.resize(static_cast<std::size_t>(c.num_attention_heads));
+    for (int64_t g = 0; g < kv; ++g) {
+      const std::string gl = layer_label("group", model, l) + "/" + std::to_string(g);
+      const auto within = key.permutation("q-heads/" + gl, group);
+      for (int64_t j = 0; j < group; ++j)
+        layer.q_heads[static_cast<std::size_t>(g * group + j)] = layer.kv_heads[static_cast<std::size_t>(g)] * group + within[static_cast<std::size_t>(j)];
+      layer.v_dims.push_back(key.permutation("v-dims/" + gl, hd));
+      layer.qk_angles.push_back(key.angles("qk-rotation/" + gl, hd / 2));
+    }
+    s.layers.push_back(std::move(layer));
+  }
+  return s;
+}
+
+std::string model_fingerprint(const runtime::LlamaModel& model) {
+  c10::InferenceMode guard;
+  std::array<unsigned char, 16> out{};
+  crypto_generichash_state st;
+  crypto_generichash_init(&st, nullptr, 0, out.size());
+  const auto cfg = model.config().to_json();
+  crypto_generichash_update(&st, reinterpret_cast<const unsigned char*>(cfg.data()), cfg.size());
+  for (const auto& [name, t] : model.weights().named()) {
+    auto c = t.contiguous();
+    crypto_generichash_update(&st, reinterpret_cast<const unsigned char*>(name.data()), name.size());
+    crypto_generichash_update(&st, static_cast<const unsigned char*>(c.data_ptr()), c.numel() * c.element_size());
+  }
+  crypto_generichash_final(&st, out.data(), out.size());
+  std::string hex(2 * out.size() + 1, '\0');
+  sodium_bin2hex(hex.data(), hex.size(), out.data(), out.size());
+  hex.pop_back();
+  return hex;
+}
+
+LlamaConfig encrypt_config(const LlamaConfig& config, const ModelSecrets& s) {
+  LlamaConfig c = config;
+  auto map = [&](int64_t id) { return (id >= 0 && id < c.vocab_size) ? s.vocab[static_cast<std::size_t>(id)] : id; };
+  c.bos_token_id = map(c.bos_token_id);
+  c.eos_token_id = map(c.eos_token_id);
+  return c;
+}
+
+LlamaWeights encrypt_weights(const LlamaWeights& w, const LlamaConfig& c, const ModelSecrets& s) {
+  c10::InferenceMode guard;
+  const int64_t hd = c.head_dim(), kv = c.num_key_value_heads, heads = c.num_attention_heads, group = c.kv_groups();
+  if (static_cast<int64_t>(s.layers.size()) != c.num_hidden_layers) throw Error("EE secrets do not match the model's layers");
+  auto f32 = [](const at::Tensor& t) { return t.to(at::kFloat); };
+  // Readers of the residual stream have their input columns moved; writers their output rows.
+  auto reads = [&](const at::Tensor& t) { return move(f32(t), 1, s.residual); };
+  auto writes = [&](const at::Tensor& t) { return move(f32(t), 0, s.residual); };
+
+  LlamaWeights out;
+  out.embed_tokens = move(move(f32(w.embed_tokens), 0, s.vocab), 1, s.residual);
+  if (w.lm_head.defined()) out.lm_head = move(move(f32(w.lm_head), 0, s.vocab), 1, s.residual);
+  out.norm = move(f32(w.norm), 0, s.residual);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const auto& in = w.layers[static_cast<std::size_t>(l)];
+    const auto& sec = s.layers[static_cast<std::size_t>(l)];
+    // Row maps of q (heads * hd), k and v (kv * hd), and the column map of o (heads * hd).
+    std::vector<int64_t> q_rows, k_rows, v_rows, o_cols;
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t d = 0; d < hd; ++d) {
+        q_rows.push_back(sec.q_heads[static_cast<std::size_t>(h)] * hd + d);
+        o_cols.push_back(sec.q_heads[static_cast<std::size_t>(h)] * hd + sec.v_dims[static_cast<std::size_t>(h / group)][static_cast<std::size_t>(d)]);
+      }
+    for (int64_t g = 0; g < kv; ++g)
+      for (int64_t d = 0; d < hd; ++d) {
+        k_rows.push_back(sec.kv_heads[static_cast<std::size_t>(g)] * hd + d);
+        v_rows.push_back(sec.kv_heads[static_cast<std::size_t>(g)] * hd + sec.v_dims[static_cast<std::size_t>(g)][static_cast<std::size_t>(d)]);
+      }
+    runtime::LayerWeights o;
+    o.input_layernorm = move(f32(in.input_layernorm), 0, s.residual);
+    o.post_attention_layernorm = move(f32(in.post_attention_layernorm), 0, s.residual);
+    o.q_proj = move(rotate_pairs(reads(in.q_proj), group, hd, sec.qk_angles), 0, q_rows);
+    o.k_proj = move(rotate_pairs(reads(in.k_proj), 1, hd, sec.qk_angles), 0, k_rows);
+    o.v_proj = move(reads(in.v_proj), 0, v_rows);
+    o.o_proj = move(writes(in.o_proj), 1, o_cols);
+    o.gate_proj = move(reads(in.gate_proj), 0, sec.ffn);
+    o.up_proj = move(reads(in.up_proj), 0, sec.ffn);
+    o.down_proj = move(writes(in.down_proj), 1, sec.ffn);
+    out.layers.push_back(std::move(o));
+  }
+  return out;
+}
+
+runtime::LlamaModel encrypt_model(const runtime::LlamaModel& model, const Key& key, const std::string& model_label) {
+  const auto secrets = derive_secrets(key, model.config(), model_label);
+  return runtime::LlamaModel(encrypt_config(model.config(), secrets), encrypt_weights(model.weights(), model.config(), secrets));
+}
+
+EncryptDirResult encrypt_model_dir(const std::filesystem::path& in, const Key& key, const std::filesystem::path& out, bool force) {
+  if (Manifest::read(in)) throw Error(in.string() + " is already encrypted (it has ee.json)");
+  std::error_code ec;
+  if (std::filesystem::exists(out) && std::filesystem::equivalent(in, out, ec))
+    throw Error("the output directory must differ from the input");
+  if (!force && std::filesystem::exists(out / "model.safetensors"))
+    throw Error(out.string() + " already holds a model (pass --force to overwrite)");
+  auto model = runtime::LlamaModel::load(in);
+  if (key.vocab_size() != model.config().vocab_size)
+    throw Error("the key is for a vocabulary of " + std::to_string(key.vocab_size()) + " tokens, " + in.string() + " has " +
+                std::to_string(model.config().vocab_size));
+  const auto t0 = std::chrono::steady_clock::now();
+  auto encrypted = encrypt_model(model, key, model_fingerprint(model));
+  EncryptDirResult r;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.key_fingerprint = key.fingerprint();
+  r.parameters = model.config().parameter_count();
+  encrypted.save(out);
+  Manifest m{kScheme, kSchemeVersion, r.key_fingerprint, model.config().vocab_size, transform_names()};
+  m.write(out);
+  // An encrypted directory carries no tokenizer: that would hand the worker the vocabulary.
+  std::filesystem::remove(out / "tokenizer.model", ec);
+  return r;
+}
+
+}  // namespace eesched::ee

@@ -1,0 +1,65 @@
+#pragma once
+// The EE transform of one Llama model (DESIGN.md, "EE transform of one Llama model"): secret
+// permutations of the vocabulary, the residual stream, each layer's FFN neurons, attention
+// heads (GQA groups kept together) and v/o head dims, plus per-pair rotations of q/k head dims.
+// The transformed model computes the same function up to those permutations, so
+// decrypt(generate(encrypt(M), encrypt(prompt))) == generate(M, prompt).
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "node/runtime/config.h"
+#include "node/runtime/model.h"
+
+namespace eesched::ee {
+
+class Key;
+
+// Everything the transform applies to one model, derived from the key and a model label.
+struct ModelSecrets {
+  struct Layer {
+    std::vector<int64_t> ffn;                  // [intermediate]
+    std::vector<int64_t> kv_heads;             // [kv_heads]: group g moves to kv_heads[g]
+    std::vector<int64_t> q_heads;              // [heads]: q head h moves to q_heads[h] (stays in its group)
+    std::vector<std::vector<int64_t>> v_dims;  // [kv_heads][head_dim], by original kv head
+    std::vector<std::vector<double>> qk_angles;// [kv_heads][head_dim / 2], by original kv head
+  };
+  std::vector<int64_t> vocab;                  // [vocab]: token t is sent as vocab[t]
+  std::vector<int64_t> residual;               // [hidden]
+  std::vector<Layer> layers;
+};
+
+// The names of the transforms, as listed in ee.json.
+std::vector<std::string> transform_names();
+
+// Derives the secrets for a model of this shape. `model_label` separates the hidden
+// permutations of different models under one key; the vocabulary permutation depends on the
+// key alone, so models that share a tokenizer (a draft and its target) share it.
+ModelSecrets derive_secrets(const Key& key, const runtime::LlamaConfig& config, const std::string& model_label);
+
+// A content hash of a plaintext model (config and every weight), the default model label.
+std::string model_fingerprint(const runtime::LlamaModel& model);
+
+// The transformed weights (f32). The config is unchanged except bos/eos ids, which move to
+// their encrypted ids (encrypt_config).
+runtime::LlamaWeights encrypt_weights(const runtime::LlamaWeights& weights, const runtime::LlamaConfig& config,
+                                      const ModelSecrets& secrets);
+runtime::LlamaConfig encrypt_config(const runtime::LlamaConfig& config, const ModelSecrets& secrets);
+
+// The whole model, in memory.
+runtime::LlamaModel encrypt_model(const runtime::LlamaModel& model, const Key& key, const std::string& model_label);
+
+struct EncryptDirResult {
+  double seconds = 0;            // transform time, excluding load and save
+  std::string key_fingerprint;
+  int64_t parameters = 0;
+};
+
+// eesched encrypt-model: plaintext model directory in, encrypted model directory out (config.json,
+// model.safetensors, ee.json; no tokenizer, no key material). Refuses an encrypted input, a key
+// for another vocabulary size, and (without `force`) an existing output model.
+EncryptDirResult encrypt_model_dir(const std::filesystem::path& in, const Key& key, const std::filesystem::path& out,
+                                   bool force);
+
+}  // namespace eesched::ee

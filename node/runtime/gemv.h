@@ -1,0 +1,23 @@
+#pragma once
+// Matrix-vector product for batch-1 decoding, where every weight is read exactly once per token
+// and speed is memory bandwidth: y = W x for a row-major f32 W [rows, cols].
+//
+// OpenBLAS's sgemv reached ~50% of the copy bandwidth on one thread here; streaming four rows
+// at a time with AVX2 FMA reaches ~80% (`eesched bench-decode` measures it). CPUs without
+// AVX2/FMA get a portable loop.
+#include <ATen/core/Tensor.h>
+
+namespace eesched::runtime {
+
+// w: [rows, cols] f32 contiguous; x: [cols] f32 contiguous. Returns y: [rows], computed over
+// LibTorch's intra-op threads (contiguous row blocks per thread).
+at::Tensor gemv(const at::Tensor& w, const at::Tensor& x);
+
+// Which kernel gemv() uses on this CPU: "avx2-fma", "portable", or "blas" when switched.
+const char* gemv_kernel();
+
+// Route gemv() through BLAS (at::mv) instead, process-wide: lets a benchmark compare the two
+// kernels side by side in one run.
+void use_blas_gemv(bool on);
+
+}  // namespace eesched::runtime

@@ -1,0 +1,347 @@
+// Equivariant Encryption: keys, the model transform, the codec, and the proof that encrypted
+// inference decrypts to plaintext inference.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/InferenceMode.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <numeric>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "ee/codec.h"
+#include "ee/key.h"
+#include "ee/manifest.h"
+#include "ee/transform.h"
+#include "node/runtime/error.h"
+#include "node/runtime/generate.h"
+#include "node/runtime/sampling.h"
+#include "node/runtime/tokenizer.h"
+#include "tests/test_helpers.h"
+
+namespace rt = eesched::runtime;
+namespace ee = eesched::ee;
+using eesched::testing::error_of;
+using eesched::testing::TempDir;
+using ::testing::HasSubstr;
+
+namespace {
+
+ee::Key fixed_key(int64_t vocab, uint8_t fill = 7) {
+  std::array<uint8_t, ee::Key::kSecretBytes> secret{};
+  for (std::size_t i = 0; i < secret.size(); ++i) secret[i] = static_cast<uint8_t>(fill * 31 + i * 17);
+  return ee::Key::from_secret(secret, vocab);
+}
+
+// A synthetic GQA model whose weights are spread enough that greedy choices are not near-ties
+// and every norm weight is non-trivial.
+rt::LlamaModel synthetic_gqa(uint64_t seed) {
+  rt::LlamaConfig c;
+  c.vocab_size = 300;
+  c.hidden_size = 48;
+  c.intermediate_size = 80;
+  c.num_hidden_layers = 3;
+  c.num_attention_heads = 6;
+  c.num_key_value_heads = 2;
+  c.max_position_embeddings = 256;
+  c.tie_word_embeddings = false;
+  auto m = rt::random_model(c, seed);
+  auto w = m.weights();
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed + 1);
+  auto jitter = [&](const at::Tensor& t) { return 1.0 + 0.2 * at::empty(t.sizes(), at::kFloat).normal_(0, 1, gen); };
+  w.embed_tokens = w.embed_tokens * 10;
+  w.lm_head = w.lm_head * 10;
+  w.norm = jitter(w.norm);
+  for (auto& l : w.layers) {
+    l.input_layernorm = jitter(l.input_layernorm);
+    l.post_attention_layernorm = jitter(l.post_attention_layernorm);
+    l.q_proj = l.q_proj * 5;
+    l.k_proj = l.k_proj * 5;
+  }
+  return rt::LlamaModel(c, w);
+}
+
+const rt::LlamaModel& target_model() {
+  static const rt::LlamaModel m = rt::LlamaModel::load(eesched::testing::source_dir() / "models" / "target");
+  return m;
+}
+
+std::vector<std::vector<int64_t>> varied_prompts(int n, int64_t vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int64_t> id(3, vocab - 1);
+  std::vector<std::vector<int64_t>> prompts;
+  for (int i = 0; i < n; ++i) {
+    const int len = 1 + (i * 37) % 90;  // 1..90 tokens
+    std::vector<int64_t> p{1};
+    for (int t = 1; t < len; ++t) p.push_back(id(rng));
+    prompts.push_back(p);
+  }
+  return prompts;
+}
+
+// Greedy generation of every prompt on the plaintext and the encrypted model (in batches):
+// decrypting the encrypted output must give exactly the plaintext output.
+void expect_equivariant_generation(const rt::LlamaModel& plain, const ee::Key& key,
+                                   const std::vector<std::vector<int64_t>>& prompts, int64_t new_tokens) {
+  const auto encrypted = ee::encrypt_model(plain, key, ee::model_fingerprint(plain));
+  const ee::Codec codec(key);
+  rt::GenerateOptions o;
+  o.max_new_tokens = new_tokens;
+  o.stop_ids = {2};
+  rt::GenerateOptions oe = o;
+  oe.stop_ids = codec.encrypt(o.stop_ids);
+  int checked = 0;
+  for (std::size_t start = 0; start < prompts.size(); start += 10) {
+    std::vector<std::vector<int64_t>> batch(prompts.begin() + static_cast<std::ptrdiff_t>(start),
+                                            prompts.begin() + static_cast<std::ptrdiff_t>(std::min(prompts.size(), start + 10)));
+    std::vector<std::vector<int64_t>> wire;
+    for (const auto& p : batch) wire.push_back(codec.encrypt(p));
+    auto a = rt::generate(plain, batch, o);
+    auto b = rt::generate(encrypted, wire, oe);
+    for (std::size_t i = 0; i < batch.size(); ++i, ++checked) {
+      EXPECT_EQ(codec.decrypt(b.tokens[i]), a.tokens[i]) << "prompt " << start + i << " of length " << batch[i].size();
+      EXPECT_EQ(b.finish_reason[i], a.finish_reason[i]);
+      // The wire never carries a plaintext prompt (beyond chance collisions of single ids).
+    }
+  }
+  EXPECT_GE(checked, 50);
+}
+
+TEST(EeKey, PermutationsAreDeterministicPerLabelAndValid) {
+  const auto key = fixed_key(1000);
+  const auto p = key.permutation("vocab", 1000);
+  EXPECT_EQ(p, key.permutation("vocab", 1000));
+  EXPECT_NE(p, key.permutation("resid/abc", 1000));
+  EXPECT_NE(p, fixed_key(1000, 8).permutation("vocab", 1000));
+  std::vector<int64_t> sorted = p;
+  std::sort(sorted.begin(), sorted.end());
+  std::vector<int64_t> identity(1000);
+  std::iota(identity.begin(), identity.end(), 0);
+  EXPECT_EQ(sorted, identity);
+  int fixed_points = 0;
+  for (int64_t i = 0; i < 1000; ++i) fixed_points += p[static_cast<std::size_t>(i)] == i;
+  EXPECT_LT(fixed_points, 8);  // a uniform permutation has ~1 fixed point
+  const auto inv = ee::inverse(p);
+  for (int64_t i = 0; i < 1000; ++i) EXPECT_EQ(inv[static_cast<std::size_t>(p[static_cast<std::size_t>(i)])], i);
+  const auto angles = key.angles("qk", 64);
+  for (double a : angles) {
+    EXPECT_GE(a, 0.0);
+    EXPECT_LT(a, 2 * M_PI);
+  }
+  EXPECT_NE(angles, key.angles("qk2", 64));
+}
+
+TEST(EeKey, VocabPermutationIsSharedAcrossModelsHiddenOnesAreNot) {
+  const auto key = fixed_key(300);
+  const auto c = synthetic_gqa(1).config();
+  const auto a = ee::derive_secrets(key, c, "model-a");
+  const auto b = ee::derive_secrets(key, c, "model-b");
+  EXPECT_EQ(a.vocab, b.vocab);  // a draft and its target must agree on token ids
+  EXPECT_NE(a.residual, b.residual);
+  EXPECT_NE(a.layers[0].ffn, b.layers[0].ffn);
+  // Every q head stays in the group of its kv head.
+  for (const auto& layer : a.layers)
+    for (int64_t h = 0; h < c.num_attention_heads; ++h)
+      EXPECT_EQ(layer.q_heads[static_cast<std::size_t>(h)] / c.kv_groups(), layer.kv_heads[static_cast<std::size_t>(h / c.kv_groups())]);
+}
+
+TEST(EeKey, FileRoundTripModeAndRefusals) {
+  TempDir dir;
+  const auto key = ee::Key::generate(1024);
+  const auto path = dir / "k.eekey";
+  key.save(path, false);
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  const auto back = ee::Key::load(path);
+  EXPECT_EQ(back.fingerprint(), key.fingerprint());
+  EXPECT_EQ(back.permutation("vocab", 1024), key.permutation("vocab", 1024));
+  EXPECT_EQ(key.fingerprint().size(), 32u);
+  EXPECT_NE(ee::Key::generate(1024).fingerprint(), key.fingerprint());
+
+  EXPECT_THAT(error_of([&] { key.save(path, false); }), HasSubstr("already exists"));
+  key.save(path, true);
+
+  const std::string text = eesched::testing::read_file(path);
+  auto write = [&](const std::string& name, const std::string& body) {
+    std::ofstream(dir / name) << body;
+    return dir / name;
+  };
+  EXPECT_THAT(error_of([&] { ee::Key::load(write("trunc", text.substr(0, text.size() / 2))); }), HasSubstr("not a key file"));
+  auto j = nlohmann::json::parse(text);
+  auto bad_version = j;
+  bad_version["version"] = 99;
+  EXPECT_THAT(error_of([&] { ee::Key::load(write("v", bad_version.dump())); }), HasSubstr("version 99"));
+  auto bad_secret = j;
+  bad_secret["secret"] = std::string(63, 'a');
+  EXPECT_THAT(error_of([&] { ee::Key::load(write("s", bad_secret.dump())); }), HasSubstr("hex digits"));
+  auto flipped = j;
+  auto s = flipped["secret"].get<std::string>();
+  s[0] = s[0] == 'a' ? 'b' : 'a';
+  flipped["secret"] = s;
+  EXPECT_THAT(error_of([&] { ee::Key::load(write("f", flipped.dump())); }), HasSubstr("fingerprint does not match"));
+  EXPECT_THAT(error_of([&] { ee::Key::load(dir / "absent"); }), HasSubstr("cannot read key file"));
+}
+
+TEST(EeCodec, RoundTripsAndRejectsOutOfRangeIds) {
+  const auto key = fixed_key(50);
+  const ee::Codec codec(key);
+  std::vector<int64_t> ids{0, 1, 2, 49, 17, 17};
+  const auto wire = codec.encrypt(ids);
+  EXPECT_EQ(codec.decrypt(wire), ids);
+  EXPECT_EQ(wire[4], wire[5]);  // a substitution: equal ids stay equal (see docs/ee.md)
+  EXPECT_NE(wire, ids);
+  EXPECT_THROW(codec.encrypt(50), rt::Error);
+  EXPECT_THROW(codec.decrypt(-1), rt::Error);
+}
+
+TEST(EeTransform, LogitsArePermutedPlaintextLogitsAtEveryPosition) {
+  for (bool use_target : {false, true}) {
+    const auto plain = use_target ? rt::LlamaModel::load(eesched::testing::source_dir() / "models" / "target") : synthetic_gqa(5);
+    const auto key = fixed_key(plain.config().vocab_size);
+    const auto encrypted = ee::encrypt_model(plain, key, "m");
+    const ee::Codec codec(key);
+    const auto ids = varied_prompts(1, plain.config().vocab_size, 9)[0];
+    std::vector<int64_t> long_ids = ids;
+    while (long_ids.size() < 40) long_ids.push_back(static_cast<int64_t>(long_ids.size() * 13 % plain.config().vocab_size));
+    c10::InferenceMode guard;
+    auto a = plain.forward(at::tensor(long_ids, at::kLong).view({1, -1}))[0];
+    auto b = encrypted.forward(at::tensor(codec.encrypt(long_ids), at::kLong).view({1, -1}))[0];
+    // b[:, pv[t]] == a[:, t]
+    std::vector<int64_t> pv(static_cast<std::size_t>(plain.config().vocab_size));
+    for (int64_t t = 0; t < plain.config().vocab_size; ++t) pv[static_cast<std::size_t>(t)] = codec.encrypt(t);
+    auto b_in_plain_order = b.index_select(1, at::tensor(pv, at::kLong));
+    EXPECT_LT((b_in_plain_order - a).abs().max().item<double>(), 1e-4) << (use_target ? "target" : "synthetic");
+    EXPECT_GT(a.abs().max().item<double>(), 0.5);  // logits are not trivially small
+  }
+}
+
+TEST(EeTransform, GreedyGenerationDecryptsToPlaintextOnSyntheticGqa) {
+  const auto plain = synthetic_gqa(11);
+  expect_equivariant_generation(plain, fixed_key(plain.config().vocab_size), varied_prompts(50, plain.config().vocab_size, 3), 12);
+}
+
+TEST(EeTransform, GreedyGenerationDecryptsToPlaintextOnTargetModel) {
+  const auto& plain = target_model();
+  const auto tok = rt::Tokenizer::load(eesched::testing::tokenizer_path());
+  const std::vector<std::string> texts = {
+      "Fellow-Citizens of the Senate and House of Representatives:", "The state of the Union is strong.",
+      "Our economy", "We must", "In the coming year, the Congress will be asked to consider the budget and the",
+      "Peace", "The people of the United States have", "I recommend to the Congress", "Our foreign relations",
+      "It is my duty to report that the public debt has been reduced by more than"};
+  std::vector<std::vector<int64_t>> prompts;
+  for (const auto& t : texts) {
+    const auto ids = tok.encode(t);
+    for (std::size_t cut : {std::size_t{1}, std::size_t{2}, ids.size() / 2 + 1, ids.size(), ids.size()})
+      prompts.emplace_back(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(std::min(cut, ids.size())));
+  }
+  auto more = varied_prompts(10, plain.config().vocab_size, 21);  // long ones too
+  prompts.insert(prompts.end(), more.begin(), more.end());
+  ASSERT_GE(prompts.size(), 50u);
+  expect_equivariant_generation(plain, fixed_key(plain.config().vocab_size), prompts, 16);
+}
+
+TEST(EeTransform, SamplingDistributionIsThePermutedPlaintextDistribution) {
+  const auto plain = synthetic_gqa(13);
+  const auto key = fixed_key(plain.config().vocab_size);
+  const auto encrypted = ee::encrypt_model(plain, key, "m");
+  const ee::Codec codec(key);
+  const std::vector<int64_t> prompt{1, 44, 45, 100, 7};
+  c10::InferenceMode guard;
+  auto a = plain.forward(at::tensor(prompt, at::kLong).view({1, -1}))[0][-1].contiguous();
+  auto b = encrypted.forward(at::tensor(codec.encrypt(prompt), at::kLong).view({1, -1}))[0][-1].contiguous();
+  const int64_t V = plain.config().vocab_size;
+  for (const rt::SamplingParams& p : {rt::SamplingParams{1.0, 0, 1.0, 0}, rt::SamplingParams{0.7, 40, 0.9, 0}}) {
+    const auto pa = rt::sampling_distribution(a.data_ptr<float>(), V, p);
+    const auto pb = rt::sampling_distribution(b.data_ptr<float>(), V, p);
+    double mass = 0;
+    for (int64_t t = 0; t < V; ++t) {
+      EXPECT_NEAR(pb[static_cast<std::size_t>(codec.encrypt(t))], pa[static_cast<std::size_t>(t)], 1e-5);
+      mass += pa[static_cast<std::size_t>(t)];
+    }
+    EXPECT_NEAR(mass, 1.0, 1e-4);
+  }
+  // And seeded sampling through the whole loop draws the permuted tokens.
+  rt::GenerateOptions o;
+  o.max_new_tokens = 20;
+  o.sampling = {0.9, 0, 0.95, 77};
+  auto sa = rt::generate(plain, {prompt}, o);
+  auto sb = rt::generate(encrypted, {codec.encrypt(prompt)}, o);
+  EXPECT_EQ(codec.decrypt(sb.tokens[0]), sa.tokens[0]);
+}
+
+TEST(EeTransform, EveryWeightChangesExceptTheInvariantOnes) {
+  // The trained target model: all its norm weights are learned (non-constant), so every tensor,
+  // norms included, must change. The one mathematically invariant case is a tensor that is
+  // constant along the permuted axes, e.g. the all-ones norm weights of a freshly initialized
+  // model: permuting a constant vector gives the same vector. We check that case separately.
+  const auto& plain = target_model();
+  const auto encrypted = ee::encrypt_model(plain, fixed_key(plain.config().vocab_size), "m");
+  const auto a = plain.weights().named(), b = encrypted.weights().named();
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].first, b[i].first);
+    EXPECT_EQ(a[i].second.sizes(), b[i].second.sizes());
+    EXPECT_FALSE(at::allclose(a[i].second, b[i].second)) << a[i].first << " did not change";
+  }
+  const auto fresh = rt::random_model(synthetic_gqa(1).config(), 3);
+  const auto fe = ee::encrypt_model(fresh, fixed_key(300), "m");
+  EXPECT_TRUE(at::equal(fresh.weights().norm, fe.weights().norm));                       // invariant: all ones
+  EXPECT_FALSE(at::equal(fresh.weights().layers[0].q_proj, fe.weights().layers[0].q_proj));  // not invariant
+}
+
+TEST(EeTransform, DifferentKeyGivesDifferentWeightsAndGarbage) {
+  const auto plain = synthetic_gqa(17);
+  const auto k1 = fixed_key(300, 1), k2 = fixed_key(300, 2);
+  const auto e1 = ee::encrypt_model(plain, k1, "m"), e2 = ee::encrypt_model(plain, k2, "m");
+  EXPECT_FALSE(at::allclose(e1.weights().embed_tokens, e2.weights().embed_tokens));
+  const std::vector<int64_t> prompt{1, 10, 20, 30, 40};
+  rt::GenerateOptions o;
+  o.max_new_tokens = 16;
+  const auto truth = rt::generate(plain, {prompt}, o).tokens[0];
+  // The right key's wire ids on the wrong key's model, decrypted with the right key.
+  const auto wrong = ee::Codec(k1).decrypt(rt::generate(e2, {ee::Codec(k1).encrypt(prompt)}, o).tokens[0]);
+  EXPECT_NE(wrong, truth);
+}
+
+TEST(EeModelDir, EncryptedDirectoryHasManifestNoTokenizerNoKeyBytes) {
+  TempDir dir;
+  const auto plain_dir = dir / "plain";
+  eesched::testing::tiny_model().save(plain_dir);
+  std::filesystem::copy_file(eesched::testing::tokenizer_path(), plain_dir / "tokenizer.model");
+  const auto key = ee::Key::generate(1024);
+  key.save(dir / "k.eekey", false);
+  const auto r = ee::encrypt_model_dir(plain_dir, key, dir / "enc", false);
+  EXPECT_EQ(r.key_fingerprint, key.fingerprint());
+  EXPECT_FALSE(std::filesystem::exists(dir / "enc" / "tokenizer.model"));
+  const auto m = ee::Manifest::read(dir / "enc");
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->key_fingerprint, key.fingerprint());
+  EXPECT_EQ(m->transforms, ee::transform_names());
+  EXPECT_NO_THROW(m->check_key(key));
+  EXPECT_THAT(error_of([&] { m->check_key(ee::Key::generate(1024)); }), HasSubstr("wrong key"));
+
+  // No key material anywhere in the directory: neither the secret's hex nor its raw bytes.
+  const auto key_json = nlohmann::json::parse(eesched::testing::read_file(dir / "k.eekey"));
+  const std::string hex = key_json["secret"];
+  std::string raw;
+  for (std::size_t i = 0; i < hex.size(); i += 2) raw.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  for (const auto& entry : std::filesystem::directory_iterator(dir / "enc")) {
+    const auto bytes = eesched::testing::read_file(entry.path());
+    EXPECT_EQ(bytes.find(hex), std::string::npos) << entry.path();
+    EXPECT_EQ(bytes.find(raw), std::string::npos) << entry.path();
+  }
+
+  // Refusals: an encrypted input, an existing output, a key for another vocabulary.
+  EXPECT_THAT(error_of([&] { ee::encrypt_model_dir(dir / "enc", key, dir / "enc2", false); }), HasSubstr("already encrypted"));
+  EXPECT_THAT(error_of([&] { ee::encrypt_model_dir(plain_dir, key, dir / "enc", false); }), HasSubstr("already holds a model"));
+  EXPECT_THAT(error_of([&] { ee::encrypt_model_dir(plain_dir, ee::Key::generate(999), dir / "enc3", false); }),
+              HasSubstr("vocabulary of 999"));
+}
+
+}  // namespace

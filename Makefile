@@ -2,6 +2,9 @@
 BUILD_DIR ?= build
 JOBS      ?= $(shell nproc)
 EESCHED   := $(BUILD_DIR)/eesched
+# ccache hits across checkouts (a fresh clone, CI) when paths are relative to the checkout.
+export CCACHE_BASEDIR  := $(CURDIR)
+export CCACHE_NOHASHDIR := 1
 
 .PHONY: all setup configure build test demo corpus clean help
 

@@ -29,3 +29,17 @@ for mode in "" "--no-kv-cache"; do
   "$EESCHED" generate --model "$MODEL" --prompt "The Congress" --max-new-tokens 128 --ignore-eos \
     --threads "$THREADS" $mode 2>&1 | sed 's/^/  /' | cut -c1-160
 done
+
+echo
+echo "== Equivariant Encryption: the worker sees only permuted ids =="
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+"$EESCHED" --log-level warn keygen --model "$MODEL" --out "$work/client.eekey"
+"$EESCHED" --log-level warn encrypt-model --model "$MODEL" --key "$work/client.eekey" --out "$work/target.enc" --threads "$THREADS"
+echo "encrypted model directory: $(ls "$work/target.enc" | paste -sd' ') (no tokenizer, no key)"
+prompt="Fellow-Citizens of the Senate and House of Representatives:"
+echo "prompt: $prompt"
+echo "plaintext model : $("$EESCHED" --log-level warn generate --model "$MODEL" --prompt "$prompt" --max-new-tokens 24 --threads "$THREADS")"
+echo "encrypted model : $("$EESCHED" --log-level warn generate --model "$work/target.enc" --key "$work/client.eekey" \
+  --tokenizer "$MODEL/tokenizer.model" --prompt "$prompt" --max-new-tokens 24 --threads "$THREADS" --show-wire 2>"$work/wire.txt")"
+sed 's/^/  /' "$work/wire.txt" | cut -c1-150

@@ -6,7 +6,7 @@ set -euo pipefail
 
 PACKAGES=(
   cmake ninja-build ccache g++ make pkg-config
-  libtorch-dev libopenblas0-pthread libxgboost-dev
+  libtorch-dev libopenblas0-pthread libopenblas0-openmp libxgboost-dev
   libsqlite3-dev sqlite3 libasio-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev libsentencepiece-dev sentencepiece libsodium-dev
 )
@@ -30,19 +30,18 @@ else
   echo "setup: all packages present"
 fi
 
-# libtorch links libblas.so.3: make sure that resolves to OpenBLAS, not the ~10x slower reference BLAS.
-OPENBLAS=/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3
-ALT=libblas.so.3-x86_64-linux-gnu
-if [ -e "$OPENBLAS" ]; then
-  current=$(update-alternatives --query "$ALT" 2>/dev/null | awk '/^Value:/{print $2}')
-  if [ "$current" != "$OPENBLAS" ]; then
-    echo "setup: pointing $ALT at OpenBLAS"
-    $SUDO update-alternatives --set "$ALT" "$OPENBLAS"
+# LibTorch links libblas.so.3, liblapack.so.3 and libopenblas.so.0. They must resolve to OpenBLAS
+# (the reference BLAS is ~10x slower), and to its OpenMP build: LibTorch parallelizes with
+# OpenMP, and the pthread build of OpenBLAS would start a second pool of threads that fights
+# OpenMP's spinning workers for the cores (5x slower here on 2 cores).
+OPENBLAS_DIR=/usr/lib/x86_64-linux-gnu/openblas-openmp
+for pair in libblas.so.3:libblas.so.3 liblapack.so.3:liblapack.so.3 libopenblas.so.0:libopenblas.so.0; do
+  alt="${pair%%:*}-x86_64-linux-gnu"
+  want="$OPENBLAS_DIR/${pair##*:}"
+  [ -e "$want" ] || continue
+  current=$(update-alternatives --query "$alt" 2>/dev/null | awk '/^Value:/{print $2}')
+  if [ "$current" != "$want" ]; then
+    echo "setup: pointing $alt at OpenBLAS (OpenMP)"
+    $SUDO update-alternatives --set "$alt" "$want"
   fi
-  LAPACK_OPENBLAS=/usr/lib/x86_64-linux-gnu/openblas-pthread/liblapack.so.3
-  LALT=liblapack.so.3-x86_64-linux-gnu
-  current=$(update-alternatives --query "$LALT" 2>/dev/null | awk '/^Value:/{print $2}')
-  if [ -e "$LAPACK_OPENBLAS" ] && [ "$current" != "$LAPACK_OPENBLAS" ]; then
-    $SUDO update-alternatives --set "$LALT" "$LAPACK_OPENBLAS"
-  fi
-fi
+done

@@ -36,17 +36,24 @@ void run(const BenchEeArgs& a) {
                                 {"pairs", r.pairs},          {"tokens", r.tokens},
                                 {"plain_tokens_per_s", r.plain_tokens_per_s},
                                 {"encrypted_tokens_per_s", r.encrypted_tokens_per_s},
-                                {"ratio", r.ratio},          {"same_tokens", r.same_tokens}}
+                                {"ratio", r.ratio},          {"same_tokens", r.same_tokens},
+                                {"control_tokens_per_s", r.control_tokens_per_s},
+                                {"control_ratio", r.control_ratio},
+                                {"ratio_vs_control", r.ratio_vs_control}}
                      .dump()
               << std::endl;
     return;
   }
   std::cout << fmt::format("model {}, {} threads, {} pairs of {} tokens (greedy, batch 1, after a warm-up pair)\n", a.model,
                            threads, r.pairs, r.tokens)
-            << fmt::format("plaintext  {:>9.1f} tokens/s\n", r.plain_tokens_per_s)
+            << fmt::format("plaintext  {:>9.1f} tokens/s  (median decoding step)\n", r.plain_tokens_per_s)
+            << fmt::format("copy       {:>9.1f} tokens/s  (control: the plaintext weights in fresh memory)\n",
+                           r.control_tokens_per_s)
             << fmt::format("encrypted  {:>9.1f} tokens/s\n", r.encrypted_tokens_per_s)
-            << fmt::format("ratio      {:>9.4f}  (encrypted / plaintext; decrypted output {} the plaintext output)\n", r.ratio,
-                           r.same_tokens ? "equals" : "DIFFERS FROM");
+            << fmt::format("ratio      {:>9.4f}  encrypted / plaintext (decrypted output {} the plaintext output)\n", r.ratio,
+                           r.same_tokens ? "equals" : "DIFFERS FROM")
+            << fmt::format("control    {:>9.4f}  copy / plaintext: what memory placement and noise alone give\n", r.control_ratio)
+            << fmt::format("EE cost    {:>9.4f}  encrypted / copy\n", r.ratio_vs_control);
 }
 
 }  // namespace

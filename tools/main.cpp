@@ -6,9 +6,11 @@
 #include <cstdio>
 #include <exception>
 
+#include "node/runtime/threads.h"
 #include "tools/commands.h"
 
 int main(int argc, char** argv) {
+  eesched::runtime::tune_allocator();
   // Logs to stderr so that stdout carries only results (text, JSON).
   spdlog::set_default_logger(spdlog::stderr_color_mt("eesched"));
   spdlog::set_pattern("[%H:%M:%S.%e] [%^%l%$] %v");

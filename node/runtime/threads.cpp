@@ -2,6 +2,7 @@
 
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
+#include <malloc.h>
 
 #include <thread>
 
@@ -23,10 +24,22 @@ int set_threads(int n) {
 }
 
 const char* blas_backend() {
-  if (dlsym(RTLD_DEFAULT, "openblas_get_config")) return "openblas";
+  using GetParallel = int (*)();
+  if (auto fn = reinterpret_cast<GetParallel>(dlsym(RTLD_DEFAULT, "openblas_get_parallel"))) {
+    switch (fn()) {
+      case 2: return "openblas-openmp";
+      case 1: return "openblas-pthreads";
+      default: return "openblas-sequential";
+    }
+  }
   Dl_info info{};
   if (auto sym = dlsym(RTLD_DEFAULT, "sgemm_"); sym && dladdr(sym, &info) && info.dli_fname) return info.dli_fname;
   return "unknown";
+}
+
+void tune_allocator() {
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 
 }  // namespace eesched::runtime

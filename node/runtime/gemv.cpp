@@ -61,6 +61,50 @@ __attribute__((target("avx2,fma"))) void gemv_rows_avx2(const float* w, const fl
 
 std::atomic<bool> blas_gemv{false};
 
+void gemv_int8_rows_portable(const int8_t* q, const float* scales, const float* x, float* y, int64_t cols, int64_t r0,
+                             int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const int8_t* row = q + r * cols;
+    float s = 0.0f;
+    for (int64_t k = 0; k < cols; ++k) s += static_cast<float>(row[k]) * x[k];
+    y[r] = s * scales[r];
+  }
+}
+
+// Eight int8 weights at a time: sign-extend to int32, convert to f32, FMA with x.
+__attribute__((target("avx2,fma"))) inline __m256 load_int8x8(const int8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+
+__attribute__((target("avx2,fma"))) void gemv_int8_rows_avx2(const int8_t* q, const float* scales, const float* x, float* y,
+                                                               int64_t cols, int64_t r0, int64_t r1) {
+  const int64_t vec_cols = cols - cols % 8;
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const int8_t* q0 = q + r * cols;
+    const int8_t* q1 = q0 + cols;
+    const int8_t* q2 = q1 + cols;
+    const int8_t* q3 = q2 + cols;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    for (int64_t k = 0; k < vec_cols; k += 8) {
+      const __m256 xv = _mm256_loadu_ps(x + k);
+      a0 = _mm256_fmadd_ps(load_int8x8(q0 + k), xv, a0);
+      a1 = _mm256_fmadd_ps(load_int8x8(q1 + k), xv, a1);
+      a2 = _mm256_fmadd_ps(load_int8x8(q2 + k), xv, a2);
+      a3 = _mm256_fmadd_ps(load_int8x8(q3 + k), xv, a3);
+    }
+    float s0 = horizontal_sum(a0), s1 = horizontal_sum(a1), s2 = horizontal_sum(a2), s3 = horizontal_sum(a3);
+    for (int64_t k = vec_cols; k < cols; ++k) {
+      s0 += static_cast<float>(q0[k]) * x[k];
+      s1 += static_cast<float>(q1[k]) * x[k];
+      s2 += static_cast<float>(q2[k]) * x[k];
+      s3 += static_cast<float>(q3[k]) * x[k];
+    }
+    y[r] = s0 * scales[r], y[r + 1] = s1 * scales[r + 1], y[r + 2] = s2 * scales[r + 2], y[r + 3] = s3 * scales[r + 3];
+  }
+  gemv_int8_rows_portable(q, scales, x, y, cols, r, r1);
+}
+
 bool has_avx2_fma() {
   static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return yes;
@@ -92,6 +136,39 @@ at::Tensor gemv(const at::Tensor& w, const at::Tensor& x) {
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, cols));
   at::parallel_for(0, groups, grain, [&](int64_t begin, int64_t end) {
     kernel(wp, xp, yp, cols, begin * 4, std::min(end * 4, rows));
+  });
+  return y;
+}
+
+QuantizedMatrix quantize_rows_int8(const at::Tensor& w) {
+  if (w.dim() != 2) throw Error("quantize_rows_int8: expected a matrix");
+  const auto wf = w.to(at::kFloat).contiguous();
+  // An all-zero row gets scale 1 (its values quantize to 0 either way).
+  auto scales = wf.abs().amax(1) / 127.0;
+  scales = at::where(scales > 0, scales, at::ones_like(scales));
+  auto values = at::round(wf / scales.unsqueeze(1)).clamp(-127, 127).to(at::kChar).contiguous();
+  return {values, scales.contiguous()};
+}
+
+at::Tensor gemv_int8(const QuantizedMatrix& w, const at::Tensor& x) {
+  const auto& q = w.values;
+  if (q.dim() != 2 || q.scalar_type() != at::kChar || w.scales.scalar_type() != at::kFloat || w.scales.numel() != q.size(0) ||
+      x.dim() != 1 || x.size(0) != q.size(1) || x.scalar_type() != at::kFloat)
+    throw Error("gemv_int8: expected int8 W [rows, cols], f32 scales [rows] and f32 x [cols]");
+  const auto qc = q.contiguous();
+  const auto sc = w.scales.contiguous();
+  const auto xc = x.contiguous();
+  const int64_t rows = qc.size(0), cols = qc.size(1);
+  auto y = at::empty({rows}, at::kFloat);
+  const int8_t* qp = qc.data_ptr<int8_t>();
+  const float* sp = sc.data_ptr<float>();
+  const float* xp = xc.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  const auto kernel = has_avx2_fma() ? gemv_int8_rows_avx2 : gemv_int8_rows_portable;
+  const int64_t groups = (rows + 3) / 4;
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, cols));
+  at::parallel_for(0, groups, grain, [&](int64_t begin, int64_t end) {
+    kernel(qp, sp, xp, yp, cols, begin * 4, std::min(end * 4, rows));
   });
   return y;
 }

@@ -16,6 +16,19 @@ at::Tensor gemv(const at::Tensor& w, const at::Tensor& x);
 // Which kernel gemv() uses on this CPU: "avx2-fma", "portable", or "blas" when switched.
 const char* gemv_kernel();
 
+// Symmetric per-output-channel (per-row) int8 quantization: scale[r] = max|W[r]| / 127,
+// q = round(W / scale) in [-127, 127]. A row's scale depends only on the multiset of its values,
+// so quantizing commutes exactly with permuting rows or columns (what EE does to weights).
+struct QuantizedMatrix {
+  at::Tensor values;  // [rows, cols] int8
+  at::Tensor scales;  // [rows] f32
+};
+QuantizedMatrix quantize_rows_int8(const at::Tensor& w);
+
+// y = (q x) * scale for an int8 matrix: streams one byte per weight instead of four, the point of
+// int8 for memory-bound decoding. Products accumulate in f32 (x is not quantized).
+at::Tensor gemv_int8(const QuantizedMatrix& w, const at::Tensor& x);
+
 // Route gemv() through BLAS (at::mv) instead, process-wide: lets a benchmark compare the two
 // kernels side by side in one run.
 void use_blas_gemv(bool on);

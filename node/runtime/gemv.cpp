@@ -12,12 +12,15 @@
 namespace eesched::runtime {
 namespace {
 
-void gemv_rows_portable(const float* w, const float* x, float* y, int64_t cols, int64_t r0, int64_t r1) {
+// Row r of the result is dot(W[r], x) * scale[r] (no scale for f32 weights). Weights are float
+// or int8; the kernels below are written once for both.
+template <typename T>
+void gemv_rows_portable(const T* w, const float* scales, const float* x, float* y, int64_t cols, int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; ++r) {
-    const float* row = w + r * cols;
+    const T* row = w + r * cols;
     float s = 0.0f;
-    for (int64_t k = 0; k < cols; ++k) s += row[k] * x[k];
-    y[r] = s;
+    for (int64_t k = 0; k < cols; ++k) s += static_cast<float>(row[k]) * x[k];
+    y[r] = scales ? s * scales[r] : s;
   }
 }
 
@@ -28,86 +31,64 @@ __attribute__((target("avx2,fma"))) inline float horizontal_sum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+// Eight weights as f32 lanes: a plain load, or int8 sign-extended to int32 and converted.
+__attribute__((target("avx2,fma"))) inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+__attribute__((target("avx2,fma"))) inline __m256 load8(const int8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+
 // Four rows per pass: four independent read streams keep the memory system busy while x stays
 // in L1, and the four FMA chains hide FMA latency.
-__attribute__((target("avx2,fma"))) void gemv_rows_avx2(const float* w, const float* x, float* y, int64_t cols, int64_t r0,
-                                                          int64_t r1) {
+template <typename T>
+__attribute__((target("avx2,fma"))) void gemv_rows_avx2(const T* w, const float* scales, const float* x, float* y, int64_t cols,
+                                                          int64_t r0, int64_t r1) {
   const int64_t vec_cols = cols - cols % 8;
   int64_t r = r0;
   for (; r + 4 <= r1; r += 4) {
-    const float* w0 = w + r * cols;
-    const float* w1 = w0 + cols;
-    const float* w2 = w1 + cols;
-    const float* w3 = w2 + cols;
+    const T* w0 = w + r * cols;
+    const T* w1 = w0 + cols;
+    const T* w2 = w1 + cols;
+    const T* w3 = w2 + cols;
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
     for (int64_t k = 0; k < vec_cols; k += 8) {
       const __m256 xv = _mm256_loadu_ps(x + k);
-      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k), xv, a0);
-      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + k), xv, a1);
-      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + k), xv, a2);
-      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + k), xv, a3);
+      a0 = _mm256_fmadd_ps(load8(w0 + k), xv, a0);
+      a1 = _mm256_fmadd_ps(load8(w1 + k), xv, a1);
+      a2 = _mm256_fmadd_ps(load8(w2 + k), xv, a2);
+      a3 = _mm256_fmadd_ps(load8(w3 + k), xv, a3);
     }
-    float s0 = horizontal_sum(a0), s1 = horizontal_sum(a1), s2 = horizontal_sum(a2), s3 = horizontal_sum(a3);
-    for (int64_t k = vec_cols; k < cols; ++k) {
-      s0 += w0[k] * x[k];
-      s1 += w1[k] * x[k];
-      s2 += w2[k] * x[k];
-      s3 += w3[k] * x[k];
+    float sum[4] = {horizontal_sum(a0), horizontal_sum(a1), horizontal_sum(a2), horizontal_sum(a3)};
+    const T* rows[4] = {w0, w1, w2, w3};
+    for (int i = 0; i < 4; ++i) {
+      for (int64_t k = vec_cols; k < cols; ++k) sum[i] += static_cast<float>(rows[i][k]) * x[k];
+      y[r + i] = scales ? sum[i] * scales[r + i] : sum[i];
     }
-    y[r] = s0, y[r + 1] = s1, y[r + 2] = s2, y[r + 3] = s3;
   }
-  gemv_rows_portable(w, x, y, cols, r, r1);
+  gemv_rows_portable(w, scales, x, y, cols, r, r1);
 }
 
 std::atomic<bool> blas_gemv{false};
 
-void gemv_int8_rows_portable(const int8_t* q, const float* scales, const float* x, float* y, int64_t cols, int64_t r0,
-                             int64_t r1) {
-  for (int64_t r = r0; r < r1; ++r) {
-    const int8_t* row = q + r * cols;
-    float s = 0.0f;
-    for (int64_t k = 0; k < cols; ++k) s += static_cast<float>(row[k]) * x[k];
-    y[r] = s * scales[r];
-  }
-}
-
-// Eight int8 weights at a time: sign-extend to int32, convert to f32, FMA with x.
-__attribute__((target("avx2,fma"))) inline __m256 load_int8x8(const int8_t* p) {
-  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
-}
-
-__attribute__((target("avx2,fma"))) void gemv_int8_rows_avx2(const int8_t* q, const float* scales, const float* x, float* y,
-                                                               int64_t cols, int64_t r0, int64_t r1) {
-  const int64_t vec_cols = cols - cols % 8;
-  int64_t r = r0;
-  for (; r + 4 <= r1; r += 4) {
-    const int8_t* q0 = q + r * cols;
-    const int8_t* q1 = q0 + cols;
-    const int8_t* q2 = q1 + cols;
-    const int8_t* q3 = q2 + cols;
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-    for (int64_t k = 0; k < vec_cols; k += 8) {
-      const __m256 xv = _mm256_loadu_ps(x + k);
-      a0 = _mm256_fmadd_ps(load_int8x8(q0 + k), xv, a0);
-      a1 = _mm256_fmadd_ps(load_int8x8(q1 + k), xv, a1);
-      a2 = _mm256_fmadd_ps(load_int8x8(q2 + k), xv, a2);
-      a3 = _mm256_fmadd_ps(load_int8x8(q3 + k), xv, a3);
-    }
-    float s0 = horizontal_sum(a0), s1 = horizontal_sum(a1), s2 = horizontal_sum(a2), s3 = horizontal_sum(a3);
-    for (int64_t k = vec_cols; k < cols; ++k) {
-      s0 += static_cast<float>(q0[k]) * x[k];
-      s1 += static_cast<float>(q1[k]) * x[k];
-      s2 += static_cast<float>(q2[k]) * x[k];
-      s3 += static_cast<float>(q3[k]) * x[k];
-    }
-    y[r] = s0 * scales[r], y[r + 1] = s1 * scales[r + 1], y[r + 2] = s2 * scales[r + 2], y[r + 3] = s3 * scales[r + 3];
-  }
-  gemv_int8_rows_portable(q, scales, x, y, cols, r, r1);
-}
-
 bool has_avx2_fma() {
   static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return yes;
+}
+
+// Splits the rows over LibTorch's threads in blocks of 4-row groups; the grain (in weight bytes)
+// keeps small matrices on one thread.
+template <typename T>
+at::Tensor run_gemv(const T* w, const float* scales, const at::Tensor& x, int64_t rows, int64_t cols) {
+  const auto xc = x.contiguous();
+  auto y = at::empty({rows}, at::kFloat);
+  const float* xp = xc.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  const auto kernel = has_avx2_fma() ? gemv_rows_avx2<T> : gemv_rows_portable<T>;
+  const int64_t groups = (rows + 3) / 4;
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, cols * static_cast<int64_t>(sizeof(T))));
+  at::parallel_for(0, groups, grain, [&](int64_t begin, int64_t end) {
+    kernel(w, scales, xp, yp, cols, begin * 4, std::min(end * 4, rows));
+  });
+  return y;
 }
 
 }  // namespace
@@ -124,20 +105,7 @@ at::Tensor gemv(const at::Tensor& w, const at::Tensor& x) {
     throw Error("gemv: expected f32 W [rows, cols] and x [cols]");
   if (blas_gemv) return at::mv(w, x);
   const auto wc = w.contiguous();
-  const auto xc = x.contiguous();
-  const int64_t rows = wc.size(0), cols = wc.size(1);
-  auto y = at::empty({rows}, at::kFloat);
-  const float* wp = wc.data_ptr<float>();
-  const float* xp = xc.data_ptr<float>();
-  float* yp = y.data_ptr<float>();
-  const auto kernel = has_avx2_fma() ? gemv_rows_avx2 : gemv_rows_portable;
-  // Blocks of 4-row groups; the grain keeps tiny matrices on one thread.
-  const int64_t groups = (rows + 3) / 4;
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, cols));
-  at::parallel_for(0, groups, grain, [&](int64_t begin, int64_t end) {
-    kernel(wp, xp, yp, cols, begin * 4, std::min(end * 4, rows));
-  });
-  return y;
+  return run_gemv(wc.data_ptr<float>(), nullptr, x, wc.size(0), wc.size(1));
 }
 
 QuantizedMatrix quantize_rows_int8(const at::Tensor& w) {
@@ -157,20 +125,7 @@ at::Tensor gemv_int8(const QuantizedMatrix& w, const at::Tensor& x) {
     throw Error("gemv_int8: expected int8 W [rows, cols], f32 scales [rows] and f32 x [cols]");
   const auto qc = q.contiguous();
   const auto sc = w.scales.contiguous();
-  const auto xc = x.contiguous();
-  const int64_t rows = qc.size(0), cols = qc.size(1);
-  auto y = at::empty({rows}, at::kFloat);
-  const int8_t* qp = qc.data_ptr<int8_t>();
-  const float* sp = sc.data_ptr<float>();
-  const float* xp = xc.data_ptr<float>();
-  float* yp = y.data_ptr<float>();
-  const auto kernel = has_avx2_fma() ? gemv_int8_rows_avx2 : gemv_int8_rows_portable;
-  const int64_t groups = (rows + 3) / 4;
-  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, cols));
-  at::parallel_for(0, groups, grain, [&](int64_t begin, int64_t end) {
-    kernel(qp, sp, xp, yp, cols, begin * 4, std::min(end * 4, rows));
-  });
-  return y;
+  return run_gemv(qc.data_ptr<int8_t>(), sc.data_ptr<float>(), x, qc.size(0), qc.size(1));
 }
 
 }  // namespace eesched::runtime

@@ -36,6 +36,15 @@ std::vector<int64_t> parse_id_list(const std::string& text) {
   return ids;
 }
 
+CLI::Option* add_model_option(CLI::App* cmd, std::string& dir, const std::string& description) {
+  return cmd->add_option("--model", dir, description)->required()->check(CLI::ExistingDirectory);
+}
+
+CLI::Option* add_key_option(CLI::App* cmd, std::string& file, const std::string& description, bool optional) {
+  auto* opt = cmd->add_option("--key", file, description)->check(CLI::ExistingFile);
+  return optional ? opt : opt->required();
+}
+
 void add_threads_option(CLI::App* cmd, int& threads) {
   cmd->add_option("--threads", threads, "intra-op threads (0 = all cores)")->default_val(0)->check(CLI::NonNegativeNumber);
 }

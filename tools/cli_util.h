@@ -15,6 +15,13 @@ std::string read_text_file(const std::filesystem::path& path);
 // "1,2,3" -> {1, 2, 3}; throws on anything else.
 std::vector<int64_t> parse_id_list(const std::string& text);
 
+// --model DIR: required, must be an existing directory. One definition so every subcommand
+// refuses a missing model the same way.
+CLI::Option* add_model_option(CLI::App* cmd, std::string& dir, const std::string& description);
+
+// --key FILE: an existing EE key file (required unless `optional`).
+CLI::Option* add_key_option(CLI::App* cmd, std::string& file, const std::string& description, bool optional = false);
+
 // Adds --threads N (default 0 = all cores) to a subcommand.
 void add_threads_option(CLI::App* cmd, int& threads);
 

@@ -66,7 +66,7 @@ void run(const BenchDecodeArgs& a) {
 void register_bench_decode(CLI::App& app) {
   auto args = std::make_shared<BenchDecodeArgs>();
   auto* cmd = app.add_subcommand("bench-decode", "measure prefill/decode speed against the memory-bandwidth roofline");
-  cmd->add_option("--model", args->model, "model directory")->required()->check(CLI::ExistingDirectory);
+  add_model_option(cmd, args->model, "model directory");
   cmd->add_option("--tokens", args->tokens, "tokens to decode")->capture_default_str()->check(CLI::Range(2, 100000));
   cmd->add_option("--prompt-tokens", args->prompt, "prompt length for prefill")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_flag("--json", args->json, "print the figures as one JSON object");

@@ -61,8 +61,8 @@ void run(const BenchEeArgs& a) {
 void register_bench_ee(CLI::App& app) {
   auto args = std::make_shared<BenchEeArgs>();
   auto* cmd = app.add_subcommand("bench-ee", "decode speed of plaintext vs EE-encrypted model, alternated in one process");
-  cmd->add_option("--model", args->model, "plaintext model directory")->required()->check(CLI::ExistingDirectory);
-  cmd->add_option("--key", args->key, "key file")->required()->check(CLI::ExistingFile);
+  add_model_option(cmd, args->model, "plaintext model directory");
+  add_key_option(cmd, args->key, "key file");
   cmd->add_option("--tokens", args->tokens, "tokens per decode")->capture_default_str()->check(CLI::Range(2, 100000));
   cmd->add_option("--pairs", args->pairs, "measured plaintext/encrypted pairs (at least 5)")->capture_default_str()->check(CLI::Range(5, 1000));
   cmd->add_flag("--json", args->json, "print the figures as one JSON object");

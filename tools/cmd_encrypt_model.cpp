@@ -32,8 +32,8 @@ void run(const EncryptArgs& a) {
 void register_encrypt_model(CLI::App& app) {
   auto args = std::make_shared<EncryptArgs>();
   auto* cmd = app.add_subcommand("encrypt-model", "write the EE-encrypted copy of a plaintext model");
-  cmd->add_option("--model", args->model, "plaintext model directory")->required()->check(CLI::ExistingDirectory);
-  cmd->add_option("--key", args->key, "key file from `eesched keygen`")->required()->check(CLI::ExistingFile);
+  add_model_option(cmd, args->model, "plaintext model directory");
+  add_key_option(cmd, args->key, "key file from `eesched keygen`");
   cmd->add_option("--out", args->out, "encrypted model directory to write")->required();
   cmd->add_flag("--force", args->force, "overwrite an existing model in --out");
   add_threads_option(cmd, args->threads);

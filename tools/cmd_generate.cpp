@@ -100,13 +100,11 @@ void run(const GenerateArgs& a) {
 void register_generate(CLI::App& app) {
   auto args = std::make_shared<GenerateArgs>();
   auto* cmd = app.add_subcommand("generate", "generate text from a prompt (plaintext, or encrypted with --key)");
-  cmd->add_option("--model", args->model, "model directory (config.json, model.safetensors, tokenizer.model or ee.json)")
-      ->required()->check(CLI::ExistingDirectory);
+  add_model_option(cmd, args->model, "model directory (config.json, model.safetensors, tokenizer.model or ee.json)");
   cmd->add_option("--prompt", args->prompt, "prompt text")->required();
   cmd->add_option("--tokenizer", args->tokenizer, "tokenizer.model (default: MODEL/tokenizer.model; required with --key)")
       ->check(CLI::ExistingFile);
-  cmd->add_option("--key", args->key, "EE key: MODEL is encrypted with it; ids are encrypted before and decrypted after")
-      ->check(CLI::ExistingFile);
+  add_key_option(cmd, args->key, "EE key: MODEL is encrypted with it; ids are encrypted before and decrypted after", /*optional=*/true);
   cmd->add_flag("--show-wire", args->show_wire, "print (to stderr) the encrypted ids that cross the wire each way");
   cmd->add_option("--max-new-tokens", args->max_new_tokens, "tokens to generate at most")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--temperature", args->temperature, "0 = greedy")->capture_default_str()->check(CLI::Range(0.0, 100.0));

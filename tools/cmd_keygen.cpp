@@ -3,6 +3,7 @@
 
 #include "ee/key.h"
 #include "node/runtime/config.h"
+#include "tools/cli_util.h"
 #include "tools/commands.h"
 
 namespace eesched::tools {
@@ -26,7 +27,7 @@ void run(const KeygenArgs& a) {
 void register_keygen(CLI::App& app) {
   auto args = std::make_shared<KeygenArgs>();
   auto* cmd = app.add_subcommand("keygen", "create a secret EE key for a model's vocabulary");
-  cmd->add_option("--model", args->model, "plaintext model directory (for its vocabulary size)")->required()->check(CLI::ExistingDirectory);
+  add_model_option(cmd, args->model, "plaintext model directory (for its vocabulary size)");
   cmd->add_option("--out", args->out, "key file to write (*.eekey, mode 0600)")->required();
   cmd->add_flag("--force", args->force, "overwrite an existing key file");
   cmd->callback([args] { run(*args); });

@@ -53,7 +53,7 @@ void run(const LogitsArgs& a) {
 void register_logits(CLI::App& app) {
   auto args = std::make_shared<LogitsArgs>();
   auto* cmd = app.add_subcommand("logits", "print the logits at every position for a list of token ids");
-  cmd->add_option("--model", args->model, "model directory")->required()->check(CLI::ExistingDirectory);
+  add_model_option(cmd, args->model, "model directory");
   cmd->add_option("--ids", args->ids, "comma-separated token ids, e.g. 1,2,3")->required();
   cmd->add_flag("--json", args->json, "print {\"logits\": [[...], ...]}: one row per position, the full vocabulary");
   add_threads_option(cmd, args->threads);

@@ -72,7 +72,7 @@ void run(const PerplexityArgs& a) {
 void register_perplexity(CLI::App& app) {
   auto args = std::make_shared<PerplexityArgs>();
   auto* cmd = app.add_subcommand("perplexity", "perplexity of a model on a text file (sliding window)");
-  cmd->add_option("--model", args->model, "model directory")->required()->check(CLI::ExistingDirectory);
+  add_model_option(cmd, args->model, "model directory");
   cmd->add_option("--text", args->text, "text file")->required()->check(CLI::ExistingFile);
   cmd->add_option("--tokenizer", args->tokenizer, "tokenizer.model (default: MODEL/tokenizer.model)")->check(CLI::ExistingFile);
   cmd->add_option("--context", args->context, "window length (default: max_position_embeddings)");

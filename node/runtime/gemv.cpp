@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <string>
 
 #include "node/runtime/error.h"
 
@@ -74,21 +75,36 @@ bool has_avx2_fma() {
   return yes;
 }
 
-// Splits the rows over LibTorch's threads in blocks of 4-row groups; the grain (in weight bytes)
-// keeps small matrices on one thread.
+// Y[i] = W X[i] for m rows of X [m, cols] -> Y [m, rows]. Rows of W are split over LibTorch's
+// threads in 4-row groups; each group is multiplied with every row of X while it sits in L1, so W
+// streams from memory once whatever m. The grain (in weight bytes) keeps small matrices on one
+// thread.
 template <typename T>
-at::Tensor run_gemv(const T* w, const float* scales, const at::Tensor& x, int64_t rows, int64_t cols) {
+at::Tensor run_rows(const T* w, const float* scales, const at::Tensor& x, int64_t rows, int64_t cols) {
   const auto xc = x.contiguous();
-  auto y = at::empty({rows}, at::kFloat);
+  const int64_t m = x.dim() == 1 ? 1 : x.size(0);
+  auto y = x.dim() == 1 ? at::empty({rows}, at::kFloat) : at::empty({m, rows}, at::kFloat);
   const float* xp = xc.data_ptr<float>();
   float* yp = y.data_ptr<float>();
   const auto kernel = has_avx2_fma() ? gemv_rows_avx2<T> : gemv_rows_portable<T>;
   const int64_t groups = (rows + 3) / 4;
-  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, cols * static_cast<int64_t>(sizeof(T))));
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, cols * static_cast<int64_t>(sizeof(T)) * m));
   at::parallel_for(0, groups, grain, [&](int64_t begin, int64_t end) {
-    kernel(w, scales, xp, yp, cols, begin * 4, std::min(end * 4, rows));
+    if (m == 1) return kernel(w, scales, xp, yp, cols, begin * 4, std::min(end * 4, rows));
+    for (int64_t g = begin; g < end; ++g) {
+      const int64_t r0 = g * 4, r1 = std::min(r0 + 4, rows);
+      // The kernel indexes y by absolute row: hand it output row i's base.
+      for (int64_t i = 0; i < m; ++i) kernel(w, scales, xp + i * cols, yp + i * rows, cols, r0, r1);
+    }
   });
   return y;
+}
+
+void check_int8(const QuantizedMatrix& w, const at::Tensor& x, int64_t x_dim, const char* what) {
+  const auto& q = w.values;
+  if (q.dim() != 2 || q.scalar_type() != at::kChar || w.scales.scalar_type() != at::kFloat || w.scales.numel() != q.size(0) ||
+      x.dim() != x_dim || x.size(-1) != q.size(1) || x.scalar_type() != at::kFloat)
+    throw Error(std::string(what) + ": expected int8 W [rows, cols], f32 scales [rows] and f32 x [..., cols]");
 }
 
 }  // namespace
@@ -105,7 +121,7 @@ at::Tensor gemv(const at::Tensor& w, const at::Tensor& x) {
     throw Error("gemv: expected f32 W [rows, cols] and x [cols]");
   if (blas_gemv) return at::mv(w, x);
   const auto wc = w.contiguous();
-  return run_gemv(wc.data_ptr<float>(), nullptr, x, wc.size(0), wc.size(1));
+  return run_rows(wc.data_ptr<float>(), nullptr, x, wc.size(0), wc.size(1));
 }
 
 QuantizedMatrix quantize_rows_int8(const at::Tensor& w) {
@@ -119,13 +135,36 @@ QuantizedMatrix quantize_rows_int8(const at::Tensor& w) {
 }
 
 at::Tensor gemv_int8(const QuantizedMatrix& w, const at::Tensor& x) {
-  const auto& q = w.values;
-  if (q.dim() != 2 || q.scalar_type() != at::kChar || w.scales.scalar_type() != at::kFloat || w.scales.numel() != q.size(0) ||
-      x.dim() != 1 || x.size(0) != q.size(1) || x.scalar_type() != at::kFloat)
-    throw Error("gemv_int8: expected int8 W [rows, cols], f32 scales [rows] and f32 x [cols]");
-  const auto qc = q.contiguous();
+  check_int8(w, x, 1, "gemv_int8");
+  const auto qc = w.values.contiguous();
   const auto sc = w.scales.contiguous();
-  return run_gemv(qc.data_ptr<int8_t>(), sc.data_ptr<float>(), x, qc.size(0), qc.size(1));
+  return run_rows(qc.data_ptr<int8_t>(), sc.data_ptr<float>(), x, qc.size(0), qc.size(1));
+}
+
+at::Tensor matmul_few_rows(const at::Tensor& w, const at::Tensor& x) {
+  if (w.dim() != 2 || x.dim() != 2 || w.size(1) != x.size(1) || w.scalar_type() != at::kFloat || x.scalar_type() != at::kFloat)
+    throw Error("matmul_few_rows: expected f32 W [rows, cols] and X [m, cols]");
+  const auto wc = w.contiguous();
+  return run_rows(wc.data_ptr<float>(), nullptr, x, wc.size(0), wc.size(1));
+}
+
+at::Tensor matmul_int8(const QuantizedMatrix& w, const at::Tensor& x) {
+  check_int8(w, x, 2, "matmul_int8");
+  const auto qc = w.values.contiguous();
+  const auto sc = w.scales.contiguous();
+  const auto xc = x.contiguous();
+  const int64_t m = xc.size(0), rows = qc.size(0), cols = qc.size(1);
+  if (m == 0) return at::empty({0, rows}, at::kFloat);
+  auto y = at::empty({m, rows}, at::kFloat);
+  if (m <= kFewRows) return run_rows(qc.data_ptr<int8_t>(), sc.data_ptr<float>(), xc, rows, cols);
+  // Tiles of ~256 KiB of f32 weights: widened once, then one BLAS call per tile.
+  const int64_t tile = std::max<int64_t>(16, (256 * 1024) / (4 * cols));
+  for (int64_t r = 0; r < rows; r += tile) {
+    const int64_t n = std::min(tile, rows - r);
+    auto wide = qc.narrow(0, r, n).to(at::kFloat).mul_(sc.narrow(0, r, n).unsqueeze(1));
+    y.narrow(1, r, n).copy_(at::mm(xc, wide.t()));
+  }
+  return y;
 }
 
 }  // namespace eesched::runtime

@@ -13,6 +13,13 @@ namespace eesched::runtime {
 // LibTorch's intra-op threads (contiguous row blocks per thread).
 at::Tensor gemv(const at::Tensor& w, const at::Tensor& x);
 
+// Y = X W^T for a few rows of X [m, cols] -> [m, rows] (m up to kFewRows): every group of four
+// weight rows is multiplied with all m rows while it sits in L1, so W streams from memory once,
+// as in gemv. For speculative verification and small batches, where a GEMM would be
+// memory-bound anyway and BLAS may first copy (pack) W.
+inline constexpr int64_t kFewRows = 16;
+at::Tensor matmul_few_rows(const at::Tensor& w, const at::Tensor& x);
+
 // Which kernel gemv() uses on this CPU: "avx2-fma", "portable", or "blas" when switched.
 const char* gemv_kernel();
 
@@ -28,6 +35,11 @@ QuantizedMatrix quantize_rows_int8(const at::Tensor& w);
 // y = (q x) * scale for an int8 matrix: streams one byte per weight instead of four, the point of
 // int8 for memory-bound decoding. Products accumulate in f32 (x is not quantized).
 at::Tensor gemv_int8(const QuantizedMatrix& w, const at::Tensor& x);
+
+// Y = X W^T for int8 W and X [m, cols] -> [m, rows]. Up to kFewRows rows as matmul_few_rows;
+// longer inputs (prefill) go tile by tile: a tile of W's rows is widened to f32 in a
+// cache-sized scratch buffer and multiplied by BLAS, so W is never widened whole.
+at::Tensor matmul_int8(const QuantizedMatrix& w, const at::Tensor& x);
 
 // Route gemv() through BLAS (at::mv) instead, process-wide: lets a benchmark compare the two
 // kernels side by side in one run.

@@ -22,12 +22,24 @@ std::string layer_name(int64_t i, const char* suffix) {
 // (gemv.h); a GEMM with M=1 may pack (copy) W first, doubling the memory traffic of decoding.
 at::Tensor dense(const at::Tensor& x, const at::Tensor& w) {
   const int64_t in = x.size(-1);
-  if (x.numel() == in && !x.requires_grad() && !w.requires_grad()) {
+  const int64_t m = x.numel() / std::max<int64_t>(1, in);
+  if (m <= kFewRows && !x.requires_grad() && !w.requires_grad()) {
     auto sizes = x.sizes().vec();
     sizes.back() = w.size(0);
-    return gemv(w, x.reshape({in})).view(sizes);
+    if (m == 1) return gemv(w, x.reshape({in})).view(sizes);
+    return matmul_few_rows(w, x.reshape({m, in})).view(sizes);
   }
   return at::matmul(x, w.t());
+}
+
+// y = x W^T for int8 W: batch-1 decoding streams W once (gemv_int8); a few rows (speculative
+// verification, small batches) reuse each weight row while it is in L1 (matmul_int8).
+at::Tensor dense_int8(const at::Tensor& x, const QuantizedMatrix& w) {
+  const int64_t in = x.size(-1);
+  auto sizes = x.sizes().vec();
+  sizes.back() = w.values.size(0);
+  if (x.numel() == in) return gemv_int8(w, x.reshape({in})).view(sizes);
+  return matmul_int8(w, x.reshape({-1, in})).view(sizes);
 }
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
@@ -108,7 +120,8 @@ int64_t KVCache::bytes() const {
   return total;
 }
 
-LlamaModel::LlamaModel(LlamaConfig config, const LlamaWeights& w) : config_(std::move(config)) {
+LlamaModel::LlamaModel(LlamaConfig config, const LlamaWeights& w, const WeightFormatPolicy& formats)
+    : config_(std::move(config)) {
   config_.validate();
   const int64_t d = config_.hidden_size, hd = config_.head_dim(), inter = config_.intermediate_size;
   const int64_t qd = config_.num_attention_heads * hd, kvd = config_.num_key_value_heads * hd;
@@ -122,10 +135,34 @@ LlamaModel::LlamaModel(LlamaConfig config, const LlamaWeights& w) : config_(std:
       throw Error("config ties the LM head to the embeddings, but lm_head.weight differs from them");
   } else {
     check_shape(w.lm_head, "lm_head.weight", {config_.vocab_size, d});
-    lm_head_ = as_f32(w.lm_head);
   }
   embed_ = as_f32(w.embed_tokens);
   norm_ = as_f32(w.norm);
+  // Consecutive parts of equal format share one block (one kernel call per token).
+  auto linear = [&](const std::vector<std::pair<std::string, at::Tensor>>& parts) {
+    Linear out;
+    std::vector<at::Tensor> run;
+    WeightFormat run_format = WeightFormat::F32;
+    auto flush = [&]() {
+      if (run.empty()) return;
+      Linear::Block block;
+      auto f32 = run.size() == 1 ? as_f32(run[0]) : at::cat(run, 0).to(at::kFloat).contiguous();
+      block.rows = f32.size(0);
+      if (run_format == WeightFormat::Int8) block.int8 = quantize_rows_int8(f32);
+      else block.f32 = f32;
+      out.blocks.push_back(std::move(block));
+      run.clear();
+    };
+    for (const auto& [name, t] : parts) {
+      const auto format = formats ? formats(name) : WeightFormat::F32;
+      if (!run.empty() && format != run_format) flush();
+      run_format = format;
+      run.push_back(t);
+    }
+    flush();
+    return out;
+  };
+  head_ = linear({{"lm_head.weight", config_.tie_word_embeddings ? embed_ : w.lm_head}});
   for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
     const auto& l = w.layers[static_cast<std::size_t>(i)];
     check_shape(l.input_layernorm, layer_name(i, "input_layernorm.weight"), {d});
@@ -141,11 +178,14 @@ LlamaModel::LlamaModel(LlamaConfig config, const LlamaWeights& w) : config_(std:
     // matrix-vector product for each instead of three and two. weights() hands out views.
     Layer layer;
     layer.input_norm = as_f32(l.input_layernorm);
-    layer.wqkv = at::cat({l.q_proj, l.k_proj, l.v_proj}, 0).to(at::kFloat).contiguous();
-    layer.wo = as_f32(l.o_proj);
+    layer.wqkv = linear({{layer_name(i, "self_attn.q_proj.weight"), l.q_proj},
+                         {layer_name(i, "self_attn.k_proj.weight"), l.k_proj},
+                         {layer_name(i, "self_attn.v_proj.weight"), l.v_proj}});
+    layer.wo = linear({{layer_name(i, "self_attn.o_proj.weight"), l.o_proj}});
     layer.post_norm = as_f32(l.post_attention_layernorm);
-    layer.w_gate_up = at::cat({l.gate_proj, l.up_proj}, 0).to(at::kFloat).contiguous();
-    layer.w_down = as_f32(l.down_proj);
+    layer.w_gate_up = linear({{layer_name(i, "mlp.gate_proj.weight"), l.gate_proj},
+                              {layer_name(i, "mlp.up_proj.weight"), l.up_proj}});
+    layer.w_down = linear({{layer_name(i, "mlp.down_proj.weight"), l.down_proj}});
     layers_.push_back(std::move(layer));
   }
   // RoPE tables, HF convention: inv_freq[i] = theta^(-2i/hd), emb = cat(freqs, freqs).
@@ -220,57 +260,134 @@ void LlamaModel::save(const std::filesystem::path& dir) const {
   c.save(dir / "config.json");
 }
 
+at::Tensor LlamaModel::Linear::apply(const at::Tensor& x) const {
+  auto run = [&](const Block& b) { return b.f32.defined() ? dense(x, b.f32) : dense_int8(x, b.int8); };
+  if (blocks.size() == 1) return run(blocks[0]);
+  std::vector<at::Tensor> outs;
+  for (const auto& b : blocks) outs.push_back(run(b));
+  return at::cat(outs, -1);
+}
+
+at::Tensor LlamaModel::Linear::rows(int64_t start, int64_t n) const {
+  std::vector<at::Tensor> parts;
+  int64_t offset = 0;
+  for (const auto& b : blocks) {
+    const int64_t lo = std::max(start, offset), hi = std::min(start + n, offset + b.rows);
+    if (lo < hi) {
+      parts.push_back(b.f32.defined() ? b.f32.narrow(0, lo - offset, hi - lo)
+                                      : b.int8.values.narrow(0, lo - offset, hi - lo).to(at::kFloat) *
+                                            b.int8.scales.narrow(0, lo - offset, hi - lo).unsqueeze(1));
+    }
+    offset += b.rows;
+  }
+  return parts.size() == 1 ? parts[0] : at::cat(parts, 0);
+}
+
+const LlamaModel::Linear::Block* LlamaModel::Linear::block_at(int64_t start, int64_t n) const {
+  int64_t offset = 0;
+  for (const auto& b : blocks) {
+    if (offset == start && b.rows == n) return &b;
+    offset += b.rows;
+  }
+  return nullptr;
+}
+
+int64_t LlamaModel::Linear::bytes() const {
+  int64_t total = 0;
+  for (const auto& b : blocks)
+    total += b.f32.defined() ? b.f32.numel() * 4 : b.int8.values.numel() + b.int8.scales.numel() * 4;
+  return total;
+}
+
 LlamaWeights LlamaModel::weights() const {
   const int64_t hd = config_.head_dim();
   const int64_t qd = config_.num_attention_heads * hd, kvd = config_.num_key_value_heads * hd;
-  const int64_t inter = config_.intermediate_size;
+  const int64_t inter = config_.intermediate_size, d = config_.hidden_size;
   LlamaWeights w;
   w.embed_tokens = embed_;
   w.norm = norm_;
-  w.lm_head = lm_head_;
+  if (!config_.tie_word_embeddings) w.lm_head = head_.rows(0, config_.vocab_size);
   for (const auto& l : layers_) {
     LayerWeights lw;
     lw.input_layernorm = l.input_norm;
-    lw.q_proj = l.wqkv.narrow(0, 0, qd);
-    lw.k_proj = l.wqkv.narrow(0, qd, kvd);
-    lw.v_proj = l.wqkv.narrow(0, qd + kvd, kvd);
-    lw.o_proj = l.wo;
+    lw.q_proj = l.wqkv.rows(0, qd);
+    lw.k_proj = l.wqkv.rows(qd, kvd);
+    lw.v_proj = l.wqkv.rows(qd + kvd, kvd);
+    lw.o_proj = l.wo.rows(0, d);
     lw.post_attention_layernorm = l.post_norm;
-    lw.gate_proj = l.w_gate_up.narrow(0, 0, inter);
-    lw.up_proj = l.w_gate_up.narrow(0, inter, inter);
-    lw.down_proj = l.w_down;
+    lw.gate_proj = l.w_gate_up.rows(0, inter);
+    lw.up_proj = l.w_gate_up.rows(inter, inter);
+    lw.down_proj = l.w_down.rows(0, d);
     w.layers.push_back(std::move(lw));
   }
   return w;
 }
 
+std::vector<std::pair<std::string, QuantizedMatrix>> LlamaModel::int8_weights() const {
+  const int64_t hd = config_.head_dim();
+  const int64_t qd = config_.num_attention_heads * hd, kvd = config_.num_key_value_heads * hd;
+  const int64_t inter = config_.intermediate_size, d = config_.hidden_size;
+  std::vector<std::pair<std::string, QuantizedMatrix>> out;
+  // A matrix is int8 when its rows lie in an int8 block: alone, or fused with neighbours.
+  auto add = [&](const std::string& name, const Linear& lin, int64_t start, int64_t n) {
+    int64_t offset = 0;
+    for (const auto& b : lin.blocks) {
+      if (!b.f32.defined() && start >= offset && start + n <= offset + b.rows) {
+        out.emplace_back(name, QuantizedMatrix{b.int8.values.narrow(0, start - offset, n), b.int8.scales.narrow(0, start - offset, n)});
+        return;
+      }
+      offset += b.rows;
+    }
+  };
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    const auto& l = layers_[i];
+    const auto n = static_cast<int64_t>(i);
+    add(layer_name(n, "self_attn.q_proj.weight"), l.wqkv, 0, qd);
+    add(layer_name(n, "self_attn.k_proj.weight"), l.wqkv, qd, kvd);
+    add(layer_name(n, "self_attn.v_proj.weight"), l.wqkv, qd + kvd, kvd);
+    add(layer_name(n, "self_attn.o_proj.weight"), l.wo, 0, d);
+    add(layer_name(n, "mlp.gate_proj.weight"), l.w_gate_up, 0, inter);
+    add(layer_name(n, "mlp.up_proj.weight"), l.w_gate_up, inter, inter);
+    add(layer_name(n, "mlp.down_proj.weight"), l.w_down, 0, d);
+  }
+  add("lm_head.weight", head_, 0, config_.vocab_size);
+  return out;
+}
+
 std::vector<at::Tensor> LlamaModel::parameters() const {
   std::vector<at::Tensor> p{embed_, norm_};
-  if (lm_head_.defined()) p.push_back(lm_head_);
+  auto add = [&](const Linear& lin) {
+    for (const auto& b : lin.blocks) {
+      if (!b.f32.defined()) throw Error("parameters(): the model holds int8 weights (training needs an f32 model)");
+      p.push_back(b.f32);
+    }
+  };
+  if (!config_.tie_word_embeddings) add(head_);
   for (const auto& l : layers_) {
-    p.insert(p.end(), {l.input_norm, l.wqkv, l.wo, l.post_norm, l.w_gate_up, l.w_down});
+    p.insert(p.end(), {l.input_norm, l.post_norm});
+    for (const auto* lin : {&l.wqkv, &l.wo, &l.w_gate_up, &l.w_down}) add(*lin);
   }
   return p;
 }
 
 int64_t LlamaModel::weight_bytes() const {
-  int64_t total = (lm_head_.defined() ? lm_head_ : embed_).numel() + norm_.numel();
+  int64_t total = head_.bytes() + norm_.numel() * 4;
   for (const auto& l : layers_)
-    total += l.input_norm.numel() + l.wqkv.numel() + l.wo.numel() + l.post_norm.numel() + l.w_gate_up.numel() +
-             l.w_down.numel();
-  return total * static_cast<int64_t>(sizeof(float));
+    total += (l.input_norm.numel() + l.post_norm.numel()) * 4 + l.wqkv.bytes() + l.wo.bytes() + l.w_gate_up.bytes() +
+             l.w_down.bytes();
+  return total;
 }
 
 at::Tensor LlamaModel::head(const at::Tensor& hidden) const {
-  return dense(rms_norm(hidden, norm_, config_.rms_norm_eps), lm_head_.defined() ? lm_head_ : embed_);
+  return head_.apply(rms_norm(hidden, norm_, config_.rms_norm_eps));
 }
 
 at::Tensor LlamaModel::mlp_block(const Layer& layer, const at::Tensor& x) const {
   auto h = rms_norm(x, layer.post_norm, config_.rms_norm_eps);
-  auto gate_up = dense(h, layer.w_gate_up);
+  auto gate_up = layer.w_gate_up.apply(h);
   const int64_t inter = config_.intermediate_size;
   auto act = at::silu(gate_up.narrow(-1, 0, inter)) * gate_up.narrow(-1, inter, inter);
-  return x + dense(act, layer.w_down);
+  return x + layer.w_down.apply(act);
 }
 
 at::Tensor LlamaModel::attention_block(const Layer& layer, int64_t index, const at::Tensor& x, const at::Tensor& cos,
@@ -280,7 +397,7 @@ at::Tensor LlamaModel::attention_block(const Layer& layer, int64_t index, const 
   const int64_t H = config_.num_attention_heads, KV = config_.num_key_value_heads, hd = config_.head_dim();
   const int64_t G = H / KV;
   auto h = rms_norm(x, layer.input_norm, config_.rms_norm_eps);
-  auto qkv = dense(h, layer.wqkv);  // [B, T, (H + 2 KV) hd]
+  auto qkv = layer.wqkv.apply(h);  // [B, T, (H + 2 KV) hd]
   auto q = qkv.narrow(-1, 0, H * hd).view({B, T, H, hd}).transpose(1, 2);
   auto k = qkv.narrow(-1, H * hd, KV * hd).view({B, T, KV, hd}).transpose(1, 2);
   auto v = qkv.narrow(-1, (H + KV) * hd, KV * hd).view({B, T, KV, hd}).transpose(1, 2);
@@ -311,7 +428,7 @@ at::Tensor LlamaModel::attention_block(const Layer& layer, int64_t index, const 
                  .view({B, H, T, hd})
                  .transpose(1, 2)
                  .reshape({B, T, H * hd});
-  return x + dense(out, layer.wo);
+  return x + layer.wo.apply(out);
 }
 
 at::Tensor LlamaModel::forward(const at::Tensor& ids) const {

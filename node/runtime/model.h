@@ -6,11 +6,13 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "node/runtime/config.h"
+#include "node/runtime/gemv.h"
 
 namespace eesched::runtime {
 
@@ -60,10 +62,18 @@ class KVCache {
 
 enum class LogitsAt { All, Last };
 
+// How the model stores a linear weight, i.e. what a kernel streams per token: f32, or int8 with
+// one f32 scale per output row (gemv.h). Chosen per matrix by its HF name
+// ("model.layers.3.mlp.up_proj.weight", "lm_head.weight" also for a tied head); norms and the
+// embedding lookup always stay f32.
+enum class WeightFormat { F32, Int8 };
+using WeightFormatPolicy = std::function<WeightFormat(const std::string& hf_name)>;
+
 class LlamaModel {
  public:
-  // Validates every shape against the config and takes the weights (f32 on CPU).
-  LlamaModel(LlamaConfig config, const LlamaWeights& weights);
+  // Validates every shape against the config and takes the weights (f32 on CPU), storing each
+  // linear weight in the format `formats` picks (all f32 when empty).
+  LlamaModel(LlamaConfig config, const LlamaWeights& weights, const WeightFormatPolicy& formats = {});
 
   // Reads DIR/config.json and DIR/model.safetensors (f32, f16 or bf16; computed in f32).
   static LlamaModel load(const std::filesystem::path& dir);
@@ -72,9 +82,12 @@ class LlamaModel {
   static LlamaWeights read_weights(const std::filesystem::path& safetensors, const LlamaConfig& config);
 
   const LlamaConfig& config() const { return config_; }
-  // Named views into the model's own storage (no copy).
+  // Named views into the model's own storage (no copy); int8 weights come back dequantized
+  // (values * scale, a copy).
   LlamaWeights weights() const;
-  // The tensors that hold every weight exactly once (for optimizers).
+  // The int8 weights by HF name (empty for an all-f32 model); a tied head is "lm_head.weight".
+  std::vector<std::pair<std::string, QuantizedMatrix>> int8_weights() const;
+  // The tensors that hold every weight exactly once (for optimizers). f32 models only.
   std::vector<at::Tensor> parameters() const;
   // Bytes of weights read per decoding step at batch 1 (every matrix once, plus the head).
   int64_t weight_bytes() const;
@@ -90,8 +103,24 @@ class LlamaModel {
                      LogitsAt which = LogitsAt::All) const;
 
  private:
+  // A linear weight [out, in] stored as row blocks, each f32 or int8; the output is the
+  // blocks' outputs side by side. Fused matrices (q|k|v, gate|up) whose parts differ in format
+  // get one block per run of equal formats.
+  struct Linear {
+    struct Block {
+      at::Tensor f32;        // [rows, in], or undefined when int8
+      QuantizedMatrix int8;  // used when f32 is undefined
+      int64_t rows = 0;
+    };
+    std::vector<Block> blocks;
+    at::Tensor apply(const at::Tensor& x) const;  // x [..., in] -> [..., out]
+    at::Tensor rows(int64_t start, int64_t n) const;               // f32 view, or dequantized
+    const Block* block_at(int64_t start, int64_t n) const;         // the block spanning exactly these rows
+    int64_t bytes() const;
+  };
   struct Layer {
-    at::Tensor input_norm, wqkv, wo, post_norm, w_gate_up, w_down;
+    at::Tensor input_norm, post_norm;
+    Linear wqkv, wo, w_gate_up, w_down;
   };
   at::Tensor attention_block(const Layer& layer, int64_t index, const at::Tensor& x, const at::Tensor& cos,
                              const at::Tensor& sin, const at::Tensor& mask, KVCache* cache,
@@ -100,7 +129,8 @@ class LlamaModel {
   at::Tensor head(const at::Tensor& hidden) const;
 
   LlamaConfig config_;
-  at::Tensor embed_, norm_, lm_head_;  // lm_head_ undefined when tied
+  at::Tensor embed_, norm_;
+  Linear head_;                        // lm_head, or the embedding when tied (shares its storage in f32)
   std::vector<Layer> layers_;
   at::Tensor rope_cos_, rope_sin_;     // [max_position_embeddings, head_dim]
 };

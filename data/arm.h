@@ -1,0 +1,46 @@
+#pragma once
+// The arm catalog: the names, components and properties of every acceleration combination,
+// without LibTorch (the coordinator and the selector need them; accel/ implements them).
+//
+// Grammar: `plain` (no KV cache) or `kv` followed by any of `+int8`, `+pruneNN` (NN = percent of
+// FFN neurons removed, 5..90) and `+specK` (K = draft tokens per step, 1..16). Components may be
+// written in any order; the canonical name orders them kv, int8, prune, spec: `kv+int8+spec4`.
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "data/task.h"
+
+namespace eesched::data {
+
+struct Arm {
+  std::string name;       // canonical
+  bool kv_cache = false;
+  bool int8 = false;      // per-output-channel int8 weights
+  int prune_percent = 0;  // structured FFN pruning, 0 = off
+  int spec_k = 0;         // speculative decoding with k draft tokens, 0 = off
+
+  // Lossless arms give the model's own output: greedy token for token, sampling with the same
+  // distribution. int8 and pruning change the model.
+  bool lossless() const { return !int8 && prune_percent == 0; }
+  bool needs_draft() const { return spec_k > 0; }
+  // The components in canonical order: {"plain"} or e.g. {"kv", "int8", "spec4"}.
+  std::vector<std::string> components() const;
+};
+
+// Parses and canonicalizes an arm name; throws data::Error naming what is wrong.
+Arm parse_arm(std::string_view name);
+
+// The arms the sweep and the scheduler consider by default.
+const std::vector<Arm>& arm_catalog();
+
+// "all" -> the catalog; otherwise a comma-separated list of arm names.
+std::vector<Arm> parse_arm_list(std::string_view list);
+
+// Why `arm` cannot run `task` (quality floor, missing draft, batch > 1 for speculative), or
+// nullopt when it applies. Checks that need the model itself (shapes, a draft's vocabulary) are
+// accel/'s, on top of these.
+std::optional<std::string> arm_refusal(const Arm& arm, const TaskSpec& task);
+
+}  // namespace eesched::data

@@ -1,0 +1,13 @@
+#pragma once
+// One exception type for data/: its what() is a single line meant for the user.
+#include <stdexcept>
+#include <string>
+
+namespace eesched::data {
+
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& what) : std::runtime_error(what) {}
+};
+
+}  // namespace eesched::data

@@ -1,0 +1,220 @@
+#include "data/sqlite.h"
+
+#include <sqlite3.h>
+
+#include <cstdio>
+#include <ctime>
+#include <utility>
+
+#include "data/error.h"
+
+namespace eesched::data {
+
+std::string iso_utc(std::chrono::system_clock::time_point t) {
+  using namespace std::chrono;
+  const auto ms = duration_cast<milliseconds>(t.time_since_epoch()).count();
+  // Floor division so times before 1970 still get a millisecond part in 0..999.
+  auto secs = static_cast<std::time_t>(ms / 1000);
+  auto frac = ms % 1000;
+  if (frac < 0) {
+    frac += 1000;
+    secs -= 1;
+  }
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[80];  // room for any int the compiler can imagine; 24 bytes in practice
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                tm.tm_min, tm.tm_sec, static_cast<int>(frac));
+  return buf;
+}
+
+std::string iso_utc_now() { return iso_utc(std::chrono::system_clock::now()); }
+
+namespace sql {
+namespace {
+
+// SQL text shortened to one line for error messages.
+std::string snippet(std::string_view sql) {
+  std::string out;
+  for (char c : sql) {
+    if (out.size() >= 60) {
+      out += "...";
+      break;
+    }
+    const bool space = c == '\n' || c == '\t' || c == '\r' || c == ' ';
+    if (space && (out.empty() || out.back() == ' ')) continue;
+    out += space ? ' ' : c;
+  }
+  return out;
+}
+
+}  // namespace
+
+Database::Database(const std::string& path, OpenMode mode) : path_(path) {
+  int flags = SQLITE_OPEN_NOMUTEX;  // one connection per thread; no need for SQLite's mutex
+  switch (mode) {
+    case OpenMode::ReadOnly: flags |= SQLITE_OPEN_READONLY; break;
+    case OpenMode::ReadWrite: flags |= SQLITE_OPEN_READWRITE; break;
+    case OpenMode::Create: flags |= SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE; break;
+  }
+  const int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
+  if (rc != SQLITE_OK) {
+    // db_ may be null (out of memory) or hold the reason; either way it must be closed.
+    const std::string reason = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+    sqlite3_close(db_);
+    db_ = nullptr;
+    throw Error(path + ": cannot open database: " + reason);
+  }
+  sqlite3_extended_result_codes(db_, 1);
+}
+
+Database::~Database() {
+  // Statements are finalized by their owners first; close_v2 defers if one is still alive.
+  if (db_) sqlite3_close_v2(db_);
+}
+
+Database::Database(Database&& other) noexcept : db_(std::exchange(other.db_, nullptr)), path_(std::move(other.path_)) {}
+
+Database& Database::operator=(Database&& other) noexcept {
+  if (this != &other) {
+    if (db_) sqlite3_close_v2(db_);
+    db_ = std::exchange(other.db_, nullptr);
+    path_ = std::move(other.path_);
+  }
+  return *this;
+}
+
+void Database::set_busy_timeout(std::chrono::milliseconds timeout) {
+  if (sqlite3_busy_timeout(db_, static_cast<int>(timeout.count())) != SQLITE_OK) fail("busy_timeout");
+}
+
+void Database::enable_wal() {
+  Statement st(*this, "PRAGMA journal_mode=WAL");
+  if (!st.step() || st.column_text(0) != "wal")
+    throw Error(path_ + ": cannot switch to WAL journaling (is the file on a network file system?)");
+}
+
+void Database::exec(std::string_view sql) {
+  const std::string text(sql);
+  char* message = nullptr;
+  if (sqlite3_exec(db_, text.c_str(), nullptr, nullptr, &message) != SQLITE_OK) {
+    const std::string reason = message ? message : sqlite3_errmsg(db_);
+    sqlite3_free(message);
+    throw Error(path_ + ": " + snippet(sql) + ": " + reason);
+  }
+}
+
+Statement Database::prepare(std::string_view sql) { return Statement(*this, sql); }
+
+int64_t Database::last_insert_rowid() const { return sqlite3_last_insert_rowid(db_); }
+
+int Database::changes() const { return sqlite3_changes(db_); }
+
+void Database::fail(std::string_view what) const { throw Error(path_ + ": " + std::string(what) + ": " + sqlite3_errmsg(db_)); }
+
+Statement::Statement(const Database& db, std::string_view sql) : db_(&db) {
+  const char* tail = nullptr;
+  if (sqlite3_prepare_v2(db.handle(), sql.data(), static_cast<int>(sql.size()), &stmt_, &tail) != SQLITE_OK)
+    db.fail(snippet(sql));
+  if (!stmt_) throw Error(db.path() + ": empty SQL statement");
+}
+
+Statement::~Statement() {
+  if (stmt_) sqlite3_finalize(stmt_);
+}
+
+Statement::Statement(Statement&& other) noexcept : db_(other.db_), stmt_(std::exchange(other.stmt_, nullptr)) {}
+
+Statement& Statement::operator=(Statement&& other) noexcept {
+  if (this != &other) {
+    if (stmt_) sqlite3_finalize(stmt_);
+    db_ = other.db_;
+    stmt_ = std::exchange(other.stmt_, nullptr);
+  }
+  return *this;
+}
+
+Statement& Statement::bind_int64(int index, int64_t value) {
+  if (sqlite3_bind_int64(stmt_, index, value) != SQLITE_OK) db_->fail("bind " + snippet(sqlite3_sql(stmt_)));
+  return *this;
+}
+
+Statement& Statement::bind_double(int index, double value) {
+  if (sqlite3_bind_double(stmt_, index, value) != SQLITE_OK) db_->fail("bind " + snippet(sqlite3_sql(stmt_)));
+  return *this;
+}
+
+Statement& Statement::bind_text(int index, std::string_view value) {
+  if (sqlite3_bind_text64(stmt_, index, value.data(), value.size(), SQLITE_TRANSIENT, SQLITE_UTF8) != SQLITE_OK)
+    db_->fail("bind " + snippet(sqlite3_sql(stmt_)));
+  return *this;
+}
+
+Statement& Statement::bind_blob(int index, std::span<const uint8_t> value) {
+  // A null data pointer would bind NULL; an empty blob must stay a (zero-length) blob.
+  static const uint8_t empty = 0;
+  const void* data = value.empty() ? &empty : value.data();
+  if (sqlite3_bind_blob64(stmt_, index, data, value.size(), SQLITE_TRANSIENT) != SQLITE_OK)
+    db_->fail("bind " + snippet(sqlite3_sql(stmt_)));
+  return *this;
+}
+
+Statement& Statement::bind_null(int index) {
+  if (sqlite3_bind_null(stmt_, index) != SQLITE_OK) db_->fail("bind " + snippet(sqlite3_sql(stmt_)));
+  return *this;
+}
+
+bool Statement::step() {
+  const int rc = sqlite3_step(stmt_);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  // Reset so the statement releases its locks before the exception unwinds.
+  const std::string reason = sqlite3_errmsg(db_->handle());
+  const std::string sql = snippet(sqlite3_sql(stmt_));
+  sqlite3_reset(stmt_);
+  throw Error(db_->path() + ": " + sql + ": " + reason);
+}
+
+void Statement::run() {
+  while (step()) {
+  }
+}
+
+bool Statement::column_is_null(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
+
+int64_t Statement::column_int64(int col) const { return sqlite3_column_int64(stmt_, col); }
+
+double Statement::column_double(int col) const { return sqlite3_column_double(stmt_, col); }
+
+std::string Statement::column_text(int col) const {
+  const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, col));
+  const int n = sqlite3_column_bytes(stmt_, col);  // after column_text, so it counts the UTF-8 bytes
+  return text ? std::string(text, static_cast<size_t>(n)) : std::string();
+}
+
+std::vector<uint8_t> Statement::column_blob(int col) const {
+  const auto* data = static_cast<const uint8_t*>(sqlite3_column_blob(stmt_, col));
+  const int n = sqlite3_column_bytes(stmt_, col);
+  return data ? std::vector<uint8_t>(data, data + n) : std::vector<uint8_t>();
+}
+
+void Statement::reset() {
+  sqlite3_reset(stmt_);  // its return code repeats the last step's error, already reported
+  sqlite3_clear_bindings(stmt_);
+}
+
+Transaction::Transaction(Database& db) : db_(db) { db_.exec("BEGIN IMMEDIATE"); }
+
+Transaction::~Transaction() {
+  if (done_) return;
+  // Never throws from a destructor: a failed rollback leaves SQLite to roll back on close.
+  sqlite3_exec(db_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+}
+
+void Transaction::commit() {
+  db_.exec("COMMIT");
+  done_ = true;
+}
+
+}  // namespace sql
+}  // namespace eesched::data

@@ -1,0 +1,107 @@
+#pragma once
+// A thin RAII wrapper over SQLite's C API. Every failure becomes a data::Error whose message
+// names the database file and SQLite's own reason. sqlite3.h stays out of this header.
+#include <chrono>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace eesched::data {
+
+// The one timestamp format every table uses: ISO-8601 UTC with milliseconds,
+// "2024-05-01T12:34:56.789Z". It sorts as text, so "since" queries compare strings.
+std::string iso_utc(std::chrono::system_clock::time_point t);
+std::string iso_utc_now();
+
+namespace sql {
+
+enum class OpenMode { ReadOnly, ReadWrite, Create };  // Create: read-write, creating the file
+
+class Statement;
+
+class Database {
+ public:
+  explicit Database(const std::string& path, OpenMode mode = OpenMode::Create);
+  ~Database();
+  Database(Database&& other) noexcept;
+  Database& operator=(Database&& other) noexcept;
+  Database(const Database&) = delete;
+  Database& operator=(const Database&) = delete;
+
+  // How long a statement waits for another connection's lock before failing with "busy".
+  void set_busy_timeout(std::chrono::milliseconds timeout);
+  // Switches the file to write-ahead logging (persistent): readers never block the writer.
+  void enable_wal();
+  // Runs one or more statements that return no rows.
+  void exec(std::string_view sql);
+  Statement prepare(std::string_view sql);
+
+  int64_t last_insert_rowid() const;
+  int changes() const;  // rows changed by the last INSERT/UPDATE/DELETE
+  const std::string& path() const { return path_; }
+  sqlite3* handle() const { return db_; }
+
+  // Throws data::Error "PATH: WHAT: sqlite3_errmsg".
+  [[noreturn]] void fail(std::string_view what) const;
+
+ private:
+  sqlite3* db_ = nullptr;
+  std::string path_;
+};
+
+// A prepared statement. Bind indexes are 1-based, column indexes 0-based (as in SQLite).
+class Statement {
+ public:
+  Statement(const Database& db, std::string_view sql);
+  ~Statement();
+  Statement(Statement&& other) noexcept;
+  Statement& operator=(Statement&& other) noexcept;
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+
+  Statement& bind_int64(int index, int64_t value);
+  Statement& bind_double(int index, double value);
+  Statement& bind_text(int index, std::string_view value);
+  Statement& bind_blob(int index, std::span<const uint8_t> value);
+  Statement& bind_null(int index);
+
+  bool step();  // true: a row is ready to read; false: done
+  void run();   // steps a statement that returns no rows to completion
+
+  bool column_is_null(int col) const;
+  int64_t column_int64(int col) const;
+  double column_double(int col) const;
+  std::string column_text(int col) const;
+  std::vector<uint8_t> column_blob(int col) const;
+
+  // Ready to run again with new bindings (clears the old ones).
+  void reset();
+
+ private:
+  const Database* db_ = nullptr;
+  sqlite3_stmt* stmt_ = nullptr;
+};
+
+// BEGIN IMMEDIATE: takes the write lock up front (waiting up to the busy timeout), so two
+// writers never deadlock upgrading read locks. Rolls back in the destructor unless committed.
+class Transaction {
+ public:
+  explicit Transaction(Database& db);
+  ~Transaction();
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+
+  void commit();
+
+ private:
+  Database& db_;
+  bool done_ = false;
+};
+
+}  // namespace sql
+}  // namespace eesched::data

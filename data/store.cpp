@@ -1,0 +1,513 @@
+#include "data/store.h"
+
+#include <algorithm>
+#include <chrono>
+#include <nlohmann/json.hpp>
+
+#include "data/arm.h"
+#include "data/error.h"
+
+namespace eesched::data {
+namespace {
+
+// Forward migrations, applied in order inside one transaction. Never edit a step that has
+// shipped: append the next version. Each step upgrades the previous version by one.
+struct Migration {
+  int version;
+  const char* sql;
+};
+
+const Migration kMigrations[] = {
+    {1, R"sql(
+CREATE TABLE models (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  fingerprint TEXT NOT NULL UNIQUE,
+  layers INTEGER NOT NULL, hidden INTEGER NOT NULL, intermediate INTEGER NOT NULL,
+  heads INTEGER NOT NULL, kv_heads INTEGER NOT NULL, vocab INTEGER NOT NULL,
+  parameters INTEGER NOT NULL, weight_bytes INTEGER NOT NULL,
+  dtype TEXT NOT NULL, encrypted INTEGER NOT NULL);
+CREATE TABLE workers (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  host TEXT NOT NULL, cpu_model TEXT NOT NULL, threads INTEGER NOT NULL,
+  gflops REAL NOT NULL, copy_gbps REAL NOT NULL,
+  mem_total_bytes INTEGER NOT NULL, mem_free_bytes INTEGER NOT NULL,
+  measured_at TEXT NOT NULL);
+CREATE TABLE tasks (
+  id INTEGER PRIMARY KEY,
+  ext_id TEXT NOT NULL UNIQUE,
+  model_id INTEGER NOT NULL REFERENCES models(id),
+  draft_model_id INTEGER REFERENCES models(id),
+  prompt_tokens INTEGER NOT NULL, max_new_tokens INTEGER NOT NULL, batch INTEGER NOT NULL,
+  temperature REAL NOT NULL, top_p REAL NOT NULL,
+  quality TEXT NOT NULL CHECK (quality IN ('exact', 'tolerant')),
+  prompt_ids TEXT NOT NULL DEFAULT '[]',
+  features TEXT NOT NULL DEFAULT '',
+  status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'done', 'failed', 'cancelled')),
+  created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE runs (
+  id INTEGER PRIMARY KEY,
+  task_id INTEGER NOT NULL REFERENCES tasks(id),
+  worker_id INTEGER REFERENCES workers(id),
+  arm TEXT NOT NULL, policy TEXT NOT NULL,
+  explored INTEGER NOT NULL, repeat_index INTEGER NOT NULL,
+  started_at TEXT NOT NULL, ended_at TEXT NOT NULL,
+  latency_ms REAL NOT NULL, ttft_ms REAL NOT NULL, ms_per_token REAL NOT NULL, tokens_per_s REAL NOT NULL,
+  new_tokens INTEGER NOT NULL, peak_rss_bytes INTEGER NOT NULL,
+  ok INTEGER NOT NULL, error TEXT NOT NULL DEFAULT '');
+-- ifnull: NULLs are distinct in a UNIQUE index, and runs without a worker must dedupe too.
+CREATE UNIQUE INDEX runs_unique ON runs(task_id, ifnull(worker_id, 0), arm, policy, repeat_index);
+)sql"},
+    // v2: quality measurements of lossy and speculative arms, and indexes for the "since" and
+    // "pending tasks" queries the coordinator runs on every restart.
+    {2, R"sql(
+ALTER TABLE runs ADD COLUMN acceptance_rate REAL;
+ALTER TABLE runs ADD COLUMN quality REAL;
+CREATE INDEX runs_by_start ON runs(started_at);
+CREATE INDEX tasks_by_status ON tasks(status);
+)sql"},
+};
+
+constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
+
+// The file's version: 0 for an empty file; refuses a file that holds someone else's tables.
+int read_version(sql::Database& db) {
+  auto has = db.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'");
+  has.step();
+  if (has.column_int64(0) == 0) {
+    auto other = db.prepare("SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'");
+    other.step();
+    if (other.column_int64(0) > 0) throw Error(db.path() + ": not an eesched store (it has tables but no schema_version)");
+    return 0;
+  }
+  auto st = db.prepare("SELECT max(version), count(*) FROM schema_version");
+  st.step();
+  if (st.column_int64(1) != 1 || st.column_is_null(0)) throw Error(db.path() + ": schema_version must hold exactly one row");
+  return static_cast<int>(st.column_int64(0));
+}
+
+void refuse_newer(const sql::Database& db, int version) {
+  if (version > kSchemaVersion)
+    throw Error(db.path() + ": schema version " + std::to_string(version) + " is newer than this eesched (" +
+                std::to_string(kSchemaVersion) + "); upgrade eesched");
+}
+
+void migrate(sql::Database& db) {
+  int version = read_version(db);
+  refuse_newer(db, version);
+  if (version == kSchemaVersion) return;
+  sql::Transaction tx(db);
+  version = read_version(db);  // another process may have upgraded while we waited for the lock
+  refuse_newer(db, version);
+  if (version == kSchemaVersion) return;
+  if (version == 0) db.exec("CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (0);");
+  for (const auto& m : kMigrations)
+    if (m.version > version) db.exec(m.sql);
+  db.prepare("UPDATE schema_version SET version = ?").bind_int64(1, kSchemaVersion).run();
+  tx.commit();
+}
+
+void bind_opt(sql::Statement& st, int index, const std::optional<int64_t>& v) {
+  if (v)
+    st.bind_int64(index, *v);
+  else
+    st.bind_null(index);
+}
+
+void bind_opt(sql::Statement& st, int index, const std::optional<double>& v) {
+  if (v)
+    st.bind_double(index, *v);
+  else
+    st.bind_null(index);
+}
+
+std::optional<int64_t> opt_int64(const sql::Statement& st, int col) {
+  return st.column_is_null(col) ? std::nullopt : std::optional<int64_t>(st.column_int64(col));
+}
+
+std::optional<double> opt_double(const sql::Statement& st, int col) {
+  return st.column_is_null(col) ? std::nullopt : std::optional<double>(st.column_double(col));
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+constexpr const char* kModelCols =
+    "id, name, fingerprint, layers, hidden, intermediate, heads, kv_heads, vocab, parameters, weight_bytes, dtype, encrypted";
+constexpr const char* kWorkerCols =
+    "id, name, host, cpu_model, threads, gflops, copy_gbps, mem_total_bytes, mem_free_bytes, measured_at";
+constexpr const char* kTaskCols =
+    "id, ext_id, model_id, draft_model_id, prompt_tokens, max_new_tokens, batch, temperature, top_p, quality, prompt_ids, "
+    "features, status, created_at, updated_at";
+constexpr const char* kRunCols =
+    "id, task_id, worker_id, arm, policy, explored, repeat_index, started_at, ended_at, latency_ms, ttft_ms, ms_per_token, "
+    "tokens_per_s, new_tokens, peak_rss_bytes, acceptance_rate, quality, ok, error";
+
+ModelRow read_model(const sql::Statement& st) {
+  ModelRow m;
+  m.id = st.column_int64(0);
+  m.name = st.column_text(1);
+  m.fingerprint = st.column_text(2);
+  m.layers = st.column_int64(3);
+  m.hidden = st.column_int64(4);
+  m.intermediate = st.column_int64(5);
+  m.heads = st.column_int64(6);
+  m.kv_heads = st.column_int64(7);
+  m.vocab = st.column_int64(8);
+  m.parameters = st.column_int64(9);
+  m.weight_bytes = st.column_int64(10);
+  m.dtype = st.column_text(11);
+  m.encrypted = st.column_int64(12) != 0;
+  return m;
+}
+
+WorkerRow read_worker(const sql::Statement& st) {
+  WorkerRow w;
+  w.id = st.column_int64(0);
+  w.name = st.column_text(1);
+  w.host = st.column_text(2);
+  w.cpu_model = st.column_text(3);
+  w.threads = st.column_int64(4);
+  w.gflops = st.column_double(5);
+  w.copy_gbps = st.column_double(6);
+  w.mem_total_bytes = st.column_int64(7);
+  w.mem_free_bytes = st.column_int64(8);
+  w.measured_at = st.column_text(9);
+  return w;
+}
+
+TaskRow read_task(const sql::Statement& st, const std::string& path) {
+  TaskRow t;
+  t.id = st.column_int64(0);
+  t.ext_id = st.column_text(1);
+  t.model_id = st.column_int64(2);
+  t.draft_model_id = opt_int64(st, 3);
+  t.prompt_tokens = st.column_int64(4);
+  t.max_new_tokens = st.column_int64(5);
+  t.batch = st.column_int64(6);
+  t.temperature = st.column_double(7);
+  t.top_p = st.column_double(8);
+  t.quality = parse_quality(st.column_text(9));
+  try {
+    t.prompt_ids = nlohmann::json::parse(st.column_text(10)).get<std::vector<std::vector<int64_t>>>();
+  } catch (const nlohmann::json::exception&) {
+    throw Error(path + ": task '" + t.ext_id + "': prompt_ids is not a JSON array of id arrays");
+  }
+  t.features = st.column_text(11);
+  t.status = parse_task_status(st.column_text(12));
+  t.created_at = st.column_text(13);
+  t.updated_at = st.column_text(14);
+  return t;
+}
+
+RunRow read_run(const sql::Statement& st) {
+  RunRow r;
+  r.id = st.column_int64(0);
+  r.task_id = st.column_int64(1);
+  r.worker_id = opt_int64(st, 2);
+  r.arm = st.column_text(3);
+  r.policy = st.column_text(4);
+  r.explored = st.column_int64(5) != 0;
+  r.repeat_index = st.column_int64(6);
+  r.started_at = st.column_text(7);
+  r.ended_at = st.column_text(8);
+  r.latency_ms = st.column_double(9);
+  r.ttft_ms = st.column_double(10);
+  r.ms_per_token = st.column_double(11);
+  r.tokens_per_s = st.column_double(12);
+  r.new_tokens = st.column_int64(13);
+  r.peak_rss_bytes = st.column_int64(14);
+  r.acceptance_rate = opt_double(st, 15);
+  r.quality = opt_double(st, 16);
+  r.ok = st.column_int64(17) != 0;
+  r.error = st.column_text(18);
+  return r;
+}
+
+}  // namespace
+
+const char* task_status_name(TaskStatus s) {
+  switch (s) {
+    case TaskStatus::Pending: return "pending";
+    case TaskStatus::Running: return "running";
+    case TaskStatus::Done: return "done";
+    case TaskStatus::Failed: return "failed";
+    case TaskStatus::Cancelled: return "cancelled";
+  }
+  return "?";
+}
+
+TaskStatus parse_task_status(const std::string& name) {
+  for (auto s : {TaskStatus::Pending, TaskStatus::Running, TaskStatus::Done, TaskStatus::Failed, TaskStatus::Cancelled})
+    if (name == task_status_name(s)) return s;
+  throw Error("task status must be pending, running, done, failed or cancelled, not '" + name + "'");
+}
+
+WorkerRow worker_row(const std::string& name, const HardwareProfile& hw) {
+  WorkerRow w;
+  w.name = name;
+  w.host = hw.host;
+  w.cpu_model = hw.cpu_model;
+  w.threads = hw.threads;
+  w.gflops = hw.gflops;
+  w.copy_gbps = hw.copy_gbps;
+  w.mem_total_bytes = hw.mem_total_bytes;
+  w.mem_free_bytes = hw.mem_free_bytes;
+  w.measured_at = hw.measured_at;
+  return w;
+}
+
+TaskRow task_row(const TaskSpec& spec, int64_t model_id, std::optional<int64_t> draft_model_id) {
+  TaskRow t;
+  t.ext_id = spec.id;
+  t.model_id = model_id;
+  t.draft_model_id = draft_model_id;
+  t.prompt_tokens = spec.prompt_tokens;
+  t.max_new_tokens = spec.max_new_tokens;
+  t.batch = spec.batch;
+  t.temperature = spec.temperature;
+  t.top_p = spec.top_p;
+  t.quality = spec.quality;
+  return t;
+}
+
+Store Store::open(const std::filesystem::path& path) {
+  sql::Database db(path.string(), sql::OpenMode::Create);
+  db.set_busy_timeout(std::chrono::seconds(10));
+  db.exec("PRAGMA foreign_keys = ON");  // per connection, and a no-op inside a transaction
+  db.enable_wal();
+  // WAL + NORMAL: a killed process loses nothing committed; only power loss may drop the last commits.
+  db.exec("PRAGMA synchronous = NORMAL");
+  migrate(db);
+  return Store(std::move(db));
+}
+
+int Store::code_schema_version() { return kSchemaVersion; }
+
+int Store::schema_version() { return read_version(db_); }
+
+int64_t Store::upsert_model(const ModelRow& m) {
+  if (m.fingerprint.empty()) throw Error(path() + ": model '" + m.name + "' has no fingerprint");
+  sql::Transaction tx(db_);
+  auto st = db_.prepare(
+      "INSERT INTO models (name, fingerprint, layers, hidden, intermediate, heads, kv_heads, vocab, parameters, weight_bytes, "
+      "dtype, encrypted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+      "ON CONFLICT (fingerprint) DO UPDATE SET name = excluded.name, layers = excluded.layers, hidden = excluded.hidden, "
+      "intermediate = excluded.intermediate, heads = excluded.heads, kv_heads = excluded.kv_heads, vocab = excluded.vocab, "
+      "parameters = excluded.parameters, weight_bytes = excluded.weight_bytes, dtype = excluded.dtype, "
+      "encrypted = excluded.encrypted RETURNING id");
+  st.bind_text(1, m.name).bind_text(2, m.fingerprint).bind_int64(3, m.layers).bind_int64(4, m.hidden);
+  st.bind_int64(5, m.intermediate).bind_int64(6, m.heads).bind_int64(7, m.kv_heads).bind_int64(8, m.vocab);
+  st.bind_int64(9, m.parameters).bind_int64(10, m.weight_bytes).bind_text(11, m.dtype).bind_int64(12, m.encrypted);
+  st.step();
+  const int64_t id = st.column_int64(0);
+  st.reset();
+  tx.commit();
+  return id;
+}
+
+int64_t Store::upsert_worker(const WorkerRow& w) {
+  if (w.name.empty()) throw Error(path() + ": worker has no name");
+  sql::Transaction tx(db_);
+  auto st = db_.prepare(
+      "INSERT INTO workers (name, host, cpu_model, threads, gflops, copy_gbps, mem_total_bytes, mem_free_bytes, measured_at) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+      "ON CONFLICT (name) DO UPDATE SET host = excluded.host, cpu_model = excluded.cpu_model, threads = excluded.threads, "
+      "gflops = excluded.gflops, copy_gbps = excluded.copy_gbps, mem_total_bytes = excluded.mem_total_bytes, "
+      "mem_free_bytes = excluded.mem_free_bytes, measured_at = excluded.measured_at RETURNING id");
+  st.bind_text(1, w.name).bind_text(2, w.host).bind_text(3, w.cpu_model).bind_int64(4, w.threads);
+  st.bind_double(5, w.gflops).bind_double(6, w.copy_gbps).bind_int64(7, w.mem_total_bytes);
+  st.bind_int64(8, w.mem_free_bytes).bind_text(9, w.measured_at.empty() ? iso_utc_now() : w.measured_at);
+  st.step();
+  const int64_t id = st.column_int64(0);
+  st.reset();
+  tx.commit();
+  return id;
+}
+
+std::vector<ModelRow> Store::models() {
+  auto st = db_.prepare(std::string("SELECT ") + kModelCols + " FROM models ORDER BY id");
+  std::vector<ModelRow> out;
+  while (st.step()) out.push_back(read_model(st));
+  return out;
+}
+
+std::vector<WorkerRow> Store::workers() {
+  auto st = db_.prepare(std::string("SELECT ") + kWorkerCols + " FROM workers ORDER BY id");
+  std::vector<WorkerRow> out;
+  while (st.step()) out.push_back(read_worker(st));
+  return out;
+}
+
+int64_t Store::insert_task(const TaskRow& t) {
+  if (t.ext_id.empty()) throw Error(path() + ": task has no ext_id");
+  sql::Transaction tx(db_);
+  {
+    // Checked first for a clear message; the UNIQUE constraint still backs it up.
+    auto exists = db_.prepare("SELECT 1 FROM tasks WHERE ext_id = ?");
+    exists.bind_text(1, t.ext_id);
+    if (exists.step()) throw Error(path() + ": task '" + t.ext_id + "' already exists");
+  }
+  const std::string now = iso_utc_now();
+  auto st = db_.prepare(
+      "INSERT INTO tasks (ext_id, model_id, draft_model_id, prompt_tokens, max_new_tokens, batch, temperature, top_p, quality, "
+      "prompt_ids, features, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  st.bind_text(1, t.ext_id).bind_int64(2, t.model_id);
+  bind_opt(st, 3, t.draft_model_id);
+  st.bind_int64(4, t.prompt_tokens).bind_int64(5, t.max_new_tokens).bind_int64(6, t.batch);
+  st.bind_double(7, t.temperature).bind_double(8, t.top_p).bind_text(9, quality_name(t.quality));
+  st.bind_text(10, nlohmann::json(t.prompt_ids).dump()).bind_text(11, t.features).bind_text(12, task_status_name(t.status));
+  st.bind_text(13, t.created_at.empty() ? now : t.created_at).bind_text(14, t.updated_at.empty() ? now : t.updated_at);
+  st.run();
+  const int64_t id = db_.last_insert_rowid();
+  tx.commit();
+  return id;
+}
+
+std::optional<TaskRow> Store::find_task_by_ext_id(const std::string& ext_id) {
+  auto st = db_.prepare(std::string("SELECT ") + kTaskCols + " FROM tasks WHERE ext_id = ?");
+  st.bind_text(1, ext_id);
+  if (!st.step()) return std::nullopt;
+  return read_task(st, path());
+}
+
+void Store::set_task_status(int64_t task_id, TaskStatus status) {
+  sql::Transaction tx(db_);
+  auto st = db_.prepare("UPDATE tasks SET status = ?, updated_at = ? WHERE id = ?");
+  st.bind_text(1, task_status_name(status)).bind_text(2, iso_utc_now()).bind_int64(3, task_id);
+  st.run();
+  if (db_.changes() == 0) throw Error(path() + ": no task with id " + std::to_string(task_id));
+  tx.commit();
+}
+
+std::vector<TaskRow> Store::tasks_with_status(TaskStatus status) {
+  auto st = db_.prepare(std::string("SELECT ") + kTaskCols + " FROM tasks WHERE status = ? ORDER BY id");
+  st.bind_text(1, task_status_name(status));
+  std::vector<TaskRow> out;
+  while (st.step()) out.push_back(read_task(st, path()));
+  return out;
+}
+
+bool Store::insert_run(const RunRow& r) {
+  // Canonical names only, or the same arm would be counted under two names.
+  const auto canonical = parse_arm(r.arm).name;
+  if (canonical != r.arm) throw Error(path() + ": arm '" + r.arm + "' is not canonical (write '" + canonical + "')");
+  if (r.policy.empty()) throw Error(path() + ": run of task " + std::to_string(r.task_id) + " has no policy");
+  if (r.started_at.empty() || r.ended_at.empty())
+    throw Error(path() + ": run of task " + std::to_string(r.task_id) + " needs started_at and ended_at");
+  sql::Transaction tx(db_);
+  // DO NOTHING covers uniqueness only: a missing task or worker still fails loudly.
+  auto st = db_.prepare(
+      "INSERT INTO runs (task_id, worker_id, arm, policy, explored, repeat_index, started_at, ended_at, latency_ms, ttft_ms, "
+      "ms_per_token, tokens_per_s, new_tokens, peak_rss_bytes, acceptance_rate, quality, ok, error) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING");
+  st.bind_int64(1, r.task_id);
+  bind_opt(st, 2, r.worker_id);
+  st.bind_text(3, r.arm).bind_text(4, r.policy).bind_int64(5, r.explored).bind_int64(6, r.repeat_index);
+  st.bind_text(7, r.started_at).bind_text(8, r.ended_at).bind_double(9, r.latency_ms).bind_double(10, r.ttft_ms);
+  st.bind_double(11, r.ms_per_token).bind_double(12, r.tokens_per_s).bind_int64(13, r.new_tokens);
+  st.bind_int64(14, r.peak_rss_bytes);
+  bind_opt(st, 15, r.acceptance_rate);
+  bind_opt(st, 16, r.quality);
+  st.bind_int64(17, r.ok).bind_text(18, r.error);
+  st.run();
+  const bool inserted = db_.changes() == 1;
+  tx.commit();
+  return inserted;
+}
+
+bool Store::has_run(int64_t task_id, std::optional<int64_t> worker_id, const std::string& arm, const std::string& policy,
+                    int64_t repeat_index) {
+  // Spelled like the unique index so SQLite can use it.
+  auto st = db_.prepare(
+      "SELECT 1 FROM runs WHERE task_id = ? AND ifnull(worker_id, 0) = ifnull(?, 0) AND arm = ? AND policy = ? AND "
+      "repeat_index = ?");
+  st.bind_int64(1, task_id);
+  bind_opt(st, 2, worker_id);
+  st.bind_text(3, arm).bind_text(4, policy).bind_int64(5, repeat_index);
+  return st.step();
+}
+
+std::vector<RunRow> Store::runs_since(const std::string& since_iso_utc) {
+  auto st = db_.prepare(std::string("SELECT ") + kRunCols + " FROM runs WHERE started_at >= ? ORDER BY started_at, id");
+  st.bind_text(1, since_iso_utc);
+  std::vector<RunRow> out;
+  while (st.step()) out.push_back(read_run(st));
+  return out;
+}
+
+std::vector<LatencyRow> Store::latency_matrix(std::optional<int64_t> worker_id) {
+  std::vector<LatencyRow> rows;
+  std::map<int64_t, size_t> index;  // task id -> row
+  {
+    auto st = db_.prepare(std::string("SELECT ") + kTaskCols + " FROM tasks ORDER BY id");
+    while (st.step()) {
+      index[st.column_int64(0)] = rows.size();
+      rows.push_back({read_task(st, path()), {}});
+    }
+  }
+  auto st = db_.prepare("SELECT task_id, arm, latency_ms FROM runs WHERE ok = 1 AND (? IS NULL OR worker_id = ?)");
+  bind_opt(st, 1, worker_id);
+  bind_opt(st, 2, worker_id);
+  std::map<std::pair<int64_t, std::string>, std::vector<double>> latencies;
+  while (st.step()) latencies[{st.column_int64(0), st.column_text(1)}].push_back(st.column_double(2));
+  for (auto& [key, values] : latencies) {
+    const auto it = index.find(key.first);
+    if (it != index.end()) rows[it->second].median_ms[key.second] = median(std::move(values));  // else: task added since
+  }
+  return rows;
+}
+
+std::vector<ArmSummary> Store::arm_summaries(std::optional<int64_t> worker_id) {
+  std::map<std::string, ArmSummary> by_arm;
+  {
+    auto st = db_.prepare(
+        "SELECT arm, count(*), sum(ok), avg(CASE WHEN ok THEN latency_ms END) FROM runs WHERE (? IS NULL OR worker_id = ?) "
+        "GROUP BY arm");
+    bind_opt(st, 1, worker_id);
+    bind_opt(st, 2, worker_id);
+    while (st.step()) {
+      ArmSummary& s = by_arm[st.column_text(0)];
+      s.arm = st.column_text(0);
+      s.runs = st.column_int64(1);
+      s.ok_runs = st.column_int64(2);
+      if (!st.column_is_null(3)) s.mean_latency_ms = st.column_double(3);
+    }
+  }
+  std::map<std::string, std::pair<double, int64_t>> speedups;  // arm -> (sum, tasks)
+  for (const auto& row : latency_matrix(worker_id)) {
+    if (row.median_ms.empty()) continue;
+    double best = row.median_ms.begin()->second;
+    for (const auto& [arm, ms] : row.median_ms) best = std::min(best, ms);
+    const auto kv = row.median_ms.find("kv");
+    for (const auto& [arm, ms] : row.median_ms) {
+      if (ms == best) ++by_arm[arm].wins;
+      if (kv != row.median_ms.end() && ms > 0) {
+        speedups[arm].first += kv->second / ms;
+        speedups[arm].second += 1;
+      }
+    }
+  }
+  std::vector<ArmSummary> out;
+  for (auto& [arm, s] : by_arm) {
+    s.arm = arm;  // also for an arm whose first run landed between the two queries
+    if (const auto it = speedups.find(arm); it != speedups.end())
+      s.mean_speedup_vs_kv = it->second.first / static_cast<double>(it->second.second);
+    out.push_back(s);
+  }
+  return out;
+}
+
+StoreCounts Store::counts() {
+  auto st = db_.prepare(
+      "SELECT (SELECT count(*) FROM tasks), (SELECT count(*) FROM runs), (SELECT count(*) FROM models), "
+      "(SELECT count(*) FROM workers)");
+  st.step();
+  return {st.column_int64(0), st.column_int64(1), st.column_int64(2), st.column_int64(3)};
+}
+
+}  // namespace eesched::data

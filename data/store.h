@@ -1,0 +1,135 @@
+#pragma once
+// The performance store: one SQLite file (WAL mode, so the coordinator, workers and the sweep
+// can write it at once) holding models, workers, tasks and runs. The schema is versioned;
+// opening an older file upgrades it in code, a newer one is refused.
+//
+// Conventions: timestamps are ISO-8601 UTC text with milliseconds (iso_utc(), sortable as text);
+// every write is one transaction; every failure is a data::Error naming the file.
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "data/hardware.h"
+#include "data/sqlite.h"
+#include "data/task.h"
+
+namespace eesched::data {
+
+enum class TaskStatus { Pending, Running, Done, Failed, Cancelled };
+const char* task_status_name(TaskStatus s);             // "pending", "running", ...
+TaskStatus parse_task_status(const std::string& name);  // throws data::Error
+
+struct ModelRow {
+  int64_t id = 0;           // set by the store
+  std::string name;
+  std::string fingerprint;  // identity: same weights (plaintext or encrypted) -> same fingerprint
+  int64_t layers = 0, hidden = 0, intermediate = 0, heads = 0, kv_heads = 0, vocab = 0;
+  int64_t parameters = 0;
+  int64_t weight_bytes = 0;
+  std::string dtype;        // "f32", "f16", "bf16"
+  bool encrypted = false;
+};
+
+struct WorkerRow {
+  int64_t id = 0;  // set by the store
+  std::string name;  // identity
+  std::string host, cpu_model;
+  int64_t threads = 0;
+  double gflops = 0, copy_gbps = 0;
+  int64_t mem_total_bytes = 0, mem_free_bytes = 0;
+  std::string measured_at;
+};
+WorkerRow worker_row(const std::string& name, const HardwareProfile& hw);
+
+struct TaskRow {
+  int64_t id = 0;      // set by the store
+  std::string ext_id;  // the suite's or the client's id; unique
+  int64_t model_id = 0;
+  std::optional<int64_t> draft_model_id;
+  int64_t prompt_tokens = 0, max_new_tokens = 0, batch = 1;
+  double temperature = 0, top_p = 1;
+  Quality quality = Quality::Exact;
+  std::vector<std::vector<int64_t>> prompt_ids;  // ENCRYPTED prompt ids, one list per batch row; never plaintext
+  std::string features;                          // JSON text from the feature module; may be empty
+  TaskStatus status = TaskStatus::Pending;
+  std::string created_at, updated_at;            // set by the store when empty
+};
+// A task row for `spec` (its prompt text is not stored: only the encrypted ids are).
+TaskRow task_row(const TaskSpec& spec, int64_t model_id, std::optional<int64_t> draft_model_id = std::nullopt);
+
+struct RunRow {
+  int64_t id = 0;  // set by the store
+  int64_t task_id = 0;
+  std::optional<int64_t> worker_id;  // none: measured outside any registered worker
+  std::string arm;                   // canonical arm name (data/arm.h)
+  std::string policy;                // who chose the arm: "sweep", "selector", "random", ...
+  bool explored = false;             // chosen to explore rather than by the policy's best guess
+  int64_t repeat_index = 0;
+  std::string started_at, ended_at;  // iso_utc()
+  double latency_ms = 0, ttft_ms = 0, ms_per_token = 0, tokens_per_s = 0;
+  int64_t new_tokens = 0, peak_rss_bytes = 0;
+  std::optional<double> acceptance_rate;  // speculative arms only
+  std::optional<double> quality;          // e.g. perplexity ratio vs the plain model; lossy arms
+  bool ok = true;
+  std::string error;  // why the run failed, when !ok
+};
+
+// One row of the task x arm matrix: the median latency of the ok runs of each measured arm.
+struct LatencyRow {
+  TaskRow task;
+  std::map<std::string, double> median_ms;  // arm -> ms; empty when nothing ran ok
+};
+
+struct ArmSummary {
+  std::string arm;
+  int64_t runs = 0, ok_runs = 0;
+  std::optional<double> mean_latency_ms;     // over ok runs
+  int64_t wins = 0;                          // tasks where its median is the least (ties: all tied arms win)
+  std::optional<double> mean_speedup_vs_kv;  // mean over shared tasks of median(kv) / median(arm)
+};
+
+struct StoreCounts {
+  int64_t tasks = 0, runs = 0, models = 0, workers = 0;
+};
+
+class Store {
+ public:
+  // Opens or creates the store, upgrading an older schema; refuses a newer one.
+  static Store open(const std::filesystem::path& path);
+  static int code_schema_version();  // the schema this build writes
+  int schema_version();              // the file's schema version (== code_schema_version() once open)
+  const std::string& path() const { return db_.path(); }
+
+  int64_t upsert_model(const ModelRow& m);    // by fingerprint; updates the other fields; returns id
+  int64_t upsert_worker(const WorkerRow& w);  // by name; updates the profile; returns id
+  std::vector<ModelRow> models();             // all, by id
+  std::vector<WorkerRow> workers();           // all, by id
+
+  int64_t insert_task(const TaskRow& t);  // returns id; throws if ext_id exists
+  std::optional<TaskRow> find_task_by_ext_id(const std::string& ext_id);
+  void set_task_status(int64_t task_id, TaskStatus status);  // throws if no such task
+  std::vector<TaskRow> tasks_with_status(TaskStatus status);  // by id
+
+  // False, writing nothing, when (task, worker, arm, policy, repeat_index) is already recorded:
+  // a resumed sweep simply retries everything. Other failures (unknown task) throw.
+  bool insert_run(const RunRow& r);
+  bool has_run(int64_t task_id, std::optional<int64_t> worker_id, const std::string& arm, const std::string& policy,
+               int64_t repeat_index);
+  std::vector<RunRow> runs_since(const std::string& since_iso_utc);  // started_at >= since, by start time
+
+  // Every task (by id) with its arm -> median ok latency; only runs of `worker_id` when given.
+  std::vector<LatencyRow> latency_matrix(std::optional<int64_t> worker_id = std::nullopt);
+  // One summary per arm that has runs, by arm name; only runs of `worker_id` when given.
+  std::vector<ArmSummary> arm_summaries(std::optional<int64_t> worker_id = std::nullopt);
+  StoreCounts counts();
+
+ private:
+  explicit Store(sql::Database db) : db_(std::move(db)) {}
+  sql::Database db_;
+};
+
+}  // namespace eesched::data

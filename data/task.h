@@ -1,0 +1,33 @@
+#pragma once
+// A task as the scheduler sees it: which model, how long a prompt, how many new tokens, how it
+// is sampled and which quality floor it accepts. Plain data, no LibTorch: the coordinator uses
+// it without a runtime.
+#include <cstdint>
+#include <string>
+
+namespace eesched::data {
+
+// `exact` admits lossless arms only (bitwise the model's greedy output, or its exact sampling
+// distribution); `tolerant` admits lossy ones (int8, pruning) too.
+enum class Quality { Exact, Tolerant };
+
+const char* quality_name(Quality q);
+Quality parse_quality(const std::string& name);  // throws data::Error
+
+struct TaskSpec {
+  std::string id;
+  std::string model;             // a model directory, or a name resolved under a models directory
+  std::string draft;             // optional draft model for speculative arms (same rules)
+  std::string prompt;            // prompt text; empty when only prompt_tokens is given
+  int64_t prompt_tokens = 0;     // prompt length in tokens (filled in once tokenized)
+  int64_t max_new_tokens = 32;
+  int64_t batch = 1;
+  double temperature = 0.0;      // <= 0: greedy
+  double top_p = 1.0;
+  Quality quality = Quality::Exact;
+
+  bool greedy() const { return temperature <= 0.0; }
+  bool has_draft() const { return !draft.empty(); }
+};
+
+}  // namespace eesched::data

@@ -1,0 +1,628 @@
+// data/: the SQLite performance store, hardware profiles and task suites, on real files in a
+// temporary directory.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+
+#include "data/error.h"
+#include "data/hardware.h"
+#include "data/sqlite.h"
+#include "data/store.h"
+#include "data/suite.h"
+
+namespace eesched::data {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected data::Error, got: " << e.what();
+    return "";
+  }
+  ADD_FAILURE() << "expected data::Error, got none";
+  return "";
+}
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::random_device rd;
+    dir_ = fs::temp_directory_path() / ("eesched-store-" + std::to_string(rd()) + std::to_string(rd()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  fs::path file(const std::string& name) const { return dir_ / name; }
+
+  static ModelRow model(const std::string& fp) {
+    ModelRow m;
+    m.name = "target";
+    m.fingerprint = fp;
+    m.layers = 4;
+    m.hidden = 256;
+    m.intermediate = 688;
+    m.heads = 8;
+    m.kv_heads = 4;
+    m.vocab = 4096;
+    m.parameters = 5'000'000;
+    m.weight_bytes = 20'000'000;
+    m.dtype = "f32";
+    return m;
+  }
+  static TaskRow task(const std::string& ext_id, int64_t model_id) {
+    TaskRow t;
+    t.ext_id = ext_id;
+    t.model_id = model_id;
+    t.prompt_tokens = 16;
+    t.max_new_tokens = 8;
+    return t;
+  }
+  static RunRow run(int64_t task_id, std::optional<int64_t> worker, const std::string& arm, double ms, int64_t repeat = 0,
+                    bool ok = true) {
+    RunRow r;
+    r.task_id = task_id;
+    r.worker_id = worker;
+    r.arm = arm;
+    r.policy = "sweep";
+    r.repeat_index = repeat;
+    r.started_at = "2024-01-01T00:00:00.000Z";
+    r.ended_at = "2024-01-01T00:00:01.000Z";
+    r.latency_ms = ms;
+    r.ok = ok;
+    if (!ok) r.error = "boom";
+    return r;
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(StoreTest, CreatesFreshStoreInWalMode) {
+  const auto path = file("fresh.db");
+  auto store = Store::open(path);
+  EXPECT_TRUE(fs::exists(path));
+  EXPECT_EQ(store.schema_version(), Store::code_schema_version());
+  const auto c = store.counts();
+  EXPECT_EQ(c.tasks + c.runs + c.models + c.workers, 0);
+  sql::Database raw(path.string(), sql::OpenMode::ReadOnly);
+  auto st = raw.prepare("PRAGMA journal_mode");
+  ASSERT_TRUE(st.step());
+  EXPECT_EQ(st.column_text(0), "wal");
+  // Reopening an up-to-date store changes nothing.
+  auto again = Store::open(path);
+  EXPECT_EQ(again.schema_version(), Store::code_schema_version());
+}
+
+TEST_F(StoreTest, UpgradesVersionOneKeepingData) {
+  const auto path = file("v1.db");
+  {
+    // The version-1 shape, written by hand: no acceptance_rate / quality columns on runs.
+    sql::Database raw(path.string());
+    raw.exec(R"sql(
+      CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (1);
+      CREATE TABLE models (id INTEGER PRIMARY KEY, name TEXT NOT NULL, fingerprint TEXT NOT NULL UNIQUE,
+        layers INTEGER NOT NULL, hidden INTEGER NOT NULL, intermediate INTEGER NOT NULL, heads INTEGER NOT NULL,
+        kv_heads INTEGER NOT NULL, vocab INTEGER NOT NULL, parameters INTEGER NOT NULL, weight_bytes INTEGER NOT NULL,
+        dtype TEXT NOT NULL, encrypted INTEGER NOT NULL);
+      CREATE TABLE workers (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, host TEXT NOT NULL, cpu_model TEXT NOT NULL,
+        threads INTEGER NOT NULL, gflops REAL NOT NULL, copy_gbps REAL NOT NULL, mem_total_bytes INTEGER NOT NULL,
+        mem_free_bytes INTEGER NOT NULL, measured_at TEXT NOT NULL);
+      CREATE TABLE tasks (id INTEGER PRIMARY KEY, ext_id TEXT NOT NULL UNIQUE, model_id INTEGER NOT NULL REFERENCES models(id),
+        draft_model_id INTEGER REFERENCES models(id), prompt_tokens INTEGER NOT NULL, max_new_tokens INTEGER NOT NULL,
+        batch INTEGER NOT NULL, temperature REAL NOT NULL, top_p REAL NOT NULL, quality TEXT NOT NULL,
+        prompt_ids TEXT NOT NULL DEFAULT '[]', features TEXT NOT NULL DEFAULT '', status TEXT NOT NULL,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+      CREATE TABLE runs (id INTEGER PRIMARY KEY, task_id INTEGER NOT NULL REFERENCES tasks(id),
+        worker_id INTEGER REFERENCES workers(id), arm TEXT NOT NULL, policy TEXT NOT NULL, explored INTEGER NOT NULL,
+        repeat_index INTEGER NOT NULL, started_at TEXT NOT NULL, ended_at TEXT NOT NULL, latency_ms REAL NOT NULL,
+        ttft_ms REAL NOT NULL, ms_per_token REAL NOT NULL, tokens_per_s REAL NOT NULL, new_tokens INTEGER NOT NULL,
+        peak_rss_bytes INTEGER NOT NULL, ok INTEGER NOT NULL, error TEXT NOT NULL DEFAULT '');
+      CREATE UNIQUE INDEX runs_unique ON runs(task_id, ifnull(worker_id, 0), arm, policy, repeat_index);
+      INSERT INTO models VALUES (1, 'old', 'fp-old', 2, 64, 128, 4, 2, 512, 1000, 4000, 'f32', 0);
+      INSERT INTO workers VALUES (1, 'w1', 'h', 'cpu', 2, 10.0, 5.0, 100, 50, '2023-12-31T00:00:00.000Z');
+      INSERT INTO tasks VALUES (1, 'old-task', 1, NULL, 16, 8, 1, 0.0, 1.0, 'exact', '[[3,4,5]]', '', 'done',
+        '2023-12-31T00:00:00.000Z', '2023-12-31T00:00:00.000Z');
+      INSERT INTO runs VALUES (1, 1, 1, 'kv', 'sweep', 0, 0, '2024-01-01T00:00:00.000Z', '2024-01-01T00:00:01.000Z',
+        42.0, 5.0, 4.0, 250.0, 8, 1000000, 1, '');
+    )sql");
+  }
+  auto store = Store::open(path);
+  EXPECT_EQ(store.schema_version(), Store::code_schema_version());
+  const auto c = store.counts();
+  EXPECT_EQ(c.models, 1);
+  EXPECT_EQ(c.workers, 1);
+  EXPECT_EQ(c.tasks, 1);
+  EXPECT_EQ(c.runs, 1);
+
+  const auto old = store.find_task_by_ext_id("old-task");
+  ASSERT_TRUE(old);
+  EXPECT_EQ(old->prompt_ids, (std::vector<std::vector<int64_t>>{{3, 4, 5}}));
+  EXPECT_EQ(old->status, TaskStatus::Done);
+  auto runs = store.runs_since("");
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0].latency_ms, 42.0);
+  EXPECT_FALSE(runs[0].acceptance_rate);  // the new columns read as absent for old rows
+  EXPECT_FALSE(runs[0].quality);
+
+  // The new columns work.
+  auto r = run(old->id, 1, "kv+spec4", 30.0);
+  r.acceptance_rate = 0.75;
+  r.quality = 1.0;
+  ASSERT_TRUE(store.insert_run(r));
+  runs = store.runs_since("");
+  ASSERT_EQ(runs.size(), 2u);
+  EXPECT_EQ(runs[1].acceptance_rate, 0.75);
+  EXPECT_EQ(runs[1].quality, 1.0);
+}
+
+TEST_F(StoreTest, RefusesNewerSchemaAndForeignFiles) {
+  const auto newer = file("newer.db");
+  {
+    sql::Database raw(newer.string());
+    raw.exec("CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (99);");
+  }
+  const auto msg = error_of([&] { Store::open(newer); });
+  EXPECT_NE(msg.find("newer.db: schema version 99 is newer than this eesched (" + std::to_string(Store::code_schema_version()) +
+                     "); upgrade eesched"),
+            std::string::npos)
+      << msg;
+
+  const auto foreign = file("foreign.db");
+  {
+    sql::Database raw(foreign.string());
+    raw.exec("CREATE TABLE something (x INTEGER);");
+  }
+  EXPECT_NE(error_of([&] { Store::open(foreign); }).find("not an eesched store"), std::string::npos);
+
+  const auto garbage = file("garbage.db");
+  std::ofstream(garbage) << "this is not a database, it is a text file that is long enough to have a header\n";
+  const auto g = error_of([&] { Store::open(garbage); });
+  EXPECT_NE(g.find("garbage.db"), std::string::npos) << g;
+  EXPECT_EQ(g.find('\n'), std::string::npos) << g;
+}
+
+TEST_F(StoreTest, ModelsWorkersAndTasks) {
+  auto store = Store::open(file("s.db"));
+  const int64_t m = store.upsert_model(model("fp1"));
+  auto changed = model("fp1");
+  changed.name = "renamed";
+  EXPECT_EQ(store.upsert_model(changed), m);  // same fingerprint, same row
+  const int64_t m2 = store.upsert_model(model("fp2"));
+  EXPECT_NE(m2, m);
+  const auto models = store.models();
+  ASSERT_EQ(models.size(), 2u);
+  EXPECT_EQ(models[0].name, "renamed");
+  EXPECT_EQ(models[0].kv_heads, 4);
+
+  HardwareProfile hw;
+  hw.host = "h";
+  hw.cpu_model = "cpu";
+  hw.threads = 4;
+  hw.gflops = 20;
+  hw.copy_gbps = 8;
+  hw.mem_total_bytes = 1000;
+  hw.mem_free_bytes = 500;
+  const int64_t w = store.upsert_worker(worker_row("worker-a", hw));
+  hw.gflops = 25;
+  EXPECT_EQ(store.upsert_worker(worker_row("worker-a", hw)), w);
+  ASSERT_EQ(store.workers().size(), 1u);
+  EXPECT_EQ(store.workers()[0].gflops, 25);
+  EXPECT_FALSE(store.workers()[0].measured_at.empty());
+
+  TaskSpec spec;
+  spec.id = "t1";
+  spec.prompt_tokens = 12;
+  spec.max_new_tokens = 5;
+  spec.batch = 2;
+  spec.temperature = 0.7;
+  spec.top_p = 0.9;
+  spec.quality = Quality::Tolerant;
+  auto row = task_row(spec, m, m2);
+  row.prompt_ids = {{10, 11}, {12, 13}};
+  row.features = R"({"prompt_tokens":12})";
+  const int64_t t = store.insert_task(row);
+  EXPECT_NE(error_of([&] { store.insert_task(row); }).find("task 't1' already exists"), std::string::npos);
+
+  auto found = store.find_task_by_ext_id("t1");
+  ASSERT_TRUE(found);
+  EXPECT_EQ(found->id, t);
+  EXPECT_EQ(found->draft_model_id, m2);
+  EXPECT_EQ(found->batch, 2);
+  EXPECT_EQ(found->temperature, 0.7);
+  EXPECT_EQ(found->quality, Quality::Tolerant);
+  EXPECT_EQ(found->prompt_ids, row.prompt_ids);
+  EXPECT_EQ(found->features, row.features);
+  EXPECT_EQ(found->status, TaskStatus::Pending);
+  EXPECT_FALSE(found->created_at.empty());
+  EXPECT_FALSE(store.find_task_by_ext_id("nope"));
+
+  EXPECT_EQ(store.tasks_with_status(TaskStatus::Pending).size(), 1u);
+  store.set_task_status(t, TaskStatus::Running);
+  EXPECT_TRUE(store.tasks_with_status(TaskStatus::Pending).empty());
+  ASSERT_EQ(store.tasks_with_status(TaskStatus::Running).size(), 1u);
+  EXPECT_NE(error_of([&] { store.set_task_status(9999, TaskStatus::Done); }).find("no task with id 9999"), std::string::npos);
+
+  // Foreign keys are enforced: a task of an unknown model fails loudly.
+  EXPECT_NE(error_of([&] { store.insert_task(task("t2", 777)); }).find("FOREIGN KEY"), std::string::npos);
+  EXPECT_EQ(parse_task_status("cancelled"), TaskStatus::Cancelled);
+  EXPECT_FALSE(error_of([] { parse_task_status("lost"); }).empty());
+}
+
+TEST_F(StoreTest, RecordedRunsAreSkipped) {
+  auto store = Store::open(file("s.db"));
+  const int64_t t = store.insert_task(task("t", store.upsert_model(model("fp"))));
+  HardwareProfile hw;
+  const int64_t w = store.upsert_worker(worker_row("w", hw));
+
+  EXPECT_FALSE(store.has_run(t, w, "kv", "sweep", 0));
+  EXPECT_TRUE(store.insert_run(run(t, w, "kv", 10)));
+  EXPECT_TRUE(store.has_run(t, w, "kv", "sweep", 0));
+  EXPECT_FALSE(store.insert_run(run(t, w, "kv", 99)));  // same key: skipped, first kept
+  EXPECT_TRUE(store.insert_run(run(t, w, "kv", 11, 1)));  // next repeat
+  EXPECT_TRUE(store.insert_run(run(t, std::nullopt, "kv", 12)));  // no worker is a different key
+  EXPECT_FALSE(store.insert_run(run(t, std::nullopt, "kv", 13)));  // ... and dedupes too
+  EXPECT_TRUE(store.has_run(t, std::nullopt, "kv", "sweep", 0));
+  EXPECT_FALSE(store.has_run(t, w, "kv", "selector", 0));
+  EXPECT_EQ(store.counts().runs, 3);
+  EXPECT_EQ(store.runs_since("")[0].latency_ms, 10);
+
+  // Unknown task, non-canonical arm and missing times fail loudly instead of being skipped.
+  EXPECT_NE(error_of([&] { store.insert_run(run(t + 100, w, "kv", 1)); }).find("FOREIGN KEY"), std::string::npos);
+  EXPECT_NE(error_of([&] { store.insert_run(run(t, w, "int8+kv", 1)); }).find("write 'kv+int8'"), std::string::npos);
+  auto no_time = run(t, w, "plain", 1);
+  no_time.ended_at.clear();
+  EXPECT_FALSE(error_of([&] { store.insert_run(no_time); }).empty());
+  EXPECT_EQ(store.counts().runs, 3);
+}
+
+TEST_F(StoreTest, RunsSinceOrdersByStart) {
+  auto store = Store::open(file("s.db"));
+  const int64_t t = store.insert_task(task("t", store.upsert_model(model("fp"))));
+  const char* starts[] = {"2024-01-03T00:00:00.000Z", "2024-01-01T12:00:00.000Z", "2024-01-02T00:00:00.000Z"};
+  for (int i = 0; i < 3; ++i) {
+    auto r = run(t, std::nullopt, "kv", 10 + i, i);
+    r.started_at = starts[i];
+    store.insert_run(r);
+  }
+  const auto since = store.runs_since("2024-01-02");
+  ASSERT_EQ(since.size(), 2u);
+  EXPECT_EQ(since[0].started_at, starts[2]);
+  EXPECT_EQ(since[1].started_at, starts[0]);
+  EXPECT_EQ(store.runs_since(iso_utc_now()).size(), 0u);
+  EXPECT_EQ(iso_utc(std::chrono::system_clock::time_point(std::chrono::milliseconds(1'700'000'000'123))),
+            "2023-11-14T22:13:20.123Z");
+}
+
+TEST_F(StoreTest, TransactionRollsBackUnlessCommitted) {
+  sql::Database db(file("raw.db").string());
+  db.exec("CREATE TABLE x (v INTEGER)");
+  {
+    sql::Transaction tx(db);
+    db.prepare("INSERT INTO x VALUES (?)").bind_int64(1, 1).run();
+  }
+  {
+    sql::Transaction tx(db);
+    db.prepare("INSERT INTO x VALUES (?)").bind_int64(1, 2).run();
+    tx.commit();
+  }
+  auto st = db.prepare("SELECT group_concat(v) FROM x");
+  ASSERT_TRUE(st.step());
+  EXPECT_EQ(st.column_text(0), "2");
+
+  // Blobs, text, nulls and doubles round-trip through the wrapper.
+  db.exec("CREATE TABLE y (b BLOB, t TEXT, n INTEGER, d REAL)");
+  const std::vector<uint8_t> blob{0, 1, 255};
+  db.prepare("INSERT INTO y VALUES (?, ?, ?, ?)").bind_blob(1, blob).bind_text(2, "é\n").bind_null(3).bind_double(4, 0.5).run();
+  auto y = db.prepare("SELECT b, t, n, d FROM y");
+  ASSERT_TRUE(y.step());
+  EXPECT_EQ(y.column_blob(0), blob);
+  EXPECT_EQ(y.column_text(1), "é\n");
+  EXPECT_TRUE(y.column_is_null(2));
+  EXPECT_EQ(y.column_double(3), 0.5);
+  EXPECT_FALSE(y.step());
+
+  const auto msg = error_of([&] { db.prepare("SELEC nonsense"); });
+  EXPECT_NE(msg.find("raw.db"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("syntax error"), std::string::npos) << msg;
+}
+
+// Two processes, each with its own connection, insert 300 runs in 300 transactions at once.
+TEST_F(StoreTest, TwoProcessesWritingAtOnceLoseNothing) {
+  const auto path = file("shared.db");
+  int64_t t = 0, w[2] = {0, 0};
+  {
+    auto store = Store::open(path);
+    t = store.insert_task(task("t", store.upsert_model(model("fp"))));
+    w[0] = store.upsert_worker(worker_row("w0", HardwareProfile{}));
+    w[1] = store.upsert_worker(worker_row("w1", HardwareProfile{}));
+  }  // closed before fork: a connection must not cross a fork
+  constexpr int kRuns = 300;
+  pid_t children[2];
+  for (int c = 0; c < 2; ++c) {
+    children[c] = fork();
+    ASSERT_GE(children[c], 0);
+    if (children[c] == 0) {
+      int code = 0;
+      try {
+        auto store = Store::open(path);
+        for (int i = 0; i < kRuns; ++i)
+          if (!store.insert_run(run(t, w[c], "kv", 1.0 + i, i))) code = 2;
+      } catch (const std::exception&) {
+        code = 1;
+      }
+      _exit(code);  // no gtest teardown in the child
+    }
+  }
+  for (pid_t pid : children) {
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0);
+  }
+  auto store = Store::open(path);
+  EXPECT_EQ(store.counts().runs, 2 * kRuns);
+  EXPECT_EQ(store.latency_matrix(w[0])[0].median_ms.at("kv"), (kRuns + 1) / 2.0);
+}
+
+// Two processes creating the same new store at once: one migrates, the other waits and sees it.
+TEST_F(StoreTest, TwoProcessesCreatingAtOnce) {
+  const auto path = file("new.db");
+  pid_t children[2];
+  for (int c = 0; c < 2; ++c) {
+    children[c] = fork();
+    ASSERT_GE(children[c], 0);
+    if (children[c] == 0) {
+      int code = 0;
+      try {
+        auto store = Store::open(path);
+        store.upsert_model(model("fp" + std::to_string(c)));
+      } catch (const std::exception&) {
+        code = 1;
+      }
+      _exit(code);
+    }
+  }
+  for (pid_t pid : children) {
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+  auto store = Store::open(path);
+  EXPECT_EQ(store.counts().models, 2);
+  EXPECT_EQ(store.schema_version(), Store::code_schema_version());
+}
+
+// A hand-made matrix with hand-computed medians, wins and speedups.
+TEST_F(StoreTest, LatencyMatrixAndArmSummaries) {
+  auto store = Store::open(file("m.db"));
+  const int64_t m = store.upsert_model(model("fp"));
+  const int64_t t1 = store.insert_task(task("t1", m));
+  const int64_t t2 = store.insert_task(task("t2", m));
+  const int64_t t3 = store.insert_task(task("t3", m));
+  const int64_t t4 = store.insert_task(task("t4", m));
+  const int64_t w = store.upsert_worker(worker_row("w", HardwareProfile{}));
+  const int64_t other = store.upsert_worker(worker_row("other", HardwareProfile{}));
+  // t1: kv {100, 120, 110} -> 110; plain 300; kv+int8 90 (+ a failed run, ignored) -> int8 wins.
+  store.insert_run(run(t1, w, "kv", 100, 0));
+  store.insert_run(run(t1, w, "kv", 120, 1));
+  store.insert_run(run(t1, w, "kv", 110, 2));
+  store.insert_run(run(t1, w, "plain", 300));
+  store.insert_run(run(t1, w, "kv+int8", 90, 0));
+  store.insert_run(run(t1, w, "kv+int8", 5, 1, /*ok=*/false));
+  // t2: kv {50, 70} -> 60; plain 200 -> kv wins.
+  store.insert_run(run(t2, w, "kv", 50, 0));
+  store.insert_run(run(t2, w, "kv", 70, 1));
+  store.insert_run(run(t2, w, "plain", 200));
+  // t3: nothing ran. t4: kv and kv+int8 tie at 40 -> both win.
+  store.insert_run(run(t4, w, "kv", 40));
+  store.insert_run(run(t4, w, "kv+int8", 40));
+  // Another worker's run shows up only without the worker filter.
+  store.insert_run(run(t3, other, "plain", 1000));
+
+  const auto matrix = store.latency_matrix(w);
+  ASSERT_EQ(matrix.size(), 4u);
+  EXPECT_EQ(matrix[0].task.ext_id, "t1");
+  EXPECT_EQ(matrix[0].median_ms, (std::map<std::string, double>{{"kv", 110}, {"kv+int8", 90}, {"plain", 300}}));
+  EXPECT_EQ(matrix[1].median_ms, (std::map<std::string, double>{{"kv", 60}, {"plain", 200}}));
+  EXPECT_TRUE(matrix[2].median_ms.empty());
+  EXPECT_EQ(matrix[3].median_ms, (std::map<std::string, double>{{"kv", 40}, {"kv+int8", 40}}));
+  EXPECT_EQ(store.latency_matrix()[2].median_ms, (std::map<std::string, double>{{"plain", 1000}}));
+
+  const auto s = store.arm_summaries(w);
+  ASSERT_EQ(s.size(), 3u);
+  EXPECT_EQ(s[0].arm, "kv");
+  EXPECT_EQ(s[0].runs, 6);
+  EXPECT_EQ(s[0].ok_runs, 6);
+  EXPECT_DOUBLE_EQ(*s[0].mean_latency_ms, 490.0 / 6);
+  EXPECT_EQ(s[0].wins, 2);
+  EXPECT_DOUBLE_EQ(*s[0].mean_speedup_vs_kv, 1.0);
+
+  EXPECT_EQ(s[1].arm, "kv+int8");
+  EXPECT_EQ(s[1].runs, 3);
+  EXPECT_EQ(s[1].ok_runs, 2);
+  EXPECT_DOUBLE_EQ(*s[1].mean_latency_ms, 65.0);
+  EXPECT_EQ(s[1].wins, 2);
+  EXPECT_DOUBLE_EQ(*s[1].mean_speedup_vs_kv, (110.0 / 90 + 1.0) / 2);
+
+  EXPECT_EQ(s[2].arm, "plain");
+  EXPECT_EQ(s[2].runs, 2);
+  EXPECT_DOUBLE_EQ(*s[2].mean_latency_ms, 250.0);
+  EXPECT_EQ(s[2].wins, 0);
+  EXPECT_DOUBLE_EQ(*s[2].mean_speedup_vs_kv, (110.0 / 300 + 60.0 / 200) / 2);
+
+  // Unfiltered: plain also wins t3, where kv never ran (so no speedup is counted there).
+  const auto all = store.arm_summaries();
+  EXPECT_EQ(all[2].runs, 3);
+  EXPECT_EQ(all[2].wins, 1);
+  EXPECT_DOUBLE_EQ(*all[2].mean_speedup_vs_kv, (110.0 / 300 + 60.0 / 200) / 2);
+
+  const auto c = store.counts();
+  EXPECT_EQ(c.tasks, 4);
+  EXPECT_EQ(c.runs, 12);
+  EXPECT_EQ(c.models, 1);
+  EXPECT_EQ(c.workers, 2);
+}
+
+TEST_F(StoreTest, HardwareProfile) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto p = measure_hardware(2);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(secs, 3.0);  // ~0.5 s; generous for a loaded machine
+  EXPECT_EQ(p.threads, 2);
+  EXPECT_GT(p.gflops, 0.1);
+  EXPECT_GT(p.copy_gbps, 0.1);
+  EXPECT_GT(p.mem_total_bytes, 0);
+  EXPECT_GT(p.mem_free_bytes, 0);
+  EXPECT_LE(p.mem_free_bytes, p.mem_total_bytes);
+  EXPECT_FALSE(p.host.empty());
+  EXPECT_FALSE(p.cpu_model.empty());
+  EXPECT_EQ(p.measured_at.size(), 24u);
+
+  const auto back = nlohmann::json(p).get<HardwareProfile>();
+  EXPECT_EQ(back.host, p.host);
+  EXPECT_EQ(back.gflops, p.gflops);
+  EXPECT_EQ(back.measured_at, p.measured_at);
+  EXPECT_NE(error_of([] { nlohmann::json{{"host", 1}}.get<HardwareProfile>(); }).find("hardware profile"), std::string::npos);
+
+  // The cache: the first call measures and writes, the second reads the same figures back.
+  const auto cache = dir_ / "cache";
+  const auto first = load_or_measure_hardware(cache, 1);
+  EXPECT_EQ(first.threads, 1);
+  int files = 0;
+  for (const auto& e : fs::directory_iterator(cache)) {
+    ++files;
+    EXPECT_NE(e.path().filename().string().find("-1.json"), std::string::npos) << e.path();
+  }
+  EXPECT_EQ(files, 1);
+  const auto second = load_or_measure_hardware(cache, 1);
+  EXPECT_EQ(second.gflops, first.gflops);
+  EXPECT_EQ(second.copy_gbps, first.copy_gbps);
+  EXPECT_EQ(second.measured_at, first.measured_at);
+
+  // A corrupt cache is measured over, not an error.
+  for (const auto& e : fs::directory_iterator(cache)) std::ofstream(e.path()) << "{not json";
+  EXPECT_GT(load_or_measure_hardware(cache, 1).gflops, 0);
+}
+
+void write_text(const fs::path& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
+
+TEST_F(StoreTest, SuiteRoundTrip) {
+  std::vector<TaskSpec> tasks(3);
+  tasks[0].id = "a";
+  tasks[0].model = "models/target";
+  tasks[0].prompt = "Once upon a time \"quoted\"\n";
+  tasks[0].max_new_tokens = 16;
+  tasks[1].id = "b";
+  tasks[1].model = "synthetic-110m";
+  tasks[1].draft = "models/target";
+  tasks[1].prompt_tokens = 512;
+  tasks[1].max_new_tokens = 256;
+  tasks[1].batch = 8;
+  tasks[1].temperature = 0.8;
+  tasks[1].top_p = 0.95;
+  tasks[1].quality = Quality::Tolerant;
+  tasks[2].id = "c";
+  tasks[2].model = "m";
+  tasks[2].prompt_tokens = 4;
+  tasks[2].max_new_tokens = 1;
+
+  const auto path = file("suite.jsonl");
+  write_suite(path, tasks);
+  EXPECT_FALSE(fs::exists(path.string() + ".tmp." + std::to_string(getpid())));
+  const auto back = read_suite(path);
+  ASSERT_EQ(back.size(), tasks.size());
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    EXPECT_EQ(back[i].id, tasks[i].id);
+    EXPECT_EQ(back[i].model, tasks[i].model);
+    EXPECT_EQ(back[i].draft, tasks[i].draft);
+    EXPECT_EQ(back[i].prompt, tasks[i].prompt);
+    EXPECT_EQ(back[i].prompt_tokens, tasks[i].prompt_tokens);
+    EXPECT_EQ(back[i].max_new_tokens, tasks[i].max_new_tokens);
+    EXPECT_EQ(back[i].batch, tasks[i].batch);
+    EXPECT_EQ(back[i].temperature, tasks[i].temperature);
+    EXPECT_EQ(back[i].top_p, tasks[i].top_p);
+    EXPECT_EQ(back[i].quality, tasks[i].quality);
+  }
+  // Key order is the documented one, for people reading the file.
+  std::ifstream in(path);
+  std::string first;
+  std::getline(in, first);
+  EXPECT_EQ(first.rfind(R"({"id":"a","model":"models/target","prompt":)", 0), 0u) << first;
+
+  // Defaults, comments, blank lines and CRLF.
+  write_text(path, "# a comment\n\n{\"id\": \"x\", \"model\": \"m\", \"prompt_tokens\": 8, \"max_new_tokens\": 2}\r\n   \n");
+  const auto one = read_suite(path);
+  ASSERT_EQ(one.size(), 1u);
+  EXPECT_EQ(one[0].batch, 1);
+  EXPECT_EQ(one[0].temperature, 0.0);
+  EXPECT_EQ(one[0].top_p, 1.0);
+  EXPECT_EQ(one[0].quality, Quality::Exact);
+
+  // Writing an invalid task fails and leaves the old file alone.
+  auto bad = tasks;
+  bad[1].batch = 65;
+  EXPECT_NE(error_of([&] { write_suite(path, bad); }).find("task #2 'b': batch must be in 1..64"), std::string::npos);
+  EXPECT_EQ(read_suite(path).size(), 1u);
+  bad = tasks;
+  bad[2].id = "a";
+  EXPECT_NE(error_of([&] { write_suite(path, bad); }).find("duplicate id"), std::string::npos);
+
+  EXPECT_EQ(task_from_json(task_to_json(tasks[1])).draft, "models/target");
+}
+
+TEST_F(StoreTest, MalformedSuiteReportsEveryBadLine) {
+  const auto path = file("bad.jsonl");
+  const std::string good = R"({"id": "ok1", "model": "m", "prompt": "hi", "max_new_tokens": 4})";
+  write_text(path,
+             good + "\n" +                                                                        // 1 ok
+                 "{\"id\": \"x\", \"model\": \n" +                                               // 2 bad JSON
+                 "# comment\n" +                                                                   // 3 skipped
+                 R"({"id": "b0", "model": "m", "prompt_tokens": 8, "max_new_tokens": 4, "batch": 0})" "\n"  // 4
+                 R"({"id": "both", "model": "m", "prompt": "p", "prompt_tokens": 8, "max_new_tokens": 4})" "\n"  // 5
+                 R"({"id": "ok1", "model": "m", "prompt_tokens": 8, "max_new_tokens": 4})" "\n"  // 6 duplicate
+                 R"({"id": "typo", "model": "m", "prompt_tokens": 8, "max_new_token": 4})" "\n"  // 7 unknown + missing
+                 R"({"id": "q", "model": "m", "prompt_tokens": 8, "max_new_tokens": 4, "quality": "best", "top_p": 0})" "\n"  // 8
+                 "\n" +                                                                            // 9 blank
+                 R"({"id": "ok2", "model": "m", "prompt_tokens": 8, "max_new_tokens": 4096, "temperature": 1})" "\n"  // 10 ok
+                 R"(["not", "an", "object"])" "\n"                                               // 11
+                 R"({"id": "f", "model": "m", "prompt_tokens": 8.5, "max_new_tokens": 5000, "temperature": -1})" "\n");  // 12
+  const auto msg = error_of([&] { read_suite(path); });
+  const std::string p = path.string();
+  for (int line : {2, 4, 5, 6, 7, 8, 11, 12}) EXPECT_NE(msg.find(p + ":" + std::to_string(line) + ": "), std::string::npos) << line;
+  for (int line : {1, 3, 9, 10}) EXPECT_EQ(msg.find(p + ":" + std::to_string(line) + ": "), std::string::npos) << line;
+  EXPECT_NE(msg.find("invalid JSON"), std::string::npos);
+  EXPECT_NE(msg.find("batch must be in 1..64"), std::string::npos);
+  EXPECT_NE(msg.find("not both"), std::string::npos);
+  EXPECT_NE(msg.find("duplicate id 'ok1' (first on line 1)"), std::string::npos);
+  EXPECT_NE(msg.find("unknown key 'max_new_token'; missing max_new_tokens"), std::string::npos);
+  EXPECT_NE(msg.find("top_p must be in (0, 1]"), std::string::npos);
+  EXPECT_NE(msg.find("'best'"), std::string::npos);
+  EXPECT_NE(msg.find("expected a JSON object"), std::string::npos);
+  EXPECT_NE(msg.find("prompt_tokens must be an integer"), std::string::npos);
+  EXPECT_NE(msg.find("max_new_tokens must be in 1..4096"), std::string::npos);
+  EXPECT_NE(msg.find("temperature must be >= 0"), std::string::npos);
+  EXPECT_NE(msg.find("\n8 bad lines in " + p), std::string::npos) << msg;
+
+  write_text(path, "# only comments\n\n");
+  EXPECT_NE(error_of([&] { read_suite(path); }).find("no tasks"), std::string::npos);
+  EXPECT_NE(error_of([&] { read_suite(file("missing.jsonl")); }).find("cannot open"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace eesched::data

@@ -22,6 +22,7 @@
 #include "node/runtime/generate.h"
 #include "node/runtime/sampling.h"
 #include "node/runtime/tokenizer.h"
+#include "tests/ee_fixtures.h"
 #include "tests/test_helpers.h"
 
 namespace rt = eesched::runtime;
@@ -30,59 +31,12 @@ using eesched::testing::error_of;
 using eesched::testing::TempDir;
 using ::testing::HasSubstr;
 
+using eesched::testing::fixed_key;
+using eesched::testing::synthetic_gqa;
+using eesched::testing::target_model;
+using eesched::testing::varied_prompts;
+
 namespace {
-
-ee::Key fixed_key(int64_t vocab, uint8_t fill = 7) {
-  std::array<uint8_t, ee::Key::kSecretBytes> secret{};
-  for (std::size_t i = 0; i < secret.size(); ++i) secret[i] = static_cast<uint8_t>(fill * 31 + i * 17);
-  return ee::Key::from_secret(secret, vocab);
-}
-
-// A synthetic GQA model whose weights are spread enough that greedy choices are not near-ties
-// and every norm weight is non-trivial.
-rt::LlamaModel synthetic_gqa(uint64_t seed) {
-  rt::LlamaConfig c;
-  c.vocab_size = 300;
-  c.hidden_size = 48;
-  c.intermediate_size = 80;
-  c.num_hidden_layers = 3;
-  c.num_attention_heads = 6;
-  c.num_key_value_heads = 2;
-  c.max_position_embeddings = 256;
-  c.tie_word_embeddings = false;
-  auto m = rt::random_model(c, seed);
-  auto w = m.weights();
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed + 1);
-  auto jitter = [&](const at::Tensor& t) { return 1.0 + 0.2 * at::empty(t.sizes(), at::kFloat).normal_(0, 1, gen); };
-  w.embed_tokens = w.embed_tokens * 10;
-  w.lm_head = w.lm_head * 10;
-  w.norm = jitter(w.norm);
-  for (auto& l : w.layers) {
-    l.input_layernorm = jitter(l.input_layernorm);
-    l.post_attention_layernorm = jitter(l.post_attention_layernorm);
-    l.q_proj = l.q_proj * 5;
-    l.k_proj = l.k_proj * 5;
-  }
-  return rt::LlamaModel(c, w);
-}
-
-const rt::LlamaModel& target_model() {
-  static const rt::LlamaModel m = rt::LlamaModel::load(eesched::testing::source_dir() / "models" / "target");
-  return m;
-}
-
-std::vector<std::vector<int64_t>> varied_prompts(int n, int64_t vocab, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int64_t> id(3, vocab - 1);
-  std::vector<std::vector<int64_t>> prompts;
-  for (int i = 0; i < n; ++i) {
-    const int len = 1 + (i * 37) % 90;  // 1..90 tokens
-    std::vector<int64_t> p{1};
-    for (int t = 1; t < len; ++t) p.push_back(id(rng));
-    prompts.push_back(p);
-  }
-  return prompts;
-}
 
 // Greedy generation of every prompt on the plaintext and the encrypted model (in batches):
 // decrypting the encrypted output must give exactly the plaintext output.

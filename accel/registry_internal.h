@@ -1,0 +1,24 @@
+#pragma once
+// Shared by the built-in accelerations and the registry; not part of accel/'s public API.
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "accel/acceleration.h"
+
+namespace eesched::accel {
+
+inline constexpr int kStageShape = 0;   // pruning
+inline constexpr int kStageFormat = 1;  // int8
+inline constexpr int kStageDecode = 2;  // KV cache, speculative decoding
+
+// Built-in factories: each returns null for a component that is not its kind.
+std::unique_ptr<Acceleration> make_kv_cache(const std::string& component);
+std::unique_ptr<Acceleration> make_int8(const std::string& component);
+std::unique_ptr<Acceleration> make_pruning(const std::string& component);
+std::unique_ptr<Acceleration> make_speculative(const std::string& component);
+
+// "spec4" -> 4 for prefix "spec"; nullopt when the prefix differs or no number follows.
+std::optional<int> component_number(const std::string& component, const std::string& prefix);
+
+}  // namespace eesched::accel

@@ -1,0 +1,565 @@
+// accel/: every acceleration commutes with EE (prepared encrypted weights == encrypted prepared
+// weights, decrypted outputs == plaintext outputs), speculative decoding keeps the target's
+// output (greedy) and distribution (sampling), int8 stays close to f32, pruning shrinks, and
+// arms that do not apply are refused with a reason.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include <cmath>
+#include <map>
+#include <numeric>
+#include <set>
+#include <thread>
+
+#include "accel/arm_cache.h"
+#include "accel/int8.h"
+#include "accel/pruning.h"
+#include "accel/registry.h"
+#include "accel/run.h"
+#include "accel/speculative.h"
+#include "data/arm.h"
+#include "ee/codec.h"
+#include "ee/transform.h"
+#include "node/runtime/gemv.h"
+#include "node/runtime/sampling.h"
+#include "tests/ee_fixtures.h"
+#include "tests/test_helpers.h"
+
+namespace rt = eesched::runtime;
+namespace ee = eesched::ee;
+namespace accel = eesched::accel;
+namespace data = eesched::data;
+using eesched::testing::draft_model;
+using eesched::testing::error_of;
+using eesched::testing::fixed_key;
+using eesched::testing::synthetic_gqa;
+using eesched::testing::target_model;
+using eesched::testing::varied_prompts;
+using ::testing::HasSubstr;
+
+namespace {
+
+// The tensor a weight set holds under an HF name ("lm_head.weight" is the embedding when tied).
+at::Tensor& slot(rt::LlamaWeights& w, const std::string& name) {
+  if (name == "model.embed_tokens.weight") return w.embed_tokens;
+  if (name == "lm_head.weight") return w.lm_head.defined() ? w.lm_head : w.embed_tokens;
+  if (name == "model.norm.weight") return w.norm;
+  const std::string prefix = "model.layers.";
+  const auto dot = name.find('.', prefix.size());
+  auto& l = w.layers.at(std::stoul(name.substr(prefix.size(), dot - prefix.size())));
+  const auto field = name.substr(dot + 1);
+  if (field == "self_attn.q_proj.weight") return l.q_proj;
+  if (field == "self_attn.k_proj.weight") return l.k_proj;
+  if (field == "self_attn.v_proj.weight") return l.v_proj;
+  if (field == "self_attn.o_proj.weight") return l.o_proj;
+  if (field == "mlp.gate_proj.weight") return l.gate_proj;
+  if (field == "mlp.up_proj.weight") return l.up_proj;
+  if (field == "mlp.down_proj.weight") return l.down_proj;
+  if (field == "input_layernorm.weight") return l.input_layernorm;
+  if (field == "post_attention_layernorm.weight") return l.post_attention_layernorm;
+  throw std::runtime_error("no weight " + name);
+}
+
+rt::LlamaWeights deep_copy(const rt::LlamaWeights& w) {
+  rt::LlamaWeights out = w;
+  for (auto* t : {&out.embed_tokens, &out.norm, &out.lm_head})
+    if (t->defined()) *t = t->clone();
+  for (auto& l : out.layers)
+    for (auto* t : {&l.input_layernorm, &l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.post_attention_layernorm, &l.gate_proj,
+                    &l.up_proj, &l.down_proj})
+      *t = t->clone();
+  return out;
+}
+
+accel::ModelPair pair_of(const rt::LlamaModel& target, const rt::LlamaModel* draft = nullptr, const std::string& key = "") {
+  accel::ModelPair p;
+  p.target = std::make_shared<const rt::LlamaModel>(target);
+  if (draft) p.draft = std::make_shared<const rt::LlamaModel>(*draft);
+  p.target_key = p.draft_key = key;
+  return p;
+}
+
+// Both demo models encrypted under one key, so they share the vocabulary permutation.
+struct EncryptedDemo {
+  ee::Key key = fixed_key(1024, 3);
+  rt::LlamaModel target = ee::encrypt_model(target_model(), key, ee::model_fingerprint(target_model()));
+  rt::LlamaModel draft = ee::encrypt_model(draft_model(), key, ee::model_fingerprint(draft_model()));
+};
+const EncryptedDemo& encrypted_demo() {
+  static const EncryptedDemo d;
+  return d;
+}
+
+std::vector<std::vector<int64_t>> demo_prompts(int n) {
+  // Real text makes the trained models confident: greedy choices are not near-ties.
+  const std::vector<std::vector<int64_t>> seeds = varied_prompts(n, 1024, 5);
+  std::vector<std::vector<int64_t>> out;
+  for (int i = 0; i < n; ++i) {
+    auto p = seeds[static_cast<std::size_t>(i)];
+    p.resize(std::min<std::size_t>(p.size(), 1 + static_cast<std::size_t>(i % 24)));
+    out.push_back(p);
+  }
+  return out;
+}
+
+// A small untied model over 32 tokens with a peaked, seed-dependent next-token distribution.
+rt::LlamaModel small_lm(uint64_t seed) {
+  auto c = eesched::testing::tiny_config(32);
+  c.tie_word_embeddings = false;
+  auto m = rt::random_model(c, seed);
+  auto w = m.weights();
+  w.lm_head = w.lm_head * 15.0;
+  return rt::LlamaModel(c, w);
+}
+
+// Pearson's chi-square of observed frequencies (summing to 1 over n draws) against expected
+// probabilities, bins with fewer than 5 expected draws pooled; true when it is below the 0.1%
+// critical value (Wilson-Hilferty approximation), i.e. the sample is consistent with `expected`.
+bool chi_square_consistent(const std::vector<double>& freq, const std::vector<double>& expected, int n) {
+  double stat = 0, pooled_obs = 0, pooled_exp = 0;
+  int bins = 0;
+  for (std::size_t i = 0; i < freq.size(); ++i) {
+    const double e = expected[i] * n, o = freq[i] * n;
+    if (e < 5) {
+      pooled_obs += o, pooled_exp += e;
+      continue;
+    }
+    stat += (o - e) * (o - e) / e;
+    ++bins;
+  }
+  if (pooled_exp > 0) {
+    stat += (pooled_obs - pooled_exp) * (pooled_obs - pooled_exp) / std::max(pooled_exp, 1e-9);
+    ++bins;
+  }
+  const double df = bins - 1, z = 3.09;
+  const double critical = df * std::pow(1 - 2 / (9 * df) + z * std::sqrt(2 / (9 * df)), 3);
+  return stat < critical;
+}
+
+double total_variation(const std::vector<double>& a, const std::vector<double>& b) {
+  double tv = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) tv += std::abs(a[i] - b[i]);
+  return tv / 2;
+}
+
+// ---------------------------------------------------------------------------------------------
+// int8
+
+TEST(Int8, KernelsMatchTheDequantizedProduct) {
+  c10::InferenceMode guard;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  const auto w = at::empty({37, 72}, at::kFloat).normal_(0, 1, gen);
+  const auto q = rt::quantize_rows_int8(w);
+  const auto dequant = q.values.to(at::kFloat) * q.scales.unsqueeze(1);
+  EXPECT_LE((dequant - w).abs().max().item<float>(), (q.scales.max() * 0.5001).item<float>());  // round-to-nearest
+  for (int64_t m : {1, 2, 5, 16, 17, 40}) {
+    const auto x = at::empty({m, 72}, at::kFloat).normal_(0, 1, gen);
+    const auto expected = at::matmul(x, dequant.t());
+    EXPECT_TRUE(at::allclose(rt::matmul_int8(q, x), expected, 1e-4, 1e-4)) << "m = " << m;
+    EXPECT_TRUE(at::allclose(rt::matmul_few_rows(w, x.narrow(0, 0, std::min<int64_t>(m, rt::kFewRows))),
+                             at::matmul(x.narrow(0, 0, std::min<int64_t>(m, rt::kFewRows)), w.t()), 1e-4, 1e-4));
+  }
+}
+
+TEST(Int8, EveryLinearButRotatedQkIsInt8AndWeightsShrink) {
+  const auto& plain = target_model();
+  const auto q = accel::quantize_int8(plain);
+  std::set<std::string> names;
+  for (const auto& [name, m] : q.int8_weights()) {
+    names.insert(name);
+    EXPECT_EQ(m.values.scalar_type(), at::kChar);
+    EXPECT_EQ(m.scales.numel(), m.values.size(0));
+  }
+  const auto layers = plain.config().num_hidden_layers;
+  EXPECT_EQ(names.size(), static_cast<std::size_t>(5 * layers + 1));  // v, o, gate, up, down per layer + head
+  EXPECT_TRUE(names.count("lm_head.weight"));
+  EXPECT_TRUE(names.count("model.layers.0.self_attn.v_proj.weight"));
+  EXPECT_FALSE(names.count("model.layers.0.self_attn.q_proj.weight"));
+  EXPECT_FALSE(names.count("model.layers.0.self_attn.k_proj.weight"));
+  EXPECT_LT(q.weight_bytes(), plain.weight_bytes() * 0.45);
+  EXPECT_TRUE(plain.int8_weights().empty());
+}
+
+// int8(encrypt(M)) == encrypt(int8(M)) bitwise: int8 values and per-row scales embed exactly in
+// f32, so encrypting them as if they were weights (a pure permutation for every int8 matrix)
+// must give exactly what quantizing the encrypted model gives.
+void expect_int8_commutes(const rt::LlamaModel& plain, const ee::Key& key) {
+  c10::InferenceMode guard;
+  const auto secrets = ee::derive_secrets(key, plain.config(), "m");
+  const auto encrypted = rt::LlamaModel(ee::encrypt_config(plain.config(), secrets),
+                                        ee::encrypt_weights(plain.weights(), plain.config(), secrets));
+  const auto q_plain = accel::quantize_int8(plain);
+  const auto q_enc = accel::quantize_int8(encrypted);
+  auto values = deep_copy(plain.weights()), scales = deep_copy(plain.weights());
+  if (plain.config().tie_word_embeddings) values.lm_head = scales.lm_head = at::Tensor();
+  for (const auto& [name, m] : q_plain.int8_weights()) {
+    slot(values, name) = m.values.to(at::kFloat);
+    slot(scales, name) = m.scales.unsqueeze(1).expand(m.values.sizes()).contiguous();
+  }
+  const auto ev = ee::encrypt_weights(values, plain.config(), secrets);
+  const auto es = ee::encrypt_weights(scales, plain.config(), secrets);
+  auto ev_mut = ev, es_mut = es;
+  int compared = 0;
+  for (const auto& [name, m] : q_enc.int8_weights()) {
+    EXPECT_TRUE(at::equal(m.values.to(at::kFloat), slot(ev_mut, name))) << name;
+    EXPECT_TRUE(at::equal(m.scales, slot(es_mut, name).select(1, 0))) << name;
+    ++compared;
+  }
+  EXPECT_EQ(compared, static_cast<int>(q_plain.int8_weights().size()));
+  // The f32 rest (q/k, norms, embedding) is the encrypted model's, bit for bit.
+  const auto wq = q_enc.weights(), we = encrypted.weights();
+  for (std::size_t l = 0; l < wq.layers.size(); ++l) {
+    EXPECT_TRUE(at::equal(wq.layers[l].q_proj, we.layers[l].q_proj));
+    EXPECT_TRUE(at::equal(wq.layers[l].k_proj, we.layers[l].k_proj));
+  }
+  EXPECT_TRUE(at::equal(wq.embed_tokens, we.embed_tokens));
+}
+
+TEST(Int8, QuantizationCommutesBitwiseWithEe) {
+  const auto untied = synthetic_gqa(5);
+  expect_int8_commutes(untied, fixed_key(untied.config().vocab_size));
+  expect_int8_commutes(target_model(), fixed_key(1024));  // tied head
+}
+
+TEST(Int8, GroupwiseScalesAlongTheInputWouldNotCommute) {
+  // The counterexample: scales per group of 8 input columns. Permuting the columns (what EE does
+  // to every reader of the residual stream) regroups them, so the quantized matrices differ.
+  c10::InferenceMode guard;
+  const auto plain = synthetic_gqa(5);
+  const auto key = fixed_key(plain.config().vocab_size);
+  const auto secrets = ee::derive_secrets(key, plain.config(), "m");
+  const auto enc = ee::encrypt_weights(plain.weights(), plain.config(), secrets);
+  auto groupwise = [](const at::Tensor& w) {
+    const auto g = w.view({w.size(0), -1, 8});
+    const auto s = (g.abs().amax(2, true) / 127.0).clamp_min(1e-12);
+    return (at::round(g / s) * s).view(w.sizes());
+  };
+  auto perrow = [](const at::Tensor& w) {
+    const auto q = rt::quantize_rows_int8(w);
+    return q.values.to(at::kFloat) * q.scales.unsqueeze(1);
+  };
+  auto via_plain_g = deep_copy(plain.weights()), via_plain_r = deep_copy(plain.weights());
+  via_plain_g.layers[0].gate_proj = groupwise(via_plain_g.layers[0].gate_proj);
+  via_plain_r.layers[0].gate_proj = perrow(via_plain_r.layers[0].gate_proj);
+  const auto eg = ee::encrypt_weights(via_plain_g, plain.config(), secrets);
+  const auto er = ee::encrypt_weights(via_plain_r, plain.config(), secrets);
+  EXPECT_TRUE(at::equal(perrow(enc.layers[0].gate_proj), er.layers[0].gate_proj));
+  EXPECT_FALSE(at::allclose(groupwise(enc.layers[0].gate_proj), eg.layers[0].gate_proj, 0, 1e-6));
+}
+
+TEST(Int8, LogitsStayCloseToF32) {
+  // Bound: on the demo target, every int8 logit is within 4% of the f32 logits' range (max -
+  // min) at the same position, and the top-1 token agrees at >= 95% of positions.
+  c10::InferenceMode guard;
+  const auto& plain = target_model();
+  const auto q = accel::quantize_int8(plain);
+  int agree = 0, total = 0;
+  for (const auto& p : demo_prompts(12)) {
+    const auto ids = at::tensor(p, at::kLong).view({1, -1});
+    const auto a = plain.forward(ids)[0], b = q.forward(ids)[0];
+    const auto range = a.amax(-1) - a.amin(-1);
+    EXPECT_LE(((a - b).abs().amax(-1) / range).max().item<float>(), 0.04f);
+    agree += a.argmax(-1).eq(b.argmax(-1)).sum().item<int>();
+    total += static_cast<int>(p.size());
+  }
+  EXPECT_GE(static_cast<double>(agree) / total, 0.95);
+}
+
+// ---------------------------------------------------------------------------------------------
+// pruning
+
+TEST(Pruning, ShapesShrinkAsRequested) {
+  const auto plain = synthetic_gqa(5);  // intermediate 80
+  const auto pruned = accel::prune_ffn(plain, 30);
+  EXPECT_EQ(pruned.model.config().intermediate_size, 56);
+  const auto w = pruned.model.weights();
+  for (const auto& l : w.layers) {
+    EXPECT_EQ(l.gate_proj.sizes(), (std::vector<int64_t>{56, 48}));
+    EXPECT_EQ(l.up_proj.sizes(), (std::vector<int64_t>{56, 48}));
+    EXPECT_EQ(l.down_proj.sizes(), (std::vector<int64_t>{48, 56}));
+  }
+  EXPECT_LT(pruned.model.weight_bytes(), plain.weight_bytes());
+  ASSERT_EQ(pruned.kept.size(), 3u);
+  EXPECT_TRUE(std::is_sorted(pruned.kept[0].begin(), pruned.kept[0].end()));
+  EXPECT_EQ(accel::pruned_intermediate(704, 30), 493);
+  EXPECT_THAT(error_of([&] { accel::prune_ffn(plain, 100); }), HasSubstr("0..99"));
+  // The kept neurons are the highest-scoring ones.
+  const auto score = accel::ffn_neuron_scores(plain.weights().layers[1]);
+  double min_kept = 1e300, max_dropped = 0;
+  for (int64_t j = 0; j < 80; ++j) {
+    const bool kept = std::binary_search(pruned.kept[1].begin(), pruned.kept[1].end(), j);
+    (kept ? min_kept : max_dropped) = kept ? std::min(min_kept, score[static_cast<std::size_t>(j)])
+                                           : std::max(max_dropped, score[static_cast<std::size_t>(j)]);
+  }
+  EXPECT_GT(min_kept, max_dropped);
+}
+
+TEST(Pruning, CommutesBitwiseWithEe) {
+  // prune(encrypt(M)) == encrypt'(prune(M)), where encrypt' is the same transform with each
+  // layer's FFN permutation restricted to the kept neurons.
+  c10::InferenceMode guard;
+  const auto plain = synthetic_gqa(9);
+  const auto key = fixed_key(plain.config().vocab_size);
+  const auto secrets = ee::derive_secrets(key, plain.config(), "m");
+  const auto encrypted = rt::LlamaModel(ee::encrypt_config(plain.config(), secrets),
+                                        ee::encrypt_weights(plain.weights(), plain.config(), secrets));
+  const auto pp = accel::prune_ffn(plain, 30), pe = accel::prune_ffn(encrypted, 30);
+  auto induced = secrets;
+  for (std::size_t l = 0; l < secrets.layers.size(); ++l) {
+    const auto& kept = pp.kept[l];
+    const auto& kept_enc = pe.kept[l];
+    ASSERT_EQ(kept.size(), kept_enc.size());
+    std::vector<int64_t> restricted;
+    for (const auto j : kept) {
+      const auto moved = secrets.layers[l].ffn[static_cast<std::size_t>(j)];
+      const auto at = std::lower_bound(kept_enc.begin(), kept_enc.end(), moved);
+      ASSERT_TRUE(at != kept_enc.end() && *at == moved) << "layer " << l << ": neuron " << j << " kept only in plaintext";
+      restricted.push_back(at - kept_enc.begin());
+    }
+    induced.layers[l].ffn = restricted;
+  }
+  const auto expected = ee::encrypt_weights(pp.model.weights(), pp.model.config(), induced);
+  const auto a = pe.model.weights().named(), b = expected.named();
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(at::equal(a[i].second, b[i].second)) << a[i].first;
+}
+
+// ---------------------------------------------------------------------------------------------
+// every arm: the encrypted path decrypts to the plaintext path
+
+TEST(Arms, EveryCatalogArmDecryptsToThePlaintextArm) {
+  const auto& enc = encrypted_demo();
+  const ee::Codec codec(enc.key);
+  const auto plain_pair = pair_of(target_model(), &draft_model());
+  const auto enc_pair = pair_of(enc.target, &enc.draft, enc.key.fingerprint());
+  const auto prompts = demo_prompts(20);
+  data::TaskSpec task;
+  task.draft = "draft";
+  task.quality = data::Quality::Tolerant;
+  for (const auto& arm : data::arm_catalog()) {
+    ASSERT_FALSE(accel::arm_refusal(arm, task, enc_pair)) << arm.name;
+    const auto pa = accel::build_arm(arm, plain_pair), ea = accel::build_arm(arm, enc_pair);
+    rt::GenerateOptions o;
+    o.max_new_tokens = 12;
+    for (const auto& p : prompts) {
+      const auto a = accel::run_arm(pa, {p}, o);
+      const auto b = accel::run_arm(ea, {codec.encrypt(p)}, o);
+      EXPECT_EQ(codec.decrypt(b.generation.tokens[0]), a.generation.tokens[0]) << arm.name << ", prompt of " << p.size();
+      EXPECT_EQ(a.acceptance_rate.has_value(), arm.spec_k > 0);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// speculative decoding
+
+void expect_speculative_greedy_matches(const rt::LlamaModel& target, const rt::LlamaModel& draft, int k, double min_accept) {
+  const auto prompts = demo_prompts(32);
+  rt::GenerateOptions o;
+  o.max_new_tokens = 20;
+  o.stop_ids = {2};
+  const auto plain = rt::generate(target, prompts, o);
+  double accepted = 0, proposed = 0;
+  for (std::size_t i = 0; i < prompts.size(); ++i) {
+    accel::SpeculativeStats stats;
+    const auto spec = accel::speculative_generate(target, draft, prompts[i], o, k, &stats);
+    EXPECT_EQ(spec.tokens[0], plain.tokens[i]) << "prompt " << i << ", k = " << k;
+    EXPECT_EQ(spec.finish_reason[0], plain.finish_reason[i]);
+    EXPECT_GE(stats.acceptance_rate(), 0.0);
+    EXPECT_LE(stats.acceptance_rate(), 1.0);
+    EXPECT_EQ(spec.step_ms.size() + 1, spec.tokens[0].size() + (spec.finish_reason[0] == "stop" && spec.tokens[0].empty()));
+    accepted += static_cast<double>(stats.accepted);
+    proposed += static_cast<double>(stats.proposed);
+  }
+  EXPECT_GE(accepted / proposed, min_accept);
+}
+
+TEST(Speculative, GreedyOutputIsTheTargetsGreedyOutput) {
+  for (int k : {1, 4, 7}) expect_speculative_greedy_matches(target_model(), draft_model(), k, 0.2);
+}
+
+TEST(Speculative, GreedyOutputIsTheTargetsOnEncryptedModels) {
+  const auto& enc = encrypted_demo();
+  expect_speculative_greedy_matches(enc.target, enc.draft, 4, 0.2);
+}
+
+TEST(Speculative, DraftEqualToTargetAcceptsEverything) {
+  expect_speculative_greedy_matches(draft_model(), draft_model(), 4, 0.99);
+}
+
+TEST(Speculative, VerificationRuleReproducesTheTargetDistribution) {
+  // d ~ q, then verify: the output must be distributed as p exactly (Leviathan et al., thm 1).
+  const std::vector<float> p{0.5f, 0.2f, 0.15f, 0.1f, 0.05f, 0.0f}, q{0.05f, 0.3f, 0.1f, 0.15f, 0.2f, 0.2f};
+  std::mt19937_64 rng(42);
+  const int n = 200000;
+  std::vector<double> counts(p.size(), 0);
+  int accepted = 0;
+  for (int i = 0; i < n; ++i) {
+    const int64_t d = rt::draw(q, rng);
+    bool ok = false;
+    counts[static_cast<std::size_t>(accel::verify_draft_token(p, q, d, rng, &ok))] += 1.0 / n;
+    accepted += ok;
+  }
+  const std::vector<double> pd(p.begin(), p.end()), qd(q.begin(), q.end());
+  EXPECT_LT(total_variation(counts, pd), 0.005);
+  EXPECT_GT(total_variation(qd, pd), 0.4);  // the test has power: q is far from p
+  // Acceptance probability is sum min(p, q) = 1 - TV(p, q).
+  EXPECT_NEAR(static_cast<double>(accepted) / n, 1.0 - total_variation(qd, pd), 0.005);
+  EXPECT_EQ(counts[5], 0.0);  // a token p never emits is never emitted
+}
+
+TEST(Speculative, SampledTokensFollowTheTargetDistributionEndToEnd) {
+  // Two different small models over 32 tokens: the first two emitted tokens' frequencies over
+  // many seeds must match the target's own distribution (the second one marginalized over the
+  // first, computed exactly), far from the draft's.
+  c10::InferenceMode guard;
+  const auto target = small_lm(11), draft = small_lm(12);
+  const std::vector<int64_t> prompt{1, 7, 3};
+  rt::SamplingParams sp;
+  sp.temperature = 1.0;
+  auto dist = [&](const rt::LlamaModel& m, const std::vector<int64_t>& ids) {
+    const auto logits = m.forward(at::tensor(ids, at::kLong).view({1, -1}))[0][-1].contiguous();
+    const auto d = rt::sampling_distribution(logits.data_ptr<float>(), 32, sp);
+    return std::vector<double>(d.begin(), d.end());
+  };
+  const auto p1 = dist(target, prompt), q1 = dist(draft, prompt);
+  std::vector<double> p2(32, 0);
+  for (int64_t x = 0; x < 32; ++x) {
+    auto ids = prompt;
+    ids.push_back(x);
+    const auto cond = dist(target, ids);
+    for (int64_t y = 0; y < 32; ++y) p2[static_cast<std::size_t>(y)] += p1[static_cast<std::size_t>(x)] * cond[static_cast<std::size_t>(y)];
+  }
+  ASSERT_GT(total_variation(p1, q1), 0.2) << "the draft must differ from the target for the test to have power";
+  ASSERT_GT(*std::max_element(p1.begin(), p1.end()), 0.1);
+  const int n = 4000;
+  std::vector<double> f1(32, 0), f2(32, 0);
+  double accept = 0;
+  for (int s = 0; s < n; ++s) {
+    rt::GenerateOptions o;
+    o.max_new_tokens = 3;
+    o.sampling = sp;
+    o.sampling.seed = static_cast<uint64_t>(s);
+    accel::SpeculativeStats stats;
+    const auto r = accel::speculative_generate(target, draft, prompt, o, 3, &stats);
+    ASSERT_EQ(r.tokens[0].size(), 3u);
+    f1[static_cast<std::size_t>(r.tokens[0][0])] += 1.0 / n;
+    f2[static_cast<std::size_t>(r.tokens[0][1])] += 1.0 / n;
+    accept += stats.acceptance_rate() / n;
+  }
+  EXPECT_TRUE(chi_square_consistent(f1, p1, n));
+  EXPECT_TRUE(chi_square_consistent(f2, p2, n));
+  EXPECT_FALSE(chi_square_consistent(f1, q1, n));  // and the test can tell the draft's law apart
+  EXPECT_GT(accept, 0.05);
+  EXPECT_LT(accept, 0.95);
+}
+
+TEST(Speculative, EncryptedSamplingDecryptsToPlaintextSamplingForTheSameSeed) {
+  c10::InferenceMode guard;
+  const auto target = small_lm(11), draft = small_lm(12);
+  const auto key = fixed_key(32, 9);
+  const auto et = ee::encrypt_model(target, key, "t"), ed = ee::encrypt_model(draft, key, "d");
+  const ee::Codec codec(key);
+  for (uint64_t seed = 0; seed < 30; ++seed) {
+    rt::GenerateOptions o;
+    o.max_new_tokens = 10;
+    o.sampling.temperature = 0.8;
+    o.sampling.top_p = 0.95;
+    o.sampling.seed = seed;
+    const auto a = accel::speculative_generate(target, draft, {1, 5, 9}, o, 3);
+    const auto b = accel::speculative_generate(et, ed, codec.encrypt({1, 5, 9}), o, 3);
+    EXPECT_EQ(codec.decrypt(b.tokens[0]), a.tokens[0]) << "seed " << seed;
+  }
+}
+
+TEST(Speculative, StopsAtStopIdsAndRespectsTheBudget) {
+  const auto& t = target_model();
+  const auto prompt = demo_prompts(3)[2];
+  rt::GenerateOptions o;
+  o.max_new_tokens = 9;
+  const auto plain = rt::generate(t, {prompt}, o);
+  const auto spec = accel::speculative_generate(t, draft_model(), prompt, o, 8);
+  EXPECT_EQ(spec.tokens[0], plain.tokens[0]);
+  EXPECT_EQ(spec.tokens[0].size(), 9u);
+  ASSERT_GE(plain.tokens[0].size(), 4u);
+  o.stop_ids = {plain.tokens[0][3]};
+  const auto stopped = accel::speculative_generate(t, draft_model(), prompt, o, 8);
+  const auto plain_stopped = rt::generate(t, {prompt}, o);
+  EXPECT_EQ(stopped.tokens[0], plain_stopped.tokens[0]);
+  EXPECT_EQ(stopped.finish_reason[0], "stop");
+}
+
+// ---------------------------------------------------------------------------------------------
+// registry, refusals, cache
+
+TEST(Arms, RefusalsGiveAClearReason) {
+  const auto plain_pair = pair_of(target_model(), &draft_model());
+  const auto no_draft = pair_of(target_model());
+  data::TaskSpec task;
+  task.draft = "draft";
+  task.quality = data::Quality::Tolerant;
+  EXPECT_FALSE(accel::arm_refusal(data::parse_arm("kv+spec4"), task, plain_pair));
+  auto why = accel::arm_refusal(data::parse_arm("kv+spec4"), task, no_draft);
+  ASSERT_TRUE(why);
+  EXPECT_THAT(*why, HasSubstr("needs a draft"));
+  task.batch = 2;
+  why = accel::arm_refusal(data::parse_arm("kv+spec4"), task, plain_pair);
+  ASSERT_TRUE(why);
+  EXPECT_THAT(*why, HasSubstr("batch 1"));
+  task.batch = 1;
+  auto mixed = plain_pair;
+  mixed.draft_key = "another-key";
+  why = accel::arm_refusal(data::parse_arm("kv+spec4"), task, mixed);
+  ASSERT_TRUE(why);
+  EXPECT_THAT(*why, HasSubstr("same key"));
+  auto other_vocab = pair_of(target_model(), nullptr);
+  other_vocab.draft = std::make_shared<const rt::LlamaModel>(synthetic_gqa(1));
+  why = accel::arm_refusal(data::parse_arm("kv+spec2"), task, other_vocab);
+  ASSERT_TRUE(why);
+  EXPECT_THAT(*why, HasSubstr("vocabulary"));
+  task.quality = data::Quality::Exact;
+  why = accel::arm_refusal(data::parse_arm("kv+int8"), task, plain_pair);
+  ASSERT_TRUE(why);
+  EXPECT_THAT(*why, HasSubstr("lossy"));
+  EXPECT_FALSE(accel::arm_refusal(data::parse_arm("kv+spec4"), task, plain_pair));  // lossless
+  EXPECT_THAT(error_of([] { accel::make_acceleration("int4"); }), HasSubstr("no acceleration implements"));
+  // run_arm refuses what the capability check would have.
+  const auto spec = accel::build_arm(data::parse_arm("kv+spec2"), plain_pair);
+  EXPECT_THAT(error_of([&] { accel::run_arm(spec, {{1, 2}, {1, 3}}, {}); }), HasSubstr("batch 1"));
+}
+
+TEST(Arms, BuildOrderAndPlans) {
+  const auto base = pair_of(target_model(), &draft_model());
+  const auto plain = accel::build_arm(data::parse_arm("plain"), base);
+  EXPECT_FALSE(plain.plan.kv_cache);
+  EXPECT_EQ(plain.models.target, base.target);  // nothing to prepare: shared, not copied
+  const auto both = accel::build_arm(data::parse_arm("kv+int8+prune30+spec4"), base);
+  EXPECT_TRUE(both.plan.kv_cache);
+  EXPECT_EQ(both.plan.spec_k, 4);
+  // Pruned first, then quantized: the int8 matrices have the pruned shape.
+  EXPECT_EQ(both.models.target->config().intermediate_size, accel::pruned_intermediate(704, 30));
+  EXPECT_FALSE(both.models.target->int8_weights().empty());
+  EXPECT_EQ(both.models.draft, base.draft);  // the draft is used as is
+}
+
+TEST(Arms, CacheBuildsEachArmOnce) {
+  accel::ArmCache cache;
+  const auto base = pair_of(eesched::testing::tiny_model(3));
+  const auto a = cache.get("m", data::parse_arm("kv+int8"), base);
+  const auto b = cache.get("m", data::parse_arm("int8+kv"), base);
+  EXPECT_EQ(a.get(), b.get());
+  const auto c = cache.get("other", data::parse_arm("kv+int8"), base);
+  EXPECT_NE(a.get(), c.get());
+  EXPECT_EQ(cache.size(), 2u);
+  std::vector<std::thread> threads;
+  std::vector<const accel::PreparedArm*> seen(4);
+  for (int i = 0; i < 4; ++i)
+    threads.emplace_back([&, i] { seen[static_cast<std::size_t>(i)] = cache.get("m", data::parse_arm("kv+prune50"), base).get(); });
+  for (auto& t : threads) t.join();
+  for (auto* p : seen) EXPECT_EQ(p, seen[0]);
+}
+
+}  // namespace

@@ -158,7 +158,11 @@ TEST(Int8, KernelsMatchTheDequantizedProduct) {
   for (int64_t m : {1, 2, 5, 16, 17, 40}) {
     const auto x = at::empty({m, 72}, at::kFloat).normal_(0, 1, gen);
     const auto expected = at::matmul(x, dequant.t());
-    EXPECT_TRUE(at::allclose(rt::matmul_int8(q, x), expected, 1e-4, 1e-4)) << "m = " << m;
+    // The int8 kernels quantize each row of x to int16 (scale max|x| / 32767): the error bound is
+    // sum_k |Wq[r, k]| * max|x| / 65534 (half a step per product), plus float rounding.
+    const auto bound = at::outer(x.abs().amax(1) / 65534.0, dequant.abs().sum(1)) * 1.01 + 1e-4 * expected.abs() + 1e-5;
+    EXPECT_TRUE(((rt::matmul_int8(q, x) - expected).abs() <= bound).all().item<bool>()) << "m = " << m;
+    EXPECT_TRUE(((rt::gemv_int8(q, x[0]) - expected[0]).abs() <= bound[0]).all().item<bool>());
     EXPECT_TRUE(at::allclose(rt::matmul_few_rows(w, x.narrow(0, 0, std::min<int64_t>(m, rt::kFewRows))),
                              at::matmul(x.narrow(0, 0, std::min<int64_t>(m, rt::kFewRows)), w.t()), 1e-4, 1e-4));
   }

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -42,7 +43,7 @@ int count_lines(const std::string& s) {
 
 TEST_F(Cli, EverySubcommandHasHelp) {
   for (const char* sub : {"train-lm", "generate", "logits", "perplexity", "make-synthetic", "bench-decode", "keygen",
-                          "encrypt-model", "bench-ee"}) {
+                          "encrypt-model", "bench-ee", "bench-arms"}) {
     auto r = run_eesched(std::string(sub) + " --help");
     EXPECT_EQ(r.exit_code, 0) << sub;
     EXPECT_THAT(r.output, HasSubstr("--")) << sub;
@@ -185,6 +186,73 @@ TEST_F(Cli, EncryptedGenerateDecryptsToThePlaintextText) {
     EXPECT_THAT(r.output, HasSubstr(needle)) << cmd;
     EXPECT_EQ(count_lines(r.output), 1) << r.output;
   }
+}
+
+// Arms on the command line, on the committed demo models (trained, so greedy choices are clear).
+TEST_F(Cli, GenerateArmsAgreeWithKvAndRefuseWhatDoesNotApply) {
+  const auto src = eesched::testing::source_dir();
+  const std::string models = " --model " + (src / "models/target").string();
+  const std::string draft = " --draft " + (src / "models/draft").string();
+  const std::string args = " --prompt 'The state of the Union' --max-new-tokens 16 --ignore-eos --json";
+  const auto kv = nlohmann::json::parse(run_eesched("generate" + models + args).output);
+  EXPECT_EQ(kv["arm"], "kv");
+  EXPECT_FALSE(kv.contains("acceptance_rate"));
+  for (const char* arm : {"kv+spec4", "plain", "kv+spec2"}) {
+    const auto r = nlohmann::json::parse(run_eesched("generate" + models + draft + " --arm " + arm + args).output);
+    EXPECT_EQ(r["ids"], kv["ids"]) << arm;  // lossless arms: the same greedy tokens
+    EXPECT_EQ(r["arm"], arm);
+    EXPECT_EQ(r.contains("acceptance_rate"), std::string(arm).find("spec") != std::string::npos);
+  }
+  const auto int8 = nlohmann::json::parse(run_eesched("generate" + models + " --arm int8+kv" + args).output);
+  EXPECT_EQ(int8["arm"], "kv+int8");  // canonical name
+  EXPECT_EQ(int8["ids"].size(), 16u);
+
+  for (const auto& [cmd, needle] : std::vector<std::pair<std::string, std::string>>{
+           {"generate" + models + " --arm kv+spec4 --prompt hi", "needs a draft"},
+           {"generate" + models + " --arm kv+int4 --prompt hi", "unknown component 'int4'"},
+           {"generate" + models + " --arm int8 --prompt hi", "must include 'kv'"},
+           {"generate" + models + " --arm kv+int8 --no-kv-cache --prompt hi", "does not combine"},
+       }) {
+    auto r = run_eesched(cmd, true);
+    EXPECT_EQ(r.exit_code, 1) << cmd;
+    EXPECT_THAT(r.output, HasSubstr(needle)) << cmd;
+    EXPECT_EQ(count_lines(r.output), 1) << r.output;
+  }
+}
+
+TEST_F(Cli, BenchArmsJsonHasOneRowPerApplicableArm) {
+  const auto src = eesched::testing::source_dir();
+  TempDir d;
+  std::ofstream(d / "heldout.txt") << "It was the best of times, it was the worst of times, it was the age of wisdom, "
+                                      "it was the age of foolishness, it was the epoch of belief.\n";
+  const std::string common = " --model " + (src / "models/target").string() + " --tokens 4 --repeats 1 --prompt-tokens 4 --ppl-tokens 16 --ppl-context 16 --heldout " + (d / "heldout.txt").string() + " --json";
+  auto r = run_eesched("bench-arms --arms kv+int8,kv+spec2,plain" + common);
+  ASSERT_EQ(r.exit_code, 0);
+  const auto j = nlohmann::json::parse(r.output);
+  std::set<std::string> arms;
+  for (const auto& row : j["rows"]) {
+    arms.insert(row["arm"]);
+    for (const char* field : {"ms_per_token", "tokens_per_s", "speedup_vs_kv", "acceptance_rate", "perplexity_ratio", "lossless"})
+      EXPECT_TRUE(row.contains(field)) << field;
+    EXPECT_GT(row["ms_per_token"].get<double>(), 0.0);
+  }
+  EXPECT_EQ(arms, (std::set<std::string>{"kv", "kv+int8", "plain"}));  // kv, the reference, is always measured
+  ASSERT_EQ(j["refused"].size(), 1u);
+  EXPECT_EQ(j["refused"][0]["arm"], "kv+spec2");
+  EXPECT_THAT(j["refused"][0]["reason"].get<std::string>(), HasSubstr("draft"));
+  for (const auto& row : j["rows"]) {
+    if (row["arm"] == "kv+int8") {
+      EXPECT_NEAR(row["perplexity_ratio"].get<double>(), 1.0, 0.05);
+    }
+    if (row["arm"] == "kv") {
+      EXPECT_DOUBLE_EQ(row["speedup_vs_kv"].get<double>(), 1.0);
+    }
+  }
+  auto with_draft = nlohmann::json::parse(
+      run_eesched("bench-arms --arms kv+spec2 --draft " + (src / "models/draft").string() + common).output);
+  ASSERT_EQ(with_draft["rows"].size(), 2u);
+  EXPECT_GE(with_draft["rows"][1]["acceptance_rate"].get<double>(), 0.0);
+  EXPECT_LE(with_draft["rows"][1]["acceptance_rate"].get<double>(), 1.0);
 }
 
 }  // namespace

@@ -946,8 +946,8 @@ TEST(Gemv, MatchesAtenMvOnAwkwardShapes) {
 
 namespace {
 
-// The int8 kernel computes exactly (q x) * scale: compare with that product done in double, on
-// shapes that exercise every tail; and int8 logits stay close to f32 ones.
+// The int8 kernel computes (q x) * scale, x rounded to int16 steps of max|x| / 32767: compare with
+// that product done in double, on shapes that exercise every tail.
 TEST(GemvInt8, MatchesTheDequantizedProduct) {
   for (auto [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {3, 7}, {4, 8}, {5, 9}, {37, 100}, {769, 2304}}) {
     auto w = at::randn({rows, cols});

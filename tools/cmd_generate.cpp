@@ -11,21 +11,22 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
-#include "ee/codec.h"
-#include "ee/key.h"
-#include "ee/manifest.h"
+#include "accel/registry.h"
+#include "accel/run.h"
+#include "data/arm.h"
 #include "node/runtime/generate.h"
 #include "node/runtime/model.h"
 #include "node/runtime/threads.h"
 #include "node/runtime/tokenizer.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "tools/model_loading.h"
 
 namespace eesched::tools {
 namespace {
 
 struct GenerateArgs {
-  std::string model, prompt, tokenizer, key;
+  std::string model, prompt, tokenizer, key, draft, arm = "kv";
   int64_t max_new_tokens = 64;
   double temperature = 0.0, top_p = 1.0;
   int64_t top_k = 0;
@@ -37,24 +38,28 @@ struct GenerateArgs {
 
 void run(const GenerateArgs& a) {
   runtime::set_threads(a.threads);
+  if (a.no_kv_cache && a.arm != "kv" && a.arm != "plain")
+    throw std::runtime_error("--no-kv-cache is the arm 'plain'; it does not combine with --arm " + a.arm);
+  const auto arm = data::parse_arm(a.no_kv_cache ? "plain" : a.arm);
   const std::filesystem::path dir(a.model);
-  const auto manifest = ee::Manifest::read(dir);
-  std::optional<ee::Codec> codec;
-  if (manifest && a.key.empty()) throw std::runtime_error(a.model + " is an encrypted model: pass --key and --tokenizer");
-  if (!a.key.empty()) {
-    if (!manifest) throw std::runtime_error("--key given but " + a.model + " is not encrypted (no ee.json)");
-    const auto key = ee::Key::load(a.key);
-    manifest->check_key(key);
-    if (a.tokenizer.empty()) throw std::runtime_error("an encrypted model has no tokenizer: pass --tokenizer PLAIN_DIR/tokenizer.model");
-    codec.emplace(key);
-  } else if (a.show_wire) {
-    throw std::runtime_error("--show-wire needs an encrypted model and --key");
-  }
-  auto tokenizer = runtime::Tokenizer::load(a.tokenizer.empty() ? dir / "tokenizer.model" : std::filesystem::path(a.tokenizer));
-  auto model = runtime::LlamaModel::load(dir);
+  if (a.show_wire && a.key.empty()) throw std::runtime_error("--show-wire needs an encrypted model and --key");
+  auto loaded = load_models(dir, a.draft, a.key);
+  const auto& codec = loaded.codec;
+  auto tokenizer = runtime::Tokenizer::load(tokenizer_for(dir, a.tokenizer, codec.has_value()));
+  const auto& model = *loaded.models.target;
   if (tokenizer.vocab_size() != model.config().vocab_size)
     throw std::runtime_error("tokenizer has " + std::to_string(tokenizer.vocab_size()) + " pieces, the model " +
                              std::to_string(model.config().vocab_size));
+  data::TaskSpec task;
+  task.model = a.model;
+  task.draft = a.draft;
+  task.max_new_tokens = a.max_new_tokens;
+  task.temperature = a.temperature;
+  task.top_p = a.top_p;
+  task.quality = data::Quality::Tolerant;  // asking for an arm by name accepts its quality
+  if (auto why = accel::arm_refusal(arm, task, loaded.models)) throw std::runtime_error("arm " + arm.name + " does not apply: " + *why);
+  const auto prepared = accel::build_arm(arm, loaded.models);
+  if (prepared.prepare_seconds > 0.05) spdlog::info("prepared arm {} in {:.2f} s", arm.name, prepared.prepare_seconds);
 
   // Client side: plaintext ids, then (with a key) their encrypted form for the model.
   const auto prompt = tokenizer.encode(a.prompt);
@@ -63,12 +68,12 @@ void run(const GenerateArgs& a) {
   runtime::GenerateOptions opts;
   opts.max_new_tokens = a.max_new_tokens;
   opts.sampling = {a.temperature, a.top_k, a.top_p, a.seed};
-  opts.kv_cache = !a.no_kv_cache;
   opts.stop_ids = codec ? codec->encrypt(stops) : stops;
   const auto wire_prompt = codec ? codec->encrypt(prompt) : prompt;
 
   // Worker side: only wire ids.
-  auto r = runtime::generate(model, {wire_prompt}, opts);
+  const auto ran = accel::run_arm(prepared, {wire_prompt}, opts);
+  const auto& r = ran.generation;
 
   const auto& wire_out = r.tokens[0];
   const auto ids = codec ? codec->decrypt(wire_out) : wire_out;
@@ -85,13 +90,17 @@ void run(const GenerateArgs& a) {
                         {"finish_reason", r.finish_reason[0]},
                         {"ttft_ms", r.ttft_ms},
                         {"ms_per_token", r.ms_per_token()},
-                        {"tokens_per_s", r.tokens_per_s()}};
+                        {"tokens_per_s", r.tokens_per_s()},
+                        {"arm", arm.name}};
+    if (ran.acceptance_rate) j["acceptance_rate"] = *ran.acceptance_rate;
     if (codec) j["wire"] = {{"to_worker", wire_prompt}, {"stop_ids", opts.stop_ids}, {"from_worker", wire_out}};
     std::cout << j.dump() << std::endl;
   } else {
     std::cout << text << std::endl;
-    spdlog::info("{} tokens; time to first token {:.1f} ms, {:.2f} ms/token, {:.1f} tokens/s{}", r.new_tokens(), r.ttft_ms,
-                 r.ms_per_token(), r.tokens_per_s(), codec ? " (encrypted model)" : "");
+    spdlog::info("{} tokens with arm {}; time to first token {:.1f} ms, {:.2f} ms/token, {:.1f} tokens/s{}{}", r.new_tokens(),
+                 arm.name, r.ttft_ms, r.ms_per_token(), r.tokens_per_s(),
+                 ran.acceptance_rate ? fmt::format(", acceptance {:.2f}", *ran.acceptance_rate) : "",
+                 codec ? " (encrypted model)" : "");
   }
 }
 
@@ -113,8 +122,12 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--seed", args->seed, "sampling seed")->capture_default_str();
   cmd->add_option("--stop-id", args->stop_ids, "extra (plaintext) token ids that end generation (EOS always does)");
   cmd->add_flag("--ignore-eos", args->ignore_eos, "do not stop at the tokenizer's EOS");
-  cmd->add_flag("--no-kv-cache", args->no_kv_cache, "recompute the whole sequence every step (the `plain` arm)");
-  cmd->add_flag("--json", args->json, "print {text, ids, ttft_ms, ms_per_token, tokens_per_s} as JSON");
+  cmd->add_option("--arm", args->arm, "acceleration arm: plain, kv, kv+int8, kv+prune30, kv+spec4, kv+int8+spec4, ...")
+      ->capture_default_str();
+  cmd->add_option("--draft", args->draft, "draft model directory for speculative arms (encrypted under the same key with --key)")
+      ->check(CLI::ExistingDirectory);
+  cmd->add_flag("--no-kv-cache", args->no_kv_cache, "recompute the whole sequence every step (same as --arm plain)");
+  cmd->add_flag("--json", args->json, "print {text, ids, ttft_ms, ms_per_token, tokens_per_s, arm, acceptance_rate} as JSON");
   add_threads_option(cmd, args->threads);
   cmd->callback([args] { run(*args); });
 }

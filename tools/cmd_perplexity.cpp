@@ -5,7 +5,6 @@
 
 #include <cstdio>
 #include <iostream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -32,22 +31,7 @@ void run(const PerplexityArgs& a) {
   auto tokenizer = runtime::Tokenizer::load(a.tokenizer.empty() ? dir / "tokenizer.model" : std::filesystem::path(a.tokenizer));
   auto model = runtime::LlamaModel::load(dir);
   const auto text = read_text_file(a.text);
-  // Lines are joined the way the tokenizer normalizes them anyway (newlines become spaces);
-  // blank-line-separated paragraphs each start with BOS, as documents did in training.
-  std::vector<int64_t> ids;
-  std::stringstream in(text);
-  std::string line, paragraph;
-  auto flush = [&] {
-    if (paragraph.find_first_not_of(' ') == std::string::npos) { paragraph.clear(); return; }
-    auto p = tokenizer.encode(paragraph, true);
-    ids.insert(ids.end(), p.begin(), p.end());
-    paragraph.clear();
-  };
-  while (std::getline(in, line)) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) flush();
-    else paragraph += (paragraph.empty() ? "" : " ") + line;
-  }
-  flush();
+  auto ids = tokenizer.encode_document(text);
   if (a.max_tokens > 0 && static_cast<int64_t>(ids.size()) > a.max_tokens) ids.resize(static_cast<std::size_t>(a.max_tokens));
 
   runtime::PerplexityOptions opts;

@@ -13,5 +13,6 @@ void register_bench_decode(CLI::App& app);
 void register_keygen(CLI::App& app);
 void register_encrypt_model(CLI::App& app);
 void register_bench_ee(CLI::App& app);
+void register_bench_arms(CLI::App& app);
 
 }  // namespace eesched::tools

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <mutex>
+#include <sstream>
 
 #include "node/runtime/error.h"
 #include "node/runtime/spm_module.h"
@@ -121,6 +122,25 @@ void train_tokenizer(const std::filesystem::path& corpus, const std::filesystem:
                            " --shuffle_input_sentence=true --num_threads=" + std::to_string(o.threads) +
                            " --minloglevel=2";
   if (auto err = new_spm_module()->train(args); !err.empty()) throw Error("tokenizer training failed: " + err);
+}
+
+std::vector<int64_t> Tokenizer::encode_document(const std::string& text) const {
+  std::vector<int64_t> ids;
+  std::stringstream in(text);
+  std::string line, paragraph;
+  auto flush = [&] {
+    if (paragraph.find_first_not_of(' ') != std::string::npos) {
+      const auto p = encode(paragraph, true);
+      ids.insert(ids.end(), p.begin(), p.end());
+    }
+    paragraph.clear();
+  };
+  while (std::getline(in, line)) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) flush();
+    else paragraph += (paragraph.empty() ? "" : " ") + line;
+  }
+  flush();
+  return ids;
 }
 
 }  // namespace eesched::runtime

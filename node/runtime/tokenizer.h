@@ -18,6 +18,9 @@ class Tokenizer {
   ~Tokenizer();
 
   std::vector<int64_t> encode(const std::string& text, bool add_bos = true) const;
+  // A document: lines joined with spaces (as the tokenizer normalizes newlines anyway), each
+  // blank-line-separated paragraph its own BOS-started piece, as documents were in training.
+  std::vector<int64_t> encode_document(const std::string& text) const;
   std::string decode(const std::vector<int64_t>& ids) const;  // skips BOS/EOS/unknown control ids
   int64_t vocab_size() const;
   int64_t bos_id() const;

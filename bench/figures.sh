@@ -29,3 +29,15 @@ echo "## encrypt-model transform time"
 rm -rf "$work/target.enc" "$work/syn110m.enc"
 "$EESCHED" --log-level warn encrypt-model --model models/target --key "$work/key.eekey" --out "$work/target.enc" --threads 2
 "$EESCHED" --log-level warn encrypt-model --model "$work/syn110m" --key "$work/key32k.eekey" --out "$work/syn110m.enc" --threads 2
+
+echo
+echo "## bench-arms (every arm side by side; perplexity on Moby Dick)"
+for t in 1 2; do
+  "$EESCHED" --log-level warn bench-arms --model models/target --draft models/draft --threads "$t" --repeats 5
+done
+# No draft exists for the synthetic model (a random draft would accept nothing), and `plain`
+# recomputes the whole sequence per token: speculative and plain rows are left out there.
+for t in 1 2; do
+  "$EESCHED" --log-level warn bench-arms --model "$work/syn110m" --arms kv,kv+int8,kv+prune30,kv+int8+prune30 \
+    --tokenizer models/target/tokenizer.model --tokens 32 --repeats 3 --ppl-tokens 1024 --threads "$t"
+done

@@ -1,10 +1,14 @@
 // data/: the arm catalog and task types (the SQLite store has its own suite, test_store).
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstring>
 #include <functional>
+#include <algorithm>
 #include <set>
 
 #include "data/arm.h"
+#include "data/features.h"
 #include "data/error.h"
 
 namespace eesched::data {
@@ -91,6 +95,71 @@ TEST(Quality, RoundTrips) {
   EXPECT_EQ(parse_quality("exact"), Quality::Exact);
   EXPECT_STREQ(quality_name(parse_quality("tolerant")), "tolerant");
   EXPECT_NE(error_of([] { parse_quality("best"); }).find("'best'"), std::string::npos);
+}
+
+struct FeatureFixture {
+  TaskSpec task;
+  ModelRow model, draft;
+  HardwareProfile hw;
+  FeatureFixture() {
+    task.prompt_tokens = 100;
+    task.max_new_tokens = 32;
+    task.temperature = 0.7;
+    task.top_p = 0.9;
+    task.quality = Quality::Tolerant;
+    model.layers = 12, model.hidden = 768, model.intermediate = 2304, model.heads = 12, model.kv_heads = 4;
+    model.vocab = 32000, model.parameters = 107'000'000, model.weight_bytes = 428'000'000, model.encrypted = true;
+    draft.layers = 2, draft.parameters = 300'000;
+    hw.threads = 2, hw.gflops = 50, hw.copy_gbps = 25, hw.mem_free_bytes = 8'000'000'000;
+  }
+  std::vector<double> of(const std::string& arm, bool with_draft, std::optional<double> acceptance = std::nullopt) {
+    const auto a = parse_arm(arm);
+    FeatureInputs in{&task, &model, with_draft ? &draft : nullptr, &hw, &a, {acceptance}};
+    return compute_features(in);
+  }
+};
+
+double feature(const std::vector<double>& f, const std::string& name) {
+  const auto& names = feature_names();
+  const auto it = std::find(names.begin(), names.end(), name);
+  if (it == names.end()) throw std::runtime_error("no feature " + name);
+  return f[static_cast<std::size_t>(it - names.begin())];
+}
+
+TEST(Features, NamesAreUniqueAndTheirOrderIsStable) {
+  const auto& names = feature_names();
+  EXPECT_EQ(std::set<std::string>(names.begin(), names.end()).size(), names.size());
+  // The contract with every saved selector: changing this list means a new schema version.
+  const std::vector<std::string> expected = {
+      "prompt_tokens", "log2_prompt_tokens", "new_tokens", "log2_new_tokens", "batch", "greedy", "temperature", "top_p",
+      "quality_exact", "parameters_m", "layers", "hidden", "intermediate", "heads", "kv_heads", "vocab", "weight_mb",
+      "encrypted", "draft_parameters_m", "draft_layers", "hw_threads", "hw_gflops", "hw_copy_gbps", "hw_mem_free_gb",
+      "memory_bound_ms", "compute_bound_ms", "arm_kv_cache", "arm_int8", "arm_prune_percent", "arm_spec_k", "arm_lossless",
+      "landmark_acceptance"};
+  EXPECT_EQ(names, expected);
+  EXPECT_EQ(kFeatureSchemaVersion, 1);
+}
+
+TEST(Features, AreDeterministicAndMeanWhatTheySay) {
+  FeatureFixture fx;
+  const auto a = fx.of("kv+int8+spec4", true, 0.6), b = fx.of("kv+int8+spec4", true, 0.6);
+  ASSERT_EQ(a.size(), feature_names().size());
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(double)), 0);  // bit for bit
+  EXPECT_EQ(feature(a, "prompt_tokens"), 100);
+  EXPECT_EQ(feature(a, "greedy"), 0);
+  EXPECT_EQ(feature(a, "quality_exact"), 0);
+  EXPECT_EQ(feature(a, "encrypted"), 1);
+  EXPECT_EQ(feature(a, "arm_int8"), 1);
+  EXPECT_EQ(feature(a, "arm_spec_k"), 4);
+  EXPECT_EQ(feature(a, "arm_lossless"), 0);
+  EXPECT_NEAR(feature(a, "memory_bound_ms"), 428.0 / 25.0, 1e-9);
+  EXPECT_DOUBLE_EQ(feature(a, "landmark_acceptance"), 0.6);
+  EXPECT_DOUBLE_EQ(feature(a, "draft_parameters_m"), 0.3);
+  const auto plain = fx.of("plain", false);
+  EXPECT_EQ(feature(plain, "arm_kv_cache"), 0);
+  EXPECT_TRUE(std::isnan(feature(plain, "draft_layers")));         // missing, not zero
+  EXPECT_TRUE(std::isnan(feature(plain, "landmark_acceptance")));
+  EXPECT_THROW(compute_features({}), Error);
 }
 
 }  // namespace

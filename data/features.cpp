@@ -1,0 +1,107 @@
+#include "data/features.h"
+
+#include <cmath>
+#include <limits>
+
+#include "data/error.h"
+
+namespace eesched::data {
+namespace {
+
+constexpr double kMissing = std::numeric_limits<double>::quiet_NaN();
+
+double log2p(double x) { return std::log2(1.0 + std::max(0.0, x)); }
+
+}  // namespace
+
+const std::vector<std::string>& feature_names() {
+  static const std::vector<std::string> names = {
+      // the task
+      "prompt_tokens",        // prompt length
+      "log2_prompt_tokens",   // the same on a log scale (prefill cost spans 4..1024)
+      "new_tokens",           // max_new_tokens
+      "log2_new_tokens",
+      "batch",
+      "greedy",               // 1 when temperature <= 0
+      "temperature",
+      "top_p",
+      "quality_exact",        // 1: only lossless arms allowed
+      // the model
+      "parameters_m",         // millions of parameters
+      "layers",
+      "hidden",
+      "intermediate",
+      "heads",
+      "kv_heads",
+      "vocab",
+      "weight_mb",            // bytes of weights read per token, MB
+      "encrypted",
+      "draft_parameters_m",   // NaN without a draft
+      "draft_layers",         // NaN without a draft
+      // the hardware
+      "hw_threads",
+      "hw_gflops",
+      "hw_copy_gbps",
+      "hw_mem_free_gb",
+      "memory_bound_ms",      // weight_mb / copy GB/s: the bandwidth floor of one decoding step
+      "compute_bound_ms",     // 2 * parameters * batch / GFLOP/s: the compute floor of one step
+      // the arm
+      "arm_kv_cache",
+      "arm_int8",
+      "arm_prune_percent",
+      "arm_spec_k",
+      "arm_lossless",
+      // history
+      "landmark_acceptance",  // measured acceptance rate of this draft/target pair; NaN if unknown
+  };
+  return names;
+}
+
+std::vector<double> compute_features(const FeatureInputs& in) {
+  if (!in.task || !in.model || !in.hardware || !in.arm) throw Error("compute_features: task, model, hardware and arm are required");
+  const auto& t = *in.task;
+  const auto& m = *in.model;
+  const auto& hw = *in.hardware;
+  const auto& a = *in.arm;
+  const double prompt = static_cast<double>(t.prompt_tokens), fresh = static_cast<double>(t.max_new_tokens);
+  const double weight_mb = static_cast<double>(m.weight_bytes) / 1e6;
+  const double params_m = static_cast<double>(m.parameters) / 1e6;
+  std::vector<double> f = {
+      prompt,
+      log2p(prompt),
+      fresh,
+      log2p(fresh),
+      static_cast<double>(t.batch),
+      t.greedy() ? 1.0 : 0.0,
+      t.temperature,
+      t.top_p,
+      t.quality == Quality::Exact ? 1.0 : 0.0,
+      params_m,
+      static_cast<double>(m.layers),
+      static_cast<double>(m.hidden),
+      static_cast<double>(m.intermediate),
+      static_cast<double>(m.heads),
+      static_cast<double>(m.kv_heads),
+      static_cast<double>(m.vocab),
+      weight_mb,
+      m.encrypted ? 1.0 : 0.0,
+      in.draft ? static_cast<double>(in.draft->parameters) / 1e6 : kMissing,
+      in.draft ? static_cast<double>(in.draft->layers) : kMissing,
+      static_cast<double>(hw.threads),
+      hw.gflops,
+      hw.copy_gbps,
+      static_cast<double>(hw.mem_free_bytes) / 1e9,
+      hw.copy_gbps > 0 ? weight_mb / hw.copy_gbps : kMissing,  // MB / (GB/s) = ms
+      hw.gflops > 0 ? 2.0 * params_m * 1e6 * static_cast<double>(t.batch) / (hw.gflops * 1e9) * 1e3 : kMissing,
+      a.kv_cache ? 1.0 : 0.0,
+      a.int8 ? 1.0 : 0.0,
+      static_cast<double>(a.prune_percent),
+      static_cast<double>(a.spec_k),
+      a.lossless() ? 1.0 : 0.0,
+      in.landmarks.acceptance_rate ? *in.landmarks.acceptance_rate : kMissing,
+  };
+  if (f.size() != feature_names().size()) throw Error("compute_features: the vector and feature_names() disagree");
+  return f;
+}
+
+}  // namespace eesched::data

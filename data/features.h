@@ -1,0 +1,42 @@
+#pragma once
+// The feature vector: ONE definition of what the selector sees about a (task, model, hardware,
+// arm) combination, used by the sweep, the trainer, replay and the coordinator alike. Names and
+// order are a contract (a selector file records them and refuses a mismatch): append new
+// features at the end and bump kFeatureSchemaVersion.
+//
+// Missing values (no draft, no measured acceptance yet) are NaN, which XGBoost treats as
+// missing, rather than a made-up number.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "data/arm.h"
+#include "data/hardware.h"
+#include "data/store.h"
+#include "data/task.h"
+
+namespace eesched::data {
+
+inline constexpr int kFeatureSchemaVersion = 1;
+
+// What history says about this combination, where it knows.
+struct Landmarks {
+  std::optional<double> acceptance_rate;  // measured for this draft/target pair (speculative arms)
+};
+
+struct FeatureInputs {
+  const TaskSpec* task = nullptr;
+  const ModelRow* model = nullptr;
+  const ModelRow* draft = nullptr;  // optional
+  const HardwareProfile* hardware = nullptr;
+  const Arm* arm = nullptr;
+  Landmarks landmarks;
+};
+
+// The names, in order (documented one by one in features.cpp).
+const std::vector<std::string>& feature_names();
+
+// The vector, in feature_names() order. Deterministic: the same inputs give the same bits.
+std::vector<double> compute_features(const FeatureInputs& in);
+
+}  // namespace eesched::data

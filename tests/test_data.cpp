@@ -3,12 +3,17 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <functional>
+
+#include <nlohmann/json.hpp>
 #include <algorithm>
 #include <set>
 
 #include "data/arm.h"
 #include "data/features.h"
+#include "data/make_suite.h"
+#include "data/suite.h"
 #include "data/error.h"
 
 namespace eesched::data {
@@ -160,6 +165,48 @@ TEST(Features, AreDeterministicAndMeanWhatTheySay) {
   EXPECT_TRUE(std::isnan(feature(plain, "draft_layers")));         // missing, not zero
   EXPECT_TRUE(std::isnan(feature(plain, "landmark_acceptance")));
   EXPECT_THROW(compute_features({}), Error);
+}
+
+TEST(MakeSuite, IsSeededVariedAndReadsBack) {
+  MakeSuiteOptions o;
+  o.count = 300;
+  o.models = default_suite_models();
+  std::string doc;
+  for (int i = 0; i < 400; ++i) doc += "word" + std::to_string(i) + " ";
+  o.documents = {doc, "too short"};
+  const auto a = make_suite(o), b = make_suite(o);
+  ASSERT_EQ(a.size(), 300u);
+  std::set<std::string> models, ids;
+  std::set<int64_t> batches;
+  int sampled = 0, exact = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(task_to_json(a[i]), task_to_json(b[i]));  // same seed, same suite
+    const auto& t = a[i];
+    ids.insert(t.id);
+    models.insert(t.model);
+    batches.insert(t.batch);
+    sampled += !t.greedy();
+    exact += t.quality == Quality::Exact;
+    EXPECT_GE(t.max_new_tokens, 1);
+    EXPECT_LE(t.max_new_tokens, 256);
+    if (t.model == "target") {
+      EXPECT_FALSE(t.prompt.empty());
+      EXPECT_EQ(t.draft, "draft");
+    } else {
+      EXPECT_GE(t.prompt_tokens, 4);
+      EXPECT_LE(t.prompt_tokens, 1024);
+    }
+  }
+  EXPECT_EQ(ids.size(), a.size());
+  EXPECT_EQ(models.size(), 4u);
+  EXPECT_EQ(batches, (std::set<int64_t>{1, 2, 4, 8}));
+  EXPECT_GT(sampled, 60);
+  EXPECT_GT(exact, 100);
+  o.seed = 2;
+  EXPECT_NE(task_to_json(make_suite(o)[0]), task_to_json(a[0]));
+  // The committed dev suite parses and is big enough.
+  const auto dev = read_suite(std::filesystem::path(EESCHED_SOURCE_DIR) / "data/tasks/dev.jsonl");
+  EXPECT_GE(dev.size(), 200u);
 }
 
 }  // namespace

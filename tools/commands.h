@@ -14,5 +14,6 @@ void register_keygen(CLI::App& app);
 void register_encrypt_model(CLI::App& app);
 void register_bench_ee(CLI::App& app);
 void register_bench_arms(CLI::App& app);
+void register_make_suite(CLI::App& app);
 
 }  // namespace eesched::tools

@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   eesched::tools::register_bench_decode(app);
   eesched::tools::register_bench_ee(app);
   eesched::tools::register_bench_arms(app);
+  eesched::tools::register_make_suite(app);
 
   // CLI11 reports an unknown subcommand as "a subcommand is required"; name it instead.
   for (int i = 1; i < argc; ++i) {

@@ -99,6 +99,10 @@ runtime::GenerateResult speculative_generate(const runtime::LlamaModel& target, 
 
   bool stopped = false;
   while (!stopped && static_cast<int64_t>(out.size()) < options.max_new_tokens) {
+    if (options.time_limit_ms > 0 && ms_since(start) > options.time_limit_ms) {
+      result.finish_reason[0] = "timeout";
+      break;
+    }
     const auto round_start = Clock::now();
     const auto c = static_cast<int64_t>(seqn.size());  // target cache holds c - 1 tokens
     const int64_t remaining = options.max_new_tokens - static_cast<int64_t>(out.size());

@@ -15,5 +15,7 @@ void register_encrypt_model(CLI::App& app);
 void register_bench_ee(CLI::App& app);
 void register_bench_arms(CLI::App& app);
 void register_make_suite(CLI::App& app);
+void register_bench(CLI::App& app);
+void register_db(CLI::App& app);
 
 }  // namespace eesched::tools

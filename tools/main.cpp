@@ -35,6 +35,8 @@ int main(int argc, char** argv) {
   eesched::tools::register_bench_ee(app);
   eesched::tools::register_bench_arms(app);
   eesched::tools::register_make_suite(app);
+  eesched::tools::register_bench(app);
+  eesched::tools::register_db(app);
 
   // CLI11 reports an unknown subcommand as "a subcommand is required"; name it instead.
   for (int i = 1; i < argc; ++i) {

@@ -118,6 +118,11 @@ GenerateResult generate(const LlamaModel& model, const std::vector<std::vector<i
     else result.step_ms.push_back(ms_since(last_token));
     last_token = Clock::now();
     if (all_done || step + 1 == options.max_new_tokens) break;
+    if (options.time_limit_ms > 0 && ms_since(start) > options.time_limit_ms) {
+      for (int64_t b = 0; b < B; ++b)
+        if (!done[static_cast<std::size_t>(b)]) result.finish_reason[static_cast<std::size_t>(b)] = "timeout";
+      break;
+    }
 
     // Finished rows keep decoding a filler token so the batch stays rectangular.
     if (options.kv_cache) {

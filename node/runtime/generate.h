@@ -17,11 +17,12 @@ struct GenerateOptions {
   SamplingParams sampling;
   std::vector<int64_t> stop_ids;  // generation of a sequence ends at any of these (not emitted)
   bool kv_cache = true;           // false: recompute the whole sequence every step (`plain`)
+  double time_limit_ms = 0;       // > 0: stop after the step that crosses it, finish_reason "timeout"
 };
 
 struct GenerateResult {
   std::vector<std::vector<int64_t>> tokens;  // new tokens per sequence, stop id excluded
-  std::vector<std::string> finish_reason;    // "stop" or "length" per sequence
+  std::vector<std::string> finish_reason;    // "stop", "length" or "timeout" per sequence
   double ttft_ms = 0;                        // start to the first sampled token (prefill)
   std::vector<double> step_ms;               // each later decoding step (whole batch)
   double total_ms = 0;

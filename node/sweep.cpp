@@ -1,0 +1,231 @@
+#include "node/sweep.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <thread>
+
+#include "accel/arm_cache.h"
+#include "data/error.h"
+#include "data/hardware.h"
+#include "data/store.h"
+#include "data/suite.h"
+#include "ee/codec.h"
+#include "ee/key.h"
+#include "ee/transform.h"
+#include "node/runtime/error.h"
+#include "node/runtime/model.h"
+#include "node/runtime/synthetic.h"
+#include "node/runtime/threads.h"
+#include "node/runtime/tokenizer.h"
+#include "node/task_runner.h"
+
+namespace eesched::node {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// A suite model as the sweep runs it: the (maybe encrypted) model, its tokenizer if it has one,
+// and its row in the store.
+struct SweepModel {
+  std::shared_ptr<const runtime::LlamaModel> model;
+  std::optional<runtime::Tokenizer> tokenizer;
+  data::ModelRow row;
+};
+
+class ModelSource {
+ public:
+  ModelSource(std::filesystem::path dir, std::optional<ee::Key> key) : dir_(std::move(dir)), key_(std::move(key)) {}
+
+  const SweepModel& get(const std::string& name, data::Store& store) {
+    auto it = models_.find(name);
+    if (it != models_.end()) return it->second;
+    SweepModel m;
+    const auto path = dir_ / name;
+    std::shared_ptr<runtime::LlamaModel> plain;
+    if (std::filesystem::is_directory(path)) {
+      plain = std::make_shared<runtime::LlamaModel>(runtime::LlamaModel::load(path));
+      if (std::filesystem::exists(path / "tokenizer.model")) m.tokenizer = runtime::Tokenizer::load(path / "tokenizer.model");
+    } else if (name.rfind("syn", 0) == 0) {
+      plain = std::make_shared<runtime::LlamaModel>(runtime::random_model(runtime::synthetic_config(name.substr(3)), 0));
+    } else {
+      throw data::Error("model '" + name + "': no directory " + path.string() + " (and not a synthetic preset like syn110m)");
+    }
+    if (key_) {
+      m.model = std::make_shared<const runtime::LlamaModel>(ee::encrypt_model(*plain, *key_, ee::model_fingerprint(*plain)));
+    } else {
+      m.model = plain;
+    }
+    const auto& c = m.model->config();
+    m.row.name = name;
+    m.row.fingerprint = ee::model_fingerprint(*m.model);
+    m.row.layers = c.num_hidden_layers, m.row.hidden = c.hidden_size, m.row.intermediate = c.intermediate_size;
+    m.row.heads = c.num_attention_heads, m.row.kv_heads = c.num_key_value_heads, m.row.vocab = c.vocab_size;
+    m.row.parameters = c.parameter_count();
+    m.row.weight_bytes = m.model->weight_bytes();
+    m.row.dtype = "f32";
+    m.row.encrypted = key_.has_value();
+    m.row.id = store.upsert_model(m.row);
+    return models_.emplace(name, std::move(m)).first->second;
+  }
+
+ private:
+  std::filesystem::path dir_;
+  std::optional<ee::Key> key_;
+  std::map<std::string, SweepModel> models_;
+};
+
+// One task, ready to run: its models and the prompt rows the models see.
+struct PlannedTask {
+  data::TaskSpec spec;
+  const SweepModel* model = nullptr;
+  const SweepModel* draft = nullptr;
+  std::vector<std::vector<int64_t>> prompts;
+  std::vector<data::Arm> arms;  // applicable
+};
+
+std::string hostname() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof buf - 1) != 0) return "localhost";
+  return buf;
+}
+
+}  // namespace
+
+SweepSummary run_sweep(const SweepOptions& o) {
+  const auto start = Clock::now();
+  const auto tasks = data::read_suite(o.suite);
+  auto store = data::Store::open(o.db);
+  std::optional<ee::Key> key;
+  std::optional<ee::Codec> codec;
+  if (!o.key_file.empty()) {
+    key = ee::Key::load(o.key_file);
+    codec.emplace(*key);
+  }
+  ModelSource source(o.models_dir, key);
+  const auto arms = o.arms.empty() ? data::arm_catalog() : o.arms;
+  std::vector<int> threads = o.threads;
+  if (threads.empty()) threads.push_back(static_cast<int>(std::thread::hardware_concurrency()));
+
+  // Plan: every task's models, prompt and applicable arms, so progress knows the total.
+  std::vector<PlannedTask> plan;
+  SweepSummary summary;
+  for (const auto& spec : tasks) {
+    PlannedTask p;
+    p.spec = spec;
+    p.model = &source.get(spec.model, store);
+    if (spec.has_draft()) p.draft = &source.get(spec.draft, store);
+    const auto& config = p.model->model->config();
+    std::vector<int64_t> ids;
+    if (!spec.prompt.empty()) {
+      if (!p.model->tokenizer) throw data::Error("task " + spec.id + ": model '" + spec.model + "' has no tokenizer for a text prompt");
+      ids = p.model->tokenizer->encode(spec.prompt);
+    } else {
+      ids = synthetic_prompt(spec.id, spec.prompt_tokens, config.vocab_size);
+    }
+    // Keep the prompt's end when it would not fit with the new tokens (and speculative slack).
+    const int64_t room = config.max_position_embeddings - spec.max_new_tokens - 17;
+    if (room < 1) throw data::Error("task " + spec.id + ": " + std::to_string(spec.max_new_tokens) + " new tokens exceed the context");
+    if (static_cast<int64_t>(ids.size()) > room) ids.erase(ids.begin(), ids.end() - room);
+    if (codec) ids = codec->encrypt(ids);
+    p.spec.prompt_tokens = static_cast<int64_t>(ids.size());
+    p.prompts.assign(static_cast<std::size_t>(spec.batch), ids);
+    accel::ModelPair pair{p.model->model, p.draft ? p.draft->model : nullptr, "", ""};
+    for (const auto& arm : arms) {
+      if (accel::arm_refusal(arm, p.spec, pair)) summary.refused += 1;
+      else p.arms.push_back(arm);
+    }
+    summary.planned += static_cast<int64_t>(p.arms.size()) * o.repeats * static_cast<int64_t>(threads.size());
+    plan.push_back(std::move(p));
+  }
+
+  SweepProgress progress;
+  progress.total = summary.planned;
+  accel::ArmCache cache;
+  const double limit_ms = o.time_limit_s * 1000.0;
+  for (const int t : threads) {
+    const int used = runtime::set_threads(t);
+    const auto hw = data::load_or_measure_hardware(o.hardware_cache, used);
+    const int64_t worker_id = store.upsert_worker(data::worker_row(hostname() + "/threads=" + std::to_string(used), hw));
+    for (const auto& p : plan) {
+      auto existing = store.find_task_by_ext_id(p.spec.id);
+      int64_t task_id = 0;
+      if (existing) {
+        task_id = existing->id;
+      } else {
+        auto row = data::task_row(p.spec, p.model->row.id, p.draft ? std::optional<int64_t>(p.draft->row.id) : std::nullopt);
+        row.prompt_ids = p.prompts;
+        task_id = store.insert_task(row);
+      }
+      const accel::ModelPair pair{p.model->model, p.draft ? p.draft->model : nullptr, "", ""};
+      const std::string models_id = p.spec.model + "|" + p.spec.draft;
+      for (const auto& arm : p.arms) {
+        bool warmed = false;
+        for (int r = 0; r < o.repeats; ++r) {
+          if (o.stop && o.stop->load()) {
+            summary.interrupted = true;
+            summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+            return summary;
+          }
+          progress.current = p.spec.id + " " + arm.name + " threads=" + std::to_string(used);
+          if (store.has_run(task_id, worker_id, arm.name, "sweep", r)) {
+            summary.skipped += 1;
+          } else {
+            const auto prepared = cache.get(models_id, arm, pair);
+            RunLimits limits;
+            limits.time_limit_ms = limit_ms;
+            if (!warmed) {  // a short discarded run: first-touch of the variant, allocator warm-up
+              auto warm = p.spec;
+              warm.max_new_tokens = std::min<int64_t>(warm.max_new_tokens, 4);
+              execute_task(*prepared, warm, p.prompts, limits);
+              warmed = true;
+            }
+            const auto m = execute_task(*prepared, p.spec, p.prompts, limits);
+            data::RunRow row;
+            row.task_id = task_id;
+            row.worker_id = worker_id;
+            row.arm = arm.name;
+            row.policy = "sweep";
+            row.repeat_index = r;
+            row.started_at = m.started_at;
+            row.ended_at = m.ended_at;
+            row.latency_ms = m.latency_ms;
+            row.ttft_ms = m.ttft_ms;
+            row.ms_per_token = m.ms_per_token;
+            row.tokens_per_s = m.tokens_per_s;
+            row.new_tokens = m.new_tokens;
+            row.peak_rss_bytes = m.peak_rss_bytes;
+            row.acceptance_rate = m.acceptance_rate;
+            row.ok = m.ok;
+            row.error = m.error;
+            if (store.insert_run(row)) {
+              summary.recorded += 1;
+              if (!m.ok) summary.failed += 1;
+            } else {
+              summary.skipped += 1;
+            }
+          }
+          progress.done += 1;
+          progress.recorded = summary.recorded;
+          progress.skipped = summary.skipped;
+          progress.failed = summary.failed;
+          progress.elapsed_s = std::chrono::duration<double>(Clock::now() - start).count();
+          const auto measured = progress.done - progress.skipped;
+          progress.eta_s = measured > 0 ? progress.elapsed_s / static_cast<double>(measured) *
+                                              static_cast<double>(progress.total - progress.done)
+                                        : 0.0;
+          if (o.progress) o.progress(progress);
+        }
+      }
+      store.set_task_status(task_id, data::TaskStatus::Done);
+    }
+  }
+  summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  return summary;
+}
+
+}  // namespace eesched::node

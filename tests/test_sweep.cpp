@@ -1,0 +1,203 @@
+// node/: executing tasks and the sweep — runs recorded once each, resumable, kill-safe, and
+// encrypted sweeps store only encrypted prompt ids.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <set>
+#include <thread>
+#include <tuple>
+
+#include "data/error.h"
+#include "data/store.h"
+#include "ee/codec.h"
+#include "ee/key.h"
+#include "node/runtime/tokenizer.h"
+#include "node/sweep.h"
+#include "node/task_runner.h"
+#include "tests/test_helpers.h"
+
+namespace data = eesched::data;
+namespace node = eesched::node;
+using eesched::testing::run_eesched;
+using eesched::testing::TempDir;
+using ::testing::HasSubstr;
+
+namespace {
+
+// Two tiny models sharing the committed tokenizer, and a suite over them.
+struct SweepFixture {
+  TempDir dir;
+  std::filesystem::path models = dir / "models", suite = dir / "suite.jsonl", db = dir / "runs.db";
+  SweepFixture(int new_tokens = 6) {
+    eesched::testing::tiny_model(3).save(models / "tiny");
+    eesched::testing::tiny_model(4).save(models / "tinyd");
+    std::filesystem::copy_file(eesched::testing::tokenizer_path(), models / "tiny" / "tokenizer.model");
+    std::ofstream out(suite);
+    out << R"({"id": "t-text", "model": "tiny", "draft": "tinyd", "prompt": "The state of the Union is", "max_new_tokens": )"
+        << new_tokens << "}\n"
+        << R"({"id": "t-batch", "model": "tiny", "prompt_tokens": 9, "max_new_tokens": )" << new_tokens
+        << R"(, "batch": 2, "temperature": 0.8, "quality": "tolerant"})" << "\n"
+        << "# a comment line\n"
+        << R"({"id": "t-draft", "model": "tiny", "draft": "tinyd", "prompt_tokens": 5, "max_new_tokens": )" << new_tokens
+        << R"(, "quality": "tolerant"})" << "\n";
+  }
+  node::SweepOptions options(int repeats) const {
+    node::SweepOptions o;
+    o.suite = suite;
+    o.db = db;
+    o.models_dir = models;
+    o.arms = data::parse_arm_list("plain,kv,kv+int8,kv+spec2");
+    o.threads = {1};
+    o.repeats = repeats;
+    o.hardware_cache = dir / "hw";
+    return o;
+  }
+};
+
+TEST(Sweep, RecordsEveryApplicableRunOnceAndResumes) {
+  SweepFixture fx;
+  const auto first = node::run_sweep(fx.options(2));
+  // t-text (exact, draft): plain, kv, spec2; t-batch (tolerant, batch 2): plain, kv, int8;
+  // t-draft (tolerant, draft): all four. Two repeats each.
+  EXPECT_EQ(first.planned, (3 + 3 + 4) * 2);
+  EXPECT_EQ(first.recorded, first.planned);
+  EXPECT_EQ(first.failed, 0);
+  EXPECT_EQ(first.refused, 2);
+  auto store = data::Store::open(fx.db);
+  EXPECT_EQ(store.counts().runs, first.planned);
+  EXPECT_EQ(store.counts().tasks, 3);
+  const auto runs = store.runs_since("2000-01-01");
+  for (const auto& r : runs) {
+    EXPECT_TRUE(r.ok) << r.error;
+    EXPECT_GT(r.latency_ms, 0);
+    EXPECT_EQ(r.acceptance_rate.has_value(), r.arm == "kv+spec2");
+  }
+  const auto batch = store.find_task_by_ext_id("t-batch");
+  ASSERT_TRUE(batch);
+  EXPECT_EQ(batch->prompt_ids.size(), 2u);
+  EXPECT_EQ(batch->prompt_ids[0], node::synthetic_prompt("t-batch", 9, 1024));
+  EXPECT_EQ(batch->status, data::TaskStatus::Done);
+
+  const auto again = node::run_sweep(fx.options(2));
+  EXPECT_EQ(again.recorded, 0);
+  EXPECT_EQ(again.skipped, first.planned);
+  const auto more = node::run_sweep(fx.options(3));  // one more repeat: only the new ones run
+  EXPECT_EQ(more.recorded, 10);
+  EXPECT_EQ(data::Store::open(fx.db).counts().runs, 30);
+}
+
+TEST(Sweep, EncryptedSweepStoresOnlyEncryptedPromptIds) {
+  SweepFixture fx;
+  const auto key = eesched::ee::Key::generate(1024);
+  key.save(fx.dir / "k.eekey", false);
+  auto o = fx.options(1);
+  o.key_file = (fx.dir / "k.eekey").string();
+  o.arms = data::parse_arm_list("kv,kv+spec2");
+  const auto s = node::run_sweep(o);
+  EXPECT_EQ(s.failed, 0);
+  EXPECT_GT(s.recorded, 0);
+  auto store = data::Store::open(fx.db);
+  for (const auto& m : store.models()) EXPECT_TRUE(m.encrypted) << m.name;
+  const auto tok = eesched::runtime::Tokenizer::load(eesched::testing::tokenizer_path());
+  const auto plain = tok.encode("The state of the Union is");
+  const auto task = store.find_task_by_ext_id("t-text");
+  ASSERT_TRUE(task);
+  EXPECT_EQ(task->prompt_ids[0], eesched::ee::Codec(key).encrypt(plain));
+  EXPECT_NE(task->prompt_ids[0], plain);  // several distinct ids: all fixed points is ~1e-15
+}
+
+TEST(Sweep, ARunOverTheTimeLimitIsRecordedAsFailed) {
+  SweepFixture fx(100);
+  auto o = fx.options(1);
+  o.arms = data::parse_arm_list("plain");
+  o.time_limit_s = 0.001;
+  const auto s = node::run_sweep(o);
+  EXPECT_EQ(s.failed, s.recorded);
+  for (const auto& r : data::Store::open(fx.db).runs_since("2000")) {
+    EXPECT_FALSE(r.ok);
+    EXPECT_THAT(r.error, HasSubstr("timeout"));
+  }
+}
+
+// The sweep killed with SIGKILL mid-way and restarted: it completes with every run exactly once.
+TEST(Sweep, SurvivesSigkillAndResumesWithoutDuplicates) {
+  SweepFixture fx(48);
+  const std::vector<std::string> args = {EESCHED_BINARY, "--log-level", "warn", "bench", "--suite", fx.suite.string(),
+                                         "--db", fx.db.string(), "--models-dir", fx.models.string(), "--threads", "1",
+                                         "--repeat", "3", "--arms", "plain,kv,kv+int8,kv+spec2"};
+  auto spawn = [&] {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      std::vector<char*> argv;
+      for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      freopen("/dev/null", "w", stdout);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    return pid;
+  };
+  const pid_t pid = spawn();
+  ASSERT_GT(pid, 0);
+  // Kill it once a few runs are in (the store is opened read-write by both; WAL allows it).
+  int64_t seen = 0;
+  for (int i = 0; i < 3000 && seen < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (std::filesystem::exists(fx.db)) {
+      try {
+        seen = data::Store::open(fx.db).counts().runs;
+      } catch (const data::Error&) {
+      }
+    }
+  }
+  ASSERT_EQ(kill(pid, SIGKILL), 0);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  const int64_t at_kill = data::Store::open(fx.db).counts().runs;
+  ASSERT_LT(at_kill, 30) << "the sweep finished before it could be killed";
+
+  const pid_t again = spawn();
+  waitpid(again, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  auto store = data::Store::open(fx.db);
+  const auto runs = store.runs_since("2000");
+  EXPECT_EQ(static_cast<int64_t>(runs.size()), 30);
+  std::set<std::tuple<int64_t, std::string, int64_t>> keys;
+  for (const auto& r : runs) {
+    keys.emplace(r.task_id, r.arm, r.repeat_index);
+    EXPECT_TRUE(r.ok);
+    EXPECT_GT(r.new_tokens, 0);
+    EXPECT_FALSE(r.ended_at.empty());
+  }
+  EXPECT_EQ(keys.size(), runs.size());
+}
+
+TEST(Sweep, CommandLineAndDbStats) {
+  SweepFixture fx;
+  const std::string common = " --suite " + fx.suite.string() + " --db " + fx.db.string() + " --models-dir " + fx.models.string();
+  auto r = run_eesched("--log-level warn bench --arms kv,kv+int8 --threads 1" + common);
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_THAT(r.output, HasSubstr("done: 5 runs planned, 5 recorded"));
+  auto stats = run_eesched("db stats --db " + fx.db.string());
+  EXPECT_EQ(stats.exit_code, 0);
+  EXPECT_THAT(stats.output, HasSubstr("3 tasks, 5 runs"));
+  EXPECT_THAT(stats.output, HasSubstr("kv+int8"));
+  EXPECT_THAT(stats.output, HasSubstr("wins"));
+  std::ofstream(fx.dir / "bad.jsonl") << "{\"id\": \"a\"}\nnot json\n";
+  auto bad = run_eesched("bench --suite " + (fx.dir / "bad.jsonl").string() + " --db " + fx.db.string(), true);
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_THAT(bad.output, HasSubstr("bad.jsonl:1"));
+  EXPECT_THAT(bad.output, HasSubstr("bad.jsonl:2"));
+  auto missing = run_eesched("db stats --db " + (fx.dir / "none.db").string(), true);
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_THAT(missing.output, HasSubstr("no store"));
+}
+
+}  // namespace

@@ -510,4 +510,13 @@ StoreCounts Store::counts() {
   return {st.column_int64(0), st.column_int64(1), st.column_int64(2), st.column_int64(3)};
 }
 
+std::optional<double> Store::mean_acceptance(int64_t model_id, int64_t draft_model_id) {
+  auto st = db_.prepare(
+      "SELECT avg(r.acceptance_rate) FROM runs r JOIN tasks t ON t.id = r.task_id "
+      "WHERE r.ok = 1 AND r.acceptance_rate IS NOT NULL AND t.model_id = ?1 AND t.draft_model_id = ?2");
+  st.bind_int64(1, model_id).bind_int64(2, draft_model_id);
+  if (!st.step() || st.column_is_null(0)) return std::nullopt;
+  return st.column_double(0);
+}
+
 }  // namespace eesched::data

@@ -126,6 +126,9 @@ class Store {
   // One summary per arm that has runs, by arm name; only runs of `worker_id` when given.
   std::vector<ArmSummary> arm_summaries(std::optional<int64_t> worker_id = std::nullopt);
   StoreCounts counts();
+  // The landmark feature: mean acceptance rate of the ok speculative runs of this target/draft
+  // pair, or nullopt before any.
+  std::optional<double> mean_acceptance(int64_t model_id, int64_t draft_model_id);
 
  private:
   explicit Store(sql::Database db) : db_(std::move(db)) {}

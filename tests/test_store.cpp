@@ -479,6 +479,27 @@ TEST_F(StoreTest, LatencyMatrixAndArmSummaries) {
   EXPECT_EQ(c.workers, 2);
 }
 
+TEST_F(StoreTest, AcceptanceLandmarkIsTheMeanOfOkSpeculativeRuns) {
+  auto store = Store::open(file("l.db"));
+  const int64_t target = store.upsert_model(model("target")), draft = store.upsert_model(model("draft"));
+  auto with_draft = task("t1", target);
+  with_draft.draft_model_id = draft;
+  const int64_t t1 = store.insert_task(with_draft);
+  EXPECT_FALSE(store.mean_acceptance(target, draft));
+  auto spec = [&](double rate, int64_t repeat, bool ok) {
+    auto r = run(t1, std::nullopt, "kv+spec4", 10, repeat, ok);
+    r.acceptance_rate = rate;
+    store.insert_run(r);
+  };
+  spec(0.4, 0, true);
+  spec(0.8, 1, true);
+  spec(0.0, 2, false);  // a failed run says nothing about the pair
+  store.insert_run(run(t1, std::nullopt, "kv", 10));
+  ASSERT_TRUE(store.mean_acceptance(target, draft));
+  EXPECT_NEAR(*store.mean_acceptance(target, draft), 0.6, 1e-12);
+  EXPECT_FALSE(store.mean_acceptance(draft, target));
+}
+
 TEST_F(StoreTest, HardwareProfile) {
   const auto t0 = std::chrono::steady_clock::now();
   const auto p = measure_hardware(2);

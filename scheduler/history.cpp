@@ -1,0 +1,107 @@
+#include "scheduler/history.h"
+
+#include <algorithm>
+
+#include "data/features.h"
+
+namespace eesched::scheduler {
+namespace {
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const auto n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// A failed run that timed out is a lower bound on its latency and still says "slow"; other
+// failures say nothing about speed.
+bool counts(const data::RunRow& r) { return r.ok || r.error.rfind("timeout", 0) == 0; }
+
+}  // namespace
+
+data::TaskSpec spec_of(const data::TaskRow& row, bool has_draft) {
+  data::TaskSpec s;
+  s.id = row.ext_id;
+  s.prompt_tokens = row.prompt_tokens;
+  s.max_new_tokens = row.max_new_tokens;
+  s.batch = row.batch;
+  s.temperature = row.temperature;
+  s.top_p = row.top_p;
+  s.quality = row.quality;
+  if (has_draft) s.draft = "draft";
+  return s;
+}
+
+data::HardwareProfile hardware_of(const data::WorkerRow& w) {
+  data::HardwareProfile h;
+  h.host = w.host;
+  h.cpu_model = w.cpu_model;
+  h.threads = static_cast<int>(w.threads);
+  h.gflops = w.gflops;
+  h.copy_gbps = w.copy_gbps;
+  h.mem_total_bytes = w.mem_total_bytes;
+  h.mem_free_bytes = w.mem_free_bytes;
+  h.measured_at = w.measured_at;
+  return h;
+}
+
+History History::load(data::Store& store, bool require_all) {
+  std::map<int64_t, data::ModelRow> models;
+  for (auto& m : store.models()) models[m.id] = m;
+  std::map<int64_t, data::WorkerRow> workers;
+  for (auto& w : store.workers()) workers[w.id] = w;
+  std::map<int64_t, data::TaskRow> tasks;
+  for (auto& row : store.latency_matrix()) tasks[row.task.id] = row.task;
+  // (task, worker) -> arm -> latencies
+  std::map<std::pair<int64_t, int64_t>, std::map<std::string, std::vector<double>>> measured;
+  for (const auto& r : store.runs_since("")) {
+    if (!r.worker_id || !counts(r)) continue;
+    measured[{r.task_id, *r.worker_id}][r.arm].push_back(r.latency_ms);
+  }
+  std::map<std::pair<int64_t, int64_t>, std::optional<double>> acceptance;
+  History h;
+  for (const auto& [key, arms] : measured) {
+    const auto& task = tasks.at(key.first);
+    TaskCase c;
+    c.task_id = key.first;
+    c.worker_id = key.second;
+    c.spec = spec_of(task, task.draft_model_id.has_value());
+    c.model = models.at(task.model_id);
+    if (task.draft_model_id) {
+      c.draft = models.at(*task.draft_model_id);
+      const std::pair<int64_t, int64_t> pair{task.model_id, *task.draft_model_id};
+      if (!acceptance.count(pair)) acceptance[pair] = store.mean_acceptance(pair.first, pair.second);
+      c.landmarks.acceptance_rate = acceptance[pair];
+    }
+    c.hardware = hardware_of(workers.at(key.second));
+    for (const auto& [arm, ms] : arms) c.latency[arm] = median(ms);
+    bool complete = true;
+    for (const auto& arm : data::arm_catalog()) {
+      if (data::arm_refusal(arm, c.spec)) continue;
+      if (c.latency.count(arm.name)) c.arms.push_back(arm);
+      else complete = false;
+    }
+    if (c.arms.empty() || (require_all && !complete)) continue;
+    h.cases.push_back(std::move(c));
+  }
+  return h;
+}
+
+std::size_t History::runs() const {
+  std::size_t n = 0;
+  for (const auto& c : cases) n += c.arms.size();
+  return n;
+}
+
+std::vector<double> case_features(const TaskCase& c, const data::Arm& arm) {
+  data::FeatureInputs in;
+  in.task = &c.spec;
+  in.model = &c.model;
+  in.draft = c.draft ? &*c.draft : nullptr;
+  in.hardware = &c.hardware;
+  in.arm = &arm;
+  in.landmarks = c.landmarks;
+  return data::compute_features(in);
+}
+
+}  // namespace eesched::scheduler

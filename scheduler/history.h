@@ -1,0 +1,49 @@
+#pragma once
+// History as the selector learns from it: every measured (task, worker, arm) with its feature
+// vector (data/features.h, the one definition) and its latency, read from the performance store.
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "data/arm.h"
+#include "data/features.h"
+#include "data/hardware.h"
+#include "data/store.h"
+#include "data/task.h"
+
+namespace eesched::scheduler {
+
+// One task on one worker: what a policy sees (no measurements) and what replay scores it with.
+struct TaskCase {
+  int64_t task_id = 0;
+  int64_t worker_id = 0;
+  data::TaskSpec spec;
+  data::ModelRow model;
+  std::optional<data::ModelRow> draft;
+  data::HardwareProfile hardware;
+  data::Landmarks landmarks;
+  std::vector<data::Arm> arms;             // applicable (model-free rules) and measured
+  std::map<std::string, double> latency;   // arm -> median latency (ms); failed runs count at their time
+};
+
+struct History {
+  std::vector<TaskCase> cases;
+
+  // Every (task, worker) of the store; `require_all` keeps only those with every applicable
+  // catalog arm measured (what replay needs to know the oracle).
+  static History load(data::Store& store, bool require_all);
+  std::size_t runs() const;  // measured (case, arm) pairs
+};
+
+// The feature vector of one case and arm.
+std::vector<double> case_features(const TaskCase& c, const data::Arm& arm);
+
+// Task spec of a stored task row (prompt text is not stored; lengths are).
+data::TaskSpec spec_of(const data::TaskRow& row, bool has_draft);
+
+// Worker row -> the hardware profile the features use.
+data::HardwareProfile hardware_of(const data::WorkerRow& w);
+
+}  // namespace eesched::scheduler

@@ -1,0 +1,189 @@
+#include "scheduler/policies.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <stdexcept>
+
+#include "data/features.h"
+
+namespace eesched::scheduler {
+namespace {
+
+bool has(const TaskCase& c, const std::string& arm) {
+  return std::any_of(c.arms.begin(), c.arms.end(), [&](const data::Arm& a) { return a.name == arm; });
+}
+
+std::string oracle_arm(const TaskCase& c) {
+  std::string best;
+  double ms = std::numeric_limits<double>::infinity();
+  for (const auto& a : c.arms)
+    if (c.latency.at(a.name) < ms) ms = c.latency.at(a.name), best = a.name;
+  return best;
+}
+
+class Meta final : public Policy {
+ public:
+  explicit Meta(const Selector* s) : s_(s) {
+    if (!s_) throw std::runtime_error("policy 'meta' needs a selector (--selector FILE)");
+  }
+  std::string name() const override { return "meta"; }
+  std::string pick(const TaskCase& c, std::mt19937_64&) const override { return s_->choose(c, c.arms).name; }
+
+ private:
+  const Selector* s_;
+};
+
+class Random final : public Policy {
+ public:
+  std::string name() const override { return "random"; }
+  std::string pick(const TaskCase& c, std::mt19937_64& rng) const override {
+    return c.arms[std::uniform_int_distribution<std::size_t>(0, c.arms.size() - 1)(rng)].name;
+  }
+};
+
+class Oracle final : public Policy {
+ public:
+  std::string name() const override { return "oracle"; }
+  std::string pick(const TaskCase& c, std::mt19937_64&) const override { return oracle_arm(c); }
+};
+
+// Arms ranked by their total latency over the training tasks where every ranked arm applies
+// is not well defined when applicability differs; rank instead by mean slowdown against each
+// task's best, over the tasks where the arm was measured. Picks the best-ranked applicable arm.
+class SingleBest final : public Policy {
+ public:
+  std::string name() const override { return "single-best"; }
+  void fit(const History& train) override {
+    std::map<std::string, std::pair<double, int>> slow;
+    for (const auto& c : train.cases) {
+      const double best = c.latency.at(oracle_arm(c));
+      for (const auto& a : c.arms) {
+        auto& [sum, n] = slow[a.name];
+        sum += c.latency.at(a.name) / best;
+        n += 1;
+      }
+    }
+    ranking_.clear();
+    for (const auto& [arm, v] : slow) ranking_.emplace_back(v.first / v.second, arm);
+    std::sort(ranking_.begin(), ranking_.end());
+  }
+  std::string pick(const TaskCase& c, std::mt19937_64&) const override {
+    for (const auto& [score, arm] : ranking_)
+      if (has(c, arm)) return arm;
+    return has(c, "kv") ? "kv" : c.arms.front().name;
+  }
+
+ private:
+  std::vector<std::pair<double, std::string>> ranking_;
+};
+
+// What an expert would write down from the literature and this machine's figures.
+class Heuristic final : public Policy {
+ public:
+  std::string name() const override { return "heuristic"; }
+  std::string pick(const TaskCase& c, std::mt19937_64&) const override {
+    const auto& t = c.spec;
+    const bool tolerant = t.quality == data::Quality::Tolerant;
+    const bool memory_bound = c.model.weight_bytes > 100'000'000;  // beyond L3: bytes per token rule
+    // Speculative decoding pays off on long greedy generations with a draft that is accepted often.
+    const bool good_draft = c.landmarks.acceptance_rate.value_or(0.0) >= 0.5;
+    if (t.batch == 1 && t.greedy() && t.max_new_tokens >= 32 && good_draft) {
+      if (tolerant && has(c, "kv+int8+spec4")) return "kv+int8+spec4";
+      if (has(c, "kv+spec4")) return "kv+spec4";
+    }
+    if (tolerant && memory_bound && has(c, "kv+int8")) return "kv+int8";
+    if (t.max_new_tokens <= 1 && has(c, "plain")) return "plain";  // one token: the cache buys nothing
+    return has(c, "kv") ? "kv" : c.arms.front().name;
+  }
+};
+
+// k nearest training cases in the task/model/hardware features (standardized; arm features
+// excluded), and among their arms the one with the least mean slowdown against each
+// neighbour's best.
+class Knn final : public Policy {
+ public:
+  std::string name() const override { return "knn"; }
+  void fit(const History& train) override {
+    train_ = &train;
+    const auto& names = data::feature_names();
+    columns_.clear();
+    for (std::size_t i = 0; i < names.size(); ++i)
+      if (names[i].rfind("arm_", 0) != 0 && names[i] != "landmark_acceptance") columns_.push_back(i);
+    rows_.clear();
+    const data::Arm kv = data::parse_arm("kv");
+    for (const auto& c : train.cases) rows_.push_back(project(case_features(c, kv)));
+    mean_.assign(columns_.size(), 0);
+    scale_.assign(columns_.size(), 0);
+    for (const auto& r : rows_)
+      for (std::size_t j = 0; j < r.size(); ++j) mean_[j] += r[j] / static_cast<double>(rows_.size());
+    for (const auto& r : rows_)
+      for (std::size_t j = 0; j < r.size(); ++j) scale_[j] += (r[j] - mean_[j]) * (r[j] - mean_[j]) / static_cast<double>(rows_.size());
+    for (auto& s : scale_) s = s > 0 ? std::sqrt(s) : 1.0;
+  }
+  std::string pick(const TaskCase& c, std::mt19937_64&) const override {
+    if (!train_ || rows_.empty()) throw std::runtime_error("knn: not fitted");
+    const auto q = project(case_features(c, data::parse_arm("kv")));
+    std::vector<std::pair<double, std::size_t>> d;
+    for (std::size_t i = 0; i < rows_.size(); ++i) {
+      double s = 0;
+      for (std::size_t j = 0; j < q.size(); ++j) {
+        const double diff = (q[j] - rows_[i][j]) / scale_[j];
+        s += diff * diff;
+      }
+      d.emplace_back(s, i);
+    }
+    const std::size_t k = std::min<std::size_t>(7, d.size());
+    std::partial_sort(d.begin(), d.begin() + static_cast<std::ptrdiff_t>(k), d.end());
+    std::map<std::string, std::pair<double, int>> slow;
+    for (std::size_t n = 0; n < k; ++n) {
+      const auto& nb = train_->cases[d[n].second];
+      const double best = nb.latency.at(oracle_arm(nb));
+      for (const auto& a : nb.arms) {
+        auto& [sum, cnt] = slow[a.name];
+        sum += nb.latency.at(a.name) / best;
+        cnt += 1;
+      }
+    }
+    std::string best_arm;
+    double best_score = std::numeric_limits<double>::infinity();
+    for (const auto& a : c.arms) {
+      const auto it = slow.find(a.name);
+      if (it == slow.end()) continue;
+      const double score = it->second.first / it->second.second;
+      if (score < best_score) best_score = score, best_arm = a.name;
+    }
+    if (!best_arm.empty()) return best_arm;
+    return has(c, "kv") ? "kv" : c.arms.front().name;
+  }
+
+ private:
+  std::vector<double> project(const std::vector<double>& f) const {
+    std::vector<double> out;
+    for (const auto j : columns_) out.push_back(std::isnan(f[j]) ? -1.0 : f[j]);
+    return out;
+  }
+  const History* train_ = nullptr;
+  std::vector<std::size_t> columns_;
+  std::vector<std::vector<double>> rows_;
+  std::vector<double> mean_, scale_;
+};
+
+}  // namespace
+
+void Policy::fit(const History&) {}
+
+std::vector<std::string> policy_names() { return {"meta", "random", "single-best", "oracle", "heuristic", "knn"}; }
+
+std::unique_ptr<Policy> make_policy(const std::string& name, const Selector* selector) {
+  if (name == "meta") return std::make_unique<Meta>(selector);
+  if (name == "random") return std::make_unique<Random>();
+  if (name == "single-best") return std::make_unique<SingleBest>();
+  if (name == "oracle") return std::make_unique<Oracle>();
+  if (name == "heuristic") return std::make_unique<Heuristic>();
+  if (name == "knn") return std::make_unique<Knn>();
+  throw std::runtime_error("unknown policy '" + name + "' (known: meta, random, single-best, oracle, heuristic, knn)");
+}
+
+}  // namespace eesched::scheduler

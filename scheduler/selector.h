@@ -1,0 +1,60 @@
+#pragma once
+// The meta-learned selector: one XGBoost regression of log latency over all arms (the arm's
+// components are features), so a new task is scored for every applicable arm without running
+// any (zero-shot). The choice is the arm, or the (worker, arm) pair, of least predicted latency.
+//
+// Why log latency: latencies span four orders of magnitude (a 1-token task on the demo model to a
+// 256-token one on 350m), and choosing between arms is about their ratios; squared error on the
+// log is relative error, so small and large tasks weigh alike. ms/token would drop prefill and
+// batch, which decide several choices (plain vs kv on short outputs, int8 on long prompts).
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "data/arm.h"
+#include "scheduler/history.h"
+#include "scheduler/xgboost_model.h"
+
+namespace eesched::scheduler {
+
+inline constexpr int kSelectorFileVersion = 1;
+
+struct TrainOptions {
+  int rounds = 300;
+  int max_depth = 6;
+  double eta = 0.1;
+  double subsample = 0.9;
+  uint64_t seed = 1;
+  int threads = 0;  // 0: all cores
+};
+
+class Selector {
+ public:
+  static Selector train(const History& history, const TrainOptions& options);
+  // Refuses another feature schema or file version with a one-line reason.
+  static Selector load(const std::filesystem::path& path);
+  void save(const std::filesystem::path& path) const;
+
+  // Predicted latency (ms) of each arm on this case.
+  std::vector<double> predict_ms(const TaskCase& c, const std::vector<data::Arm>& arms) const;
+  // The arm of least predicted latency among `arms` (which the caller has filtered by quality
+  // floor and capability). With probability `explore` (when rng is given) another arm is chosen
+  // uniformly instead and *explored is set.
+  data::Arm choose(const TaskCase& c, const std::vector<data::Arm>& arms, double explore = 0.0, std::mt19937_64* rng = nullptr,
+                   bool* explored = nullptr) const;
+
+  const nlohmann::json& training_summary() const { return training_; }
+  const std::vector<std::string>& arms() const { return arms_; }
+
+ private:
+  XgbModel model_;
+  std::vector<std::string> feature_names_, arms_;
+  nlohmann::json training_;
+};
+
+}  // namespace eesched::scheduler

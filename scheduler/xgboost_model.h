@@ -1,0 +1,34 @@
+#pragma once
+// A thin RAII wrapper over XGBoost's C API (Debian's CMake config for XGBoost is broken; we link
+// the library directly): train a regressor on a dense matrix, predict, and round-trip the model
+// as XGBoost's own JSON.
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace eesched::scheduler {
+
+class XgbModel {
+ public:
+  XgbModel();
+  ~XgbModel();
+  XgbModel(XgbModel&& other) noexcept;
+  XgbModel& operator=(XgbModel&& other) noexcept;
+  XgbModel(const XgbModel&) = delete;
+  XgbModel& operator=(const XgbModel&) = delete;
+
+  // Trains `rounds` boosting rounds on rows x (n x cols, row-major, NaN = missing) and targets y.
+  static XgbModel train(const std::vector<float>& x, int64_t cols, const std::vector<float>& y,
+                        const std::map<std::string, std::string>& params, int rounds);
+  // One prediction per row.
+  std::vector<float> predict(const std::vector<float>& x, int64_t cols) const;
+
+  std::string to_json() const;
+  static XgbModel from_json(const std::string& json);
+
+ private:
+  void* booster_ = nullptr;
+};
+
+}  // namespace eesched::scheduler

@@ -1,0 +1,243 @@
+// scheduler/: the selector learns which arm is fastest where the answer is known by
+// construction, its file round-trips and refuses another feature schema, and replay's metrics
+// equal hand-computed values.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "data/arm.h"
+#include "data/features.h"
+#include "scheduler/cross_validation.h"
+#include "scheduler/policies.h"
+#include "scheduler/replay.h"
+#include "scheduler/selector.h"
+
+namespace data = eesched::data;
+namespace sch = eesched::scheduler;
+using ::testing::HasSubstr;
+
+namespace {
+
+data::ModelRow model(const std::string& name, int64_t mb) {
+  data::ModelRow m;
+  m.name = name;
+  m.layers = 12, m.hidden = 768, m.intermediate = 2304, m.heads = 12, m.kv_heads = 4, m.vocab = 32000;
+  m.parameters = mb * 250'000, m.weight_bytes = mb * 1'000'000;
+  return m;
+}
+
+std::string fmt_id(int i) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "t%d", i);
+  return buf;
+}
+
+// A synthetic world where the fastest arm is known: int8 wins on big models when tolerance
+// allows, speculative on long greedy generations with a draft, plain on one-token tasks, kv
+// otherwise. Latency = a base cost times the arm's factor, with 5% noise.
+sch::History synthetic_history(int n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(0, 1);
+  sch::History h;
+  for (int i = 0; i < n; ++i) {
+    sch::TaskCase c;
+    c.task_id = i + 1;
+    c.worker_id = 1;
+    c.spec.id = fmt_id(i);
+    c.spec.prompt_tokens = 4 + static_cast<int64_t>(u(rng) * 500);
+    c.spec.max_new_tokens = u(rng) < 0.2 ? 1 : 8 + static_cast<int64_t>(u(rng) * 200);
+    c.spec.batch = u(rng) < 0.7 ? 1 : 4;
+    c.spec.temperature = u(rng) < 0.5 ? 0.0 : 0.8;
+    c.spec.quality = u(rng) < 0.5 ? data::Quality::Exact : data::Quality::Tolerant;
+    const bool big = u(rng) < 0.5;
+    c.model = model(big ? "big" : "small", big ? 400 : 20);
+    if (u(rng) < 0.5) {
+      c.draft = model("draft", 1);
+      c.spec.draft = "draft";
+      c.landmarks.acceptance_rate = 0.7;
+    }
+    c.hardware.threads = 2, c.hardware.gflops = 40, c.hardware.copy_gbps = 25, c.hardware.mem_free_bytes = 8'000'000'000;
+    const double base = (big ? 20.0 : 2.0) * static_cast<double>(c.spec.max_new_tokens) + 0.05 * static_cast<double>(c.spec.prompt_tokens);
+    for (const char* name : {"plain", "kv", "kv+int8", "kv+spec4"}) {
+      const auto arm = data::parse_arm(name);
+      if (data::arm_refusal(arm, c.spec)) continue;
+      double f = 1.0;
+      if (arm.name == "plain") f = c.spec.max_new_tokens == 1 ? 0.8 : 3.0;
+      if (arm.name == "kv+int8") f = big ? 0.55 : 1.05;
+      if (arm.name == "kv+spec4") f = (c.spec.greedy() && c.spec.max_new_tokens >= 32) ? 0.6 : 1.3;
+      c.arms.push_back(arm);
+      c.latency[arm.name] = base * f * (1.0 + 0.05 * (u(rng) - 0.5));
+    }
+    h.cases.push_back(std::move(c));
+  }
+  return h;
+}
+
+sch::TrainOptions fast_options() {
+  sch::TrainOptions o;
+  o.rounds = 120;
+  o.threads = 2;
+  return o;
+}
+
+TEST(Selector, FindsTheBestArmWhereItIsKnownByConstruction) {
+  const auto train = synthetic_history(600, 1), test = synthetic_history(200, 2);
+  const auto selector = sch::Selector::train(train, fast_options());
+  const auto meta = sch::make_policy("meta", &selector);
+  auto sbs = sch::make_policy("single-best", nullptr);
+  sbs->fit(train);
+  const auto r = sch::replay(train, test, {meta.get(), sbs.get()}, 1);
+  EXPECT_GE(r.policies[0].overall.top1, 0.9);
+  EXPECT_GE(r.policies[0].overall.closed_gap, 0.8);
+  EXPECT_LT(r.policies[1].overall.top1, r.policies[0].overall.top1);
+  // Spot checks of the regions.
+  for (const auto& c : test.cases) {
+    const auto pick = selector.choose(c, c.arms).name;
+    if (c.spec.max_new_tokens == 1) continue;
+    if (c.model.name == "big" && c.spec.quality == data::Quality::Tolerant && !(c.spec.greedy() && c.draft && c.spec.batch == 1)) {
+      EXPECT_EQ(pick, "kv+int8") << c.spec.id;
+    }
+  }
+}
+
+TEST(Selector, ExplorationPicksAnotherArmAtTheConfiguredRate) {
+  const auto h = synthetic_history(200, 3);
+  const auto selector = sch::Selector::train(h, fast_options());
+  std::mt19937_64 rng(5);
+  int explored = 0, n = 0;
+  for (const auto& c : h.cases) {
+    if (c.arms.size() < 2) continue;
+    const auto best = selector.choose(c, c.arms).name;
+    bool e = false;
+    const auto pick = selector.choose(c, c.arms, 0.25, &rng, &e);
+    if (e) {
+      ++explored;
+      EXPECT_NE(pick.name, best);
+    } else {
+      EXPECT_EQ(pick.name, best);
+    }
+    ++n;
+  }
+  EXPECT_NEAR(static_cast<double>(explored) / n, 0.25, 0.08);
+}
+
+TEST(Selector, FileRoundTripsAndRefusesAnotherSchema) {
+  const auto h = synthetic_history(150, 4);
+  const auto s = sch::Selector::train(h, fast_options());
+  const auto dir = std::filesystem::temp_directory_path() / ("eesched-sel-" + std::to_string(std::random_device{}()));
+  std::filesystem::create_directories(dir);
+  s.save(dir / "s.json");
+  const auto back = sch::Selector::load(dir / "s.json");
+  for (const auto& c : h.cases) EXPECT_EQ(back.predict_ms(c, c.arms), s.predict_ms(c, c.arms));
+  EXPECT_EQ(back.training_summary()["cases"], 150);
+  auto j = nlohmann::json::parse(std::ifstream(dir / "s.json"));
+  EXPECT_EQ(j["feature_names"], data::feature_names());
+  auto other = j;
+  other["feature_names"].push_back("gpu_count");
+  std::ofstream(dir / "other.json") << other.dump();
+  try {
+    sch::Selector::load(dir / "other.json");
+    ADD_FAILURE() << "a selector with another feature schema loaded";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), HasSubstr("retrain"));
+  }
+  std::ofstream(dir / "junk.json") << "{\"format\": \"something-else\"}";
+  EXPECT_THROW(sch::Selector::load(dir / "junk.json"), std::runtime_error);
+  std::filesystem::remove_all(dir);
+}
+
+// 3 tasks x 3 arms, by hand:
+//   t1: plain 30, kv 10, kv+int8 20   oracle kv (10)
+//   t2: plain 50, kv 40, kv+int8 20   oracle kv+int8 (20)
+//   t3: plain  5, kv 10, kv+int8 15   oracle plain (5)
+// Single best on this data by mean slowdown: kv (1 + 2 + 2) / 3 = 1.67 vs kv+int8 (2 + 1 + 3) / 3
+// = 2 vs plain (3 + 2.5 + 1) / 3 = 2.17 -> kv, total 60. Oracle total 35.
+sch::History hand_history() {
+  sch::History h;
+  const double table[3][3] = {{30, 10, 20}, {50, 40, 20}, {5, 10, 15}};
+  for (int t = 0; t < 3; ++t) {
+    sch::TaskCase c;
+    c.task_id = t + 1;
+    c.spec.quality = data::Quality::Tolerant;
+    c.model = model(t == 2 ? "b" : "a", 10);
+    int i = 0;
+    for (const char* name : {"plain", "kv", "kv+int8"}) {
+      c.arms.push_back(data::parse_arm(name));
+      c.latency[name] = table[t][i++];
+    }
+    h.cases.push_back(c);
+  }
+  return h;
+}
+
+// A policy that always picks one arm, to score by hand.
+struct Always final : sch::Policy {
+  explicit Always(std::string a) : arm(std::move(a)) {}
+  std::string name() const override { return "always-" + arm; }
+  std::string pick(const sch::TaskCase&, std::mt19937_64&) const override { return arm; }
+  std::string arm;
+};
+
+TEST(Replay, MetricsEqualHandComputedValues) {
+  const auto h = hand_history();
+  const auto oracle = sch::make_policy("oracle", nullptr);
+  const Always int8("kv+int8"), plain("plain");
+  const auto r = sch::replay(h, h, {oracle.get(), &int8, &plain}, 1);
+  EXPECT_DOUBLE_EQ(r.oracle_total_ms, 35);
+  EXPECT_DOUBLE_EQ(r.sbs_total_ms, 60);
+  const auto& o = r.policies[0].overall;
+  EXPECT_DOUBLE_EQ(o.top1, 1.0);
+  EXPECT_DOUBLE_EQ(o.mean_slowdown, 1.0);
+  EXPECT_DOUBLE_EQ(o.closed_gap, 1.0);
+  const auto& i8 = r.policies[1].overall;  // 20, 20, 15: slowdowns 2, 1, 3
+  EXPECT_DOUBLE_EQ(i8.top1, 1.0 / 3);
+  EXPECT_DOUBLE_EQ(i8.mean_slowdown, 2.0);
+  EXPECT_DOUBLE_EQ(i8.p95_slowdown, 3.0);
+  EXPECT_DOUBLE_EQ(i8.total_ms, 55);
+  EXPECT_DOUBLE_EQ(i8.closed_gap, (60.0 - 55.0) / (60.0 - 35.0));
+  const auto& pl = r.policies[2].overall;  // 30, 50, 5: slowdowns 3, 2.5, 1
+  EXPECT_DOUBLE_EQ(pl.total_ms, 85);
+  EXPECT_DOUBLE_EQ(pl.closed_gap, (60.0 - 85.0) / 25.0);  // worse than the single best arm: negative
+  EXPECT_NEAR(pl.mean_slowdown, 6.5 / 3, 1e-12);
+  // Slices: model a holds t1 and t2.
+  bool found = false;
+  for (const auto& s : r.policies[1].slices)
+    if (s.label == "model=a") {
+      found = true;
+      EXPECT_EQ(s.cases, 2);
+      EXPECT_DOUBLE_EQ(s.total_ms, 40);
+    }
+  EXPECT_TRUE(found);
+  auto sbs = sch::make_policy("single-best", nullptr);
+  sbs->fit(h);
+  std::mt19937_64 rng(1);
+  EXPECT_EQ(sbs->pick(h.cases[0], rng), "kv");
+}
+
+TEST(Replay, GroupedFoldsNeverShareATask) {
+  auto h = synthetic_history(100, 7);
+  // Two workers per task: both copies must fall on the same side.
+  auto copy = h.cases;
+  for (auto& c : copy) c.worker_id = 2;
+  h.cases.insert(h.cases.end(), copy.begin(), copy.end());
+  for (int f = 0; f < 5; ++f) {
+    const auto test = sch::fold_split(h, 5, f, 3, true), train = sch::fold_split(h, 5, f, 3, false);
+    std::set<int64_t> a, b;
+    for (const auto& c : test.cases) a.insert(c.task_id);
+    for (const auto& c : train.cases) b.insert(c.task_id);
+    for (const auto t : a) EXPECT_FALSE(b.count(t));
+    EXPECT_EQ(test.cases.size() + train.cases.size(), h.cases.size());
+  }
+  EXPECT_THROW(sch::make_policy("meta", nullptr), std::runtime_error);
+  EXPECT_THROW(sch::make_policy("best-guess", nullptr), std::runtime_error);
+}
+
+}  // namespace

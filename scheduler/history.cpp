@@ -1,6 +1,7 @@
 #include "scheduler/history.h"
 
 #include <algorithm>
+#include <set>
 
 #include "data/features.h"
 
@@ -58,6 +59,15 @@ History History::load(data::Store& store, bool require_all) {
     if (!r.worker_id || !counts(r)) continue;
     measured[{r.task_id, *r.worker_id}][r.arm].push_back(r.latency_ms);
   }
+  // The arms this history knows: those measured anywhere in it (a sweep over a subset of the
+  // catalog is complete when every applicable arm of that subset is measured).
+  std::vector<data::Arm> universe;
+  {
+    std::set<std::string> names;
+    for (const auto& [key, arms] : measured)
+      for (const auto& [arm, ms] : arms) names.insert(arm);
+    for (const auto& n : names) universe.push_back(data::parse_arm(n));
+  }
   std::map<std::pair<int64_t, int64_t>, std::optional<double>> acceptance;
   History h;
   for (const auto& [key, arms] : measured) {
@@ -76,7 +86,7 @@ History History::load(data::Store& store, bool require_all) {
     c.hardware = hardware_of(workers.at(key.second));
     for (const auto& [arm, ms] : arms) c.latency[arm] = median(ms);
     bool complete = true;
-    for (const auto& arm : data::arm_catalog()) {
+    for (const auto& arm : universe) {
       if (data::arm_refusal(arm, c.spec)) continue;
       if (c.latency.count(arm.name)) c.arms.push_back(arm);
       else complete = false;

@@ -24,15 +24,15 @@ struct TaskCase {
   std::optional<data::ModelRow> draft;
   data::HardwareProfile hardware;
   data::Landmarks landmarks;
-  std::vector<data::Arm> arms;             // applicable (model-free rules) and measured
+  std::vector<data::Arm> arms;             // applicable (model-free rules) and measured, by name
   std::map<std::string, double> latency;   // arm -> median latency (ms); failed runs count at their time
 };
 
 struct History {
   std::vector<TaskCase> cases;
 
-  // Every (task, worker) of the store; `require_all` keeps only those with every applicable
-  // catalog arm measured (what replay needs to know the oracle).
+  // Every (task, worker) of the store; `require_all` keeps only those with every applicable arm
+  // measured, among the arms the store has runs of (what replay needs to know the oracle).
   static History load(data::Store& store, bool require_all);
   std::size_t runs() const;  // measured (case, arm) pairs
 };

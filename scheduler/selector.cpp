@@ -35,6 +35,7 @@ Selector Selector::train(const History& h, const TrainOptions& o) {
       {"nthread", std::to_string(o.threads)}, {"verbosity", "0"}};
   Selector s;
   s.model_ = XgbModel::train(x, cols, y, params, o.rounds);
+  s.ensemble_ = TreeEnsemble::from_xgboost_json(nlohmann::json::parse(s.model_.to_json()));
   s.feature_names_ = data::feature_names();
   for (const auto& a : data::arm_catalog()) s.arms_.push_back(a.name);
   std::set<int64_t> tasks, workers;
@@ -88,15 +89,29 @@ Selector Selector::load(const std::filesystem::path& path) {
   s.arms_ = j.at("arms").get<std::vector<std::string>>();
   s.training_ = j.value("training", nlohmann::json::object());
   s.model_ = XgbModel::from_json(j.at("xgboost").dump());
+  s.ensemble_ = TreeEnsemble::from_xgboost_json(j.at("xgboost"));
+  if (s.ensemble_.features() != static_cast<int64_t>(s.feature_names_.size()))
+    throw std::runtime_error(path.string() + ": the model has " + std::to_string(s.ensemble_.features()) + " features, the file lists " +
+                             std::to_string(s.feature_names_.size()));
   return s;
 }
 
 std::vector<double> Selector::predict_ms(const TaskCase& c, const std::vector<data::Arm>& arms) const {
+  std::vector<double> out;
+  std::vector<float> row;
+  for (const auto& arm : arms) {
+    row.clear();
+    append(row, case_features(c, arm));
+    out.push_back(std::exp(static_cast<double>(ensemble_.predict(row.data()))));
+  }
+  return out;
+}
+
+std::vector<double> Selector::predict_ms_xgboost(const TaskCase& c, const std::vector<data::Arm>& arms) const {
   std::vector<float> x;
   for (const auto& arm : arms) append(x, case_features(c, arm));
-  const auto p = model_.predict(x, static_cast<int64_t>(feature_names_.size()));
   std::vector<double> out;
-  for (const float v : p) out.push_back(std::exp(static_cast<double>(v)));
+  for (const float v : model_.predict(x, static_cast<int64_t>(feature_names_.size()))) out.push_back(std::exp(static_cast<double>(v)));
   return out;
 }
 

@@ -18,6 +18,7 @@
 
 #include "data/arm.h"
 #include "scheduler/history.h"
+#include "scheduler/tree_ensemble.h"
 #include "scheduler/xgboost_model.h"
 
 namespace eesched::scheduler {
@@ -42,6 +43,8 @@ class Selector {
 
   // Predicted latency (ms) of each arm on this case.
   std::vector<double> predict_ms(const TaskCase& c, const std::vector<data::Arm>& arms) const;
+  // The same through XGBoost's C API (slower; tests check the two agree).
+  std::vector<double> predict_ms_xgboost(const TaskCase& c, const std::vector<data::Arm>& arms) const;
   // The arm of least predicted latency among `arms` (which the caller has filtered by quality
   // floor and capability). With probability `explore` (when rng is given) another arm is chosen
   // uniformly instead and *explored is set.
@@ -52,7 +55,8 @@ class Selector {
   const std::vector<std::string>& arms() const { return arms_; }
 
  private:
-  XgbModel model_;
+  XgbModel model_;          // what is saved (XGBoost's own JSON)
+  TreeEnsemble ensemble_;   // what predicts (the same trees, walked directly)
   std::vector<std::string> feature_names_, arms_;
   nlohmann::json training_;
 };

@@ -43,7 +43,7 @@ int count_lines(const std::string& s) {
 
 TEST_F(Cli, EverySubcommandHasHelp) {
   for (const char* sub : {"train-lm", "generate", "logits", "perplexity", "make-synthetic", "bench-decode", "keygen",
-                          "encrypt-model", "bench-ee", "bench-arms", "make-suite"}) {
+                          "encrypt-model", "bench-ee", "bench-arms", "make-suite", "bench", "db", "train-selector", "replay", "bench-selector"}) {
     auto r = run_eesched(std::string(sub) + " --help");
     EXPECT_EQ(r.exit_code, 0) << sub;
     EXPECT_THAT(r.output, HasSubstr("--")) << sub;

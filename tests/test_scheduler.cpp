@@ -108,6 +108,19 @@ TEST(Selector, FindsTheBestArmWhereItIsKnownByConstruction) {
   }
 }
 
+TEST(Selector, OwnTreeWalkAgreesWithXgboost) {
+  auto h = synthetic_history(300, 8);
+  const auto s = sch::Selector::train(h, fast_options());
+  int compared = 0;
+  for (auto c : synthetic_history(100, 9).cases) {
+    if (compared % 3 == 0) c.landmarks.acceptance_rate.reset();  // NaN features take the default branch
+    const auto a = s.predict_ms(c, c.arms), b = s.predict_ms_xgboost(c, c.arms);
+    for (std::size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-4 * b[i]);
+    ++compared;
+  }
+  EXPECT_EQ(compared, 100);
+}
+
 TEST(Selector, ExplorationPicksAnotherArmAtTheConfiguredRate) {
   const auto h = synthetic_history(200, 3);
   const auto selector = sch::Selector::train(h, fast_options());

@@ -13,6 +13,8 @@
 #include <thread>
 #include <tuple>
 
+#include <nlohmann/json.hpp>
+
 #include "data/error.h"
 #include "data/store.h"
 #include "ee/codec.h"
@@ -198,6 +200,36 @@ TEST(Sweep, CommandLineAndDbStats) {
   auto missing = run_eesched("db stats --db " + (fx.dir / "none.db").string(), true);
   EXPECT_EQ(missing.exit_code, 1);
   EXPECT_THAT(missing.output, HasSubstr("no store"));
+}
+
+// The offline loop on real (tiny) history: sweep -> train-selector -> replay -> bench-selector.
+TEST(Sweep, HistoryTrainsASelectorThatReplayAndBenchSelectorUse) {
+  SweepFixture fx;
+  const std::string common = " --suite " + fx.suite.string() + " --db " + fx.db.string() + " --models-dir " + fx.models.string();
+  ASSERT_EQ(run_eesched("--log-level warn bench --arms plain,kv,kv+int8,kv+spec2 --threads 1" + common).exit_code, 0);
+  const auto selector = (fx.dir / "selector.json").string();
+  auto trained = run_eesched("train-selector --cv 0 --rounds 20 --db " + fx.db.string() + " --out " + selector);
+  ASSERT_EQ(trained.exit_code, 0) << trained.output;
+  EXPECT_THAT(trained.output, HasSubstr("3 cases"));
+  auto replayed = run_eesched("replay --json --db " + fx.db.string() + " --selector " + selector);
+  ASSERT_EQ(replayed.exit_code, 0);
+  const auto j = nlohmann::json::parse(replayed.output);
+  EXPECT_EQ(j["cases"], 3);
+  ASSERT_EQ(j["policies"].size(), 6u);
+  for (const auto& p : j["policies"]) {
+    EXPECT_GE(p["top1"].get<double>(), 0.0);
+    EXPECT_GE(p["mean_slowdown"].get<double>(), 1.0);
+    if (p["policy"] == "oracle") {
+      EXPECT_DOUBLE_EQ(p["top1"].get<double>(), 1.0);
+    }
+    EXPECT_FALSE(p["slices"].empty());
+  }
+  auto timed = run_eesched("bench-selector --json --decisions 200 --db " + fx.db.string() + " --selector " + selector);
+  ASSERT_EQ(timed.exit_code, 0);
+  EXPECT_GT(nlohmann::json::parse(timed.output)["p99_us"].get<double>(), 0.0);
+  auto no_selector = run_eesched("replay --db " + fx.db.string() + " --policies meta", true);
+  EXPECT_EQ(no_selector.exit_code, 1);
+  EXPECT_THAT(no_selector.output, HasSubstr("needs a selector"));
 }
 
 }  // namespace

@@ -17,5 +17,8 @@ void register_bench_arms(CLI::App& app);
 void register_make_suite(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_db(CLI::App& app);
+void register_train_selector(CLI::App& app);
+void register_replay(CLI::App& app);
+void register_bench_selector(CLI::App& app);
 
 }  // namespace eesched::tools

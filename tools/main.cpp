@@ -37,6 +37,9 @@ int main(int argc, char** argv) {
   eesched::tools::register_make_suite(app);
   eesched::tools::register_bench(app);
   eesched::tools::register_db(app);
+  eesched::tools::register_train_selector(app);
+  eesched::tools::register_replay(app);
+  eesched::tools::register_bench_selector(app);
 
   // CLI11 reports an unknown subcommand as "a subcommand is required"; name it instead.
   for (int i = 1; i < argc; ++i) {

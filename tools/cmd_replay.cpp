@@ -1,0 +1,102 @@
+// eesched replay: every policy against the measured history, with per-slice breakdowns.
+#include <cmath>
+#include <iostream>
+#include <optional>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "data/store.h"
+#include "scheduler/policies.h"
+#include "scheduler/replay.h"
+#include "scheduler/selector.h"
+#include "tools/commands.h"
+
+namespace eesched::tools {
+namespace {
+
+struct ReplayArgs {
+  std::string db, selector, policies = "meta,random,single-best,oracle,heuristic,knn", train_db, test_db;
+  bool json = false, slices = true;
+  uint64_t seed = 1;
+};
+
+scheduler::History load(const std::string& path) {
+  if (!std::filesystem::exists(path)) throw std::runtime_error("no store at " + path);
+  auto store = data::Store::open(path);
+  return scheduler::History::load(store, /*require_all=*/true);
+}
+
+nlohmann::json to_json(const scheduler::Score& s) {
+  return {{"label", s.label}, {"cases", s.cases}, {"top1", s.top1}, {"mean_slowdown", s.mean_slowdown},
+          {"p95_slowdown", s.p95_slowdown}, {"total_ms", s.total_ms},
+          {"closed_gap", std::isnan(s.closed_gap) ? nlohmann::json() : nlohmann::json(s.closed_gap)}};
+}
+
+void run(const ReplayArgs& a) {
+  const std::string test_path = !a.test_db.empty() ? a.test_db : a.db;
+  const std::string train_path = !a.train_db.empty() ? a.train_db : test_path;
+  if (test_path.empty()) throw std::runtime_error("pass --db FILE (or --train-db A --test-db B)");
+  const auto test = load(test_path);
+  const auto train = train_path == test_path ? test : load(train_path);
+  if (test.cases.empty()) throw std::runtime_error(test_path + " has no task with every applicable arm measured");
+  std::optional<scheduler::Selector> selector;
+  if (!a.selector.empty()) selector = scheduler::Selector::load(a.selector);
+  std::vector<std::unique_ptr<scheduler::Policy>> owned;
+  std::vector<const scheduler::Policy*> policies;
+  std::stringstream list(a.policies);
+  for (std::string name; std::getline(list, name, ',');) {
+    owned.push_back(scheduler::make_policy(name, selector ? &*selector : nullptr));
+    owned.back()->fit(train);
+    policies.push_back(owned.back().get());
+  }
+  const auto r = scheduler::replay(train, test, policies, a.seed);
+  if (a.json) {
+    nlohmann::json j = {{"test_db", test_path}, {"train_db", train_path}, {"cases", r.cases}, {"oracle_total_ms", r.oracle_total_ms},
+                        {"sbs_total_ms", r.sbs_total_ms}, {"policies", nlohmann::json::array()}};
+    for (const auto& p : r.policies) {
+      auto pj = to_json(p.overall);
+      pj["policy"] = p.overall.label;
+      pj["slices"] = nlohmann::json::array();
+      for (const auto& s : p.slices) pj["slices"].push_back(to_json(s));
+      j["policies"].push_back(pj);
+    }
+    std::cout << j.dump() << std::endl;
+    return;
+  }
+  std::cout << fmt::format("replay of {} cases from {}{}; oracle total {:.0f} ms, single best arm (of training) {:.0f} ms\n", r.cases,
+                           test_path, train_path == test_path ? "" : " (baselines fitted on " + train_path + ")", r.oracle_total_ms,
+                           r.sbs_total_ms);
+  std::cout << fmt::format("{:<12} {:>7} {:>9} {:>9} {:>12} {:>10}\n", "policy", "top-1", "slowdown", "p95", "total ms", "closed gap");
+  for (const auto& p : r.policies) {
+    const auto& s = p.overall;
+    std::cout << fmt::format("{:<12} {:>7.3f} {:>9.3f} {:>9.3f} {:>12.0f} {:>10}\n", s.label, s.top1, s.mean_slowdown, s.p95_slowdown,
+                             s.total_ms, std::isnan(s.closed_gap) ? "-" : fmt::format("{:.3f}", s.closed_gap));
+  }
+  if (!a.slices) return;
+  for (const auto& p : r.policies) {
+    std::cout << fmt::format("\n{} by slice:\n", p.overall.label);
+    for (const auto& s : p.slices)
+      std::cout << fmt::format("  {:<18} {:>5} cases  top-1 {:.3f}  slowdown {:.3f}  total {:.0f} ms\n", s.label, s.cases, s.top1,
+                               s.mean_slowdown, s.total_ms);
+  }
+}
+
+}  // namespace
+
+void register_replay(CLI::App& app) {
+  auto args = std::make_shared<ReplayArgs>();
+  auto* cmd = app.add_subcommand("replay", "score policies (meta, random, single-best, oracle, heuristic, knn) on measured history");
+  cmd->add_option("--db", args->db, "performance store to replay (baselines are fitted on it too unless --train-db)");
+  cmd->add_option("--selector", args->selector, "selector file (needed by the meta policy)")->check(CLI::ExistingFile);
+  cmd->add_option("--policies", args->policies, "comma-separated policies")->capture_default_str();
+  cmd->add_option("--train-db", args->train_db, "history the baselines are fitted on (e.g. another machine's)");
+  cmd->add_option("--test-db", args->test_db, "history replayed (default: --db)");
+  cmd->add_option("--seed", args->seed, "seed of the random policy")->capture_default_str();
+  cmd->add_flag("--json", args->json, "print the report as JSON");
+  cmd->add_flag("!--no-slices", args->slices, "omit the per-slice breakdowns");
+  cmd->callback([args] { run(*args); });
+}
+
+}  // namespace eesched::tools

@@ -21,12 +21,24 @@ void append(std::vector<float>& x, const std::vector<double>& f) {
 }  // namespace
 
 Selector Selector::train(const History& h, const TrainOptions& o) {
-  std::vector<float> x, y;
-  for (const auto& c : h.cases)
+  if (o.target != "log_latency" && o.target != "log_ratio_to_kv")
+    throw std::runtime_error("unknown selector target '" + o.target + "' (log_latency or log_ratio_to_kv)");
+  const bool relative = o.target == "log_ratio_to_kv";
+  const data::Arm kv = data::parse_arm("kv");
+  std::vector<float> x, y, xb, yb;
+  for (const auto& c : h.cases) {
+    const auto kv_ms = c.latency.find("kv");
+    if (relative && kv_ms == c.latency.end()) continue;  // no reference on this task
+    const double ref = relative ? std::log(std::max(1e-3, kv_ms->second)) : 0.0;
     for (const auto& arm : c.arms) {
       append(x, case_features(c, arm));
-      y.push_back(static_cast<float>(std::log(std::max(1e-3, c.latency.at(arm.name)))));
+      y.push_back(static_cast<float>(std::log(std::max(1e-3, c.latency.at(arm.name))) - ref));
     }
+    if (relative) {
+      append(xb, case_features(c, kv));
+      yb.push_back(static_cast<float>(ref));
+    }
+  }
   if (y.empty()) throw std::runtime_error("no measured runs to train on (run eesched bench first)");
   const auto cols = static_cast<int64_t>(data::feature_names().size());
   const std::map<std::string, std::string> params = {
@@ -34,15 +46,20 @@ Selector Selector::train(const History& h, const TrainOptions& o) {
       {"eta", std::to_string(o.eta)},    {"subsample", std::to_string(o.subsample)}, {"seed", std::to_string(o.seed)},
       {"nthread", std::to_string(o.threads)}, {"verbosity", "0"}};
   Selector s;
+  s.target_ = o.target;
   s.model_ = XgbModel::train(x, cols, y, params, o.rounds);
   s.ensemble_ = TreeEnsemble::from_xgboost_json(nlohmann::json::parse(s.model_.to_json()));
+  if (relative) {
+    s.base_ = XgbModel::train(xb, cols, yb, params, o.rounds);
+    s.base_ensemble_ = TreeEnsemble::from_xgboost_json(nlohmann::json::parse(s.base_.to_json()));
+  }
   s.feature_names_ = data::feature_names();
   for (const auto& a : data::arm_catalog()) s.arms_.push_back(a.name);
   std::set<int64_t> tasks, workers;
   for (const auto& c : h.cases) tasks.insert(c.task_id), workers.insert(c.worker_id);
   s.training_ = {{"cases", h.cases.size()},   {"runs", y.size()},         {"tasks", tasks.size()},
                  {"workers", workers.size()}, {"rounds", o.rounds},      {"max_depth", o.max_depth},
-                 {"eta", o.eta},              {"seed", o.seed},          {"target", "log(latency_ms)"},
+                 {"eta", o.eta},              {"seed", o.seed},          {"target", o.target},
                  {"trained_at", data::iso_utc_now()}};
   return s;
 }
@@ -54,7 +71,9 @@ void Selector::save(const std::filesystem::path& path) const {
                       {"feature_names", feature_names_},
                       {"arms", arms_},
                       {"training", training_},
+                      {"target", target_},
                       {"xgboost", nlohmann::json::parse(model_.to_json())}};
+  if (target_ == "log_ratio_to_kv") j["xgboost_base"] = nlohmann::json::parse(base_.to_json());
   const auto tmp = path.string() + ".tmp";
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
@@ -88,8 +107,15 @@ Selector Selector::load(const std::filesystem::path& path) {
                              "): retrain with eesched train-selector");
   s.arms_ = j.at("arms").get<std::vector<std::string>>();
   s.training_ = j.value("training", nlohmann::json::object());
+  s.target_ = j.value("target", "log_latency");
+  if (s.target_ != "log_latency" && s.target_ != "log_ratio_to_kv")
+    throw std::runtime_error(path.string() + ": unknown target '" + s.target_ + "'");
   s.model_ = XgbModel::from_json(j.at("xgboost").dump());
   s.ensemble_ = TreeEnsemble::from_xgboost_json(j.at("xgboost"));
+  if (s.target_ == "log_ratio_to_kv") {
+    s.base_ = XgbModel::from_json(j.at("xgboost_base").dump());
+    s.base_ensemble_ = TreeEnsemble::from_xgboost_json(j.at("xgboost_base"));
+  }
   if (s.ensemble_.features() != static_cast<int64_t>(s.feature_names_.size()))
     throw std::runtime_error(path.string() + ": the model has " + std::to_string(s.ensemble_.features()) + " features, the file lists " +
                              std::to_string(s.feature_names_.size()));
@@ -99,19 +125,31 @@ Selector Selector::load(const std::filesystem::path& path) {
 std::vector<double> Selector::predict_ms(const TaskCase& c, const std::vector<data::Arm>& arms) const {
   std::vector<double> out;
   std::vector<float> row;
+  double base = 0;
+  if (target_ == "log_ratio_to_kv") {
+    append(row, case_features(c, data::parse_arm("kv")));
+    base = base_ensemble_.predict(row.data());
+  }
   for (const auto& arm : arms) {
     row.clear();
     append(row, case_features(c, arm));
-    out.push_back(std::exp(static_cast<double>(ensemble_.predict(row.data()))));
+    out.push_back(std::exp(base + static_cast<double>(ensemble_.predict(row.data()))));
   }
   return out;
 }
 
 std::vector<double> Selector::predict_ms_xgboost(const TaskCase& c, const std::vector<data::Arm>& arms) const {
+  const auto cols = static_cast<int64_t>(feature_names_.size());
   std::vector<float> x;
   for (const auto& arm : arms) append(x, case_features(c, arm));
+  double base = 0;
+  if (target_ == "log_ratio_to_kv") {
+    std::vector<float> xb;
+    append(xb, case_features(c, data::parse_arm("kv")));
+    base = base_.predict(xb, cols)[0];
+  }
   std::vector<double> out;
-  for (const float v : model_.predict(x, static_cast<int64_t>(feature_names_.size()))) out.push_back(std::exp(static_cast<double>(v)));
+  for (const float v : model_.predict(x, cols)) out.push_back(std::exp(base + static_cast<double>(v)));
   return out;
 }
 

@@ -7,6 +7,15 @@
 // 256-token one on 350m), and choosing between arms is about their ratios; squared error on the
 // log is relative error, so small and large tasks weigh alike. ms/token would drop prefill and
 // batch, which decide several choices (plain vs kv on short outputs, int8 on long prompts).
+//
+// Two targets (TrainOptions::target):
+// - "log_latency" (default): one model of log(latency) over all arms.
+// - "log_ratio_to_kv": the same one model over all arms, of log(latency / latency of kv
+//   on the same task and worker), plus a second model of log(latency of kv). The choice among
+//   arms depends only on the first, which no longer has to spend its trees on each task's
+//   absolute scale (most of the variance) and learns the arms' relative effects; the sum of both
+//   predicts absolute latency for choosing between workers. On the shipped history the two are
+//   within cross-validation noise of each other (README), so the simpler one is the default.
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -26,6 +35,7 @@ namespace eesched::scheduler {
 inline constexpr int kSelectorFileVersion = 1;
 
 struct TrainOptions {
+  std::string target = "log_latency";  // or "log_ratio_to_kv"
   int rounds = 300;
   int max_depth = 6;
   double eta = 0.1;
@@ -53,10 +63,12 @@ class Selector {
 
   const nlohmann::json& training_summary() const { return training_; }
   const std::vector<std::string>& arms() const { return arms_; }
+  const std::string& target() const { return target_; }
 
  private:
-  XgbModel model_;          // what is saved (XGBoost's own JSON)
-  TreeEnsemble ensemble_;   // what predicts (the same trees, walked directly)
+  XgbModel model_, base_;              // what is saved (XGBoost's own JSON); base_: kv's log latency
+  TreeEnsemble ensemble_, base_ensemble_;  // what predicts (the same trees, walked directly)
+  std::string target_ = "log_latency";
   std::vector<std::string> feature_names_, arms_;
   nlohmann::json training_;
 };

@@ -110,15 +110,31 @@ TEST(Selector, FindsTheBestArmWhereItIsKnownByConstruction) {
 
 TEST(Selector, OwnTreeWalkAgreesWithXgboost) {
   auto h = synthetic_history(300, 8);
-  const auto s = sch::Selector::train(h, fast_options());
-  int compared = 0;
-  for (auto c : synthetic_history(100, 9).cases) {
-    if (compared % 3 == 0) c.landmarks.acceptance_rate.reset();  // NaN features take the default branch
-    const auto a = s.predict_ms(c, c.arms), b = s.predict_ms_xgboost(c, c.arms);
-    for (std::size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-4 * b[i]);
-    ++compared;
+  for (const char* target : {"log_latency", "log_ratio_to_kv"}) {
+    auto o = fast_options();
+    o.target = target;
+    const auto s = sch::Selector::train(h, o);
+    int compared = 0;
+    for (auto c : synthetic_history(100, 9).cases) {
+      if (compared % 3 == 0) c.landmarks.acceptance_rate.reset();  // NaN features take the default branch
+      const auto a = s.predict_ms(c, c.arms), b = s.predict_ms_xgboost(c, c.arms);
+      for (std::size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-4 * b[i]) << target;
+      ++compared;
+    }
+    EXPECT_EQ(compared, 100);
   }
-  EXPECT_EQ(compared, 100);
+}
+
+TEST(Selector, BothTargetsFindTheKnownBestArms) {
+  const auto train = synthetic_history(600, 1), test = synthetic_history(200, 2);
+  auto o = fast_options();
+  o.target = "log_ratio_to_kv";
+  const auto s = sch::Selector::train(train, o);
+  const auto meta = sch::make_policy("meta", &s);
+  const auto r = sch::replay(train, test, {meta.get()}, 1);
+  EXPECT_GE(r.policies[0].overall.top1, 0.9);
+  o.target = "log_seconds";
+  EXPECT_THROW(sch::Selector::train(train, o), std::runtime_error);
 }
 
 TEST(Selector, ExplorationPicksAnotherArmAtTheConfiguredRate) {
@@ -150,6 +166,13 @@ TEST(Selector, FileRoundTripsAndRefusesAnotherSchema) {
   s.save(dir / "s.json");
   const auto back = sch::Selector::load(dir / "s.json");
   for (const auto& c : h.cases) EXPECT_EQ(back.predict_ms(c, c.arms), s.predict_ms(c, c.arms));
+  auto o = fast_options();
+  o.target = "log_ratio_to_kv";
+  const auto rel = sch::Selector::train(h, o);
+  rel.save(dir / "rel.json");
+  const auto rel_back = sch::Selector::load(dir / "rel.json");
+  EXPECT_EQ(rel_back.target(), "log_ratio_to_kv");
+  for (const auto& c : h.cases) EXPECT_EQ(rel_back.predict_ms(c, c.arms), rel.predict_ms(c, c.arms));
   EXPECT_EQ(back.training_summary()["cases"], 150);
   auto j = nlohmann::json::parse(std::ifstream(dir / "s.json"));
   EXPECT_EQ(j["feature_names"], data::feature_names());

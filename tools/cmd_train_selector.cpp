@@ -16,7 +16,7 @@ namespace eesched::tools {
 namespace {
 
 struct TrainSelectorArgs {
-  std::string db, out;
+  std::string db, out, target = "log_latency";
   int cv = 5, rounds = 300, depth = 6, threads = 0;
   uint64_t seed = 1;
 };
@@ -31,6 +31,7 @@ void run(const TrainSelectorArgs& a) {
   o.max_depth = a.depth;
   o.seed = a.seed;
   o.threads = a.threads;
+  o.target = a.target;
   std::cout << fmt::format("{}: {} cases (task x worker), {} measured runs\n", a.db, history.cases.size(), history.runs());
   if (a.cv >= 2) {
     std::cout << fmt::format("{}-fold cross-validation grouped by task (seed {})\n", a.cv, a.seed);
@@ -63,6 +64,8 @@ void register_train_selector(CLI::App& app) {
   cmd->add_option("--rounds", args->rounds, "boosting rounds")->capture_default_str()->check(CLI::Range(1, 100000));
   cmd->add_option("--max-depth", args->depth, "tree depth")->capture_default_str()->check(CLI::Range(1, 20));
   cmd->add_option("--threads", args->threads, "XGBoost threads (0 = all cores)")->capture_default_str();
+  cmd->add_option("--target", args->target, "log_latency, or log_ratio_to_kv (arm effect vs kv, plus a model of kv's latency)")
+      ->capture_default_str()->check(CLI::IsMember({"log_ratio_to_kv", "log_latency"}));
   cmd->callback([args] { run(*args); });
 }
 

@@ -1,6 +1,8 @@
 #include "scheduler/selector.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <fstream>
 #include <sstream>
 #include <set>
@@ -166,6 +168,33 @@ data::Arm Selector::choose(const TaskCase& c, const std::vector<data::Arm>& arms
     return arms[other >= best ? other + 1 : other];
   }
   return arms[best];
+}
+
+Choice Selector::choose_worker_arm(const TaskCase& c, const std::vector<WorkerOption>& workers, const std::vector<data::Arm>& arms,
+                                   double explore, std::mt19937_64* rng) const {
+  if (workers.empty()) throw std::runtime_error("no live worker holds the model");
+  if (arms.empty()) throw std::runtime_error("no applicable arm to choose from");
+  Choice best;
+  double best_score = std::numeric_limits<double>::infinity();
+  TaskCase on = c;
+  for (const auto& w : workers) {
+    on.hardware = w.hardware;
+    const auto ms = predict_ms(on, arms);
+    for (std::size_t i = 0; i < arms.size(); ++i) {
+      const double score = (w.queue_ms + ms[i]) * w.cost_weight;
+      if (score < best_score) best_score = score, best = {w.id, arms[i], ms[i], false};
+    }
+  }
+  if (rng && explore > 0 && arms.size() > 1 && std::uniform_real_distribution<double>(0, 1)(*rng) < explore) {
+    const auto w = std::find_if(workers.begin(), workers.end(), [&](const WorkerOption& o) { return o.id == best.worker; });
+    on.hardware = w->hardware;
+    bool explored = false;
+    // Force exploration: choose() with probability 1 picks another arm than its best.
+    best.arm = choose(on, arms, 1.0, rng, &explored);
+    best.predicted_ms = predict_ms(on, {best.arm})[0];
+    best.explored = explored;
+  }
+  return best;
 }
 
 }  // namespace eesched::scheduler

@@ -44,6 +44,21 @@ struct TrainOptions {
   int threads = 0;  // 0: all cores
 };
 
+// A worker the coordinator could send a task to.
+struct WorkerOption {
+  int64_t id = 0;
+  data::HardwareProfile hardware;
+  double queue_ms = 0;     // predicted time until it is free (its queued work)
+  double cost_weight = 1;  // > 1 makes a worker less attractive (e.g. a shared or paid machine)
+};
+
+struct Choice {
+  int64_t worker = 0;
+  data::Arm arm;
+  double predicted_ms = 0;  // the arm's predicted latency on that worker, queue excluded
+  bool explored = false;
+};
+
 class Selector {
  public:
   static Selector train(const History& history, const TrainOptions& options);
@@ -60,6 +75,12 @@ class Selector {
   // uniformly instead and *explored is set.
   data::Arm choose(const TaskCase& c, const std::vector<data::Arm>& arms, double explore = 0.0, std::mt19937_64* rng = nullptr,
                    bool* explored = nullptr) const;
+
+  // The (worker, arm) pair of least (queue + predicted latency) x cost weight; `c` gives the task,
+  // model and landmarks (its hardware is replaced by each worker's). Exploration as in choose(),
+  // over arms on the chosen worker.
+  Choice choose_worker_arm(const TaskCase& c, const std::vector<WorkerOption>& workers, const std::vector<data::Arm>& arms,
+                           double explore = 0.0, std::mt19937_64* rng = nullptr) const;
 
   const nlohmann::json& training_summary() const { return training_; }
   const std::vector<std::string>& arms() const { return arms_; }

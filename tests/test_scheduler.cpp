@@ -276,4 +276,31 @@ TEST(Replay, GroupedFoldsNeverShareATask) {
   EXPECT_THROW(sch::make_policy("best-guess", nullptr), std::runtime_error);
 }
 
+TEST(Selector, WorkerChoiceWeighsHardwareQueueAndCost) {
+  const auto h = synthetic_history(300, 11);
+  // Two workers that differ only in threads: make history say the 4-thread one is twice as fast.
+  sch::History two;
+  for (auto c : h.cases) {
+    two.cases.push_back(c);
+    c.worker_id = 2;
+    c.hardware.threads = 4;
+    for (auto& [arm, ms] : c.latency) ms /= 2;
+    two.cases.push_back(c);
+  }
+  const auto s = sch::Selector::train(two, fast_options());
+  auto c = h.cases[0];
+  std::vector<sch::WorkerOption> workers(2);
+  workers[0].id = 1, workers[0].hardware = c.hardware;
+  workers[1].id = 2, workers[1].hardware = c.hardware, workers[1].hardware.threads = 4;
+  const auto fast = s.choose_worker_arm(c, workers, c.arms);
+  EXPECT_EQ(fast.worker, 2);
+  EXPECT_EQ(fast.arm.name, s.choose(c, c.arms).name);
+  workers[1].queue_ms = 1e9;  // busy: the other one
+  EXPECT_EQ(s.choose_worker_arm(c, workers, c.arms).worker, 1);
+  workers[1].queue_ms = 0;
+  workers[1].cost_weight = 10;  // expensive: the other one
+  EXPECT_EQ(s.choose_worker_arm(c, workers, c.arms).worker, 1);
+  EXPECT_THROW(s.choose_worker_arm(c, {}, c.arms), std::runtime_error);
+}
+
 }  // namespace

@@ -227,6 +227,25 @@ TEST(Sweep, HistoryTrainsASelectorThatReplayAndBenchSelectorUse) {
   auto timed = run_eesched("bench-selector --json --decisions 200 --db " + fx.db.string() + " --selector " + selector);
   ASSERT_EQ(timed.exit_code, 0);
   EXPECT_GT(nlohmann::json::parse(timed.output)["p99_us"].get<double>(), 0.0);
+  // --live: the selector decides again, the tasks run from their stored ids, the runs are logged.
+  const std::string live = "replay --live --tasks 2 --threads 1 --policies meta --models-dir " + fx.models.string() + " --db " +
+                           fx.db.string() + " --selector " + selector;
+  auto relived = run_eesched(live);
+  ASSERT_EQ(relived.exit_code, 0);
+  EXPECT_THAT(relived.output, HasSubstr("2 tasks re-executed with policy meta"));
+  int64_t logged = 0;
+  for (const auto& r : data::Store::open(fx.db).runs_since("2000"))
+    if (r.policy == "replay-meta") {
+      ++logged;
+      EXPECT_TRUE(r.ok) << r.error;
+    }
+  EXPECT_EQ(logged, 2);
+  // A key the history was not swept with: the models do not match, said plainly.
+  const auto key = eesched::ee::Key::generate(1024);
+  key.save(fx.dir / "k.eekey", false);
+  auto wrong = run_eesched(live + " --key " + (fx.dir / "k.eekey").string(), true);
+  EXPECT_EQ(wrong.exit_code, 1);
+  EXPECT_THAT(wrong.output, HasSubstr("not the one the history was measured with"));
   auto no_selector = run_eesched("replay --db " + fx.db.string() + " --policies meta", true);
   EXPECT_EQ(no_selector.exit_code, 1);
   EXPECT_THAT(no_selector.output, HasSubstr("needs a selector"));

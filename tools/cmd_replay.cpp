@@ -2,6 +2,8 @@
 #include <cmath>
 #include <iostream>
 #include <optional>
+#include <random>
+#include <set>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -11,6 +13,8 @@
 #include "scheduler/policies.h"
 #include "scheduler/replay.h"
 #include "scheduler/selector.h"
+#include "node/stored_task.h"
+#include "tools/cli_util.h"
 #include "tools/commands.h"
 
 namespace eesched::tools {
@@ -18,9 +22,44 @@ namespace {
 
 struct ReplayArgs {
   std::string db, selector, policies = "meta,random,single-best,oracle,heuristic,knn", train_db, test_db;
-  bool json = false, slices = true;
+  bool json = false, slices = true, live = false;
   uint64_t seed = 1;
+  std::string models_dir = "models", key;
+  int threads = 0, tasks = 20;
+  double time_limit_s = 60;
 };
+
+// --live: the first policy decides each task again on this machine, the task runs with its
+// stored prompt ids, and the run is compared with what history recorded for that arm.
+void run_live(const ReplayArgs& a, const scheduler::Policy& policy) {
+  auto store = data::Store::open(a.db);
+  const auto history = scheduler::History::load(store, /*require_all=*/true);
+  node::StoredTaskRunner runner(store, a.models_dir, a.key, a.threads);
+  std::set<int64_t> seen;
+  std::mt19937_64 rng(a.seed);
+  int n = 0;
+  double live_total = 0, recorded_total = 0, oracle_total = 0;
+  std::cout << fmt::format("{:<10} {:<18} {:>10} {:>12} {:>12}  {}\n", "task", "arm", "live ms", "recorded ms", "oracle ms",
+                           "recorded on");
+  for (const auto& c0 : history.cases) {
+    if (n >= a.tasks || !seen.insert(c0.task_id).second) continue;
+    auto c = c0;
+    c.hardware = runner.hardware();  // decide for this machine
+    const auto arm = data::parse_arm(policy.pick(c, rng));
+    const auto task = store.find_task_by_ext_id(c.spec.id);
+    const auto m = runner.run(*task, arm, "replay-" + policy.name(), a.time_limit_s * 1000);
+    double oracle = 1e300;
+    for (const auto& [name, ms] : c0.latency) oracle = std::min(oracle, ms);
+    const double recorded = c0.latency.count(arm.name) ? c0.latency.at(arm.name) : std::nan("");
+    std::cout << fmt::format("{:<10} {:<18} {:>10.1f} {:>12.1f} {:>12.1f}  worker {}{}\n", c.spec.id, arm.name, m.latency_ms, recorded,
+                             oracle, c0.worker_id, m.ok ? "" : " (" + m.error + ")");
+    live_total += m.latency_ms, recorded_total += recorded, oracle_total += oracle, ++n;
+  }
+  std::cout << fmt::format("{} tasks re-executed with policy {}: live total {:.0f} ms, recorded total for the same arms {:.0f} ms "
+                           "(live/recorded {:.3f}), recorded oracle total {:.0f} ms\n",
+                           n, policy.name(), live_total, recorded_total, recorded_total > 0 ? live_total / recorded_total : 0.0,
+                           oracle_total);
+}
 
 scheduler::History load(const std::string& path) {
   if (!std::filesystem::exists(path)) throw std::runtime_error("no store at " + path);
@@ -51,6 +90,7 @@ void run(const ReplayArgs& a) {
     owned.back()->fit(train);
     policies.push_back(owned.back().get());
   }
+  if (a.live) return run_live(a, *policies.front());
   const auto r = scheduler::replay(train, test, policies, a.seed);
   if (a.json) {
     nlohmann::json j = {{"test_db", test_path}, {"train_db", train_path}, {"cases", r.cases}, {"oracle_total_ms", r.oracle_total_ms},
@@ -96,6 +136,13 @@ void register_replay(CLI::App& app) {
   cmd->add_option("--seed", args->seed, "seed of the random policy")->capture_default_str();
   cmd->add_flag("--json", args->json, "print the report as JSON");
   cmd->add_flag("!--no-slices", args->slices, "omit the per-slice breakdowns");
+  cmd->add_flag("--live", args->live, "re-execute the tasks (their stored prompt ids) with the first policy on this machine, "
+                                      "log the runs and compare with the recorded ones");
+  cmd->add_option("--models-dir", args->models_dir, "--live: where model names resolve (as in bench)")->capture_default_str();
+  add_key_option(cmd, args->key, "--live: the key an encrypted history was swept with", /*optional=*/true);
+  cmd->add_option("--threads", args->threads, "--live: intra-op threads (0 = all cores)")->capture_default_str();
+  cmd->add_option("--tasks", args->tasks, "--live: tasks to re-execute")->capture_default_str()->check(CLI::Range(1, 1000000));
+  cmd->add_option("--time-limit", args->time_limit_s, "--live: seconds per run")->capture_default_str()->check(CLI::Range(0.1, 86400.0));
   cmd->callback([args] { run(*args); });
 }
 

@@ -1,0 +1,79 @@
+#include "node/stored_task.h"
+
+#include <unistd.h>
+
+#include "data/error.h"
+#include "node/runtime/threads.h"
+
+namespace eesched::node {
+namespace {
+
+std::optional<ee::Key> load_key(const std::string& file) {
+  if (file.empty()) return std::nullopt;
+  return ee::Key::load(file);
+}
+
+std::string hostname() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof buf - 1) != 0) return "localhost";
+  return buf;
+}
+
+}  // namespace
+
+StoredTaskRunner::StoredTaskRunner(data::Store& store, const std::filesystem::path& models_dir, const std::string& key_file,
+                                   int threads, const std::filesystem::path& hardware_cache)
+    : store_(store), source_(models_dir, load_key(key_file)) {
+  const int used = runtime::set_threads(threads);
+  hardware_ = data::load_or_measure_hardware(hardware_cache, used);
+  worker_id_ = store_.upsert_worker(data::worker_row(hostname() + "/threads=" + std::to_string(used), hardware_));
+}
+
+const SweepModel& StoredTaskRunner::model(int64_t model_id) {
+  for (const auto& row : store_.models()) {
+    if (row.id != model_id) continue;
+    const auto& m = source_.get(row.name, store_);
+    if (m.row.fingerprint != row.fingerprint)
+      throw data::Error("model '" + row.name + "' here is not the one the history was measured with (fingerprint " +
+                        m.row.fingerprint.substr(0, 12) + " vs " + row.fingerprint.substr(0, 12) + ")" +
+                        (row.encrypted ? ": pass the --key the sweep used" : ""));
+    return m;
+  }
+  throw data::Error("the store has no model " + std::to_string(model_id));
+}
+
+RunMetrics StoredTaskRunner::run(const data::TaskRow& task, const data::Arm& arm, const std::string& policy, double time_limit_ms) {
+  if (task.prompt_ids.empty()) throw data::Error("task " + task.ext_id + " has no stored prompt ids");
+  const auto& target = model(task.model_id);
+  const SweepModel* draft = task.draft_model_id ? &model(*task.draft_model_id) : nullptr;
+  data::TaskSpec spec;
+  spec.id = task.ext_id;
+  spec.max_new_tokens = task.max_new_tokens;
+  spec.batch = task.batch;
+  spec.temperature = task.temperature;
+  spec.top_p = task.top_p;
+  spec.quality = task.quality;
+  const accel::ModelPair pair{target.model, draft ? draft->model : nullptr, "", ""};
+  const auto prepared = cache_.get(std::to_string(task.model_id) + "|" + (draft ? std::to_string(*task.draft_model_id) : ""), arm, pair);
+  RunLimits limits;
+  limits.time_limit_ms = time_limit_ms;
+  auto warm = spec;
+  warm.max_new_tokens = std::min<int64_t>(spec.max_new_tokens, 4);
+  execute_task(*prepared, warm, task.prompt_ids, limits);
+  const auto m = execute_task(*prepared, spec, task.prompt_ids, limits);
+  data::RunRow row;
+  row.task_id = task.id;
+  row.worker_id = worker_id_;
+  row.arm = arm.name;
+  row.policy = policy;
+  row.started_at = m.started_at, row.ended_at = m.ended_at;
+  row.latency_ms = m.latency_ms, row.ttft_ms = m.ttft_ms, row.ms_per_token = m.ms_per_token, row.tokens_per_s = m.tokens_per_s;
+  row.new_tokens = m.new_tokens, row.peak_rss_bytes = m.peak_rss_bytes, row.acceptance_rate = m.acceptance_rate;
+  row.ok = m.ok, row.error = m.error;
+  // Replays of the same task accumulate: the next free repeat index.
+  for (row.repeat_index = 0; !store_.insert_run(row); ++row.repeat_index) {
+  }
+  return m;
+}
+
+}  // namespace eesched::node

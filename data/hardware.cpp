@@ -275,4 +275,6 @@ void from_json(const nlohmann::json& j, HardwareProfile& p) {
   }
 }
 
+std::string worker_name(const HardwareProfile& p) { return p.host + "/threads=" + std::to_string(p.threads); }
+
 }  // namespace eesched::data

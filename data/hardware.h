@@ -30,6 +30,10 @@ HardwareProfile measure_hardware(int threads);
 // read or written is measured around, never an error.
 HardwareProfile load_or_measure_hardware(const std::filesystem::path& cache_dir, int threads);
 
+// The name a worker registers under: "<host>/threads=<n>" (one machine at two thread counts is
+// two workers with different profiles).
+std::string worker_name(const HardwareProfile& p);
+
 void to_json(nlohmann::json& j, const HardwareProfile& p);
 void from_json(const nlohmann::json& j, HardwareProfile& p);  // throws data::Error on a bad field
 

@@ -1,7 +1,5 @@
 #include "node/stored_task.h"
 
-#include <unistd.h>
-
 #include "data/error.h"
 #include "node/runtime/threads.h"
 
@@ -13,12 +11,6 @@ std::optional<ee::Key> load_key(const std::string& file) {
   return ee::Key::load(file);
 }
 
-std::string hostname() {
-  char buf[256] = {};
-  if (gethostname(buf, sizeof buf - 1) != 0) return "localhost";
-  return buf;
-}
-
 }  // namespace
 
 StoredTaskRunner::StoredTaskRunner(data::Store& store, const std::filesystem::path& models_dir, const std::string& key_file,
@@ -26,7 +18,7 @@ StoredTaskRunner::StoredTaskRunner(data::Store& store, const std::filesystem::pa
     : store_(store), source_(models_dir, load_key(key_file)) {
   const int used = runtime::set_threads(threads);
   hardware_ = data::load_or_measure_hardware(hardware_cache, used);
-  worker_id_ = store_.upsert_worker(data::worker_row(hostname() + "/threads=" + std::to_string(used), hardware_));
+  worker_id_ = store_.upsert_worker(data::worker_row(data::worker_name(hardware_), hardware_));
 }
 
 const SweepModel& StoredTaskRunner::model(int64_t model_id) {

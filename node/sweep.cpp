@@ -1,7 +1,5 @@
 #include "node/sweep.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <map>
@@ -39,11 +37,6 @@ struct PlannedTask {
   std::vector<data::Arm> arms;  // applicable
 };
 
-std::string hostname() {
-  char buf[256] = {};
-  if (gethostname(buf, sizeof buf - 1) != 0) return "localhost";
-  return buf;
-}
 
 }  // namespace
 
@@ -101,7 +94,7 @@ SweepSummary run_sweep(const SweepOptions& o) {
   for (const int t : threads) {
     const int used = runtime::set_threads(t);
     const auto hw = data::load_or_measure_hardware(o.hardware_cache, used);
-    const int64_t worker_id = store.upsert_worker(data::worker_row(hostname() + "/threads=" + std::to_string(used), hw));
+    const int64_t worker_id = store.upsert_worker(data::worker_row(data::worker_name(hw), hw));
     for (const auto& p : plan) {
       auto existing = store.find_task_by_ext_id(p.spec.id);
       int64_t task_id = 0;

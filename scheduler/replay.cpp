@@ -16,11 +16,12 @@ double oracle_ms(const TaskCase& c) {
 
 struct Accumulator {
   std::vector<double> slowdowns;
-  int64_t hits = 0;
+  int64_t hits = 0, close = 0;
   double total = 0;
   void add(double ms, double oracle) {
     slowdowns.push_back(ms / oracle);
     hits += ms <= oracle;  // ties with the oracle's latency count as right
+    close += ms <= 1.05 * oracle;
     total += ms;
   }
   Score score(const std::string& label) const {
@@ -29,6 +30,7 @@ struct Accumulator {
     s.cases = static_cast<int64_t>(slowdowns.size());
     if (slowdowns.empty()) return s;
     s.top1 = static_cast<double>(hits) / static_cast<double>(s.cases);
+    s.within5 = static_cast<double>(close) / static_cast<double>(s.cases);
     double sum = 0;
     for (const double v : slowdowns) sum += v;
     s.mean_slowdown = sum / static_cast<double>(s.cases);

@@ -17,6 +17,8 @@ struct Score {
   std::string label;  // policy name, or slice name ("model=target")
   int64_t cases = 0;
   double top1 = 0;           // fraction
+  double within5 = 0;        // fraction within 5% of the oracle's latency (single measurements
+                             // of near-equal arms make exact top-1 partly a coin toss)
   double mean_slowdown = 0;  // latency(pick) / latency(oracle), mean over cases
   double p95_slowdown = 0;
   double total_ms = 0;

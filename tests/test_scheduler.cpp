@@ -235,6 +235,7 @@ TEST(Replay, MetricsEqualHandComputedValues) {
   EXPECT_DOUBLE_EQ(o.closed_gap, 1.0);
   const auto& i8 = r.policies[1].overall;  // 20, 20, 15: slowdowns 2, 1, 3
   EXPECT_DOUBLE_EQ(i8.top1, 1.0 / 3);
+  EXPECT_DOUBLE_EQ(i8.within5, 1.0 / 3);
   EXPECT_DOUBLE_EQ(i8.mean_slowdown, 2.0);
   EXPECT_DOUBLE_EQ(i8.p95_slowdown, 3.0);
   EXPECT_DOUBLE_EQ(i8.total_ms, 55);

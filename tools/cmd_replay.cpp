@@ -68,7 +68,7 @@ scheduler::History load(const std::string& path) {
 }
 
 nlohmann::json to_json(const scheduler::Score& s) {
-  return {{"label", s.label}, {"cases", s.cases}, {"top1", s.top1}, {"mean_slowdown", s.mean_slowdown},
+  return {{"label", s.label}, {"cases", s.cases}, {"top1", s.top1}, {"within5", s.within5}, {"mean_slowdown", s.mean_slowdown},
           {"p95_slowdown", s.p95_slowdown}, {"total_ms", s.total_ms},
           {"closed_gap", std::isnan(s.closed_gap) ? nlohmann::json() : nlohmann::json(s.closed_gap)}};
 }
@@ -108,10 +108,12 @@ void run(const ReplayArgs& a) {
   std::cout << fmt::format("replay of {} cases from {}{}; oracle total {:.0f} ms, single best arm (of training) {:.0f} ms\n", r.cases,
                            test_path, train_path == test_path ? "" : " (baselines fitted on " + train_path + ")", r.oracle_total_ms,
                            r.sbs_total_ms);
-  std::cout << fmt::format("{:<12} {:>7} {:>9} {:>9} {:>12} {:>10}\n", "policy", "top-1", "slowdown", "p95", "total ms", "closed gap");
+  std::cout << fmt::format("{:<12} {:>7} {:>8} {:>9} {:>9} {:>12} {:>10}\n", "policy", "top-1", "<=5%", "slowdown", "p95", "total ms",
+                           "closed gap");
   for (const auto& p : r.policies) {
     const auto& s = p.overall;
-    std::cout << fmt::format("{:<12} {:>7.3f} {:>9.3f} {:>9.3f} {:>12.0f} {:>10}\n", s.label, s.top1, s.mean_slowdown, s.p95_slowdown,
+    std::cout << fmt::format("{:<12} {:>7.3f} {:>8.3f} {:>9.3f} {:>9.3f} {:>12.0f} {:>10}\n", s.label, s.top1, s.within5, s.mean_slowdown,
+                             s.p95_slowdown,
                              s.total_ms, std::isnan(s.closed_gap) ? "-" : fmt::format("{:.3f}", s.closed_gap));
   }
   if (!a.slices) return;

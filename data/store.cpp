@@ -261,6 +261,19 @@ WorkerRow worker_row(const std::string& name, const HardwareProfile& hw) {
   return w;
 }
 
+TaskSpec task_spec(const TaskRow& row) {
+  TaskSpec s;
+  s.id = row.ext_id;
+  s.prompt_tokens = row.prompt_tokens;
+  s.max_new_tokens = row.max_new_tokens;
+  s.batch = row.batch;
+  s.temperature = row.temperature;
+  s.top_p = row.top_p;
+  s.quality = row.quality;
+  if (row.draft_model_id) s.draft = "draft";  // the arm rules only ask whether there is one
+  return s;
+}
+
 TaskRow task_row(const TaskSpec& spec, int64_t model_id, std::optional<int64_t> draft_model_id) {
   TaskRow t;
   t.ext_id = spec.id;

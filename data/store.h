@@ -61,6 +61,9 @@ struct TaskRow {
 // A task row for `spec` (its prompt text is not stored: only the encrypted ids are).
 TaskRow task_row(const TaskSpec& spec, int64_t model_id, std::optional<int64_t> draft_model_id = std::nullopt);
 
+// The task spec of a stored row (lengths, sampling, quality; the prompt text is never stored).
+TaskSpec task_spec(const TaskRow& row);
+
 struct RunRow {
   int64_t id = 0;  // set by the store
   int64_t task_id = 0;

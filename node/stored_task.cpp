@@ -38,13 +38,7 @@ RunMetrics StoredTaskRunner::run(const data::TaskRow& task, const data::Arm& arm
   if (task.prompt_ids.empty()) throw data::Error("task " + task.ext_id + " has no stored prompt ids");
   const auto& target = model(task.model_id);
   const SweepModel* draft = task.draft_model_id ? &model(*task.draft_model_id) : nullptr;
-  data::TaskSpec spec;
-  spec.id = task.ext_id;
-  spec.max_new_tokens = task.max_new_tokens;
-  spec.batch = task.batch;
-  spec.temperature = task.temperature;
-  spec.top_p = task.top_p;
-  spec.quality = task.quality;
+  const auto spec = data::task_spec(task);
   const accel::ModelPair pair{target.model, draft ? draft->model : nullptr, "", ""};
   const auto prepared = cache_.get(std::to_string(task.model_id) + "|" + (draft ? std::to_string(*task.draft_model_id) : ""), arm, pair);
   RunLimits limits;
@@ -53,15 +47,7 @@ RunMetrics StoredTaskRunner::run(const data::TaskRow& task, const data::Arm& arm
   warm.max_new_tokens = std::min<int64_t>(spec.max_new_tokens, 4);
   execute_task(*prepared, warm, task.prompt_ids, limits);
   const auto m = execute_task(*prepared, spec, task.prompt_ids, limits);
-  data::RunRow row;
-  row.task_id = task.id;
-  row.worker_id = worker_id_;
-  row.arm = arm.name;
-  row.policy = policy;
-  row.started_at = m.started_at, row.ended_at = m.ended_at;
-  row.latency_ms = m.latency_ms, row.ttft_ms = m.ttft_ms, row.ms_per_token = m.ms_per_token, row.tokens_per_s = m.tokens_per_s;
-  row.new_tokens = m.new_tokens, row.peak_rss_bytes = m.peak_rss_bytes, row.acceptance_rate = m.acceptance_rate;
-  row.ok = m.ok, row.error = m.error;
+  auto row = run_row(m, task.id, worker_id_, arm.name, policy, 0);
   // Replays of the same task accumulate: the next free repeat index.
   for (row.repeat_index = 0; !store_.insert_run(row); ++row.repeat_index) {
   }

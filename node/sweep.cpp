@@ -129,23 +129,7 @@ SweepSummary run_sweep(const SweepOptions& o) {
               warmed = true;
             }
             const auto m = execute_task(*prepared, p.spec, p.prompts, limits);
-            data::RunRow row;
-            row.task_id = task_id;
-            row.worker_id = worker_id;
-            row.arm = arm.name;
-            row.policy = "sweep";
-            row.repeat_index = r;
-            row.started_at = m.started_at;
-            row.ended_at = m.ended_at;
-            row.latency_ms = m.latency_ms;
-            row.ttft_ms = m.ttft_ms;
-            row.ms_per_token = m.ms_per_token;
-            row.tokens_per_s = m.tokens_per_s;
-            row.new_tokens = m.new_tokens;
-            row.peak_rss_bytes = m.peak_rss_bytes;
-            row.acceptance_rate = m.acceptance_rate;
-            row.ok = m.ok;
-            row.error = m.error;
+            const auto row = run_row(m, task_id, worker_id, arm.name, "sweep", r);
             if (store.insert_run(row)) {
               summary.recorded += 1;
               if (!m.ok) summary.failed += 1;

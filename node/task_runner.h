@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "accel/registry.h"
+#include "data/store.h"
 #include "data/task.h"
 
 namespace eesched::node {
@@ -35,6 +36,10 @@ struct RunLimits {
 // of the run itself: that is recorded in the metrics.
 RunMetrics execute_task(const accel::PreparedArm& arm, const data::TaskSpec& task,
                         const std::vector<std::vector<int64_t>>& prompts, const RunLimits& limits);
+
+// The store row of a finished run.
+data::RunRow run_row(const RunMetrics& m, int64_t task_id, int64_t worker_id, const std::string& arm, const std::string& policy,
+                     int64_t repeat_index);
 
 // The ids a task without text uses: `n` ids drawn from [3, vocab) seeded by the task id, so every
 // run of the task (any arm, any machine) sees the same prompt.

@@ -20,19 +20,6 @@ bool counts(const data::RunRow& r) { return r.ok || r.error.rfind("timeout", 0) 
 
 }  // namespace
 
-data::TaskSpec spec_of(const data::TaskRow& row, bool has_draft) {
-  data::TaskSpec s;
-  s.id = row.ext_id;
-  s.prompt_tokens = row.prompt_tokens;
-  s.max_new_tokens = row.max_new_tokens;
-  s.batch = row.batch;
-  s.temperature = row.temperature;
-  s.top_p = row.top_p;
-  s.quality = row.quality;
-  if (has_draft) s.draft = "draft";
-  return s;
-}
-
 data::HardwareProfile hardware_of(const data::WorkerRow& w) {
   data::HardwareProfile h;
   h.host = w.host;
@@ -75,7 +62,7 @@ History History::load(data::Store& store, bool require_all) {
     TaskCase c;
     c.task_id = key.first;
     c.worker_id = key.second;
-    c.spec = spec_of(task, task.draft_model_id.has_value());
+    c.spec = data::task_spec(task);
     c.model = models.at(task.model_id);
     if (task.draft_model_id) {
       c.draft = models.at(*task.draft_model_id);

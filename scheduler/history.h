@@ -40,9 +40,6 @@ struct History {
 // The feature vector of one case and arm.
 std::vector<double> case_features(const TaskCase& c, const data::Arm& arm);
 
-// Task spec of a stored task row (prompt text is not stored; lengths are).
-data::TaskSpec spec_of(const data::TaskRow& row, bool has_draft);
-
 // Worker row -> the hardware profile the features use.
 data::HardwareProfile hardware_of(const data::WorkerRow& w);
 

@@ -261,6 +261,19 @@ WorkerRow worker_row(const std::string& name, const HardwareProfile& hw) {
   return w;
 }
 
+HardwareProfile hardware_profile(const WorkerRow& w) {
+  HardwareProfile h;
+  h.host = w.host;
+  h.cpu_model = w.cpu_model;
+  h.threads = static_cast<int>(w.threads);
+  h.gflops = w.gflops;
+  h.copy_gbps = w.copy_gbps;
+  h.mem_total_bytes = w.mem_total_bytes;
+  h.mem_free_bytes = w.mem_free_bytes;
+  h.measured_at = w.measured_at;
+  return h;
+}
+
 TaskSpec task_spec(const TaskRow& row) {
   TaskSpec s;
   s.id = row.ext_id;

@@ -44,6 +44,7 @@ struct WorkerRow {
   std::string measured_at;
 };
 WorkerRow worker_row(const std::string& name, const HardwareProfile& hw);
+HardwareProfile hardware_profile(const WorkerRow& w);  // the inverse: what features read
 
 struct TaskRow {
   int64_t id = 0;      // set by the store

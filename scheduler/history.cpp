@@ -20,19 +20,6 @@ bool counts(const data::RunRow& r) { return r.ok || r.error.rfind("timeout", 0) 
 
 }  // namespace
 
-data::HardwareProfile hardware_of(const data::WorkerRow& w) {
-  data::HardwareProfile h;
-  h.host = w.host;
-  h.cpu_model = w.cpu_model;
-  h.threads = static_cast<int>(w.threads);
-  h.gflops = w.gflops;
-  h.copy_gbps = w.copy_gbps;
-  h.mem_total_bytes = w.mem_total_bytes;
-  h.mem_free_bytes = w.mem_free_bytes;
-  h.measured_at = w.measured_at;
-  return h;
-}
-
 History History::load(data::Store& store, bool require_all) {
   std::map<int64_t, data::ModelRow> models;
   for (auto& m : store.models()) models[m.id] = m;
@@ -70,7 +57,7 @@ History History::load(data::Store& store, bool require_all) {
       if (!acceptance.count(pair)) acceptance[pair] = store.mean_acceptance(pair.first, pair.second);
       c.landmarks.acceptance_rate = acceptance[pair];
     }
-    c.hardware = hardware_of(workers.at(key.second));
+    c.hardware = data::hardware_profile(workers.at(key.second));
     for (const auto& [arm, ms] : arms) c.latency[arm] = median(ms);
     bool complete = true;
     for (const auto& arm : universe) {

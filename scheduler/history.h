@@ -40,7 +40,4 @@ struct History {
 // The feature vector of one case and arm.
 std::vector<double> case_features(const TaskCase& c, const data::Arm& arm);
 
-// Worker row -> the hardware profile the features use.
-data::HardwareProfile hardware_of(const data::WorkerRow& w);
-
 }  // namespace eesched::scheduler

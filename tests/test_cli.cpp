@@ -35,6 +35,16 @@ class Cli : public ::testing::Test {
   static inline std::filesystem::path model_dir_;
 };
 
+int count_lines(const std::string& s);
+
+// The contract for bad input: exit status 1 and one line naming the problem.
+void expect_one_line_error(const std::string& cmd, const std::string& needle) {
+  auto r = run_eesched(cmd, true);
+  EXPECT_EQ(r.exit_code, 1) << cmd;
+  EXPECT_THAT(r.output, HasSubstr(needle)) << cmd;
+  EXPECT_EQ(count_lines(r.output), 1) << r.output;
+}
+
 int count_lines(const std::string& s) {
   int n = 0;
   for (char c : s) n += c == '\n';
@@ -180,12 +190,8 @@ TEST_F(Cli, EncryptedGenerateDecryptsToThePlaintextText) {
             "wrong key"},
            {"generate --model " + enc + " --prompt hi", "encrypted model"},
            {"encrypt-model --model " + enc + " --key " + key + " --out " + (d / "enc2").string(), "already encrypted"},
-       }) {
-    auto r = run_eesched(cmd, true);
-    EXPECT_EQ(r.exit_code, 1) << cmd;
-    EXPECT_THAT(r.output, HasSubstr(needle)) << cmd;
-    EXPECT_EQ(count_lines(r.output), 1) << r.output;
-  }
+       })
+    expect_one_line_error(cmd, needle);
 }
 
 // Arms on the command line, on the committed demo models (trained, so greedy choices are clear).
@@ -212,12 +218,8 @@ TEST_F(Cli, GenerateArmsAgreeWithKvAndRefuseWhatDoesNotApply) {
            {"generate" + models + " --arm kv+int4 --prompt hi", "unknown component 'int4'"},
            {"generate" + models + " --arm int8 --prompt hi", "must include 'kv'"},
            {"generate" + models + " --arm kv+int8 --no-kv-cache --prompt hi", "does not combine"},
-       }) {
-    auto r = run_eesched(cmd, true);
-    EXPECT_EQ(r.exit_code, 1) << cmd;
-    EXPECT_THAT(r.output, HasSubstr(needle)) << cmd;
-    EXPECT_EQ(count_lines(r.output), 1) << r.output;
-  }
+       })
+    expect_one_line_error(cmd, needle);
 }
 
 TEST_F(Cli, BenchArmsJsonHasOneRowPerApplicableArm) {

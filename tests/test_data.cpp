@@ -15,18 +15,12 @@
 #include "data/make_suite.h"
 #include "data/suite.h"
 #include "data/error.h"
+#include "tests/expect_error.h"
 
 namespace eesched::data {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+std::string error_of(const std::function<void()>& f) { return eesched::testing::error_of_type<Error>(f); }
 
 TEST(Arm, ParsesAndCanonicalizes) {
   auto a = parse_arm("spec4+int8+kv");

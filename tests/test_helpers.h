@@ -18,22 +18,12 @@
 #include "node/runtime/error.h"
 #include "node/runtime/model.h"
 #include "node/runtime/synthetic.h"
+#include "tests/expect_error.h"
 
 namespace eesched::testing {
 
 // Runs fn, expects a runtime::Error and returns its message; any other outcome fails the test.
-inline std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const runtime::Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected eesched::runtime::Error, got another exception: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "expected eesched::runtime::Error, got none";
-  return "";
-}
+inline std::string error_of(const std::function<void()>& fn) { return error_of_type<runtime::Error>(fn); }
 
 // A fresh directory removed when the object goes out of scope.
 class TempDir {

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "data/error.h"
+#include "tests/expect_error.h"
 #include "data/hardware.h"
 #include "data/sqlite.h"
 #include "data/store.h"
@@ -25,17 +26,31 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected data::Error, got: " << e.what();
-    return "";
+std::string error_of(const std::function<void()>& f) { return eesched::testing::error_of_type<Error>(f); }
+
+// Runs body(0) and body(1) in two forked processes at once and expects both to succeed (return
+// true, throw nothing). Open no store before: a connection must not cross a fork.
+void run_in_two_processes(const std::function<bool(int)>& body) {
+  pid_t children[2];
+  for (int c = 0; c < 2; ++c) {
+    children[c] = fork();
+    ASSERT_GE(children[c], 0);
+    if (children[c] == 0) {
+      int code = 0;
+      try {
+        code = body(c) ? 0 : 2;
+      } catch (const std::exception&) {
+        code = 1;
+      }
+      _exit(code);  // no gtest teardown in the child
+    }
   }
-  ADD_FAILURE() << "expected data::Error, got none";
-  return "";
+  for (pid_t pid : children) {
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0);
+  }
 }
 
 class StoreTest : public ::testing::Test {
@@ -353,28 +368,12 @@ TEST_F(StoreTest, TwoProcessesWritingAtOnceLoseNothing) {
     w[1] = store.upsert_worker(worker_row("w1", HardwareProfile{}));
   }  // closed before fork: a connection must not cross a fork
   constexpr int kRuns = 300;
-  pid_t children[2];
-  for (int c = 0; c < 2; ++c) {
-    children[c] = fork();
-    ASSERT_GE(children[c], 0);
-    if (children[c] == 0) {
-      int code = 0;
-      try {
-        auto store = Store::open(path);
-        for (int i = 0; i < kRuns; ++i)
-          if (!store.insert_run(run(t, w[c], "kv", 1.0 + i, i))) code = 2;
-      } catch (const std::exception&) {
-        code = 1;
-      }
-      _exit(code);  // no gtest teardown in the child
-    }
-  }
-  for (pid_t pid : children) {
-    int status = 0;
-    ASSERT_EQ(waitpid(pid, &status, 0), pid);
-    ASSERT_TRUE(WIFEXITED(status));
-    EXPECT_EQ(WEXITSTATUS(status), 0);
-  }
+  run_in_two_processes([&](int c) {
+    auto store = Store::open(path);
+    for (int i = 0; i < kRuns; ++i)
+      if (!store.insert_run(run(t, w[c], "kv", 1.0 + i, i))) return false;
+    return true;
+  });
   auto store = Store::open(path);
   EXPECT_EQ(store.counts().runs, 2 * kRuns);
   EXPECT_EQ(store.latency_matrix(w[0])[0].median_ms.at("kv"), (kRuns + 1) / 2.0);
@@ -383,26 +382,11 @@ TEST_F(StoreTest, TwoProcessesWritingAtOnceLoseNothing) {
 // Two processes creating the same new store at once: one migrates, the other waits and sees it.
 TEST_F(StoreTest, TwoProcessesCreatingAtOnce) {
   const auto path = file("new.db");
-  pid_t children[2];
-  for (int c = 0; c < 2; ++c) {
-    children[c] = fork();
-    ASSERT_GE(children[c], 0);
-    if (children[c] == 0) {
-      int code = 0;
-      try {
-        auto store = Store::open(path);
-        store.upsert_model(model("fp" + std::to_string(c)));
-      } catch (const std::exception&) {
-        code = 1;
-      }
-      _exit(code);
-    }
-  }
-  for (pid_t pid : children) {
-    int status = 0;
-    ASSERT_EQ(waitpid(pid, &status, 0), pid);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  }
+  run_in_two_processes([&](int c) {
+    auto store = Store::open(path);
+    store.upsert_model(model("fp" + std::to_string(c)));
+    return true;
+  });
   auto store = Store::open(path);
   EXPECT_EQ(store.counts().models, 2);
   EXPECT_EQ(store.schema_version(), Store::code_schema_version());

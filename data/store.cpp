@@ -67,6 +67,13 @@ ALTER TABLE runs ADD COLUMN quality REAL;
 CREATE INDEX runs_by_start ON runs(started_at);
 CREATE INDEX tasks_by_status ON tasks(status);
 )sql"},
+    // v3: what the coordinator needs to re-dispatch a task after a restart and to answer a
+    // client that reconnects: the rest of the request (encrypted stop ids, seed, key
+    // fingerprint) and the (encrypted) result, both JSON text.
+    {3, R"sql(
+ALTER TABLE tasks ADD COLUMN request TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE tasks ADD COLUMN result TEXT NOT NULL DEFAULT '';
+)sql"},
 };
 
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
@@ -142,7 +149,7 @@ constexpr const char* kWorkerCols =
     "id, name, host, cpu_model, threads, gflops, copy_gbps, mem_total_bytes, mem_free_bytes, measured_at";
 constexpr const char* kTaskCols =
     "id, ext_id, model_id, draft_model_id, prompt_tokens, max_new_tokens, batch, temperature, top_p, quality, prompt_ids, "
-    "features, status, created_at, updated_at";
+    "features, status, created_at, updated_at, request, result";
 constexpr const char* kRunCols =
     "id, task_id, worker_id, arm, policy, explored, repeat_index, started_at, ended_at, latency_ms, ttft_ms, ms_per_token, "
     "tokens_per_s, new_tokens, peak_rss_bytes, acceptance_rate, quality, ok, error";
@@ -201,6 +208,8 @@ TaskRow read_task(const sql::Statement& st, const std::string& path) {
   t.status = parse_task_status(st.column_text(12));
   t.created_at = st.column_text(13);
   t.updated_at = st.column_text(14);
+  t.request = st.column_text(15);
+  t.result = st.column_text(16);
   return t;
 }
 
@@ -381,13 +390,14 @@ int64_t Store::insert_task(const TaskRow& t) {
   const std::string now = iso_utc_now();
   auto st = db_.prepare(
       "INSERT INTO tasks (ext_id, model_id, draft_model_id, prompt_tokens, max_new_tokens, batch, temperature, top_p, quality, "
-      "prompt_ids, features, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+      "prompt_ids, features, status, created_at, updated_at, request) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   st.bind_text(1, t.ext_id).bind_int64(2, t.model_id);
   bind_opt(st, 3, t.draft_model_id);
   st.bind_int64(4, t.prompt_tokens).bind_int64(5, t.max_new_tokens).bind_int64(6, t.batch);
   st.bind_double(7, t.temperature).bind_double(8, t.top_p).bind_text(9, quality_name(t.quality));
   st.bind_text(10, nlohmann::json(t.prompt_ids).dump()).bind_text(11, t.features).bind_text(12, task_status_name(t.status));
   st.bind_text(13, t.created_at.empty() ? now : t.created_at).bind_text(14, t.updated_at.empty() ? now : t.updated_at);
+  st.bind_text(15, t.request.empty() ? "{}" : t.request);
   st.run();
   const int64_t id = db_.last_insert_rowid();
   tx.commit();
@@ -410,6 +420,26 @@ void Store::set_task_status(int64_t task_id, TaskStatus status) {
   tx.commit();
 }
 
+void Store::finish_task(int64_t task_id, TaskStatus status, const std::string& result) {
+  sql::Transaction tx(db_);
+  auto st = db_.prepare("UPDATE tasks SET status = ?, result = ?, updated_at = ? WHERE id = ?");
+  st.bind_text(1, task_status_name(status)).bind_text(2, result).bind_text(3, iso_utc_now()).bind_int64(4, task_id);
+  st.run();
+  if (db_.changes() == 0) throw Error(path() + ": no task with id " + std::to_string(task_id));
+  tx.commit();
+}
+
+bool Store::finish_task_with_run(int64_t task_id, TaskStatus status, const std::string& result, const RunRow& run) {
+  sql::Transaction tx(db_);
+  const bool inserted = insert_run_in(run);
+  auto st = db_.prepare("UPDATE tasks SET status = ?, result = ?, updated_at = ? WHERE id = ?");
+  st.bind_text(1, task_status_name(status)).bind_text(2, result).bind_text(3, iso_utc_now()).bind_int64(4, task_id);
+  st.run();
+  if (db_.changes() == 0) throw Error(path() + ": no task with id " + std::to_string(task_id));
+  tx.commit();
+  return inserted;
+}
+
 std::vector<TaskRow> Store::tasks_with_status(TaskStatus status) {
   auto st = db_.prepare(std::string("SELECT ") + kTaskCols + " FROM tasks WHERE status = ? ORDER BY id");
   st.bind_text(1, task_status_name(status));
@@ -419,13 +449,19 @@ std::vector<TaskRow> Store::tasks_with_status(TaskStatus status) {
 }
 
 bool Store::insert_run(const RunRow& r) {
+  sql::Transaction tx(db_);
+  const bool inserted = insert_run_in(r);
+  tx.commit();
+  return inserted;
+}
+
+bool Store::insert_run_in(const RunRow& r) {
   // Canonical names only, or the same arm would be counted under two names.
   const auto canonical = parse_arm(r.arm).name;
   if (canonical != r.arm) throw Error(path() + ": arm '" + r.arm + "' is not canonical (write '" + canonical + "')");
   if (r.policy.empty()) throw Error(path() + ": run of task " + std::to_string(r.task_id) + " has no policy");
   if (r.started_at.empty() || r.ended_at.empty())
     throw Error(path() + ": run of task " + std::to_string(r.task_id) + " needs started_at and ended_at");
-  sql::Transaction tx(db_);
   // DO NOTHING covers uniqueness only: a missing task or worker still fails loudly.
   auto st = db_.prepare(
       "INSERT INTO runs (task_id, worker_id, arm, policy, explored, repeat_index, started_at, ended_at, latency_ms, ttft_ms, "
@@ -441,9 +477,7 @@ bool Store::insert_run(const RunRow& r) {
   bind_opt(st, 16, r.quality);
   st.bind_int64(17, r.ok).bind_text(18, r.error);
   st.run();
-  const bool inserted = db_.changes() == 1;
-  tx.commit();
-  return inserted;
+  return db_.changes() == 1;
 }
 
 bool Store::has_run(int64_t task_id, std::optional<int64_t> worker_id, const std::string& arm, const std::string& policy,

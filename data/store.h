@@ -58,6 +58,8 @@ struct TaskRow {
   std::string features;                          // JSON text from the feature module; may be empty
   TaskStatus status = TaskStatus::Pending;
   std::string created_at, updated_at;            // set by the store when empty
+  std::string request;  // JSON text: the rest of a client's request (encrypted stop ids, seed, ...); "{}" if none
+  std::string result;   // JSON text: the (encrypted) answer once finished; empty before
 };
 // A task row for `spec` (its prompt text is not stored: only the encrypted ids are).
 TaskRow task_row(const TaskSpec& spec, int64_t model_id, std::optional<int64_t> draft_model_id = std::nullopt);
@@ -117,6 +119,11 @@ class Store {
   std::optional<TaskRow> find_task_by_ext_id(const std::string& ext_id);
   void set_task_status(int64_t task_id, TaskStatus status);  // throws if no such task
   std::vector<TaskRow> tasks_with_status(TaskStatus status);  // by id
+  // Sets the final status and the result JSON of a task.
+  void finish_task(int64_t task_id, TaskStatus status, const std::string& result);
+  // The same and the run that produced it, in one transaction (a crash keeps both or neither).
+  // Returns insert_run()'s answer.
+  bool finish_task_with_run(int64_t task_id, TaskStatus status, const std::string& result, const RunRow& run);
 
   // False, writing nothing, when (task, worker, arm, policy, repeat_index) is already recorded:
   // a resumed sweep simply retries everything. Other failures (unknown task) throw.
@@ -136,6 +143,7 @@ class Store {
 
  private:
   explicit Store(sql::Database db) : db_(std::move(db)) {}
+  bool insert_run_in(const RunRow& r);  // insert_run() inside the caller's transaction
   sql::Database db_;
 };
 

@@ -25,6 +25,7 @@ struct TaskSpec {
   double temperature = 0.0;      // <= 0: greedy
   double top_p = 1.0;
   Quality quality = Quality::Exact;
+  uint64_t seed = 0;             // sampling seed (the same seed gives the same sample)
 
   bool greedy() const { return temperature <= 0.0; }
   bool has_draft() const { return !draft.empty(); }

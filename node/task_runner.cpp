@@ -19,6 +19,7 @@ RunMetrics execute_task(const accel::PreparedArm& arm, const data::TaskSpec& tas
     o.max_new_tokens = task.max_new_tokens;
     o.sampling.temperature = task.temperature;
     o.sampling.top_p = task.top_p;
+    o.sampling.seed = task.seed;
     o.stop_ids = limits.stop_ids;
     o.time_limit_ms = limits.time_limit_ms;
     const auto r = accel::run_arm(arm, prompts, o);

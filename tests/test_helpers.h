@@ -12,7 +12,10 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <csignal>
 #include <sys/wait.h>
+#include <unistd.h>
+#include <vector>
 
 #include "node/runtime/config.h"
 #include "node/runtime/error.h"
@@ -92,5 +95,56 @@ inline RunResult run_eesched(const std::string& args, bool merge_stderr = false)
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return r;
 }
+
+// The eesched binary as a child process (daemons, sweeps), killed and reaped when it goes out
+// of scope. stdout and stderr go to `log` (or /dev/null).
+class ChildProcess {
+ public:
+  ChildProcess(const std::vector<std::string>& args, const std::filesystem::path& log = "/dev/null") {
+    pid_ = fork();
+    if (pid_ == 0) {
+      std::vector<char*> argv;
+      const std::string binary = EESCHED_BINARY;
+      argv.push_back(const_cast<char*>(binary.c_str()));
+      for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      if (!std::freopen(log.c_str(), "a", stdout) || !std::freopen(log.c_str(), "a", stderr)) _exit(126);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+  }
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+  ~ChildProcess() {
+    if (pid_ > 0 && !reaped_) {
+      kill(pid_, SIGKILL);
+      wait();
+    }
+  }
+  pid_t pid() const { return pid_; }
+  void signal(int sig) const { kill(pid_, sig); }
+  // The exit status as the shell reports it (128 + signal when killed).
+  int wait() {
+    if (reaped_) return status_;
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    reaped_ = true;
+    status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return status_;
+  }
+  bool running() {
+    if (reaped_) return false;
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == 0) return true;
+    reaped_ = true;
+    status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return false;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+  int status_ = -1;
+};
 
 }  // namespace eesched::testing

@@ -20,5 +20,10 @@ void register_db(CLI::App& app);
 void register_train_selector(CLI::App& app);
 void register_replay(CLI::App& app);
 void register_bench_selector(CLI::App& app);
+void register_make_token(CLI::App& app);
+void register_coordinator(CLI::App& app);
+void register_worker(CLI::App& app);
+void register_submit(CLI::App& app);
+void register_bench_dispatch(CLI::App& app);
 
 }  // namespace eesched::tools

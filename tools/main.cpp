@@ -40,6 +40,11 @@ int main(int argc, char** argv) {
   eesched::tools::register_train_selector(app);
   eesched::tools::register_replay(app);
   eesched::tools::register_bench_selector(app);
+  eesched::tools::register_make_token(app);
+  eesched::tools::register_coordinator(app);
+  eesched::tools::register_worker(app);
+  eesched::tools::register_submit(app);
+  eesched::tools::register_bench_dispatch(app);
 
   // CLI11 reports an unknown subcommand as "a subcommand is required"; name it instead.
   for (int i = 1; i < argc; ++i) {

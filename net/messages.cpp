@@ -1,0 +1,390 @@
+#include "net/messages.h"
+
+#include <limits>
+
+#include "data/error.h"
+
+namespace eesched::net {
+namespace {
+
+using nlohmann::json;
+
+[[noreturn]] void bad(const std::string& what) { throw ProtocolError(codes::kBadMessage, what); }
+
+const json& member(const json& j, const char* name) {
+  const auto it = j.find(name);
+  if (it == j.end() || it->is_null()) bad(std::string("missing field \"") + name + "\"");
+  return *it;
+}
+
+bool has(const json& j, const char* name) {
+  const auto it = j.find(name);
+  return it != j.end() && !it->is_null();
+}
+
+template <class T>
+T field(const json& j, const char* name) {
+  const json& v = member(j, name);
+  if constexpr (std::is_same_v<T, bool>) {
+    if (!v.is_boolean()) bad(std::string("field \"") + name + "\" must be a boolean");
+  } else if constexpr (std::is_integral_v<T>) {
+    if (!v.is_number_integer()) bad(std::string("field \"") + name + "\" must be an integer");
+    if constexpr (std::is_unsigned_v<T>) {
+      if (v.is_number_unsigned()) return v.get<T>();
+      if (v.get<int64_t>() < 0) bad(std::string("field \"") + name + "\" must not be negative");
+    }
+  } else if constexpr (std::is_floating_point_v<T>) {
+    if (!v.is_number()) bad(std::string("field \"") + name + "\" must be a number");
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    if (!v.is_string()) bad(std::string("field \"") + name + "\" must be a string");
+  }
+  return v.get<T>();
+}
+
+template <class T>
+T field_or(const json& j, const char* name, T fallback) {
+  return has(j, name) ? field<T>(j, name) : fallback;
+}
+
+std::vector<int64_t> id_list(const json& v, const std::string& name) {
+  if (!v.is_array()) bad("field \"" + name + "\" must be an array of token ids");
+  std::vector<int64_t> ids;
+  ids.reserve(v.size());
+  for (const auto& x : v) {
+    if (!x.is_number_integer() || x.get<int64_t>() < 0) bad("field \"" + name + "\" must hold non-negative integer ids");
+    ids.push_back(x.get<int64_t>());
+  }
+  return ids;
+}
+
+std::vector<std::vector<int64_t>> id_rows(const json& j, const char* name, bool allow_empty_rows) {
+  const json& v = member(j, name);
+  if (!v.is_array()) bad(std::string("field \"") + name + "\" must be an array of id arrays");
+  std::vector<std::vector<int64_t>> rows;
+  for (const auto& row : v) {
+    rows.push_back(id_list(row, name));
+    if (!allow_empty_rows && rows.back().empty()) bad(std::string("field \"") + name + "\" has an empty row");
+  }
+  return rows;
+}
+
+constexpr int64_t kMaxBatch = 64;
+constexpr int64_t kMaxNewTokens = 1 << 20;
+
+void check_sampling(int64_t max_new_tokens, double temperature, double top_p, std::size_t batch) {
+  if (max_new_tokens < 0 || max_new_tokens > kMaxNewTokens) bad("max_new_tokens must be in [0, 1048576]");
+  if (!(temperature >= 0) || temperature > 100) bad("temperature must be in [0, 100]");
+  if (!(top_p > 0) || top_p > 1) bad("top_p must be in (0, 1]");
+  if (batch == 0 || static_cast<int64_t>(batch) > kMaxBatch) bad("prompt_ids must hold 1 to 64 rows");
+}
+
+json base(MessageType t) { return make_message(t); }
+
+}  // namespace
+
+void to_json(json& j, const ModelInfo& m) {
+  const auto& r = m.row;
+  j = json{{"name", r.name},          {"fingerprint", r.fingerprint}, {"layers", r.layers},
+           {"hidden", r.hidden},      {"intermediate", r.intermediate}, {"heads", r.heads},
+           {"kv_heads", r.kv_heads},  {"vocab", r.vocab},             {"parameters", r.parameters},
+           {"weight_bytes", r.weight_bytes}, {"dtype", r.dtype},      {"encrypted", r.encrypted},
+           {"key_fingerprint", m.key_fingerprint}, {"draft", m.draft}};
+}
+
+void from_json(const json& j, ModelInfo& m) {
+  if (!j.is_object()) bad("a model must be an object");
+  auto& r = m.row;
+  r.name = field<std::string>(j, "name");
+  r.fingerprint = field<std::string>(j, "fingerprint");
+  if (r.name.empty() || r.fingerprint.empty()) bad("a model needs a name and a fingerprint");
+  r.layers = field<int64_t>(j, "layers");
+  r.hidden = field<int64_t>(j, "hidden");
+  r.intermediate = field<int64_t>(j, "intermediate");
+  r.heads = field<int64_t>(j, "heads");
+  r.kv_heads = field<int64_t>(j, "kv_heads");
+  r.vocab = field<int64_t>(j, "vocab");
+  r.parameters = field<int64_t>(j, "parameters");
+  r.weight_bytes = field<int64_t>(j, "weight_bytes");
+  r.dtype = field<std::string>(j, "dtype");
+  r.encrypted = field<bool>(j, "encrypted");
+  if (r.layers <= 0 || r.hidden <= 0 || r.vocab <= 0 || r.heads <= 0 || r.kv_heads <= 0)
+    bad("model '" + r.name + "' has a non-positive dimension");
+  m.key_fingerprint = field_or<std::string>(j, "key_fingerprint", "");
+  m.draft = field_or<bool>(j, "draft", false);
+}
+
+void to_json(json& j, const TaskRequest& r) {
+  j = json{{"request_id", r.request_id},   {"model", r.model},
+           {"key_fingerprint", r.key_fingerprint}, {"prompt_ids", r.prompt_ids},
+           {"stop_ids", r.stop_ids},       {"max_new_tokens", r.max_new_tokens},
+           {"temperature", r.temperature}, {"top_p", r.top_p},
+           {"seed", r.seed},               {"quality", data::quality_name(r.quality)}};
+  if (!r.arm.empty()) j["arm"] = r.arm;
+}
+
+void from_json(const json& j, TaskRequest& r) {
+  if (!j.is_object()) bad("field \"task\" must be an object");
+  r.request_id = field_or<std::string>(j, "request_id", "");
+  if (r.request_id.size() > 128) bad("request_id is longer than 128 characters");
+  r.model = field<std::string>(j, "model");
+  if (r.model.empty()) bad("field \"model\" is empty");
+  r.key_fingerprint = field_or<std::string>(j, "key_fingerprint", "");
+  r.prompt_ids = id_rows(j, "prompt_ids", /*allow_empty_rows=*/false);
+  r.stop_ids = has(j, "stop_ids") ? id_list(j["stop_ids"], "stop_ids") : std::vector<int64_t>{};
+  r.max_new_tokens = field_or<int64_t>(j, "max_new_tokens", 32);
+  r.temperature = field_or<double>(j, "temperature", 0.0);
+  r.top_p = field_or<double>(j, "top_p", 1.0);
+  r.seed = field_or<uint64_t>(j, "seed", 0);
+  try {
+    r.quality = data::parse_quality(field_or<std::string>(j, "quality", "exact"));
+  } catch (const data::Error& e) {
+    bad(e.what());
+  }
+  r.arm = field_or<std::string>(j, "arm", "");
+  check_sampling(r.max_new_tokens, r.temperature, r.top_p, r.prompt_ids.size());
+}
+
+void to_json(json& j, const RunReport& r) {
+  j = json{{"ok", r.ok},
+           {"tokens", r.tokens},
+           {"latency_ms", r.latency_ms},
+           {"ttft_ms", r.ttft_ms},
+           {"ms_per_token", r.ms_per_token},
+           {"tokens_per_s", r.tokens_per_s},
+           {"new_tokens", r.new_tokens},
+           {"peak_rss_bytes", r.peak_rss_bytes},
+           {"started_at", r.started_at},
+           {"ended_at", r.ended_at}};
+  if (!r.error.empty()) j["error"] = r.error;
+  if (r.acceptance_rate) j["acceptance_rate"] = *r.acceptance_rate;
+}
+
+void from_json(const json& j, RunReport& r) {
+  if (!j.is_object()) bad("field \"report\" must be an object");
+  r.ok = field<bool>(j, "ok");
+  r.error = field_or<std::string>(j, "error", "");
+  r.tokens = id_rows(j, "tokens", /*allow_empty_rows=*/true);
+  r.latency_ms = field_or<double>(j, "latency_ms", 0);
+  r.ttft_ms = field_or<double>(j, "ttft_ms", 0);
+  r.ms_per_token = field_or<double>(j, "ms_per_token", 0);
+  r.tokens_per_s = field_or<double>(j, "tokens_per_s", 0);
+  r.new_tokens = field_or<int64_t>(j, "new_tokens", 0);
+  r.peak_rss_bytes = field_or<int64_t>(j, "peak_rss_bytes", 0);
+  if (has(j, "acceptance_rate")) r.acceptance_rate = field<double>(j, "acceptance_rate");
+  r.started_at = field_or<std::string>(j, "started_at", "");
+  r.ended_at = field_or<std::string>(j, "ended_at", "");
+  if (!(r.latency_ms >= 0)) bad("latency_ms must not be negative");
+}
+
+json to_message(const Hello& m) {
+  auto j = base(MessageType::Hello);
+  j["nonce"] = m.nonce;
+  j["server"] = m.server;
+  return j;
+}
+
+json to_message(const Register& m) {
+  auto j = base(MessageType::Register);
+  j["name"] = m.name;
+  j["hardware"] = m.hardware;
+  j["models"] = m.models;
+  j["dry_run"] = m.dry_run;
+  j["nonce"] = m.nonce;
+  j["proof"] = m.proof;
+  return j;
+}
+
+json to_message(const Registered& m) {
+  auto j = base(MessageType::Registered);
+  j["worker_id"] = m.worker_id;
+  j["proof"] = m.proof;
+  j["heartbeat_ms"] = m.heartbeat_ms;
+  return j;
+}
+
+json to_message(const Heartbeat& m) {
+  auto j = base(MessageType::Heartbeat);
+  j["queued"] = m.queued;
+  return j;
+}
+
+json to_message(const Submit& m) {
+  auto j = base(MessageType::Submit);
+  j["task"] = m.task;
+  return j;
+}
+
+json to_message(const Accepted& m) {
+  auto j = base(MessageType::Accepted);
+  j["task_id"] = m.task_id;
+  j["request_id"] = m.request_id;
+  return j;
+}
+
+json to_message(const Assign& m) {
+  auto j = base(MessageType::Assign);
+  j["task_id"] = m.task_id;
+  j["attempt"] = m.attempt;
+  j["arm"] = m.arm;
+  j["model"] = m.model;
+  j["draft"] = m.draft;
+  j["prompt_ids"] = m.prompt_ids;
+  j["stop_ids"] = m.stop_ids;
+  j["max_new_tokens"] = m.max_new_tokens;
+  j["temperature"] = m.temperature;
+  j["top_p"] = m.top_p;
+  j["seed"] = m.seed;
+  j["time_limit_ms"] = m.time_limit_ms;
+  return j;
+}
+
+json to_message(const Result& m) {
+  auto j = base(MessageType::Result);
+  j["task_id"] = m.task_id;
+  j["attempt"] = m.attempt;
+  j["report"] = m.report;
+  if (!m.request_id.empty()) j["request_id"] = m.request_id;
+  if (!m.status.empty()) j["status"] = m.status;
+  if (!m.worker.empty()) j["worker"] = m.worker;
+  if (!m.arm.empty()) j["arm"] = m.arm;
+  j["explored"] = m.explored;
+  j["attempts"] = m.attempts;
+  j["predicted_ms"] = m.predicted_ms;
+  return j;
+}
+
+json to_message(const Cancel& m) {
+  auto j = base(MessageType::Cancel);
+  if (m.task_id > 0) j["task_id"] = m.task_id;
+  if (!m.request_id.empty()) j["request_id"] = m.request_id;
+  return j;
+}
+
+json to_message(const ErrorMsg& m) { return make_error(m.code, m.message, m.task_id); }
+
+template <>
+Hello read_message<Hello>(const json& j) {
+  return {field<std::string>(j, "nonce"), field_or<std::string>(j, "server", "")};
+}
+
+template <>
+Register read_message<Register>(const json& j) {
+  Register m;
+  m.name = field<std::string>(j, "name");
+  if (m.name.empty() || m.name.size() > 256) bad("worker name must be 1 to 256 characters");
+  try {
+    m.hardware = member(j, "hardware").get<data::HardwareProfile>();
+  } catch (const data::Error& e) {
+    bad(std::string("hardware: ") + e.what());
+  } catch (const nlohmann::json::exception& e) {
+    bad(std::string("hardware: ") + e.what());
+  }
+  const json& models = member(j, "models");
+  if (!models.is_array()) bad("field \"models\" must be an array");
+  for (const auto& mj : models) m.models.push_back(mj.get<ModelInfo>());
+  m.dry_run = field_or<bool>(j, "dry_run", false);
+  m.nonce = field<std::string>(j, "nonce");
+  m.proof = field<std::string>(j, "proof");
+  return m;
+}
+
+template <>
+Registered read_message<Registered>(const json& j) {
+  Registered m;
+  m.worker_id = field<int64_t>(j, "worker_id");
+  m.proof = field<std::string>(j, "proof");
+  m.heartbeat_ms = field_or<int64_t>(j, "heartbeat_ms", 1000);
+  if (m.heartbeat_ms < 10) bad("heartbeat_ms must be at least 10");
+  return m;
+}
+
+template <>
+Heartbeat read_message<Heartbeat>(const json& j) {
+  return {field_or<int64_t>(j, "queued", 0)};
+}
+
+template <>
+Submit read_message<Submit>(const json& j) {
+  return {member(j, "task").get<TaskRequest>()};
+}
+
+template <>
+Accepted read_message<Accepted>(const json& j) {
+  return {field<int64_t>(j, "task_id"), field_or<std::string>(j, "request_id", "")};
+}
+
+template <>
+Assign read_message<Assign>(const json& j) {
+  Assign m;
+  m.task_id = field<int64_t>(j, "task_id");
+  m.attempt = field<int64_t>(j, "attempt");
+  m.arm = field<std::string>(j, "arm");
+  m.model = field<std::string>(j, "model");
+  m.draft = field_or<std::string>(j, "draft", "");
+  m.prompt_ids = id_rows(j, "prompt_ids", /*allow_empty_rows=*/false);
+  m.stop_ids = has(j, "stop_ids") ? id_list(j["stop_ids"], "stop_ids") : std::vector<int64_t>{};
+  m.max_new_tokens = field<int64_t>(j, "max_new_tokens");
+  m.temperature = field_or<double>(j, "temperature", 0.0);
+  m.top_p = field_or<double>(j, "top_p", 1.0);
+  m.seed = field_or<uint64_t>(j, "seed", 0);
+  m.time_limit_ms = field_or<double>(j, "time_limit_ms", 0.0);
+  check_sampling(m.max_new_tokens, m.temperature, m.top_p, m.prompt_ids.size());
+  return m;
+}
+
+template <>
+Result read_message<Result>(const json& j) {
+  Result m;
+  m.task_id = field<int64_t>(j, "task_id");
+  m.attempt = field_or<int64_t>(j, "attempt", 1);
+  m.report = member(j, "report").get<RunReport>();
+  m.request_id = field_or<std::string>(j, "request_id", "");
+  m.status = field_or<std::string>(j, "status", "");
+  m.worker = field_or<std::string>(j, "worker", "");
+  m.arm = field_or<std::string>(j, "arm", "");
+  m.explored = field_or<bool>(j, "explored", false);
+  m.attempts = field_or<int64_t>(j, "attempts", 0);
+  m.predicted_ms = field_or<double>(j, "predicted_ms", 0.0);
+  return m;
+}
+
+template <>
+Cancel read_message<Cancel>(const json& j) {
+  Cancel m;
+  m.task_id = field_or<int64_t>(j, "task_id", 0);
+  m.request_id = field_or<std::string>(j, "request_id", "");
+  if (m.task_id <= 0 && m.request_id.empty()) bad("Cancel needs a task_id or a request_id");
+  return m;
+}
+
+template <>
+ErrorMsg read_message<ErrorMsg>(const json& j) {
+  ErrorMsg m;
+  m.code = field<std::string>(j, "code");
+  m.message = field_or<std::string>(j, "message", "");
+  if (has(j, "task_id")) m.task_id = field<int64_t>(j, "task_id");
+  return m;
+}
+
+void validate_fields(MessageType type, const json& j) {
+  try {
+    switch (type) {
+      case MessageType::Hello: read_message<Hello>(j); break;
+      case MessageType::Register: read_message<Register>(j); break;
+      case MessageType::Registered: read_message<Registered>(j); break;
+      case MessageType::Heartbeat: read_message<Heartbeat>(j); break;
+      case MessageType::Submit: read_message<Submit>(j); break;
+      case MessageType::Accepted: read_message<Accepted>(j); break;
+      case MessageType::Assign: read_message<Assign>(j); break;
+      case MessageType::Result: read_message<Result>(j); break;
+      case MessageType::Cancel: read_message<Cancel>(j); break;
+      case MessageType::Error: read_message<ErrorMsg>(j); break;
+    }
+  } catch (const ProtocolError&) {
+    throw;
+  } catch (const std::exception& e) {  // a nested get<> on a wrong type
+    bad(std::string(message_type_name(type)) + ": " + e.what());
+  }
+}
+
+}  // namespace eesched::net

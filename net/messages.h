@@ -1,0 +1,172 @@
+#pragma once
+// The messages, typed. Every field a peer relies on is read through these from_json functions,
+// which throw ProtocolError(bad_message) naming the field, so a malformed message is refused
+// before any handler sees it (parse_message calls validate_fields).
+//
+// Token ids in Submit, Assign and Result are ENCRYPTED ids: the client encrypts before Submit and
+// decrypts after Result; nothing else ever holds the key.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "data/hardware.h"
+#include "data/store.h"
+#include "data/task.h"
+#include "net/protocol.h"
+
+namespace eesched::net {
+
+// Hello (coordinator -> every peer, on connect).
+struct Hello {
+  std::string nonce;  // hex; a worker's Register proves the token over it
+  std::string server;
+};
+
+// A model a worker holds (encrypted), as it registers it.
+struct ModelInfo {
+  data::ModelRow row;           // shape and fingerprint (of the encrypted weights); id unset
+  std::string key_fingerprint;  // from the model's ee.json: which key it was encrypted under
+  bool draft = false;           // offered as the draft for speculative arms
+};
+
+// Register (worker -> coordinator).
+struct Register {
+  std::string name;                 // the worker's name (data::worker_name by default)
+  data::HardwareProfile hardware;
+  std::vector<ModelInfo> models;
+  bool dry_run = false;             // answers immediately without running a model (bench-dispatch)
+  std::string nonce;                // the worker's challenge to the coordinator (mutual authentication)
+  std::string proof;                // HMAC(token, Hello.nonce, name)
+};
+
+// Registered (coordinator -> worker).
+struct Registered {
+  int64_t worker_id = 0;
+  std::string proof;                // HMAC(token, Register.nonce, name) under the coordinator label
+  int64_t heartbeat_ms = 1000;      // how often the worker should send Heartbeat
+};
+
+// Heartbeat (worker -> coordinator).
+struct Heartbeat {
+  int64_t queued = 0;  // tasks waiting or running on the worker
+};
+
+// What a client asks for (inside Submit; persisted in the task's request).
+struct TaskRequest {
+  std::string request_id;            // the client's idempotency key: resubmitting it reattaches
+  std::string model;                 // model name, as workers register it
+  std::string key_fingerprint;       // the client's key; only models encrypted under it qualify
+  std::vector<std::vector<int64_t>> prompt_ids;  // encrypted, one list per batch row
+  std::vector<int64_t> stop_ids;     // encrypted
+  int64_t max_new_tokens = 32;
+  double temperature = 0;
+  double top_p = 1;
+  uint64_t seed = 0;
+  data::Quality quality = data::Quality::Exact;
+  std::string arm;                   // optional: pin an arm instead of asking the selector
+};
+
+struct Submit {
+  TaskRequest task;
+};
+
+// Accepted (coordinator -> client): the task is persisted and will be dispatched.
+struct Accepted {
+  int64_t task_id = 0;
+  std::string request_id;
+};
+
+// Assign (coordinator -> worker).
+struct Assign {
+  int64_t task_id = 0;
+  int64_t attempt = 1;
+  std::string arm;
+  std::string model;
+  std::string draft;                 // the worker's draft model for speculative arms, or empty
+  std::vector<std::vector<int64_t>> prompt_ids;
+  std::vector<int64_t> stop_ids;
+  int64_t max_new_tokens = 32;
+  double temperature = 0;
+  double top_p = 1;
+  uint64_t seed = 0;
+  double time_limit_ms = 0;          // 0: none
+};
+
+// What a run measured (Result, worker -> coordinator, and forwarded to the client).
+struct RunReport {
+  bool ok = false;
+  std::string error;
+  std::vector<std::vector<int64_t>> tokens;  // encrypted new ids per batch row
+  double latency_ms = 0, ttft_ms = 0, ms_per_token = 0, tokens_per_s = 0;
+  int64_t new_tokens = 0, peak_rss_bytes = 0;
+  std::optional<double> acceptance_rate;
+  std::string started_at, ended_at;
+};
+
+// Result. From a worker: task_id, attempt, report. To a client: also request_id, status,
+// the worker and arm that ran it, whether the arm was explored, attempts and the prediction.
+struct Result {
+  int64_t task_id = 0;
+  int64_t attempt = 1;
+  RunReport report;
+  std::string request_id;
+  std::string status;        // "done", "failed", "cancelled" (to clients)
+  std::string worker;
+  std::string arm;
+  bool explored = false;
+  int64_t attempts = 0;
+  double predicted_ms = 0;
+};
+
+// Cancel (client -> coordinator by task_id or request_id; coordinator -> worker by task_id).
+struct Cancel {
+  int64_t task_id = 0;
+  std::string request_id;
+};
+
+// Error.
+struct ErrorMsg {
+  std::string code, message;
+  std::optional<int64_t> task_id;
+};
+
+void to_json(nlohmann::json& j, const ModelInfo& m);
+void from_json(const nlohmann::json& j, ModelInfo& m);
+void to_json(nlohmann::json& j, const TaskRequest& r);
+void from_json(const nlohmann::json& j, TaskRequest& r);
+void to_json(nlohmann::json& j, const RunReport& r);
+void from_json(const nlohmann::json& j, RunReport& r);
+
+// Each message <-> its frame JSON ("type" and "v" included).
+nlohmann::json to_message(const Hello& m);
+nlohmann::json to_message(const Register& m);
+nlohmann::json to_message(const Registered& m);
+nlohmann::json to_message(const Heartbeat& m);
+nlohmann::json to_message(const Submit& m);
+nlohmann::json to_message(const Accepted& m);
+nlohmann::json to_message(const Assign& m);
+nlohmann::json to_message(const Result& m);
+nlohmann::json to_message(const Cancel& m);
+nlohmann::json to_message(const ErrorMsg& m);
+
+// Typed reads; throw ProtocolError(bad_message) naming the first bad field.
+template <class T>
+T read_message(const nlohmann::json& j);
+template <> Hello read_message<Hello>(const nlohmann::json& j);
+template <> Register read_message<Register>(const nlohmann::json& j);
+template <> Registered read_message<Registered>(const nlohmann::json& j);
+template <> Heartbeat read_message<Heartbeat>(const nlohmann::json& j);
+template <> Submit read_message<Submit>(const nlohmann::json& j);
+template <> Accepted read_message<Accepted>(const nlohmann::json& j);
+template <> Assign read_message<Assign>(const nlohmann::json& j);
+template <> Result read_message<Result>(const nlohmann::json& j);
+template <> Cancel read_message<Cancel>(const nlohmann::json& j);
+template <> ErrorMsg read_message<ErrorMsg>(const nlohmann::json& j);
+
+// Checks the fields of a message of `type` (throws ProtocolError(bad_message)).
+void validate_fields(MessageType type, const nlohmann::json& j);
+
+}  // namespace eesched::net

@@ -1,0 +1,67 @@
+#pragma once
+// The worker daemon: connects to a coordinator, authenticates (HMAC over the coordinator's
+// nonce, and checks the coordinator's proof over its own), registers its measured hardware and
+// the encrypted models it holds, then runs the tasks it is assigned, one at a time on an
+// executor thread (inference uses every intra-op thread; the network thread never runs a model),
+// and reports encrypted output ids with the run's measurements. It never holds a key.
+//
+// Arms are built lazily and cached (accel::ArmCache). Every run is also logged to a local
+// SQLite store when one is given. When the coordinator goes away the worker reconnects with
+// exponential backoff and registers again.
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "net/endpoint.h"
+#include "net/messages.h"
+
+namespace eesched::node {
+
+struct WorkerOptions {
+  net::Endpoint coordinator;
+  // (name, encrypted model directory). Plaintext directories are refused: a worker serves
+  // encrypted models only.
+  std::vector<std::pair<std::string, std::filesystem::path>> models;
+  std::filesystem::path draft;        // optional encrypted draft (registered with draft = true)
+  std::filesystem::path token_file;
+  int threads = 0;                    // intra-op threads; 0: all cores
+  std::filesystem::path db;           // local run log; empty: none
+  std::string name;                   // empty: data::worker_name(hardware)
+  std::filesystem::path hardware_cache;  // empty: the default cache directory
+  // Dry run: answer every Assign at once without running a model (bench-dispatch measures the
+  // coordinator alone). dry_run_models are registered as held without loading anything.
+  bool dry_run = false;
+  std::vector<net::ModelInfo> dry_run_models;
+  std::chrono::milliseconds max_backoff{5000};
+  std::chrono::milliseconds connect_timeout{3000};
+};
+
+// "NAME=DIR" or "DIR" (name: the directory's base name) -> (name, dir).
+std::pair<std::string, std::filesystem::path> parse_model_arg(const std::string& arg);
+
+class WorkerDaemon {
+ public:
+  // Loads every model (throws a one-line std::runtime_error for a missing, corrupt or
+  // plaintext model directory, or an unreadable token file) and measures the hardware.
+  explicit WorkerDaemon(WorkerOptions options);
+  ~WorkerDaemon();
+
+  // Connects, serves, reconnects; returns after stop(). Throws when the coordinator refuses
+  // our token or cannot prove it holds the token (retrying would not help).
+  void run();
+  void stop();  // thread-safe; the task being run finishes first
+
+  const std::string& name() const;
+  int64_t tasks_run() const;  // results sent, over the daemon's life
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace eesched::node

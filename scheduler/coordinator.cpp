@@ -1,0 +1,737 @@
+#include "scheduler/coordinator.h"
+
+#include <asio/io_context.hpp>
+#include <asio/post.hpp>
+#include <asio/signal_set.hpp>
+#include <asio/steady_timer.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "data/arm.h"
+#include "data/error.h"
+#include "data/features.h"
+#include "data/store.h"
+#include "net/auth.h"
+#include "net/connection.h"
+#include "net/listener.h"
+#include "net/messages.h"
+#include "scheduler/history.h"
+#include "scheduler/selector.h"
+
+namespace eesched::scheduler {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using ConnPtr = std::shared_ptr<net::Connection>;
+
+double us_since(Clock::time_point t) { return std::chrono::duration<double, std::micro>(Clock::now() - t).count(); }
+
+// A registered worker and what the coordinator has given it.
+struct Worker {
+  ConnPtr conn;
+  int64_t id = 0;  // store id
+  std::string name;
+  data::HardwareProfile hardware;
+  std::vector<net::ModelInfo> models;   // row.id set to the store id
+  std::optional<net::ModelInfo> draft;
+  bool dry_run = false;
+  std::set<int64_t> outstanding;        // task ids assigned and unfinished
+  double queue_ms = 0;                  // predicted work outstanding
+};
+
+struct Task {
+  data::TaskRow row;
+  net::TaskRequest request;
+  std::string model_name;
+  int64_t attempts = 0;                  // attempts started
+  std::optional<uint64_t> worker_conn;   // assigned to (connection id), while running
+  std::string worker_name;
+  std::string arm;
+  bool explored = false;
+  double predicted_ms = 0;
+  std::string policy;
+  Clock::time_point submitted_at, assigned_at;
+  std::set<int64_t> failed_on;           // worker ids where an attempt failed
+  std::string last_error;
+  std::vector<std::weak_ptr<net::Connection>> waiters;  // clients to answer
+};
+
+// What a connection is, once it says so.
+enum class Role { Unknown, Worker, Client };
+struct Peer {
+  Role role = Role::Unknown;
+  std::string nonce;  // our Hello challenge
+};
+
+}  // namespace
+
+struct Coordinator::Impl {
+  CoordinatorOptions options;
+  asio::io_context io;
+  std::optional<net::Listener> listener;
+  asio::steady_timer sweep_timer{io};
+  net::Token token;
+  std::optional<Selector> selector;
+  std::vector<data::Arm> selector_arms;  // arms the selector can score, catalog order
+
+  mutable std::mutex mu;
+  std::condition_variable drained_cv;
+  data::Store store;
+  std::map<uint64_t, Peer> peers;        // by connection id
+  std::map<uint64_t, Worker> workers;    // by connection id
+  std::map<int64_t, Task> tasks;         // unfinished, by task id
+  std::deque<int64_t> pending;           // waiting for a worker, FIFO
+  std::map<std::string, data::ModelRow> known_models;  // by name: the latest registered
+  std::map<std::pair<int64_t, int64_t>, std::optional<double>> acceptance;  // landmark cache
+  std::mt19937_64 rng;
+  bool draining = false;
+  bool stopped = false;
+  CoordinatorStats counters;
+
+  explicit Impl(CoordinatorOptions o)
+      : options(std::move(o)), token(net::Token::read_file(options.token_file)), store(data::Store::open(options.db)),
+        rng(options.seed) {
+    if (!options.selector.empty()) {
+      selector = Selector::load(options.selector);
+      for (const auto& arm : data::arm_catalog())
+        if (std::find(selector->arms().begin(), selector->arms().end(), arm.name) != selector->arms().end())
+          selector_arms.push_back(arm);
+    }
+    for (const auto& m : store.models()) known_models[m.name] = m;
+    listener.emplace(io, options.listen, [this](asio::ip::tcp::socket s) { on_accept(std::move(s)); });
+  }
+
+  // ---- connections -------------------------------------------------------------------------
+
+  void on_accept(asio::ip::tcp::socket socket) {
+    net::Connection::Options co;
+    co.max_frame_bytes = options.max_frame_bytes;
+    co.idle_timeout = options.handshake_timeout;  // until it registers or submits
+    auto conn = net::Connection::create(std::move(socket), co);
+    const std::string nonce = net::make_nonce();
+    {
+      std::lock_guard lock(mu);
+      peers[conn->id()] = Peer{Role::Unknown, nonce};
+    }
+    conn->start([this](const ConnPtr& c, net::Message m) { on_message(c, std::move(m)); },
+                [this](const ConnPtr& c, const std::string& reason) { on_close(c, reason); });
+    conn->send(net::to_message(net::Hello{nonce, "eesched-coordinator"}));
+  }
+
+  void on_message(const ConnPtr& conn, net::Message m) {
+    std::unique_lock lock(mu);
+    auto peer = peers.find(conn->id());
+    if (peer == peers.end()) return;  // closing
+    try {
+      switch (m.type) {
+        case net::MessageType::Register: return on_register(conn, peer->second, net::read_message<net::Register>(m.body));
+        case net::MessageType::Heartbeat:
+          if (peer->second.role != Role::Worker) return conn->fail(net::codes::kUnexpected, "Heartbeat before Register");
+          return;
+        case net::MessageType::Submit:
+          if (peer->second.role == Role::Worker) return conn->fail(net::codes::kUnexpected, "a worker cannot submit tasks");
+          if (peer->second.role == Role::Unknown) {
+            peer->second.role = Role::Client;
+            conn->set_idle_timeout(std::chrono::milliseconds(0));  // clients wait for results
+          }
+          return on_submit(conn, net::read_message<net::Submit>(m.body).task);
+        case net::MessageType::Result:
+          if (peer->second.role != Role::Worker) return conn->fail(net::codes::kUnexpected, "only a registered worker sends Result");
+          return on_result(conn, net::read_message<net::Result>(m.body));
+        case net::MessageType::Cancel:
+          if (peer->second.role == Role::Worker) return conn->fail(net::codes::kUnexpected, "a worker cannot cancel tasks");
+          return on_cancel(conn, net::read_message<net::Cancel>(m.body));
+        case net::MessageType::Error: {
+          const auto e = net::read_message<net::ErrorMsg>(m.body);
+          spdlog::warn("{} reported an error: {}: {}", conn->peer(), e.code, e.message);
+          return;
+        }
+        default:
+          return conn->fail(net::codes::kUnexpected, std::string(net::message_type_name(m.type)) + " is not sent to a coordinator");
+      }
+    } catch (const net::ProtocolError& e) {
+      conn->fail(e.code(), e.what());
+    } catch (const std::exception& e) {
+      // A store failure (disk full, ...) concerns this request, not the daemon.
+      spdlog::error("{}: {}", conn->peer(), e.what());
+      conn->send(net::make_error("internal", e.what()));
+    }
+  }
+
+  void on_close(const ConnPtr& conn, const std::string& reason) {
+    std::lock_guard lock(mu);
+    peers.erase(conn->id());
+    const auto w = workers.find(conn->id());
+    if (w == workers.end()) return;
+    spdlog::warn("worker {} is gone ({}); {} task(s) to reassign", w->second.name, reason, w->second.outstanding.size());
+    const auto outstanding = w->second.outstanding;
+    workers.erase(w);
+    for (const int64_t id : outstanding) retry(id, "worker " + conn->peer() + " lost: " + reason, std::nullopt);
+    dispatch();
+  }
+
+  // ---- workers -----------------------------------------------------------------------------
+
+  void on_register(const ConnPtr& conn, Peer& peer, net::Register r) {
+    if (peer.role != Role::Unknown) return conn->fail(net::codes::kUnexpected, "Register sent twice");
+    if (!token.verify(net::kWorkerProofLabel, peer.nonce, r.name, r.proof)) {
+      spdlog::warn("{}: worker '{}' failed authentication", conn->peer(), r.name);
+      return conn->fail(net::codes::kAuthFailed, "authentication failed: the worker does not hold the coordinator's token");
+    }
+    if (r.models.empty()) return conn->fail(net::codes::kBadMessage, "a worker must hold at least one model");
+    Worker w;
+    w.conn = conn;
+    w.name = r.name;
+    w.hardware = r.hardware;
+    w.dry_run = r.dry_run;
+    w.id = store.upsert_worker(data::worker_row(r.name, r.hardware));
+    for (auto& m : r.models) {
+      m.row.id = store.upsert_model(m.row);
+      known_models[m.row.name] = m.row;
+      if (m.draft) {
+        w.draft = m;
+      } else {
+        w.models.push_back(m);
+      }
+    }
+    peer.role = Role::Worker;
+    conn->set_idle_timeout(options.worker_timeout);  // heartbeats keep it alive; silence is death
+    conn->send(net::to_message(net::Registered{w.id, token.proof(net::kCoordinatorProofLabel, r.nonce, r.name),
+                                               options.heartbeat.count()}));
+    std::string names;
+    for (const auto& m : w.models) names += (names.empty() ? "" : ", ") + m.row.name;
+    spdlog::info("worker {} registered from {} ({} threads, {:.0f} GFLOP/s): {}{}{}", w.name, conn->peer(), w.hardware.threads,
+                 w.hardware.gflops, names, w.draft ? ", draft " + w.draft->row.name : "", w.dry_run ? " [dry run]" : "");
+    workers[conn->id()] = std::move(w);
+    dispatch();
+  }
+
+  // ---- clients -----------------------------------------------------------------------------
+
+  // Does a worker's model serve this request (name, and key when both sides name one)?
+  static bool serves(const net::ModelInfo& m, const net::TaskRequest& r) {
+    return m.row.name == r.model && (r.key_fingerprint.empty() || m.key_fingerprint.empty() || m.key_fingerprint == r.key_fingerprint);
+  }
+
+  // The model row a new task refers to, or why it cannot be accepted.
+  std::optional<data::ModelRow> model_for(const net::TaskRequest& r, std::string& why) {
+    std::string other_key;
+    for (const auto& [id, w] : workers)
+      for (const auto& m : w.models) {
+        if (serves(m, r)) return m.row;
+        if (m.row.name == r.model) other_key = m.key_fingerprint;
+      }
+    if (!other_key.empty()) {
+      why = "no worker holds model '" + r.model + "' encrypted under key " + r.key_fingerprint.substr(0, 12) +
+            " (workers hold it under key " + other_key.substr(0, 12) + "): wrong key?";
+      return std::nullopt;
+    }
+    const auto known = known_models.find(r.model);
+    if (known != known_models.end()) return known->second;  // a worker that held it may come back
+    why = "no worker has registered model '" + r.model + "'";
+    return std::nullopt;
+  }
+
+  void on_submit(const ConnPtr& conn, net::TaskRequest r) {
+    const auto received = Clock::now();
+    if (draining) return void(conn->send(net::make_error(net::codes::kShuttingDown, "the coordinator is shutting down")));
+    if (!r.arm.empty()) {
+      try {
+        r.arm = data::parse_arm(r.arm).name;
+      } catch (const data::Error& e) {
+        return void(conn->send(net::make_error(net::codes::kBadMessage, e.what())));
+      }
+    }
+    if (!r.request_id.empty()) {
+      if (auto existing = store.find_task_by_ext_id(r.request_id)) return reattach(conn, *existing);
+    }
+    std::string why;
+    const auto model = model_for(r, why);
+    if (!model) return void(conn->send(net::make_error(net::codes::kNoWorker, why)));
+    if (r.request_id.empty()) r.request_id = "req-" + net::make_nonce().substr(0, 24);
+
+    Task t;
+    t.request = r;
+    t.model_name = r.model;
+    t.submitted_at = received;
+    t.row = data::task_row(spec_of(r), model->id);
+    t.row.prompt_ids = r.prompt_ids;  // encrypted, as the client sent them
+    t.row.request = request_json(r).dump();
+    t.row.id = store.insert_task(t.row);  // persisted before anything else happens to it
+    t.waiters.push_back(conn);
+    const int64_t id = t.row.id;
+    tasks.emplace(id, std::move(t));
+    pending.push_back(id);
+    ++counters.accepted;
+    conn->send(net::to_message(net::Accepted{id, r.request_id}));
+    dispatch();
+  }
+
+  // A request_id we know: answer from the store, or wait with the others.
+  void reattach(const ConnPtr& conn, const data::TaskRow& row) {
+    const auto live = tasks.find(row.id);
+    if (live != tasks.end()) {
+      live->second.waiters.push_back(conn);
+      conn->send(net::to_message(net::Accepted{row.id, row.ext_id}));
+      return;
+    }
+    if (!row.result.empty()) {
+      conn->send(net::to_message(net::Accepted{row.id, row.ext_id}));
+      conn->send(nlohmann::json::parse(row.result));
+      return;
+    }
+    conn->send(net::make_error(net::codes::kNotFound, "task '" + row.ext_id + "' is " + data::task_status_name(row.status) +
+                                                          " and has no result", row.id));
+  }
+
+  void on_cancel(const ConnPtr& conn, const net::Cancel& c) {
+    int64_t id = c.task_id;
+    if (id <= 0) {
+      const auto row = store.find_task_by_ext_id(c.request_id);
+      if (row) id = row->id;
+    }
+    const auto it = tasks.find(id);
+    if (it == tasks.end()) return void(conn->send(net::make_error(net::codes::kNotFound, "no unfinished task to cancel", id)));
+    Task& t = it->second;
+    if (t.worker_conn) {
+      const auto w = workers.find(*t.worker_conn);
+      if (w != workers.end()) {
+        w->second.conn->send(net::to_message(net::Cancel{id, ""}));
+        unassign(w->second, t);
+      }
+    }
+    pending.erase(std::remove(pending.begin(), pending.end(), id), pending.end());
+    net::Result res = result_of(t, "cancelled");
+    res.report.error = "cancelled";
+    finish(id, data::TaskStatus::Cancelled, res, std::nullopt);
+    ++counters.cancelled;
+    dispatch();
+  }
+
+  // ---- results -----------------------------------------------------------------------------
+
+  void on_result(const ConnPtr& conn, const net::Result& r) {
+    const auto received = Clock::now();
+    auto w = workers.find(conn->id());
+    if (w == workers.end()) return;
+    const auto it = tasks.find(r.task_id);
+    // Late answers of superseded attempts (reassigned, cancelled) are dropped: one result per task.
+    if (it == tasks.end() || it->second.worker_conn != conn->id() || it->second.attempts != r.attempt) {
+      spdlog::debug("dropping a stale result for task {} attempt {} from {}", r.task_id, r.attempt, w->second.name);
+      return;
+    }
+    Task& t = it->second;
+    unassign(w->second, t);
+    data::RunRow run = run_row(t, w->second.id, r.report);
+    if (!r.report.ok) {
+      spdlog::warn("task {} attempt {} failed on {} ({}): {}", t.row.id, t.attempts, w->second.name, t.arm, r.report.error);
+      store.insert_run(run);
+      t.failed_on.insert(w->second.id);
+      retry(t.row.id, r.report.error, w->second.id);
+      dispatch();
+      return;
+    }
+    if (r.report.acceptance_rate) acceptance.clear();  // the landmark moved
+    net::Result res = result_of(t, "done");
+    res.report = r.report;
+    finish(t.row.id, data::TaskStatus::Done, res, run);
+    ++counters.completed;
+    if (options.record_timings) counters.result_to_reply_us.push_back(us_since(received));
+    dispatch();
+  }
+
+  // An attempt ended without a result: try again elsewhere, or fail the task.
+  void retry(int64_t id, const std::string& error, std::optional<int64_t> failed_worker) {
+    const auto it = tasks.find(id);
+    if (it == tasks.end()) return;
+    Task& t = it->second;
+    t.worker_conn.reset();
+    t.last_error = error;
+    if (failed_worker) t.failed_on.insert(*failed_worker);
+    if (t.attempts >= options.max_attempts) {
+      net::Result res = result_of(t, "failed");
+      res.report.error = "failed after " + std::to_string(t.attempts) + " attempt(s): " + error;
+      finish(id, data::TaskStatus::Failed, res, std::nullopt);
+      ++counters.failed;
+      return;
+    }
+    ++counters.reassigned;
+    pending.push_front(id);  // it has waited longest
+  }
+
+  // Records the final state (with its run, in one transaction) and answers every waiter.
+  void finish(int64_t id, data::TaskStatus status, const net::Result& res, const std::optional<data::RunRow>& run) {
+    const auto it = tasks.find(id);
+    const auto body = net::to_message(res);
+    const std::string text = body.dump();
+    if (run) {
+      store.finish_task_with_run(id, status, text, *run);
+    } else {
+      store.finish_task(id, status, text);
+    }
+    for (const auto& weak : it->second.waiters)
+      if (auto c = weak.lock()) c->send(body);
+    tasks.erase(it);
+    if (draining) drained_cv.notify_all();
+  }
+
+  net::Result result_of(const Task& t, const std::string& status) const {
+    net::Result r;
+    r.task_id = t.row.id;
+    r.attempt = t.attempts;
+    r.request_id = t.request.request_id;
+    r.status = status;
+    r.worker = t.worker_name;
+    r.arm = t.arm;
+    r.explored = t.explored;
+    r.attempts = t.attempts;
+    r.predicted_ms = t.predicted_ms;
+    r.report.error = t.last_error;
+    return r;
+  }
+
+  data::RunRow run_row(const Task& t, int64_t worker_id, const net::RunReport& rep) const {
+    data::RunRow run;
+    run.task_id = t.row.id;
+    run.worker_id = worker_id;
+    run.arm = t.arm;
+    run.policy = t.policy;
+    run.explored = t.explored;
+    run.repeat_index = t.attempts;  // one row per attempt
+    run.started_at = rep.started_at.empty() ? data::iso_utc_now() : rep.started_at;
+    run.ended_at = rep.ended_at.empty() ? run.started_at : rep.ended_at;
+    run.latency_ms = rep.latency_ms;
+    run.ttft_ms = rep.ttft_ms;
+    run.ms_per_token = rep.ms_per_token;
+    run.tokens_per_s = rep.tokens_per_s;
+    run.new_tokens = rep.new_tokens;
+    run.peak_rss_bytes = rep.peak_rss_bytes;
+    run.acceptance_rate = rep.acceptance_rate;
+    run.ok = rep.ok;
+    run.error = rep.error;
+    return run;
+  }
+
+  void unassign(Worker& w, Task& t) {
+    w.outstanding.erase(t.row.id);
+    w.queue_ms = std::max(0.0, w.queue_ms - t.predicted_ms);
+    t.worker_conn.reset();
+  }
+
+  // ---- scheduling --------------------------------------------------------------------------
+
+  static data::TaskSpec spec_of(const net::TaskRequest& r) {
+    data::TaskSpec s;
+    s.id = r.request_id;
+    s.model = r.model;
+    s.prompt_tokens = r.prompt_ids.empty() ? 0 : static_cast<int64_t>(r.prompt_ids.front().size());
+    s.max_new_tokens = r.max_new_tokens;
+    s.batch = static_cast<int64_t>(r.prompt_ids.size());
+    s.temperature = r.temperature;
+    s.top_p = r.top_p;
+    s.quality = r.quality;
+    s.seed = r.seed;
+    return s;
+  }
+
+  // The request minus its prompt ids (stored in their own column).
+  static nlohmann::json request_json(const net::TaskRequest& r) {
+    nlohmann::json j = r;
+    j.erase("prompt_ids");
+    return j;
+  }
+
+  std::optional<double> landmark(int64_t model_id, int64_t draft_id) {
+    const auto key = std::make_pair(model_id, draft_id);
+    const auto it = acceptance.find(key);
+    if (it != acceptance.end()) return it->second;
+    return acceptance[key] = store.mean_acceptance(model_id, draft_id);
+  }
+
+  struct Pick {
+    Worker* worker = nullptr;
+    data::Arm arm;
+    double predicted_ms = 0;
+    bool explored = false;
+  };
+
+  // The (worker, arm) for a task among the workers that can take it now, or none.
+  std::optional<Pick> pick(const Task& t) {
+    std::vector<Worker*> candidates;
+    for (auto& [cid, w] : workers) {
+      if (static_cast<int>(w.outstanding.size()) >= options.max_outstanding) continue;
+      if (std::none_of(w.models.begin(), w.models.end(), [&](const net::ModelInfo& m) { return serves(m, t.request); })) continue;
+      candidates.push_back(&w);
+    }
+    // Prefer workers where it has not failed yet; fall back to them rather than wait forever.
+    std::vector<Worker*> fresh;
+    for (auto* w : candidates)
+      if (!t.failed_on.count(w->id)) fresh.push_back(w);
+    if (!fresh.empty()) candidates.swap(fresh);
+    if (candidates.empty()) return std::nullopt;
+
+    std::optional<Pick> best;
+    double best_score = std::numeric_limits<double>::infinity();
+    // Workers with the same hardware and models get the same predictions: score each such
+    // group once (bench-dispatch's 16 identical workers cost one decision, not 16).
+    std::map<std::string, std::pair<std::vector<data::Arm>, std::vector<double>>> by_profile;
+    for (Worker* w : candidates) {
+      const auto& model = *std::find_if(w->models.begin(), w->models.end(), [&](const net::ModelInfo& m) { return serves(m, t.request); });
+      data::TaskSpec spec = spec_of(t.request);
+      if (w->draft) spec.draft = w->draft->row.name;
+      const std::string profile = std::to_string(w->hardware.threads) + "/" + std::to_string(w->hardware.gflops) + "/" +
+                                  std::to_string(w->hardware.copy_gbps) + "/" + model.row.fingerprint + "/" +
+                                  (w->draft ? w->draft->row.fingerprint : "");
+      auto cached = by_profile.find(profile);
+      if (cached == by_profile.end()) {
+        std::vector<data::Arm> arms;
+        std::vector<double> ms;
+        if (!t.request.arm.empty()) {
+          const auto arm = data::parse_arm(t.request.arm);
+          if (!data::arm_refusal(arm, spec)) arms.push_back(arm);
+        } else if (selector) {
+          for (const auto& arm : selector_arms)
+            if (!data::arm_refusal(arm, spec)) arms.push_back(arm);
+        } else {
+          arms.push_back(data::parse_arm("kv"));
+        }
+        if (selector && !arms.empty()) {
+          TaskCase c;
+          c.spec = spec;
+          c.model = model.row;
+          if (w->draft) c.draft = w->draft->row;
+          c.hardware = w->hardware;
+          if (w->draft) c.landmarks.acceptance_rate = landmark(model.row.id, w->draft->row.id);
+          ms = selector->predict_ms(c, arms);
+        } else {
+          ms.assign(arms.size(), 0.0);
+        }
+        cached = by_profile.emplace(profile, std::make_pair(std::move(arms), std::move(ms))).first;
+      }
+      const auto& [arms, ms] = cached->second;
+      for (std::size_t i = 0; i < arms.size(); ++i) {
+        const double score = w->queue_ms + ms[i];
+        if (score < best_score) best_score = score, best = Pick{w, arms[i], ms[i], false};
+      }
+    }
+    if (!best) return std::nullopt;
+    // Exploration: another applicable arm on the chosen worker, now and then, so history keeps
+    // covering every arm.
+    if (selector && t.request.arm.empty() && options.explore > 0 &&
+        std::uniform_real_distribution<double>(0, 1)(rng) < options.explore) {
+      for (const auto& [profile, entry] : by_profile) {
+        const auto& [arms, ms] = entry;
+        if (arms.size() < 2) continue;
+        if (std::find_if(arms.begin(), arms.end(), [&](const data::Arm& a) { return a.name == best->arm.name; }) == arms.end()) continue;
+        std::size_t i = std::uniform_int_distribution<std::size_t>(0, arms.size() - 2)(rng);
+        if (arms[i].name == best->arm.name) i = arms.size() - 1;
+        best->arm = arms[i];
+        best->predicted_ms = ms[i];
+        best->explored = true;
+        break;
+      }
+    }
+    return best;
+  }
+
+  // Assigns as many pending tasks as workers can take, oldest first.
+  void dispatch() {
+    if (stopped) return;
+    std::deque<int64_t> waiting;
+    while (!pending.empty()) {
+      const int64_t id = pending.front();
+      pending.pop_front();
+      const auto it = tasks.find(id);
+      if (it == tasks.end()) continue;
+      Task& t = it->second;
+      std::optional<Pick> p;
+      try {
+        p = pick(t);
+      } catch (const std::exception& e) {
+        t.attempts = options.max_attempts;  // a task no worker can ever run: fail it now
+        retry(id, std::string("cannot schedule: ") + e.what(), std::nullopt);
+        continue;
+      }
+      if (!p) {
+        waiting.push_back(id);
+        continue;
+      }
+      assign(t, *p);
+    }
+    pending.swap(waiting);
+  }
+
+  void assign(Task& t, const Pick& p) {
+    Worker& w = *p.worker;
+    ++t.attempts;
+    t.worker_conn = w.conn->id();
+    t.worker_name = w.name;
+    t.arm = p.arm.name;
+    t.explored = p.explored;
+    t.predicted_ms = p.predicted_ms;
+    t.policy = !t.request.arm.empty() ? "client" : selector ? "selector" : "default";
+    t.assigned_at = Clock::now();
+    w.outstanding.insert(t.row.id);
+    w.queue_ms += p.predicted_ms;
+    if (t.attempts == 1) store.set_task_status(t.row.id, data::TaskStatus::Running);
+
+    net::Assign a;
+    a.task_id = t.row.id;
+    a.attempt = t.attempts;
+    a.arm = p.arm.name;
+    a.model = t.model_name;
+    if (p.arm.spec_k > 0 && w.draft) a.draft = w.draft->row.name;
+    a.prompt_ids = t.request.prompt_ids;
+    a.stop_ids = t.request.stop_ids;
+    a.max_new_tokens = t.request.max_new_tokens;
+    a.temperature = t.request.temperature;
+    a.top_p = t.request.top_p;
+    a.seed = t.request.seed;
+    a.time_limit_ms = static_cast<double>(options.task_timeout.count());
+    w.conn->send(net::to_message(a));
+    if (options.record_timings) counters.submit_to_assign_us.push_back(us_since(t.submitted_at));
+    spdlog::debug("task {} attempt {} -> {} ({}, predicted {:.1f} ms{})", t.row.id, t.attempts, w.name, t.arm, t.predicted_ms,
+                  t.explored ? ", explored" : "");
+  }
+
+  // Every 250 ms: attempts past task_timeout are reassigned.
+  void sweep() {
+    sweep_timer.expires_after(std::chrono::milliseconds(250));
+    sweep_timer.async_wait([this](std::error_code ec) {
+      if (ec) return;
+      {
+        std::lock_guard lock(mu);
+        const auto now = Clock::now();
+        std::vector<int64_t> late;
+        for (auto& [id, t] : tasks)
+          if (t.worker_conn && now - t.assigned_at > options.task_timeout) late.push_back(id);
+        for (const int64_t id : late) {
+          Task& t = tasks.at(id);
+          const auto w = workers.find(*t.worker_conn);
+          int64_t wid = 0;
+          if (w != workers.end()) {
+            w->second.conn->send(net::to_message(net::Cancel{id, ""}));
+            wid = w->second.id;
+            unassign(w->second, t);
+          }
+          spdlog::warn("task {} attempt {} timed out on {}", id, t.attempts, t.worker_name);
+          retry(id, "timed out after " + std::to_string(options.task_timeout.count()) + " ms on " + t.worker_name, wid);
+        }
+        if (!late.empty()) dispatch();
+        if (stopped) return;
+      }
+      sweep();
+    });
+  }
+
+  // Tasks accepted before a crash or stop and never finished: back in the queue.
+  void recover() {
+    std::lock_guard lock(mu);
+    std::map<int64_t, std::string> model_names;
+    for (const auto& m : store.models()) model_names[m.id] = m.name;
+    for (const auto status : {data::TaskStatus::Running, data::TaskStatus::Pending}) {
+      for (auto& row : store.tasks_with_status(status)) {
+        Task t;
+        try {
+          auto req = nlohmann::json::parse(row.request);
+          req["prompt_ids"] = row.prompt_ids;
+          if (!req.contains("model")) continue;  // not a client's task (e.g. a sweep's)
+          t.request = req.get<net::TaskRequest>();
+        } catch (const std::exception& e) {
+          spdlog::warn("task {} cannot be recovered ({}); marking it failed", row.id, e.what());
+          store.finish_task(row.id, data::TaskStatus::Failed, "");
+          continue;
+        }
+        t.model_name = t.request.model;
+        t.row = row;
+        t.submitted_at = Clock::now();
+        const int64_t id = row.id;
+        tasks.emplace(id, std::move(t));
+        pending.push_back(id);
+        ++counters.recovered;
+      }
+    }
+    std::sort(pending.begin(), pending.end());
+    if (counters.recovered > 0) spdlog::info("recovered {} unfinished task(s) from {}", counters.recovered, store.path());
+  }
+};
+
+Coordinator::Coordinator(CoordinatorOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+Coordinator::~Coordinator() {
+  stop();
+  impl_->io.stop();
+}
+
+uint16_t Coordinator::port() const { return impl_->listener->port(); }
+
+void Coordinator::run() {
+  auto& s = *impl_;
+  s.recover();
+  s.sweep();
+  asio::signal_set signals(s.io);
+  if (s.options.handle_signals) {
+    signals.add(SIGINT);
+    signals.add(SIGTERM);
+    signals.async_wait([this, &signals](std::error_code ec, int sig) {
+      if (ec) return;
+      spdlog::info("signal {}: draining (send it again to stop at once)", sig);
+      stop();
+      signals.async_wait([this](std::error_code e, int) {
+        if (!e) impl_->io.stop();
+      });
+    });
+  }
+  spdlog::info("coordinator listening on {}:{} (store {}, selector {})", s.options.listen.host, port(), s.store.path(),
+               s.selector ? s.options.selector.string() : "none: every task runs kv");
+  std::vector<std::thread> pool;
+  for (int i = 1; i < std::max(1, s.options.threads); ++i) pool.emplace_back([&s] { s.io.run(); });
+  s.io.run();
+  for (auto& t : pool) t.join();
+}
+
+void Coordinator::stop() {
+  auto& s = *impl_;
+  {
+    std::lock_guard lock(s.mu);
+    if (s.draining) return;
+    s.draining = true;
+  }
+  // Drain off the network threads: wait for running tasks, then close everything.
+  std::thread([&s] {
+    {
+      std::unique_lock lock(s.mu);
+      s.listener->close();
+      const auto running = [&s] {
+        return std::none_of(s.tasks.begin(), s.tasks.end(), [](const auto& kv) { return kv.second.worker_conn.has_value(); });
+      };
+      if (!running()) spdlog::info("stopping");
+      else spdlog::info("stopping: waiting up to {} ms for running tasks", s.options.drain_timeout.count());
+      s.drained_cv.wait_for(lock, s.options.drain_timeout, running);
+      s.stopped = true;
+      for (auto& [id, w] : s.workers) w.conn->close("coordinator stopping");
+      s.sweep_timer.cancel();
+      spdlog::info("stopped; {} task(s) left pending for the next start", s.tasks.size());
+    }
+    s.io.stop();
+  }).detach();
+}
+
+CoordinatorStats Coordinator::stats() const {
+  std::lock_guard lock(impl_->mu);
+  CoordinatorStats st = impl_->counters;
+  st.live_workers = static_cast<int64_t>(impl_->workers.size());
+  st.pending = static_cast<int64_t>(impl_->pending.size());
+  st.running = static_cast<int64_t>(impl_->tasks.size()) - st.pending;
+  return st;
+}
+
+}  // namespace eesched::scheduler

@@ -1,0 +1,520 @@
+// The daemons end to end on loopback: a coordinator, workers and clients over real TCP sockets,
+// with real encrypted models (or dry-run workers where only scheduling is under test).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <future>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "accel/registry.h"
+#include "accel/run.h"
+#include "data/store.h"
+#include "ee/codec.h"
+#include "ee/key.h"
+#include "ee/transform.h"
+#include "net/auth.h"
+#include "net/blocking_client.h"
+#include "net/messages.h"
+#include "net/task_client.h"
+#include "node/runtime/tokenizer.h"
+#include "node/worker_daemon.h"
+#include "scheduler/coordinator.h"
+#include "tests/ee_fixtures.h"
+#include "tests/test_helpers.h"
+
+namespace eesched {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::ChildProcess;
+using testing::TempDir;
+using ::testing::HasSubstr;
+
+// ---- fixtures ----------------------------------------------------------------------------------
+
+// A coordinator in this process on a free loopback port.
+class LocalCoordinator {
+ public:
+  LocalCoordinator(const std::filesystem::path& dir, scheduler::CoordinatorOptions o = {}) {
+    o.listen = {"127.0.0.1", 0};
+    if (o.db.empty()) o.db = dir / "coordinator.db";
+    o.token_file = dir / "token";
+    o.heartbeat = 200ms;
+    o.worker_timeout = 2000ms;
+    o.explore = 0;
+    coordinator_ = std::make_unique<scheduler::Coordinator>(o);
+    thread_ = std::thread([this] { coordinator_->run(); });
+  }
+  ~LocalCoordinator() {
+    coordinator_->stop();
+    thread_.join();
+  }
+  net::Endpoint at() const { return {"127.0.0.1", coordinator_->port()}; }
+  scheduler::Coordinator& operator*() { return *coordinator_; }
+  scheduler::Coordinator* operator->() { return coordinator_.get(); }
+
+  // Waits until `n` workers are registered.
+  void await_workers(int64_t n) {
+    for (int i = 0; i < 1000 && coordinator_->stats().live_workers != n; ++i) std::this_thread::sleep_for(10ms);
+    ASSERT_EQ(coordinator_->stats().live_workers, n);
+  }
+
+ private:
+  std::unique_ptr<scheduler::Coordinator> coordinator_;
+  std::thread thread_;
+};
+
+// A worker daemon in this process.
+class LocalWorker {
+ public:
+  explicit LocalWorker(node::WorkerOptions o) : worker_(std::make_unique<node::WorkerDaemon>(std::move(o))) {
+    thread_ = std::thread([this] {
+      try {
+        worker_->run();
+      } catch (const std::exception& e) {
+        error_ = e.what();
+      }
+    });
+  }
+  ~LocalWorker() { stop(); }
+  void stop() {
+    if (!thread_.joinable()) return;
+    worker_->stop();
+    thread_.join();
+  }
+  const std::string& error() const { return error_; }
+
+ private:
+  std::unique_ptr<node::WorkerDaemon> worker_;
+  std::thread thread_;
+  std::string error_;
+};
+
+net::ModelInfo dry_model(const std::string& name) {
+  net::ModelInfo m;
+  m.row.name = name;
+  m.row.fingerprint = "dry-" + name;
+  m.row.layers = 4, m.row.hidden = 256, m.row.intermediate = 688, m.row.heads = 4, m.row.kv_heads = 2, m.row.vocab = 1024;
+  m.row.parameters = 4'000'000, m.row.weight_bytes = 16'000'000, m.row.dtype = "f32", m.row.encrypted = true;
+  return m;
+}
+
+node::WorkerOptions dry_worker(const net::Endpoint& at, const std::filesystem::path& token, const std::string& name) {
+  node::WorkerOptions o;
+  o.coordinator = at;
+  o.token_file = token;
+  o.name = name;
+  o.dry_run = true;
+  o.dry_run_models = {dry_model("dry")};
+  o.threads = 1;
+  o.max_backoff = 200ms;
+  return o;
+}
+
+net::TaskRequest dry_request(const std::string& id) {
+  net::TaskRequest r;
+  r.request_id = id;
+  r.model = "dry";
+  r.prompt_ids = {{5, 6, 7, 8}};
+  r.max_new_tokens = 4;
+  r.quality = data::Quality::Tolerant;
+  return r;
+}
+
+// The committed target and draft, encrypted under one key, and the tokenizer.
+struct EncryptedDeployment {
+  TempDir dir;
+  ee::Key key = testing::fixed_key(testing::target_model().config().vocab_size);
+  ee::Codec codec{key};
+  runtime::Tokenizer tokenizer = runtime::Tokenizer::load(testing::tokenizer_path());
+  std::filesystem::path target = dir / "target", draft = dir / "draft";
+
+  EncryptedDeployment() {
+    net::Token::write_new(dir / "token");
+    ee::encrypt_model_dir(testing::source_dir() / "models" / "target", key, target, false);
+    ee::encrypt_model_dir(testing::source_dir() / "models" / "draft", key, draft, false);
+  }
+
+  node::WorkerOptions worker(const net::Endpoint& at, const std::string& name) const {
+    node::WorkerOptions o;
+    o.coordinator = at;
+    o.token_file = dir / "token";
+    o.models = {{"target", target}};
+    o.draft = draft;
+    o.name = name;
+    o.threads = 1;
+    o.db = dir / (name + ".db");
+    o.max_backoff = 200ms;
+    return o;
+  }
+
+  net::TaskRequest request(const std::vector<int64_t>& plain_prompt, const std::string& arm, int64_t max_new_tokens) const {
+    net::TaskRequest r;
+    r.model = "target";
+    r.key_fingerprint = key.fingerprint();
+    r.prompt_ids = {codec.encrypt(plain_prompt)};
+    r.stop_ids = {codec.encrypt(tokenizer.eos_id())};
+    r.max_new_tokens = max_new_tokens;
+    r.quality = data::Quality::Tolerant;
+    r.arm = arm;
+    return r;
+  }
+};
+
+// What plaintext inference gives for the prompt with the arm, on this machine.
+std::vector<int64_t> local_plaintext(const std::vector<int64_t>& prompt, const std::string& arm_name, int64_t max_new_tokens,
+                                     int64_t eos) {
+  accel::ModelPair plain;
+  plain.target = std::shared_ptr<const runtime::LlamaModel>(&testing::target_model(), [](const runtime::LlamaModel*) {});
+  plain.draft = std::shared_ptr<const runtime::LlamaModel>(&testing::draft_model(), [](const runtime::LlamaModel*) {});
+  const auto arm = accel::build_arm(data::parse_arm(arm_name), plain);
+  runtime::GenerateOptions o;
+  o.max_new_tokens = max_new_tokens;
+  o.stop_ids = {eos};
+  return accel::run_arm(arm, {prompt}, o).generation.tokens.front();
+}
+
+std::string join(const std::vector<int64_t>& ids) {
+  std::string s;
+  for (const auto id : ids) {
+    if (!s.empty()) s += ',';
+    s += std::to_string(id);
+  }
+  return s;
+}
+
+std::string file_bytes(const std::filesystem::path& p) { return std::filesystem::exists(p) ? testing::read_file(p) : ""; }
+
+// Frames read after the Hello, until the connection closes: the first must be an Error with `code`.
+void expect_error_then_close(net::BlockingClient& c, const std::string& code) {
+  std::optional<net::Message> m;
+  do {
+    m = c.receive(5s);
+    ASSERT_TRUE(m) << "no answer";
+  } while (m->type == net::MessageType::Hello);
+  ASSERT_EQ(m->type, net::MessageType::Error) << m->body.dump();
+  EXPECT_EQ(m->body["code"], code) << m->body.dump();
+  EXPECT_THROW(
+      {
+        while (c.receive(5s)) {
+        }
+      },
+      std::runtime_error);
+}
+
+net::SubmitOptions within(std::chrono::milliseconds timeout) {
+  net::SubmitOptions o;
+  o.timeout = timeout;
+  return o;
+}
+
+int64_t free_port() {
+  // Bind port 0, read the port, release it: good enough for a test on loopback.
+  TempDir d;
+  net::Token::write_new(d / "t");
+  scheduler::CoordinatorOptions o;
+  o.listen = {"127.0.0.1", 0};
+  o.db = d / "x.db";
+  o.token_file = d / "t";
+  scheduler::Coordinator c(o);
+  return c.port();
+}
+
+// ---- tests -------------------------------------------------------------------------------------
+
+// Encrypted tasks through coordinator and worker decrypt to local plaintext generation, for every
+// kind of arm; and neither the stores nor the logs hold a plaintext prompt or answer.
+TEST(Daemons, EncryptedResultsEqualLocalPlaintextAndNothingPlaintextIsStoredOrLogged) {
+  auto log = std::make_shared<std::ostringstream>();
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(*log);
+  auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("capture", sink));
+  spdlog::set_level(spdlog::level::trace);
+
+  EncryptedDeployment d;
+  std::vector<std::vector<int64_t>> prompts, outputs;
+  {
+    scheduler::CoordinatorOptions co;
+    co.selector = testing::source_dir() / "models" / "selector.json";
+    LocalCoordinator coordinator(d.dir.path(), co);
+    LocalWorker worker(d.worker(coordinator.at(), "w1"));
+    coordinator.await_workers(1);
+
+    const std::vector<std::string> texts = {"Fellow-Citizens of the Senate and House of Representatives:",
+                                            "The state of the Union is", "Our economy", "In the coming year we will"};
+    const std::vector<std::string> arms = {"plain", "kv", "kv+int8", "kv+spec2", "kv+prune30", ""};  // "": the selector's choice
+    for (std::size_t i = 0; i < arms.size(); ++i) {
+      const auto prompt = d.tokenizer.encode(texts[i % texts.size()]);
+      const auto res = net::submit_and_wait(coordinator.at(), d.request(prompt, arms[i], 20));
+      ASSERT_EQ(res.status, "done") << res.report.error;
+      ASSERT_TRUE(res.report.ok);
+      EXPECT_EQ(res.worker, "w1");
+      EXPECT_EQ(res.attempts, 1);
+      if (!arms[i].empty()) {
+        EXPECT_EQ(res.arm, arms[i]);
+      }
+      ASSERT_EQ(res.report.tokens.size(), 1u);
+      const auto decrypted = d.codec.decrypt(res.report.tokens.front());
+      EXPECT_EQ(decrypted, local_plaintext(prompt, res.arm, 20, d.tokenizer.eos_id())) << "arm " << res.arm;
+      EXPECT_GE(decrypted.size(), 3u);
+      prompts.push_back(prompt);
+      outputs.push_back(decrypted);
+    }
+    const auto st = coordinator->stats();
+    EXPECT_EQ(st.completed, static_cast<int64_t>(arms.size()));
+  }
+  spdlog::set_default_logger(previous);
+
+  // The coordinator's store holds the encrypted ids (positive control) ...
+  auto store = data::Store::open(d.dir / "coordinator.db");
+  const auto done = store.tasks_with_status(data::TaskStatus::Done);
+  ASSERT_EQ(done.size(), prompts.size());
+  for (std::size_t i = 0; i < done.size(); ++i) EXPECT_EQ(done[i].prompt_ids.front(), d.codec.encrypt(prompts[i]));
+  // ... and no file nor log line holds a plaintext prompt or answer (as the ids appear in JSON).
+  std::string everything = log->str();
+  for (const auto& f : {"coordinator.db", "coordinator.db-wal", "w1.db", "w1.db-wal"}) everything += file_bytes(d.dir / f);
+  ASSERT_THAT(everything, HasSubstr(join(d.codec.encrypt(prompts[0])).substr(0, 20)));
+  for (const auto& p : prompts) EXPECT_THAT(everything, ::testing::Not(HasSubstr(join(p)))) << join(p);
+  for (const auto& o : outputs) EXPECT_THAT(everything, ::testing::Not(HasSubstr(join(o)))) << join(o);
+  // The worker logged its runs locally too.
+  auto worker_store = data::Store::open(d.dir / "w1.db");
+  EXPECT_EQ(worker_store.counts().runs, static_cast<int64_t>(prompts.size()));
+}
+
+// A worker killed (SIGKILL) mid-task: the task finishes on another worker; one result, one ok run.
+TEST(Daemons, TaskOfAKilledWorkerFinishesElsewhereExactlyOnce) {
+  EncryptedDeployment d;
+  LocalCoordinator coordinator(d.dir.path());
+  const auto at = coordinator.at();
+  // The victim is a separate process so it can really die mid-task.
+  ChildProcess victim({"--log-level", "debug", "worker", "--coordinator", at.str(), "--model", "target=" + d.target.string(),
+                       "--token-file", (d.dir / "token").string(), "--threads", "1", "--name", "victim"},
+                      d.dir / "victim.log");
+  coordinator.await_workers(1);
+
+  const auto prompt = d.tokenizer.encode("The state of the Union is");
+  auto request = d.request(prompt, "kv", 1000);  // long enough to kill it mid-way
+  request.stop_ids.clear();
+  auto pending = std::async(std::launch::async, [&] { return net::submit_and_wait(at, request); });
+  for (int i = 0; i < 500 && coordinator->stats().running == 0; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(coordinator->stats().running, 1);
+  std::this_thread::sleep_for(200ms);
+  victim.signal(SIGKILL);
+  EXPECT_EQ(victim.wait(), 128 + SIGKILL);
+
+  LocalWorker survivor(d.worker(at, "survivor"));
+  ASSERT_EQ(pending.wait_for(120s), std::future_status::ready);
+  const auto res = pending.get();
+  ASSERT_EQ(res.status, "done") << res.report.error;
+  EXPECT_EQ(res.worker, "survivor");
+  EXPECT_EQ(res.attempts, 2);
+  EXPECT_EQ(d.codec.decrypt(res.report.tokens.front()), local_plaintext(prompt, "kv", 1000, -1));
+  EXPECT_EQ(coordinator->stats().reassigned, 1);
+
+  auto store = data::Store::open(d.dir / "coordinator.db");
+  const auto runs = store.runs_since("2000");
+  ASSERT_EQ(runs.size(), 1u) << "the killed attempt left no run; the survivor's is the one";
+  EXPECT_TRUE(runs[0].ok);
+  EXPECT_EQ(store.tasks_with_status(data::TaskStatus::Done).size(), 1u);
+}
+
+// The coordinator killed with accepted tasks pending: a restart on the same store completes them,
+// and clients that resubmit their request ids get exactly those results.
+TEST(Daemons, AcceptedTasksSurviveACoordinatorKill) {
+  TempDir dir;
+  net::Token::write_new(dir / "token");
+  const auto port = free_port();
+  const std::string at_text = "127.0.0.1:" + std::to_string(port);
+  const net::Endpoint at{"127.0.0.1", static_cast<uint16_t>(port)};
+  const std::vector<std::string> args = {"--log-level", "debug", "coordinator", "--listen", at_text, "--db", (dir / "c.db").string(),
+                                         "--token-file", (dir / "token").string(), "--worker-timeout-ms", "2000"};
+  auto await_listening = [&] {
+    for (int i = 0; i < 500; ++i) {
+      try {
+        net::BlockingClient::connect(at, 200ms);
+        return;
+      } catch (const std::exception&) {
+        std::this_thread::sleep_for(10ms);
+      }
+    }
+    FAIL() << "the coordinator did not start";
+  };
+  std::vector<std::string> ids = {"restart-a", "restart-b", "restart-c"};
+  {
+    ChildProcess first(args, dir / "first.log");
+    await_listening();
+    {
+      LocalWorker w(dry_worker(at, dir / "token", "dry-1"));  // makes the model known, then leaves
+      for (int i = 0; i < 500 && data::Store::open(dir / "c.db").models().empty(); ++i) std::this_thread::sleep_for(10ms);
+    }
+    auto client = net::BlockingClient::connect(at, 2s);
+    for (const auto& id : ids) client.send(net::to_message(net::Submit{dry_request(id)}));
+    int accepted = 0;
+    while (accepted < 3) {
+      const auto m = client.receive(5s);
+      ASSERT_TRUE(m);
+      ASSERT_NE(m->type, net::MessageType::Error) << m->body.dump();
+      accepted += m->type == net::MessageType::Accepted;
+    }
+    first.signal(SIGKILL);
+    first.wait();
+  }
+  EXPECT_EQ(data::Store::open(dir / "c.db").tasks_with_status(data::TaskStatus::Pending).size(), 3u);
+
+  ChildProcess second(args, dir / "second.log");
+  await_listening();
+  LocalWorker w(dry_worker(at, dir / "token", "dry-2"));
+  for (const auto& id : ids) {
+    const auto res = net::submit_and_wait(at, dry_request(id), within(30s));
+    EXPECT_EQ(res.status, "done");
+    EXPECT_EQ(res.request_id, id);
+    EXPECT_EQ(res.worker, "dry-2");
+  }
+  auto store = data::Store::open(dir / "c.db");
+  EXPECT_EQ(store.tasks_with_status(data::TaskStatus::Done).size(), 3u);
+  EXPECT_EQ(store.counts().tasks, 3) << "resubmitting a request id must not create a task";
+  EXPECT_EQ(store.runs_since("2000").size(), 3u);
+  second.signal(SIGTERM);
+  EXPECT_EQ(second.wait(), 0) << testing::read_file(dir / "second.log");
+}
+
+// Garbage, oversized frames, bad JSON, a wrong version, an unknown type and a worker with the
+// wrong token each get an Error and a closed connection, while another client's tasks complete.
+TEST(Daemons, BadPeersAreClosedWhileOthersAreServed) {
+  TempDir dir;
+  net::Token::write_new(dir / "token");
+  LocalCoordinator coordinator(dir.path());
+  LocalWorker worker(dry_worker(coordinator.at(), dir / "token", "dry"));
+  coordinator.await_workers(1);
+
+  std::atomic<bool> done{false};
+  std::atomic<int> completed{0};
+  std::thread good([&] {
+    for (int i = 0; !done || i < 20; ++i) {
+      const auto r = net::submit_and_wait(coordinator.at(), dry_request("good-" + std::to_string(i)), within(10s));
+      if (r.status == "done") ++completed;
+    }
+  });
+
+  const auto frame = [](const std::string& body) { return net::encode_frame(nlohmann::json::parse(body)); };
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"GET / HTTP/1.1\r\nHost: x\r\n\r\n", net::codes::kTooLarge},
+      {std::string("\xff\xff\xff\xff", 4), net::codes::kTooLarge},
+      {std::string("\x00\x00\x00\x09{not json", 13), net::codes::kBadJson},
+      {frame(R"({"type":"Submit","v":2})"), net::codes::kBadVersion},
+      {frame(R"({"type":"Bogus","v":1})"), net::codes::kUnknownType},
+      {frame(R"({"type":"Submit","v":1,"task":{"model":"dry","prompt_ids":[[-1]]}})"), net::codes::kBadMessage},
+      {frame(R"({"type":"Result","v":1,"task_id":1,"report":{"ok":true,"tokens":[[1]]}})"), net::codes::kUnexpected},
+  };
+  for (const auto& [bytes, code] : cases) {
+    SCOPED_TRACE(code);
+    auto c = net::BlockingClient::connect(coordinator.at(), 2s);
+    c.send_raw(bytes);
+    expect_error_then_close(c, code);
+  }
+
+  // A worker with another token: refused, never registered, never assigned anything.
+  TempDir other;
+  net::Token::write_new(other / "token");
+  auto impostor = dry_worker(coordinator.at(), other / "token", "impostor");
+  node::WorkerDaemon daemon(impostor);
+  try {
+    daemon.run();
+    ADD_FAILURE() << "an impostor worker must be refused";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), HasSubstr("refused the token"));
+  }
+  EXPECT_EQ(coordinator->stats().live_workers, 1);
+
+  done = true;
+  good.join();
+  EXPECT_GE(completed.load(), 20);
+}
+
+// 200 clients at once: every task completes exactly once.
+TEST(Daemons, TwoHundredConcurrentSubmissionsAllCompleteOnce) {
+  TempDir dir;
+  net::Token::write_new(dir / "token");
+  LocalCoordinator coordinator(dir.path());
+  std::vector<std::unique_ptr<LocalWorker>> workers;
+  for (int i = 0; i < 4; ++i) workers.push_back(std::make_unique<LocalWorker>(dry_worker(coordinator.at(), dir / "token", "dry-" + std::to_string(i))));
+  coordinator.await_workers(4);
+
+  constexpr int kClients = 200;
+  std::vector<std::future<net::Result>> results;
+  for (int i = 0; i < kClients; ++i)
+    results.push_back(std::async(std::launch::async, [&, i] {
+      return net::submit_and_wait(coordinator.at(), dry_request("c-" + std::to_string(i)), within(60s));
+    }));
+  std::set<int64_t> task_ids;
+  std::set<std::string> request_ids;
+  for (auto& f : results) {
+    const auto r = f.get();
+    EXPECT_EQ(r.status, "done");
+    task_ids.insert(r.task_id);
+    request_ids.insert(r.request_id);
+  }
+  EXPECT_EQ(task_ids.size(), static_cast<std::size_t>(kClients));
+  EXPECT_EQ(request_ids.size(), static_cast<std::size_t>(kClients));
+  auto store = data::Store::open(dir / "coordinator.db");
+  EXPECT_EQ(store.tasks_with_status(data::TaskStatus::Done).size(), static_cast<std::size_t>(kClients));
+  const auto runs = store.runs_since("2000");
+  EXPECT_EQ(runs.size(), static_cast<std::size_t>(kClients));
+  std::set<int64_t> run_tasks;
+  for (const auto& r : runs) run_tasks.insert(r.task_id);
+  EXPECT_EQ(run_tasks.size(), static_cast<std::size_t>(kClients));
+}
+
+// Cancel, an unknown model and the wrong key: clear answers, nothing run.
+TEST(Daemons, CancelUnknownModelAndWrongKey) {
+  TempDir dir;
+  net::Token::write_new(dir / "token");
+  LocalCoordinator coordinator(dir.path());
+  {
+    LocalWorker w(dry_worker(coordinator.at(), dir / "token", "dry"));
+    coordinator.await_workers(1);
+  }
+  coordinator.await_workers(0);
+  // Pending (its only worker left): cancelled by request id.
+  auto client = net::BlockingClient::connect(coordinator.at(), 2s);
+  client.send(net::to_message(net::Submit{dry_request("to-cancel")}));
+  client.send(net::to_message(net::Cancel{0, "to-cancel"}));
+  std::optional<net::Result> result;
+  while (!result) {
+    const auto m = client.receive(5s);
+    ASSERT_TRUE(m);
+    if (m->type == net::MessageType::Result) result = net::read_message<net::Result>(m->body);
+  }
+  EXPECT_EQ(result->status, "cancelled");
+  EXPECT_EQ(data::Store::open(dir / "coordinator.db").tasks_with_status(data::TaskStatus::Cancelled).size(), 1u);
+
+  auto unknown = dry_request("unknown");
+  unknown.model = "nonesuch";
+  try {
+    net::submit_and_wait(coordinator.at(), unknown, within(5s));
+    ADD_FAILURE() << "an unknown model must be refused";
+  } catch (const std::runtime_error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("no worker has registered model 'nonesuch'"));
+  }
+
+  auto keyed = dry_worker(coordinator.at(), dir / "token", "keyed");
+  keyed.dry_run_models.front().key_fingerprint = "aaaaaaaaaaaaaaaa";
+  LocalWorker w(keyed);
+  coordinator.await_workers(1);
+  auto wrong_key = dry_request("wrong-key");
+  wrong_key.key_fingerprint = "bbbbbbbbbbbbbbbb";
+  try {
+    net::submit_and_wait(coordinator.at(), wrong_key, within(5s));
+    ADD_FAILURE() << "a request under another key must be refused";
+  } catch (const std::runtime_error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("wrong key"));
+  }
+}
+
+}  // namespace
+}  // namespace eesched

@@ -1,0 +1,985 @@
+// net/: frames, typed messages, worker authentication and addresses as pure functions, then
+// framed connections over real loopback sockets (an echo server on an io_context thread, driven
+// by BlockingClient).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <asio/executor_work_guard.hpp>
+#include <asio/io_context.hpp>
+#include <asio/post.hpp>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <future>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "net/auth.h"
+#include "net/blocking_client.h"
+#include "net/connection.h"
+#include "net/endpoint.h"
+#include "net/listener.h"
+#include "net/messages.h"
+#include "net/protocol.h"
+#include "tests/expect_error.h"
+
+namespace eesched::net {
+namespace {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+using ::testing::MatchesRegex;
+namespace fs = std::filesystem;
+
+std::string runtime_error_of(const std::function<void()>& fn) {
+  return eesched::testing::error_of_type<std::runtime_error>(fn);
+}
+
+// The longest any test waits for something that should happen at once: a safety net, never a
+// measurement.
+constexpr auto kWait = 3000ms;
+
+// The code of the ProtocolError fn throws; any other outcome fails the test.
+std::string protocol_code(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const ProtocolError& e) {
+    return e.code();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected a ProtocolError, got: " << e.what();
+    return "";
+  }
+  ADD_FAILURE() << "expected a ProtocolError, got none";
+  return "";
+}
+
+std::string header_of(uint32_t n) {
+  return {static_cast<char>(n >> 24), static_cast<char>(n >> 16), static_cast<char>(n >> 8), static_cast<char>(n)};
+}
+
+std::size_t length_of(const std::string& header, std::size_t max_frame_bytes) {
+  return frame_body_length(reinterpret_cast<const uint8_t*>(header.data()), max_frame_bytes);
+}
+
+// A frame with any body at all, valid or not.
+std::string raw_frame(const std::string& body) { return header_of(static_cast<uint32_t>(body.size())) + body; }
+
+// ---------------------------------------------------------------------------------------------
+// Frames
+
+TEST(Frame, IsABigEndianLengthThenTheJson) {
+  const json small{{"a", 1}};
+  EXPECT_EQ(encode_frame(small), std::string("\0\0\0\x07", 4) + R"({"a":1})");
+
+  // 66051 = 0x00010203: every header byte differs, so the byte order shows.
+  const json big{{"s", std::string(66043, 'x')}};
+  const std::string frame = encode_frame(big);
+  ASSERT_EQ(frame.size(), kFrameHeaderBytes + 66051);
+  EXPECT_EQ(frame.substr(0, 4), std::string("\x00\x01\x02\x03", 4));
+  EXPECT_EQ(json::parse(frame.substr(4)), big);
+}
+
+TEST(Frame, BodyLengthRoundTrips) {
+  for (const std::size_t n : {std::size_t{1}, std::size_t{255}, std::size_t{256}, std::size_t{65536}, std::size_t{1} << 24}) {
+    EXPECT_EQ(length_of(header_of(static_cast<uint32_t>(n)), kDefaultMaxFrameBytes), n);
+  }
+  const json message = make_message(MessageType::Heartbeat);
+  const std::string frame = encode_frame(message);
+  EXPECT_EQ(length_of(frame.substr(0, 4), kDefaultMaxFrameBytes), frame.size() - kFrameHeaderBytes);
+  EXPECT_EQ(length_of(header_of(4096), 4096), 4096u);  // the limit itself is allowed
+}
+
+TEST(Frame, ZeroAndOverLimitLengthsAreTooLarge) {
+  EXPECT_EQ(protocol_code([] { length_of(header_of(0), 4096); }), codes::kTooLarge);
+  EXPECT_EQ(protocol_code([] { length_of(header_of(4097), 4096); }), codes::kTooLarge);
+  EXPECT_EQ(protocol_code([] { length_of(header_of(UINT32_MAX), kDefaultMaxFrameBytes); }), codes::kTooLarge);
+  EXPECT_EQ(protocol_code([] { length_of("GET ", kDefaultMaxFrameBytes); }), codes::kTooLarge);
+}
+
+TEST(Frame, EncodingOverTheLimitIsTooLarge) {
+  const json message{{"s", std::string(100, 'x')}};
+  const std::size_t n = message.dump().size();
+  EXPECT_EQ(encode_frame(message, n).size(), kFrameHeaderBytes + n);
+  EXPECT_EQ(protocol_code([&] { encode_frame(message, n - 1); }), codes::kTooLarge);
+}
+
+// ---------------------------------------------------------------------------------------------
+// parse_message
+
+json valid_task() { return json::parse(R"({"model": "tiny", "prompt_ids": [[1, 2, 3]], "max_new_tokens": 4})"); }
+
+json submit_with(const json& task) {
+  json j = make_message(MessageType::Submit);
+  j["task"] = task;
+  return j;
+}
+
+TEST(ParseMessage, RefusesWhatIsNotAJsonObject) {
+  EXPECT_EQ(protocol_code([] { parse_message("{not json"); }), codes::kBadJson);
+  EXPECT_EQ(protocol_code([] { parse_message(""); }), codes::kBadJson);
+  EXPECT_EQ(protocol_code([] { parse_message(R"([{"type":"Heartbeat","v":1}])"); }), codes::kBadJson);
+  EXPECT_EQ(protocol_code([] { parse_message("42"); }), codes::kBadJson);
+}
+
+TEST(ParseMessage, RefusesAMissingOrOtherVersion) {
+  EXPECT_EQ(protocol_code([] { parse_message(R"({"type":"Heartbeat"})"); }), codes::kBadVersion);
+  EXPECT_EQ(protocol_code([] { parse_message(R"({"type":"Heartbeat","v":2})"); }), codes::kBadVersion);
+  EXPECT_EQ(protocol_code([] { parse_message(R"({"type":"Heartbeat","v":"1"})"); }), codes::kBadVersion);
+  EXPECT_EQ(parse_message(R"({"type":"Heartbeat","v":1})").type, MessageType::Heartbeat);
+}
+
+TEST(ParseMessage, RefusesAMissingOrUnknownType) {
+  EXPECT_EQ(protocol_code([] { parse_message(R"({"v":1})"); }), codes::kUnknownType);
+  EXPECT_EQ(protocol_code([] { parse_message(R"({"type":"Bogus","v":1})"); }), codes::kUnknownType);
+  EXPECT_EQ(protocol_code([] { parse_message(R"({"type":7,"v":1})"); }), codes::kUnknownType);
+}
+
+TEST(ParseMessage, RefusesASubmitWithABadField) {
+  ASSERT_EQ(parse_message(submit_with(valid_task()).dump()).type, MessageType::Submit);
+
+  auto spoiled = [](const std::function<void(json&)>& spoil) {
+    json task = valid_task();
+    spoil(task);
+    return submit_with(task).dump();
+  };
+  auto code_for = [&](const std::function<void(json&)>& spoil) {
+    return protocol_code([&] { parse_message(spoiled(spoil)); });
+  };
+  EXPECT_EQ(code_for([](json& t) { t.erase("model"); }), codes::kBadMessage);
+  EXPECT_EQ(code_for([](json& t) { t["prompt_ids"] = json::parse("[[1, -2, 3]]"); }), codes::kBadMessage);
+  EXPECT_EQ(code_for([](json& t) { t["prompt_ids"] = json::parse("[[1], []]"); }), codes::kBadMessage);
+  EXPECT_EQ(code_for([](json& t) { t["stop_ids"] = json::parse("[-1]"); }), codes::kBadMessage);
+  EXPECT_EQ(code_for([](json& t) { t["top_p"] = 0; }), codes::kBadMessage);
+  EXPECT_EQ(code_for([](json& t) { t["prompt_ids"] = json(std::vector<std::vector<int64_t>>(65, {1})); }),
+            codes::kBadMessage);
+  EXPECT_EQ(code_for([](json& t) { t["max_new_tokens"] = "4"; }), codes::kBadMessage);
+  EXPECT_EQ(code_for([](json& t) { t["seed"] = -1; }), codes::kBadMessage);
+  EXPECT_EQ(code_for([](json& t) { t["quality"] = "sloppy"; }), codes::kBadMessage);
+  // 64 rows is the limit, not over it.
+  EXPECT_NO_THROW(parse_message(spoiled([](json& t) { t["prompt_ids"] = json(std::vector<std::vector<int64_t>>(64, {1})); })));
+}
+
+TEST(ParseMessage, RefusesOtherMessagesWithABadField) {
+  EXPECT_EQ(protocol_code([] { parse_message(R"({"type":"Submit","v":1})"); }), codes::kBadMessage);
+  EXPECT_EQ(protocol_code([] { parse_message(R"({"type":"Submit","v":1,"task":[]})"); }), codes::kBadMessage);
+  EXPECT_EQ(protocol_code([] { parse_message(R"({"type":"Hello","v":1})"); }), codes::kBadMessage);
+  EXPECT_EQ(protocol_code([] { parse_message(R"({"type":"Error","v":1,"message":"no code"})"); }), codes::kBadMessage);
+  EXPECT_EQ(protocol_code([] { parse_message(R"({"type":"Cancel","v":1})"); }), codes::kBadMessage);
+  EXPECT_EQ(protocol_code([] { parse_message(R"({"type":"Register","v":1,"name":"w","hardware":{},"models":[],"nonce":"n","proof":"p"})"); }),
+            codes::kBadMessage);
+}
+
+// Message -> frame -> parse_message -> read_message<T>.
+template <class T>
+T round_trip(const T& m, MessageType expected_type) {
+  const std::string frame = encode_frame(to_message(m));
+  EXPECT_EQ(length_of(frame.substr(0, 4), kDefaultMaxFrameBytes), frame.size() - kFrameHeaderBytes);
+  const Message parsed = parse_message(std::string_view(frame).substr(kFrameHeaderBytes));
+  EXPECT_EQ(parsed.type, expected_type);
+  EXPECT_EQ(parsed.body.at("v"), kProtocolVersion);
+  EXPECT_EQ(parsed.body.at("type"), message_type_name(expected_type));
+  return read_message<T>(parsed.body);
+}
+
+auto fields(const data::ModelRow& r) {
+  return std::tie(r.name, r.fingerprint, r.layers, r.hidden, r.intermediate, r.heads, r.kv_heads, r.vocab, r.parameters,
+                  r.weight_bytes, r.dtype, r.encrypted);
+}
+auto fields(const data::HardwareProfile& h) {
+  return std::tie(h.host, h.cpu_model, h.threads, h.gflops, h.copy_gbps, h.mem_total_bytes, h.mem_free_bytes, h.measured_at);
+}
+auto fields(const TaskRequest& r) {
+  return std::tie(r.request_id, r.model, r.key_fingerprint, r.prompt_ids, r.stop_ids, r.max_new_tokens, r.temperature,
+                  r.top_p, r.seed, r.quality, r.arm);
+}
+auto fields(const RunReport& r) {
+  return std::tie(r.ok, r.error, r.tokens, r.latency_ms, r.ttft_ms, r.ms_per_token, r.tokens_per_s, r.new_tokens,
+                  r.peak_rss_bytes, r.acceptance_rate, r.started_at, r.ended_at);
+}
+
+TEST(MessageRoundTrip, Hello) {
+  const Hello m{"ab12", "coordinator@host"};
+  const Hello got = round_trip(m, MessageType::Hello);
+  EXPECT_EQ(got.nonce, m.nonce);
+  EXPECT_EQ(got.server, m.server);
+}
+
+TEST(MessageRoundTrip, RegisterWithHardwareAndTwoModels) {
+  Register m;
+  m.name = "box/threads=8";
+  m.hardware = {"box", "Some CPU @ 3GHz", 8, 123.5, 17.25, int64_t{64} << 30, int64_t{40} << 30, "2024-01-02T03:04:05Z"};
+  ModelInfo target;
+  target.row = {0, "llama-tiny", "fp-target", 12, 768, 3072, 12, 4, 32000, 110000000, 440000000, "f32", true};
+  target.key_fingerprint = "key-1";
+  target.draft = false;
+  ModelInfo draft;
+  draft.row = {0, "llama-draft", "fp-draft", 2, 256, 1024, 4, 2, 32000, 9000000, 18000000, "bf16", true};
+  draft.key_fingerprint = "key-2";
+  draft.draft = true;
+  m.models = {target, draft};
+  m.dry_run = true;
+  m.nonce = "worker-nonce";
+  m.proof = "worker-proof";
+
+  const Register got = round_trip(m, MessageType::Register);
+  EXPECT_EQ(got.name, m.name);
+  EXPECT_EQ(fields(got.hardware), fields(m.hardware));
+  ASSERT_EQ(got.models.size(), 2u);
+  for (std::size_t i = 0; i < 2; ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(fields(got.models[i].row), fields(m.models[i].row));
+    EXPECT_EQ(got.models[i].key_fingerprint, m.models[i].key_fingerprint);
+    EXPECT_EQ(got.models[i].draft, m.models[i].draft);
+  }
+  EXPECT_EQ(got.dry_run, m.dry_run);
+  EXPECT_EQ(got.nonce, m.nonce);
+  EXPECT_EQ(got.proof, m.proof);
+}
+
+TEST(MessageRoundTrip, Registered) {
+  const Registered m{42, "coordinator-proof", 250};
+  const Registered got = round_trip(m, MessageType::Registered);
+  EXPECT_EQ(got.worker_id, 42);
+  EXPECT_EQ(got.proof, m.proof);
+  EXPECT_EQ(got.heartbeat_ms, 250);
+}
+
+TEST(MessageRoundTrip, Heartbeat) {
+  EXPECT_EQ(round_trip(Heartbeat{17}, MessageType::Heartbeat).queued, 17);
+}
+
+TaskRequest sample_request() {
+  TaskRequest r;
+  r.request_id = "req-1";
+  r.model = "llama-tiny";
+  r.key_fingerprint = "key-1";
+  r.prompt_ids = {{5, 6, 7}, {8, 9}};
+  r.stop_ids = {2, 99};
+  r.max_new_tokens = 48;
+  r.temperature = 0.75;
+  r.top_p = 0.5;
+  r.seed = UINT64_MAX;  // beyond int64: must travel as unsigned
+  r.quality = data::Quality::Tolerant;
+  r.arm = "spec-k4";
+  return r;
+}
+
+TEST(MessageRoundTrip, SubmitWithEveryTaskField) {
+  const Submit m{sample_request()};
+  const Submit got = round_trip(m, MessageType::Submit);
+  EXPECT_EQ(fields(got.task), fields(m.task));
+}
+
+TEST(MessageRoundTrip, SubmitDefaultsOptionalTaskFields) {
+  const Submit got = read_message<Submit>(parse_message(submit_with(valid_task()).dump()).body);
+  EXPECT_EQ(got.task.model, "tiny");
+  EXPECT_TRUE(got.task.stop_ids.empty());
+  EXPECT_EQ(got.task.top_p, 1.0);
+  EXPECT_EQ(got.task.seed, 0u);
+  EXPECT_EQ(got.task.quality, data::Quality::Exact);
+  EXPECT_EQ(got.task.arm, "");
+}
+
+TEST(MessageRoundTrip, Accepted) {
+  const Accepted got = round_trip(Accepted{9, "req-9"}, MessageType::Accepted);
+  EXPECT_EQ(got.task_id, 9);
+  EXPECT_EQ(got.request_id, "req-9");
+}
+
+TEST(MessageRoundTrip, Assign) {
+  Assign m;
+  m.task_id = 31;
+  m.attempt = 2;
+  m.arm = "spec-k4";
+  m.model = "llama-tiny";
+  m.draft = "llama-draft";
+  m.prompt_ids = {{1, 2}, {3}};
+  m.stop_ids = {0};
+  m.max_new_tokens = 7;
+  m.temperature = 1.5;
+  m.top_p = 0.875;
+  m.seed = uint64_t{1} << 63;
+  m.time_limit_ms = 2500.5;
+  const Assign got = round_trip(m, MessageType::Assign);
+  EXPECT_EQ(std::tie(got.task_id, got.attempt, got.arm, got.model, got.draft, got.prompt_ids, got.stop_ids,
+                     got.max_new_tokens, got.temperature, got.top_p, got.seed, got.time_limit_ms),
+            std::tie(m.task_id, m.attempt, m.arm, m.model, m.draft, m.prompt_ids, m.stop_ids, m.max_new_tokens,
+                     m.temperature, m.top_p, m.seed, m.time_limit_ms));
+}
+
+Result sample_result() {
+  Result m;
+  m.task_id = 31;
+  m.attempt = 3;
+  m.report.ok = true;
+  m.report.error = "";
+  m.report.tokens = {{10, 11, 12}, {}};
+  m.report.latency_ms = 123.25;
+  m.report.ttft_ms = 20.5;
+  m.report.ms_per_token = 8.125;
+  m.report.tokens_per_s = 123.0;
+  m.report.new_tokens = 3;
+  m.report.peak_rss_bytes = int64_t{3} << 30;
+  m.report.acceptance_rate = 0.625;
+  m.report.started_at = "2024-01-02T03:04:05Z";
+  m.report.ended_at = "2024-01-02T03:04:06Z";
+  m.request_id = "req-1";
+  m.status = "done";
+  m.worker = "box/threads=8";
+  m.arm = "spec-k4";
+  m.explored = true;
+  m.attempts = 3;
+  m.predicted_ms = 99.5;
+  return m;
+}
+
+TEST(MessageRoundTrip, ResultWithAFullReport) {
+  const Result m = sample_result();
+  const Result got = round_trip(m, MessageType::Result);
+  EXPECT_EQ(fields(got.report), fields(m.report));
+  EXPECT_EQ(std::tie(got.task_id, got.attempt, got.request_id, got.status, got.worker, got.arm, got.explored, got.attempts,
+                     got.predicted_ms),
+            std::tie(m.task_id, m.attempt, m.request_id, m.status, m.worker, m.arm, m.explored, m.attempts, m.predicted_ms));
+}
+
+TEST(MessageRoundTrip, ResultOfAFailedRunWithoutAcceptanceRate) {
+  Result m = sample_result();
+  m.report.ok = false;
+  m.report.error = "out of memory";
+  m.report.acceptance_rate.reset();
+  const Result got = round_trip(m, MessageType::Result);
+  EXPECT_EQ(fields(got.report), fields(m.report));
+  EXPECT_FALSE(got.report.acceptance_rate.has_value());
+}
+
+TEST(MessageRoundTrip, Cancel) {
+  const Cancel by_id = round_trip(Cancel{12, ""}, MessageType::Cancel);
+  EXPECT_EQ(by_id.task_id, 12);
+  EXPECT_EQ(by_id.request_id, "");
+  const Cancel by_request = round_trip(Cancel{0, "req-5"}, MessageType::Cancel);
+  EXPECT_EQ(by_request.task_id, 0);
+  EXPECT_EQ(by_request.request_id, "req-5");
+}
+
+TEST(MessageRoundTrip, Error) {
+  const ErrorMsg about_task = round_trip(ErrorMsg{codes::kTaskFailed, "all attempts failed", 77}, MessageType::Error);
+  EXPECT_EQ(about_task.code, codes::kTaskFailed);
+  EXPECT_EQ(about_task.message, "all attempts failed");
+  EXPECT_EQ(about_task.task_id, std::optional<int64_t>(77));
+  const ErrorMsg general = round_trip(ErrorMsg{codes::kShuttingDown, "draining", std::nullopt}, MessageType::Error);
+  EXPECT_EQ(general.code, codes::kShuttingDown);
+  EXPECT_FALSE(general.task_id.has_value());
+}
+
+TEST(MessageTypeName, RoundTrips) {
+  for (const auto t : {MessageType::Hello, MessageType::Register, MessageType::Registered, MessageType::Heartbeat,
+                       MessageType::Submit, MessageType::Accepted, MessageType::Assign, MessageType::Result,
+                       MessageType::Cancel, MessageType::Error}) {
+    EXPECT_EQ(parse_message_type(message_type_name(t)), t);
+  }
+  EXPECT_EQ(parse_message_type("hello"), std::nullopt);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authentication
+
+constexpr const char* kSecret = "0123456789abcdef-shared-secret";
+
+TEST(Auth, ProofIsDeterministicHexAndBindsEveryInput) {
+  const Token token = Token::from_secret(kSecret);
+  const std::string p = token.proof(kWorkerProofLabel, "nonce-1", "worker-a");
+  EXPECT_THAT(p, MatchesRegex("[0-9a-f]{64}"));
+  EXPECT_EQ(Token::from_secret(kSecret).proof(kWorkerProofLabel, "nonce-1", "worker-a"), p);
+
+  EXPECT_NE(token.proof(kWorkerProofLabel, "nonce-2", "worker-a"), p);
+  EXPECT_NE(token.proof(kWorkerProofLabel, "nonce-1", "worker-b"), p);
+  EXPECT_NE(token.proof(kCoordinatorProofLabel, "nonce-1", "worker-a"), p);
+  EXPECT_NE(Token::from_secret(std::string(kSecret) + "!").proof(kWorkerProofLabel, "nonce-1", "worker-a"), p);
+  // The parts are delimited: moving a character from nonce to name changes the proof.
+  EXPECT_NE(token.proof(kWorkerProofLabel, "nonce-1w", "orker-a"), p);
+}
+
+TEST(Auth, VerifyAcceptsOnlyTheRightProof) {
+  const Token token = Token::from_secret(kSecret);
+  const std::string p = token.proof(kWorkerProofLabel, "n", "w");
+  EXPECT_TRUE(token.verify(kWorkerProofLabel, "n", "w", p));
+  std::string flipped = p;
+  flipped[10] = flipped[10] == '0' ? '1' : '0';
+  EXPECT_FALSE(token.verify(kWorkerProofLabel, "n", "w", flipped));
+  EXPECT_FALSE(token.verify(kWorkerProofLabel, "n", "w", p.substr(0, 63)));
+  EXPECT_FALSE(token.verify(kWorkerProofLabel, "n", "w", p + "0"));
+  EXPECT_FALSE(token.verify(kWorkerProofLabel, "n", "w", ""));
+  EXPECT_FALSE(token.verify(kCoordinatorProofLabel, "n", "w", p));  // not reflectable
+  EXPECT_FALSE(Token::from_secret(std::string(kSecret) + "x").verify(kWorkerProofLabel, "n", "w", p));
+}
+
+TEST(Auth, ShortSecretsAreRefused) {
+  EXPECT_THROW(Token::from_secret(""), std::runtime_error);
+  EXPECT_THROW(Token::from_secret(std::string(15, 'k')), std::runtime_error);
+  EXPECT_NO_THROW(Token::from_secret(std::string(16, 'k')));
+}
+
+class TokenFileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::random_device rd;
+    dir_ = fs::temp_directory_path() / ("eesched-net-" + std::to_string(rd()) + std::to_string(rd()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  static std::string slurp(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  }
+  static void write(const fs::path& p, const std::string& text) { std::ofstream(p, std::ios::binary) << text; }
+  fs::path dir_;
+};
+
+TEST_F(TokenFileTest, WriteNewCreatesAPrivateFileThatReadsBack) {
+  const fs::path path = dir_ / "token";
+  Token::write_new(path);
+  struct stat st{};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+
+  const std::string text = slurp(path);
+  ASSERT_THAT(text, MatchesRegex("[0-9a-f]{64}\n"));
+  const Token from_file = Token::read_file(path);
+  // read_file trims the newline: the token is the 64 hex characters.
+  EXPECT_EQ(from_file.proof(kWorkerProofLabel, "n", "w"), Token::from_secret(text.substr(0, 64)).proof(kWorkerProofLabel, "n", "w"));
+
+  const fs::path other = dir_ / "other";
+  Token::write_new(other);
+  EXPECT_NE(slurp(other), text);  // fresh randomness each time
+}
+
+TEST_F(TokenFileTest, WriteNewRefusesToOverwrite) {
+  const fs::path path = dir_ / "token";
+  Token::write_new(path);
+  const std::string before = slurp(path);
+  const std::string message = runtime_error_of([&] { Token::write_new(path); });
+  EXPECT_THAT(message, HasSubstr(path.string()));
+  EXPECT_EQ(slurp(path), before);
+}
+
+TEST_F(TokenFileTest, ReadFileTrimsWhitespace) {
+  const fs::path path = dir_ / "token";
+  write(path, "  \t" + std::string(kSecret) + "\r\n\n");
+  EXPECT_EQ(Token::read_file(path).proof(kWorkerProofLabel, "n", "w"),
+            Token::from_secret(kSecret).proof(kWorkerProofLabel, "n", "w"));
+}
+
+TEST_F(TokenFileTest, ReadFileNamesTheFileItCannotUse) {
+  const fs::path missing = dir_ / "missing";
+  EXPECT_THAT(runtime_error_of([&] { Token::read_file(missing); }), HasSubstr(missing.string()));
+
+  for (const std::string content : {"", " \n\n", "too-short\n"}) {
+    SCOPED_TRACE(content);
+    const fs::path path = dir_ / "bad";
+    write(path, content);
+    EXPECT_THAT(runtime_error_of([&] { Token::read_file(path); }), HasSubstr(path.string()));
+  }
+}
+
+TEST(Auth, NoncesAreDistinctHex) {
+  std::set<std::string> seen;
+  for (int i = 0; i < 100; ++i) {
+    const std::string n = make_nonce();
+    EXPECT_THAT(n, MatchesRegex("[0-9a-f]{64}"));
+    seen.insert(n);
+  }
+  EXPECT_EQ(seen.size(), 100u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Addresses
+
+TEST(Endpoint, ParsesHostAndPort) {
+  const Endpoint a = parse_endpoint("127.0.0.1:7700");
+  EXPECT_EQ(a.host, "127.0.0.1");
+  EXPECT_EQ(a.port, 7700);
+  EXPECT_EQ(a.str(), "127.0.0.1:7700");
+
+  const Endpoint any = parse_endpoint("localhost:0");
+  EXPECT_EQ(any.host, "localhost");
+  EXPECT_EQ(any.port, 0);
+
+  EXPECT_EQ(parse_endpoint("example.org:65535").port, 65535);
+  const Endpoint v6 = parse_endpoint("[::1]:80");
+  EXPECT_EQ(v6.host, "::1");
+  EXPECT_EQ(v6.port, 80);
+}
+
+TEST(Endpoint, RefusesMalformedAddresses) {
+  for (const std::string bad : {"", "nohost", ":1", "h:", "h:99999", "h:65536", "h:x", "h:-1", "h:80x", "h: 80"}) {
+    SCOPED_TRACE(bad);
+    const std::string message = runtime_error_of([&] { parse_endpoint(bad); });
+    EXPECT_THAT(message, HasSubstr("'" + bad + "'"));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connections over loopback
+
+// A Listener on 127.0.0.1:0 whose connections send every message straight back. One background
+// thread runs the io_context; the destructor closes everything and joins it. It records every
+// on_close call, so tests can check each connection closes exactly once.
+class EchoServer {
+ public:
+  explicit EchoServer(Connection::Options options) : options_(options), work_(asio::make_work_guard(io_)) {
+    listener_.emplace(io_, Endpoint{"127.0.0.1", 0}, [this](asio::ip::tcp::socket s) { accept(std::move(s)); });
+    thread_ = std::thread([this] {
+      io_.run();
+      stopped_.set_value();
+    });
+  }
+
+  ~EchoServer() {
+    asio::post(io_, [this] {
+      listener_->close();
+      for (const auto& c : connections()) c->close("server stopped");
+    });
+    work_.reset();
+    // Closing every connection cancels all their work, so run() returns; stop() is the safety net.
+    if (stopped_future_.wait_for(kWait) != std::future_status::ready) {
+      ADD_FAILURE() << "the io_context still had work after every connection was closed";
+      io_.stop();
+    }
+    thread_.join();
+  }
+
+  uint16_t port() const { return listener_->port(); }
+  BlockingClient connect() const { return BlockingClient::connect({"127.0.0.1", port()}, kWait); }
+
+  std::vector<std::shared_ptr<Connection>> connections() const {
+    std::lock_guard lock(mu_);
+    return connections_;
+  }
+
+  // The index-th accepted connection (in accept order), waiting for it; nullptr after kWait.
+  std::shared_ptr<Connection> connection(std::size_t index) const {
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, kWait, [&] { return connections_.size() > index; });
+    return connections_.size() > index ? connections_[index] : nullptr;
+  }
+
+  // Waits until `n` on_close calls in all; false after kWait.
+  bool wait_for_closes(std::size_t n) const {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, kWait, [&] { return close_calls_ >= n; });
+  }
+
+  std::map<uint64_t, int> close_counts() const {
+    std::lock_guard lock(mu_);
+    return close_counts_;
+  }
+  std::map<uint64_t, std::string> close_reasons() const {
+    std::lock_guard lock(mu_);
+    return close_reasons_;
+  }
+  std::size_t messages_echoed() const { return echoed_.load(); }
+
+ private:
+  void accept(asio::ip::tcp::socket socket) {
+    auto connection = Connection::create(std::move(socket), options_);
+    {
+      std::lock_guard lock(mu_);
+      connections_.push_back(connection);
+    }
+    cv_.notify_all();
+    connection->start(
+        [this](const std::shared_ptr<Connection>& c, Message m) {
+          if (c->send(m.body)) ++echoed_;
+        },
+        [this](const std::shared_ptr<Connection>& c, const std::string& reason) {
+          {
+            std::lock_guard lock(mu_);
+            ++close_counts_[c->id()];
+            close_reasons_[c->id()] = reason;
+            ++close_calls_;
+          }
+          cv_.notify_all();
+        });
+  }
+
+  Connection::Options options_;
+  asio::io_context io_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  std::optional<Listener> listener_;
+  std::promise<void> stopped_;
+  std::future<void> stopped_future_ = stopped_.get_future();
+  std::thread thread_;
+
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  std::vector<std::shared_ptr<Connection>> connections_;
+  std::map<uint64_t, int> close_counts_;
+  std::map<uint64_t, std::string> close_reasons_;
+  std::size_t close_calls_ = 0;
+  std::atomic<std::size_t> echoed_{0};
+};
+
+Connection::Options small_limits() {
+  Connection::Options o;
+  o.max_frame_bytes = 4096;
+  o.frame_timeout = 300ms;
+  return o;
+}
+
+json heartbeat(int64_t queued) { return to_message(Heartbeat{queued}); }
+
+// The next message, which must arrive within kWait.
+Message next_message(BlockingClient& client) {
+  std::optional<Message> m = client.receive(kWait);
+  if (!m) throw std::runtime_error("no message within " + std::to_string(kWait.count()) + " ms");
+  return std::move(*m);
+}
+
+// The peer has closed the connection: receive throws a plain runtime_error (not a timeout, not
+// a malformed frame). With error_first, one Error frame before the close is allowed.
+void expect_closed(BlockingClient& client, bool error_first = false) {
+  try {
+    std::optional<Message> m = client.receive(kWait);
+    if (m && error_first && m->type == MessageType::Error) m = client.receive(kWait);
+    ADD_FAILURE() << (m ? "expected the connection closed, got a message: " + m->body.dump()
+                        : "expected the connection closed, it is still open");
+  } catch (const ProtocolError& e) {
+    ADD_FAILURE() << "expected the connection closed, got a malformed frame: " << e.what();
+  } catch (const std::runtime_error&) {
+  }
+}
+
+// The server answers with an Error frame carrying `code`, then closes the connection.
+void expect_error_then_close(BlockingClient& client, const std::string& code) {
+  const Message m = next_message(client);
+  ASSERT_EQ(m.type, MessageType::Error) << m.body.dump();
+  const ErrorMsg error = read_message<ErrorMsg>(m.body);
+  EXPECT_EQ(error.code, code) << error.message;
+  EXPECT_FALSE(error.task_id.has_value());
+  expect_closed(client);
+}
+
+void expect_echo(BlockingClient& client, const json& message) {
+  client.send(message);
+  const Message m = next_message(client);
+  EXPECT_EQ(m.body, message);
+}
+
+TEST(Connection, EchoesAValidMessage) {
+  EchoServer server(small_limits());
+  BlockingClient client = server.connect();
+  expect_echo(client, heartbeat(5));
+  expect_echo(client, to_message(Submit{sample_request()}));
+  client.send(heartbeat(6));
+  const Message m = next_message(client);
+  EXPECT_EQ(m.type, MessageType::Heartbeat);
+  EXPECT_EQ(read_message<Heartbeat>(m.body).queued, 6);
+  EXPECT_EQ(server.messages_echoed(), 3u);
+}
+
+TEST(Connection, AFrameOfExactlyTheLimitIsAccepted) {
+  EchoServer server(small_limits());
+  BlockingClient client = server.connect();
+  json message = heartbeat(1);
+  message["pad"] = "";
+  message["pad"] = std::string(4096 - message.dump().size(), 'p');
+  ASSERT_EQ(message.dump().size(), 4096u);
+  expect_echo(client, message);
+}
+
+TEST(Connection, GarbageBytesAreTooLargeThenClosed) {
+  EchoServer server(small_limits());
+  BlockingClient client = server.connect();
+  client.send_raw("GET / HTTP/1.1\r\n\r\n");  // "GET " reads as a length of 1.2 GB
+  expect_error_then_close(client, codes::kTooLarge);
+}
+
+TEST(Connection, AnOversizedLengthIsTooLargeThenClosed) {
+  EchoServer server(small_limits());
+  BlockingClient client = server.connect();
+  client.send_raw(header_of(4097));
+  expect_error_then_close(client, codes::kTooLarge);
+}
+
+TEST(Connection, AZeroLengthIsTooLargeThenClosed) {
+  EchoServer server(small_limits());
+  BlockingClient client = server.connect();
+  client.send_raw(header_of(0));
+  expect_error_then_close(client, codes::kTooLarge);
+}
+
+TEST(Connection, MalformedMessagesGetTheirErrorCodeThenClose) {
+  EchoServer server(small_limits());
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {"{oops", codes::kBadJson},
+      {R"([1,2,3])", codes::kBadJson},
+      {R"({"type":"Heartbeat","v":2})", codes::kBadVersion},
+      {R"({"type":"Heartbeat"})", codes::kBadVersion},
+      {R"({"type":"Bogus","v":1})", codes::kUnknownType},
+      {submit_with(json::parse(R"({"model": "m", "prompt_ids": [[-1]]})")).dump(), codes::kBadMessage},
+  };
+  for (const auto& [body, code] : cases) {
+    SCOPED_TRACE(body);
+    BlockingClient client = server.connect();
+    expect_echo(client, heartbeat(1));  // a good message first: the connection was fine until now
+    client.send_raw(raw_frame(body));
+    expect_error_then_close(client, code);
+  }
+  EXPECT_TRUE(server.wait_for_closes(cases.size()));
+}
+
+TEST(Connection, MessagesAfterABadFrameAreNotDelivered) {
+  EchoServer server(small_limits());
+  BlockingClient client = server.connect();
+  // One write: a bad frame, then a valid one the server must ignore.
+  client.send_raw(raw_frame("{oops") + encode_frame(heartbeat(1)));
+  expect_error_then_close(client, codes::kBadJson);
+  EXPECT_EQ(server.messages_echoed(), 0u);
+}
+
+TEST(Connection, ATruncatedFrameTimesOutThenCloses) {
+  EchoServer server(small_limits());
+  BlockingClient client = server.connect();
+  client.send_raw(header_of(100) + std::string(10, 'x'));  // then silence
+  expect_error_then_close(client, codes::kTimeout);
+}
+
+// A frame whose first byte arrived must be complete within frame_timeout: bytes trickling in
+// must not keep postponing the deadline (or one slow client holds a connection forever).
+TEST(Connection, AFrameDrippedByteByByteStillTimesOut) {
+  EchoServer server(small_limits());  // frame_timeout 300 ms
+  BlockingClient client = server.connect();
+  client.send_raw(header_of(200));
+  std::optional<Message> error;
+  // 20 bytes 100 ms apart: 2 s in all, far past the deadline, yet the frame is never complete.
+  for (int i = 0; i < 20 && !error; ++i) {
+    try {
+      client.send_raw("x");
+    } catch (const std::runtime_error&) {
+      break;  // the server closed; its Error frame is waiting
+    }
+    error = client.receive(100ms);
+  }
+  if (!error) error = client.receive(100ms);
+  ASSERT_TRUE(error.has_value()) << "no timeout while the frame kept trickling in: each byte extended the deadline";
+  EXPECT_EQ(error->type, MessageType::Error);
+  EXPECT_EQ(read_message<ErrorMsg>(error->body).code, codes::kTimeout);
+  expect_closed(client);
+}
+
+TEST(Connection, AnIdleClientTimesOut) {
+  Connection::Options options = small_limits();
+  options.idle_timeout = 200ms;
+  EchoServer server(options);
+  BlockingClient client = server.connect();
+  expect_error_then_close(client, codes::kTimeout);
+}
+
+TEST(Connection, ATalkingClientIsNotIdle) {
+  Connection::Options options = small_limits();
+  options.idle_timeout = 500ms;
+  EchoServer server(options);
+  BlockingClient client = server.connect();
+  // About 1 s of traffic, one message every 30 ms: two idle timeouts' worth, never idle for one.
+  for (int i = 0; i < 32; ++i) {
+    expect_echo(client, heartbeat(i));
+    std::this_thread::sleep_for(30ms);
+  }
+  expect_error_then_close(client, codes::kTimeout);  // and once it falls silent, it is closed
+}
+
+TEST(Connection, SetIdleTimeoutAppliesToARunningConnection) {
+  EchoServer server(small_limits());  // no idle timeout
+  BlockingClient client = server.connect();
+  expect_echo(client, heartbeat(1));
+  const auto connection = server.connection(0);
+  ASSERT_NE(connection, nullptr);
+  connection->set_idle_timeout(100ms);
+  expect_error_then_close(client, codes::kTimeout);
+}
+
+TEST(Connection, OneBadClientDoesNotDisturbTheOthers) {
+  EchoServer server(small_limits());
+  BlockingClient good = server.connect();
+  expect_echo(good, heartbeat(0));
+
+  // A client stuck mid-frame for the whole test...
+  BlockingClient stalled = server.connect();
+  stalled.send_raw(header_of(100) + "xyz");
+
+  // ...and another that keeps connecting and sending garbage.
+  std::atomic<bool> stop{false};
+  std::atomic<int> errors_received{0}, attacks{0};
+  std::thread attacker([&] {
+    const std::vector<std::string> garbage{"GET / HTTP/1.1\r\n\r\n", raw_frame("{oops"), raw_frame(R"({"type":"X","v":1})"),
+                                           header_of(0)};
+    for (std::size_t i = 0; !stop.load(); ++i) {
+      try {
+        BlockingClient bad = server.connect();
+        bad.send_raw(garbage[i % garbage.size()]);
+        ++attacks;
+        const std::optional<Message> m = bad.receive(kWait);
+        if (m && m->type == MessageType::Error) ++errors_received;
+      } catch (const std::exception&) {
+      }
+    }
+  });
+
+  for (int i = 1; i <= 200; ++i) {
+    good.send(heartbeat(i));
+    const Message m = next_message(good);
+    ASSERT_EQ(m.type, MessageType::Heartbeat);
+    ASSERT_EQ(read_message<Heartbeat>(m.body).queued, i);
+  }
+  stop = true;
+  attacker.join();
+  EXPECT_GT(attacks.load(), 0);
+  EXPECT_EQ(errors_received.load(), attacks.load());
+
+  expect_error_then_close(stalled, codes::kTimeout);
+  expect_echo(good, heartbeat(1000));  // still served after its neighbours were dropped
+}
+
+TEST(Connection, CoalescedFramesAreDeliveredInOrder) {
+  EchoServer server(small_limits());
+  BlockingClient client = server.connect();
+  client.send_raw(encode_frame(heartbeat(1)) + encode_frame(heartbeat(2)) + encode_frame(heartbeat(3)));
+  for (int i = 1; i <= 3; ++i) EXPECT_EQ(read_message<Heartbeat>(next_message(client).body).queued, i);
+
+  // A whole frame plus the first half of the next; the rest follows in a later write.
+  const std::string second = encode_frame(to_message(Submit{sample_request()}));
+  client.send_raw(encode_frame(heartbeat(4)) + second.substr(0, second.size() / 2));
+  EXPECT_EQ(read_message<Heartbeat>(next_message(client).body).queued, 4);
+  std::this_thread::sleep_for(20ms);
+  client.send_raw(second.substr(second.size() / 2));
+  EXPECT_EQ(next_message(client).body, to_message(Submit{sample_request()}));
+}
+
+TEST(Connection, AFrameSplitByteByByteIsDelivered) {
+  EchoServer server(small_limits());
+  BlockingClient client = server.connect();
+  const json message = to_message(Accepted{5, "req-split"});
+  for (const char c : encode_frame(message)) client.send_raw(std::string(1, c));
+  EXPECT_EQ(next_message(client).body, message);
+}
+
+TEST(Connection, OnCloseRunsExactlyOncePerConnection) {
+  EchoServer server(small_limits());
+
+  BlockingClient leaves = server.connect();  // closes its end
+  expect_echo(leaves, heartbeat(1));
+  BlockingClient misbehaves = server.connect();  // sends garbage: fail()
+  expect_echo(misbehaves, heartbeat(2));
+  BlockingClient mid_frame = server.connect();  // closes in the middle of a frame
+  expect_echo(mid_frame, heartbeat(3));
+  BlockingClient dropped = server.connect();  // the server closes it, several ways at once
+  expect_echo(dropped, heartbeat(4));
+  const auto connections = server.connections();
+  ASSERT_EQ(connections.size(), 4u);
+
+  leaves.close();
+  misbehaves.send_raw("GET / HTTP/1.1\r\n\r\n");
+  expect_error_then_close(misbehaves, codes::kTooLarge);
+  mid_frame.send_raw(header_of(50) + "abc");
+  std::this_thread::sleep_for(50ms);
+  mid_frame.close();
+  connections[3]->fail(codes::kShuttingDown, "bye");
+  connections[3]->close("closed twice");
+  connections[3]->close("closed thrice");
+  expect_closed(dropped, /*error_first=*/true);  // the close may or may not let the Error out first
+
+  ASSERT_TRUE(server.wait_for_closes(4));
+  std::this_thread::sleep_for(100ms);  // room for a wrong second call
+  const auto counts = server.close_counts();
+  ASSERT_EQ(counts.size(), 4u);
+  for (const auto& c : connections) EXPECT_EQ(counts.at(c->id()), 1) << "connection " << c->id();
+
+  const auto reasons = server.close_reasons();
+  EXPECT_THAT(reasons.at(connections[0]->id()), HasSubstr("closed by peer"));
+  EXPECT_THAT(reasons.at(connections[1]->id()), HasSubstr(codes::kTooLarge));
+  EXPECT_THAT(reasons.at(connections[2]->id()), HasSubstr("truncated"));
+  for (const auto& c : connections) EXPECT_TRUE(c->closed());
+}
+
+TEST(Connection, ServerPushesAndSendAfterCloseReturnsFalse) {
+  EchoServer server(small_limits());
+  BlockingClient client = server.connect();
+  expect_echo(client, heartbeat(1));
+  const auto connection = server.connection(0);
+  ASSERT_NE(connection, nullptr);
+
+  // A message the server sends on its own reaches the client.
+  EXPECT_TRUE(connection->send(to_message(Hello{"nonce", "test"})));
+  EXPECT_EQ(next_message(client).type, MessageType::Hello);
+  // One over the frame limit is refused and not sent; the connection stays usable.
+  EXPECT_EQ(protocol_code([&] { connection->send({{"type", "Heartbeat"}, {"v", 1}, {"pad", std::string(5000, 'p')}}); }),
+            codes::kTooLarge);
+  expect_echo(client, heartbeat(2));
+
+  EXPECT_FALSE(connection->closed());
+  connection->close("test over");
+  EXPECT_TRUE(connection->closed());
+  EXPECT_FALSE(connection->send(heartbeat(3)));
+  expect_closed(client);
+  EXPECT_TRUE(server.wait_for_closes(1));
+  EXPECT_FALSE(connection->send(heartbeat(4)));
+}
+
+TEST(Connection, SendAfterFailReturnsFalse) {
+  EchoServer server(small_limits());
+  BlockingClient client = server.connect();
+  expect_echo(client, heartbeat(1));
+  const auto connection = server.connection(0);
+  ASSERT_NE(connection, nullptr);
+  connection->fail(codes::kShuttingDown, "draining");
+  expect_error_then_close(client, codes::kShuttingDown);
+  EXPECT_TRUE(server.wait_for_closes(1));
+  EXPECT_FALSE(connection->send(heartbeat(2)));
+}
+
+TEST(Listener, RefusesAnAddressInUse) {
+  EchoServer server(small_limits());
+  asio::io_context io;
+  const std::string message = runtime_error_of(
+      [&] { Listener second(io, {"127.0.0.1", server.port()}, [](asio::ip::tcp::socket) {}); });
+  EXPECT_THAT(message, HasSubstr("cannot listen on 127.0.0.1:" + std::to_string(server.port())));
+}
+
+TEST(BlockingClient, ConnectToAClosedPortFails) {
+  uint16_t port = 0;
+  {
+    EchoServer server(small_limits());
+    port = server.port();
+  }
+  const std::string message =
+      runtime_error_of([&] { BlockingClient::connect({"127.0.0.1", port}, kWait); });
+  EXPECT_THAT(message, HasSubstr("cannot connect to 127.0.0.1:" + std::to_string(port)));
+}
+
+TEST(BlockingClient, ReceiveTimesOutWithNothing) {
+  EchoServer server(small_limits());
+  BlockingClient client = server.connect();
+  EXPECT_FALSE(client.receive(50ms).has_value());
+  expect_echo(client, heartbeat(1));  // and the connection still works afterwards
+}
+
+}  // namespace
+}  // namespace eesched::net

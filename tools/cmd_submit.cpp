@@ -1,0 +1,99 @@
+// eesched submit: the client. Tokenizes and encrypts on this machine (the key never leaves it),
+// submits to the coordinator, waits, decrypts and detokenizes the answer.
+#include <iostream>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
+
+#include "data/task.h"
+#include "ee/codec.h"
+#include "ee/key.h"
+#include "net/task_client.h"
+#include "node/runtime/tokenizer.h"
+#include "tools/cli_util.h"
+#include "tools/commands.h"
+
+namespace eesched::tools {
+namespace {
+
+struct SubmitArgs {
+  std::string coordinator = "127.0.0.1:7700", key, tokenizer, model, prompt, quality = "exact", arm, request_id;
+  int64_t max_new_tokens = 32;
+  double temperature = 0, top_p = 1, timeout_s = 600;
+  uint64_t seed = 0;
+  bool json = false, ignore_eos = false;
+};
+
+void run(const SubmitArgs& a) {
+  const auto key = ee::Key::load(a.key);
+  const ee::Codec codec(key);
+  const auto tokenizer = runtime::Tokenizer::load(a.tokenizer);
+  if (tokenizer.vocab_size() != codec.vocab_size())
+    throw std::runtime_error("tokenizer has " + std::to_string(tokenizer.vocab_size()) + " pieces, the key's vocabulary " +
+                             std::to_string(codec.vocab_size()) + ": not the tokenizer this key was made for");
+  const auto prompt = tokenizer.encode(a.prompt);
+
+  net::TaskRequest r;
+  r.request_id = a.request_id;
+  r.model = a.model;
+  r.key_fingerprint = key.fingerprint();
+  r.prompt_ids = {codec.encrypt(prompt)};  // all the coordinator and worker ever see
+  if (!a.ignore_eos) r.stop_ids = {codec.encrypt(tokenizer.eos_id())};
+  r.max_new_tokens = a.max_new_tokens;
+  r.temperature = a.temperature;
+  r.top_p = a.top_p;
+  r.seed = a.seed;
+  r.quality = data::parse_quality(a.quality);
+  r.arm = a.arm;
+
+  net::SubmitOptions o;
+  o.timeout = std::chrono::milliseconds(static_cast<int64_t>(a.timeout_s * 1000));
+  o.on_accepted = [](const net::Accepted& acc) { spdlog::info("accepted as task {} ({})", acc.task_id, acc.request_id); };
+  const auto res = net::submit_and_wait(net::parse_endpoint(a.coordinator), r, o);
+  if (res.status != "done" || !res.report.ok)
+    throw std::runtime_error("task " + std::to_string(res.task_id) + " " + res.status + ": " + res.report.error);
+  if (res.report.tokens.size() != 1) throw std::runtime_error("the result holds " + std::to_string(res.report.tokens.size()) + " rows, expected 1");
+  const auto ids = codec.decrypt(res.report.tokens.front());
+  const auto text = tokenizer.decode(ids);
+  if (!a.json) {
+    std::cout << text << "\n";
+    spdlog::info("task {}: worker {}, arm {}{}, {} tokens in {:.1f} ms (predicted {:.1f} ms), {} attempt(s)", res.task_id, res.worker,
+                 res.arm, res.explored ? " (explored)" : "", ids.size(), res.report.latency_ms, res.predicted_ms, res.attempts);
+    return;
+  }
+  nlohmann::json j{{"task_id", res.task_id},       {"request_id", res.request_id}, {"status", res.status},
+                   {"text", text},                  {"ids", ids},                   {"prompt_ids", prompt},
+                   {"worker", res.worker},          {"arm", res.arm},               {"explored", res.explored},
+                   {"latency_ms", res.report.latency_ms}, {"ttft_ms", res.report.ttft_ms},
+                   {"tokens_per_s", res.report.tokens_per_s}, {"predicted_ms", res.predicted_ms},
+                   {"attempts", res.attempts}};
+  if (res.report.acceptance_rate) j["acceptance_rate"] = *res.report.acceptance_rate;
+  std::cout << j.dump() << "\n";
+}
+
+}  // namespace
+
+void register_submit(CLI::App& app) {
+  auto a = std::make_shared<SubmitArgs>();
+  auto* cmd = app.add_subcommand("submit", "encrypt a prompt, run it through the coordinator, decrypt and print the answer");
+  cmd->add_option("--coordinator", a->coordinator, "coordinator HOST:PORT")->capture_default_str();
+  add_key_option(cmd, a->key, "the client's EE key (never sent)");
+  cmd->add_option("--tokenizer", a->tokenizer, "tokenizer.model of the plaintext model")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--model", a->model, "model name, as the workers registered it")->required();
+  cmd->add_option("--prompt", a->prompt, "prompt text")->required();
+  cmd->add_option("--max-new-tokens", a->max_new_tokens, "tokens to generate at most")->capture_default_str()->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("--quality", a->quality, "exact: lossless arms only; tolerant: int8 and pruning allowed")
+      ->capture_default_str()->check(CLI::IsMember({"exact", "tolerant"}));
+  cmd->add_option("--temperature", a->temperature, "0: greedy")->capture_default_str()->check(CLI::Range(0.0, 100.0));
+  cmd->add_option("--top-p", a->top_p, "nucleus sampling mass")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--seed", a->seed, "sampling seed")->capture_default_str();
+  cmd->add_option("--arm", a->arm, "run this arm instead of the selector's choice");
+  cmd->add_option("--request-id", a->request_id, "idempotency key: resubmitting it returns the same task's result");
+  cmd->add_option("--timeout-s", a->timeout_s, "give up after this long")->capture_default_str()->check(CLI::Range(0.1, 86400.0));
+  cmd->add_flag("--ignore-eos", a->ignore_eos, "do not stop at the tokenizer's EOS");
+  cmd->add_flag("--json", a->json, "print {text, ids, worker, arm, latency_ms, attempts, ...}");
+  cmd->callback([a] { run(*a); });
+}
+
+}  // namespace eesched::tools

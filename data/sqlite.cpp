@@ -69,17 +69,29 @@ Database::Database(const std::string& path, OpenMode mode) : path_(path) {
 }
 
 Database::~Database() {
-  // Statements are finalized by their owners first; close_v2 defers if one is still alive.
+  // Live statements are finalized by their owners; close_v2 defers if one is still alive.
+  finalize_cache();
   if (db_) sqlite3_close_v2(db_);
 }
 
-Database::Database(Database&& other) noexcept : db_(std::exchange(other.db_, nullptr)), path_(std::move(other.path_)) {}
+void Database::finalize_cache() {
+  for (auto& [sql, stmt] : cache_) sqlite3_finalize(stmt);
+  cache_.clear();
+}
+
+Database::Database(Database&& other) noexcept
+    : db_(std::exchange(other.db_, nullptr)), path_(std::move(other.path_)), cache_(std::move(other.cache_)) {
+  other.cache_.clear();
+}
 
 Database& Database::operator=(Database&& other) noexcept {
   if (this != &other) {
+    finalize_cache();
     if (db_) sqlite3_close_v2(db_);
     db_ = std::exchange(other.db_, nullptr);
     path_ = std::move(other.path_);
+    cache_ = std::move(other.cache_);
+    other.cache_.clear();
   }
   return *this;
 }
@@ -112,24 +124,43 @@ int Database::changes() const { return sqlite3_changes(db_); }
 
 void Database::fail(std::string_view what) const { throw Error(path_ + ": " + std::string(what) + ": " + sqlite3_errmsg(db_)); }
 
-Statement::Statement(const Database& db, std::string_view sql) : db_(&db) {
+Statement::Statement(const Database& db, std::string_view sql) : db_(&db), sql_(sql) {
+  const auto cached = db.cache_.find(sql_);
+  if (cached != db.cache_.end()) {
+    stmt_ = cached->second;
+    db.cache_.erase(cached);
+    return;
+  }
   const char* tail = nullptr;
   if (sqlite3_prepare_v2(db.handle(), sql.data(), static_cast<int>(sql.size()), &stmt_, &tail) != SQLITE_OK)
     db.fail(snippet(sql));
   if (!stmt_) throw Error(db.path() + ": empty SQL statement");
 }
 
-Statement::~Statement() {
-  if (stmt_) sqlite3_finalize(stmt_);
+// Back to the cache, ready for the next user: a statement left mid-step would hold a read
+// snapshot open and keep WAL checkpoints from completing.
+void Statement::release(const Database* db, sqlite3_stmt* stmt, std::string& sql) {
+  if (!stmt) return;
+  sqlite3_reset(stmt);
+  sqlite3_clear_bindings(stmt);
+  if (db && db->handle()) {
+    db->cache_.emplace(std::move(sql), stmt);
+  } else {
+    sqlite3_finalize(stmt);
+  }
 }
 
-Statement::Statement(Statement&& other) noexcept : db_(other.db_), stmt_(std::exchange(other.stmt_, nullptr)) {}
+Statement::~Statement() { release(db_, stmt_, sql_); }
+
+Statement::Statement(Statement&& other) noexcept
+    : db_(other.db_), stmt_(std::exchange(other.stmt_, nullptr)), sql_(std::move(other.sql_)) {}
 
 Statement& Statement::operator=(Statement&& other) noexcept {
   if (this != &other) {
-    if (stmt_) sqlite3_finalize(stmt_);
+    release(db_, stmt_, sql_);
     db_ = other.db_;
     stmt_ = std::exchange(other.stmt_, nullptr);
+    sql_ = std::move(other.sql_);
   }
   return *this;
 }
@@ -203,7 +234,7 @@ void Statement::reset() {
   sqlite3_clear_bindings(stmt_);
 }
 
-Transaction::Transaction(Database& db) : db_(db) { db_.exec("BEGIN IMMEDIATE"); }
+Transaction::Transaction(Database& db) : db_(db) { db_.prepare("BEGIN IMMEDIATE").run(); }
 
 Transaction::~Transaction() {
   if (done_) return;
@@ -212,7 +243,7 @@ Transaction::~Transaction() {
 }
 
 void Transaction::commit() {
-  db_.exec("COMMIT");
+  db_.prepare("COMMIT").run();
   done_ = true;
 }
 

@@ -6,6 +6,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 struct sqlite3;
@@ -39,6 +40,8 @@ class Database {
   void enable_wal();
   // Runs one or more statements that return no rows.
   void exec(std::string_view sql);
+  // One statement. Prepared statements are cached by their SQL text: a Statement hands its
+  // compiled form back (reset, bindings cleared) when it goes away, so a hot query is parsed once.
   Statement prepare(std::string_view sql);
 
   int64_t last_insert_rowid() const;
@@ -50,8 +53,11 @@ class Database {
   [[noreturn]] void fail(std::string_view what) const;
 
  private:
+  friend class Statement;
+  void finalize_cache();
   sqlite3* db_ = nullptr;
   std::string path_;
+  mutable std::unordered_multimap<std::string, sqlite3_stmt*> cache_;  // idle compiled statements by SQL
 };
 
 // A prepared statement. Bind indexes are 1-based, column indexes 0-based (as in SQLite).
@@ -83,8 +89,10 @@ class Statement {
   void reset();
 
  private:
+  static void release(const Database* db, sqlite3_stmt* stmt, std::string& sql);
   const Database* db_ = nullptr;
   sqlite3_stmt* stmt_ = nullptr;
+  std::string sql_;  // the cache key
 };
 
 // BEGIN IMMEDIATE: takes the write lock up front (waiting up to the busy timeout), so two

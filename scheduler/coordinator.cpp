@@ -582,7 +582,8 @@ struct Coordinator::Impl {
     t.assigned_at = Clock::now();
     w.outstanding.insert(t.row.id);
     w.queue_ms += p.predicted_ms;
-    if (t.attempts == 1) store.set_task_status(t.row.id, data::TaskStatus::Running);
+    // The store keeps such a task `pending` until its result: a restart re-queues it either way,
+    // and one write fewer per task is throughput.
 
     net::Assign a;
     a.task_id = t.row.id;

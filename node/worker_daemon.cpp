@@ -333,7 +333,7 @@ struct WorkerDaemon::Impl {
   void connected(tcp::socket socket) {
     if (stopping) return;
     net::Connection::Options co;
-    co.idle_timeout = milliseconds(0);  // the coordinator only speaks when it has work
+    co.idle_timeout = milliseconds(0);  // until registered: then heartbeats are answered
     auto c = net::Connection::create(std::move(socket), co);
     {
       std::lock_guard lock(conn_mutex);
@@ -388,6 +388,7 @@ struct WorkerDaemon::Impl {
         case net::MessageType::Registered: return on_registered(c, net::read_message<net::Registered>(m.body));
         case net::MessageType::Assign: return on_assign(c, net::read_message<net::Assign>(m.body));
         case net::MessageType::Cancel: return on_cancel(net::read_message<net::Cancel>(m.body));
+        case net::MessageType::Heartbeat: return;  // the coordinator is alive; the idle timer restarted
         case net::MessageType::Error: return on_error(net::read_message<net::ErrorMsg>(m.body));
         default:
           return c->fail(net::codes::kUnexpected, std::string("a worker does not accept ") + net::message_type_name(m.type));
@@ -422,6 +423,9 @@ struct WorkerDaemon::Impl {
     backoff = std::min(kInitialBackoff, options.max_backoff);
     last_connect_error.clear();
     handshake_timer.cancel();
+    // The coordinator answers every heartbeat: silence means a dead host or a cut link, which
+    // TCP alone would report only minutes later.
+    c->set_idle_timeout(std::max(4 * heartbeat, milliseconds(2000)));
     spdlog::info("registered with {} as {} (worker id {}): models {}{}", options.coordinator.str(), name, worker_id, model_list(models),
                  options.dry_run ? " (dry run)" : "");
     schedule_heartbeat(c);

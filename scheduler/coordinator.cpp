@@ -84,7 +84,7 @@ struct Coordinator::Impl {
   std::vector<data::Arm> selector_arms;  // arms the selector can score, catalog order
 
   mutable std::mutex mu;
-  std::condition_variable drained_cv;
+  std::condition_variable state_cv;  // stop() requested, or a running task finished
   data::Store store;
   std::map<uint64_t, Peer> peers;        // by connection id
   std::map<uint64_t, Worker> workers;    // by connection id
@@ -93,7 +93,8 @@ struct Coordinator::Impl {
   std::map<std::string, data::ModelRow> known_models;  // by name: the latest registered
   std::map<std::pair<int64_t, int64_t>, std::optional<double>> acceptance;  // landmark cache
   std::mt19937_64 rng;
-  bool draining = false;
+  bool draining = false;    // stop() called: no new Submits, no new assignments
+  bool force_stop = false;  // a second signal: do not wait for running tasks
   bool stopped = false;
   CoordinatorStats counters;
 
@@ -136,6 +137,8 @@ struct Coordinator::Impl {
         case net::MessageType::Register: return on_register(conn, peer->second, net::read_message<net::Register>(m.body));
         case net::MessageType::Heartbeat:
           if (peer->second.role != Role::Worker) return conn->fail(net::codes::kUnexpected, "Heartbeat before Register");
+          // Answered, so the worker can tell a silent coordinator from an idle one.
+          conn->send(net::to_message(net::Heartbeat{static_cast<int64_t>(workers.at(conn->id()).outstanding.size())}));
           return;
         case net::MessageType::Submit:
           if (peer->second.role == Role::Worker) return conn->fail(net::codes::kUnexpected, "a worker cannot submit tasks");
@@ -381,7 +384,7 @@ struct Coordinator::Impl {
     for (const auto& weak : it->second.waiters)
       if (auto c = weak.lock()) c->send(body);
     tasks.erase(it);
-    if (draining) drained_cv.notify_all();
+    if (draining) state_cv.notify_all();
   }
 
   net::Result result_of(const Task& t, const std::string& status) const {
@@ -480,6 +483,7 @@ struct Coordinator::Impl {
     if (candidates.empty()) return std::nullopt;
 
     std::optional<Pick> best;
+    std::string pinned_refusal;
     double best_score = std::numeric_limits<double>::infinity();
     // Workers with the same hardware and models get the same predictions: score each such
     // group once (bench-dispatch's 16 identical workers cost one decision, not 16).
@@ -497,7 +501,11 @@ struct Coordinator::Impl {
         std::vector<double> ms;
         if (!t.request.arm.empty()) {
           const auto arm = data::parse_arm(t.request.arm);
-          if (!data::arm_refusal(arm, spec)) arms.push_back(arm);
+          if (const auto why = data::arm_refusal(arm, spec)) {
+            pinned_refusal = *why;
+          } else {
+            arms.push_back(arm);
+          }
         } else if (selector) {
           for (const auto& arm : selector_arms)
             if (!data::arm_refusal(arm, spec)) arms.push_back(arm);
@@ -523,6 +531,9 @@ struct Coordinator::Impl {
         if (score < best_score) best_score = score, best = Pick{w, arms[i], ms[i], false};
       }
     }
+    // A client's arm that no live worker can run with this task (e.g. speculative without a
+    // draft anywhere) would wait forever: fail it with the reason instead.
+    if (!best && !pinned_refusal.empty()) throw std::runtime_error("arm " + t.request.arm + " does not apply: " + pinned_refusal);
     if (!best) return std::nullopt;
     // Exploration: another applicable arm on the chosen worker, now and then, so history keeps
     // covering every arm.
@@ -545,14 +556,20 @@ struct Coordinator::Impl {
 
   // Assigns as many pending tasks as workers can take, oldest first.
   void dispatch() {
-    if (stopped) return;
+    if (draining) return;
     std::deque<int64_t> waiting;
+    std::set<std::string> blocked;  // (model, key) with no worker free this pass: skip their other tasks
     while (!pending.empty()) {
       const int64_t id = pending.front();
       pending.pop_front();
       const auto it = tasks.find(id);
       if (it == tasks.end()) continue;
       Task& t = it->second;
+      const std::string group = t.request.model + "/" + t.request.key_fingerprint;
+      if (blocked.count(group)) {
+        waiting.push_back(id);
+        continue;
+      }
       std::optional<Pick> p;
       try {
         p = pick(t);
@@ -562,6 +579,8 @@ struct Coordinator::Impl {
         continue;
       }
       if (!p) {
+        // Tasks that failed on every free worker may still fit elsewhere; others of the group cannot.
+        if (t.failed_on.empty()) blocked.insert(group);
         waiting.push_back(id);
         continue;
       }
@@ -667,10 +686,7 @@ struct Coordinator::Impl {
 };
 
 Coordinator::Coordinator(CoordinatorOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
-Coordinator::~Coordinator() {
-  stop();
-  impl_->io.stop();
-}
+Coordinator::~Coordinator() = default;
 
 uint16_t Coordinator::port() const { return impl_->listener->port(); }
 
@@ -687,43 +703,43 @@ void Coordinator::run() {
       spdlog::info("signal {}: draining (send it again to stop at once)", sig);
       stop();
       signals.async_wait([this](std::error_code e, int) {
-        if (!e) impl_->io.stop();
+        if (e) return;
+        std::lock_guard lock(impl_->mu);
+        impl_->force_stop = true;
+        impl_->state_cv.notify_all();
       });
     });
   }
   spdlog::info("coordinator listening on {}:{} (store {}, selector {})", s.options.listen.host, port(), s.store.path(),
                s.selector ? s.options.selector.string() : "none: every task runs kv");
   std::vector<std::thread> pool;
-  for (int i = 1; i < std::max(1, s.options.threads); ++i) pool.emplace_back([&s] { s.io.run(); });
-  s.io.run();
+  for (int i = 0; i < std::max(1, s.options.threads); ++i) pool.emplace_back([&s] { s.io.run(); });
+  {
+    // This thread only waits for stop() and then drains: running tasks get drain_timeout to
+    // report; pending ones stay in the store for the next start.
+    std::unique_lock lock(s.mu);
+    s.state_cv.wait(lock, [&s] { return s.draining; });
+    s.listener->close();
+    const auto idle = [&s] {
+      return std::none_of(s.tasks.begin(), s.tasks.end(), [](const auto& kv) { return kv.second.worker_conn.has_value(); });
+    };
+    if (!idle()) spdlog::info("draining: waiting up to {} ms for running tasks", s.options.drain_timeout.count());
+    const auto deadline = std::chrono::steady_clock::now() + s.options.drain_timeout;
+    while (!idle() && !s.force_stop && std::chrono::steady_clock::now() < deadline) s.state_cv.wait_for(lock, std::chrono::milliseconds(100));
+    s.stopped = true;
+    for (auto& [id, w] : s.workers) w.conn->close("coordinator stopping");
+    s.sweep_timer.cancel();
+    spdlog::info("stopped; {} unfinished task(s) kept for the next start", s.tasks.size());
+  }
+  signals.cancel();
+  s.io.stop();
   for (auto& t : pool) t.join();
 }
 
 void Coordinator::stop() {
-  auto& s = *impl_;
-  {
-    std::lock_guard lock(s.mu);
-    if (s.draining) return;
-    s.draining = true;
-  }
-  // Drain off the network threads: wait for running tasks, then close everything.
-  std::thread([&s] {
-    {
-      std::unique_lock lock(s.mu);
-      s.listener->close();
-      const auto running = [&s] {
-        return std::none_of(s.tasks.begin(), s.tasks.end(), [](const auto& kv) { return kv.second.worker_conn.has_value(); });
-      };
-      if (!running()) spdlog::info("stopping");
-      else spdlog::info("stopping: waiting up to {} ms for running tasks", s.options.drain_timeout.count());
-      s.drained_cv.wait_for(lock, s.options.drain_timeout, running);
-      s.stopped = true;
-      for (auto& [id, w] : s.workers) w.conn->close("coordinator stopping");
-      s.sweep_timer.cancel();
-      spdlog::info("stopped; {} task(s) left pending for the next start", s.tasks.size());
-    }
-    s.io.stop();
-  }).detach();
+  std::lock_guard lock(impl_->mu);
+  impl_->draining = true;
+  impl_->state_cv.notify_all();
 }
 
 CoordinatorStats Coordinator::stats() const {

@@ -383,6 +383,34 @@ TEST(Daemons, AcceptedTasksSurviveACoordinatorKill) {
   EXPECT_EQ(second.wait(), 0) << testing::read_file(dir / "second.log");
 }
 
+// A coordinator that goes silent without closing its sockets (a frozen or cut-off host): the
+// worker notices from the unanswered heartbeats, reconnects, and registers again once it is back.
+TEST(Daemons, WorkerNoticesASilentCoordinatorAndRegistersAgain) {
+  TempDir dir;
+  net::Token::write_new(dir / "token");
+  const auto port = free_port();
+  const net::Endpoint at{"127.0.0.1", static_cast<uint16_t>(port)};
+  ChildProcess coordinator({"coordinator", "--listen", at.str(), "--db", (dir / "c.db").string(), "--token-file",
+                            (dir / "token").string(), "--heartbeat-ms", "100"},
+                           dir / "coordinator.log");
+  const auto registrations = [&] {
+    const auto log = testing::read_file(dir / "coordinator.log");
+    int n = 0;
+    for (auto pos = log.find("registered from"); pos != std::string::npos; pos = log.find("registered from", pos + 1)) ++n;
+    return n;
+  };
+  LocalWorker worker(dry_worker(at, dir / "token", "dry"));
+  for (int i = 0; i < 500 && registrations() < 1; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(registrations(), 1);
+  coordinator.signal(SIGSTOP);
+  std::this_thread::sleep_for(3s);  // > the worker's silence limit (2 s)
+  coordinator.signal(SIGCONT);
+  for (int i = 0; i < 1000 && registrations() < 2; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(registrations(), 2) << testing::read_file(dir / "coordinator.log");
+  const auto res = net::submit_and_wait(at, dry_request("after-freeze"), within(10s));
+  EXPECT_EQ(res.status, "done");
+}
+
 // Garbage, oversized frames, bad JSON, a wrong version, an unknown type and a worker with the
 // wrong token each get an Error and a closed connection, while another client's tasks complete.
 TEST(Daemons, BadPeersAreClosedWhileOthersAreServed) {
@@ -470,8 +498,8 @@ TEST(Daemons, TwoHundredConcurrentSubmissionsAllCompleteOnce) {
   EXPECT_EQ(run_tasks.size(), static_cast<std::size_t>(kClients));
 }
 
-// Cancel, an unknown model and the wrong key: clear answers, nothing run.
-TEST(Daemons, CancelUnknownModelAndWrongKey) {
+// Cancel, an unknown model, the wrong key and an arm that cannot apply: clear answers, nothing run.
+TEST(Daemons, CancelUnknownModelWrongKeyAndImpossibleArm) {
   TempDir dir;
   net::Token::write_new(dir / "token");
   LocalCoordinator coordinator(dir.path());
@@ -514,6 +542,15 @@ TEST(Daemons, CancelUnknownModelAndWrongKey) {
   } catch (const std::runtime_error& e) {
     EXPECT_THAT(e.what(), HasSubstr("wrong key"));
   }
+
+  // A client's arm no live worker can run (speculative, and no worker offers a draft): failed
+  // with the reason rather than left waiting.
+  auto pinned = dry_request("pinned-spec");
+  pinned.key_fingerprint = "aaaaaaaaaaaaaaaa";
+  pinned.arm = "kv+spec2";
+  const auto res = net::submit_and_wait(coordinator.at(), pinned, within(5s));
+  EXPECT_EQ(res.status, "failed");
+  EXPECT_THAT(res.report.error, HasSubstr("does not apply"));
 }
 
 }  // namespace

@@ -41,3 +41,9 @@ for t in 1 2; do
   "$EESCHED" --log-level warn bench-arms --model "$work/syn110m" --arms kv,kv+int8,kv+prune30,kv+int8+prune30 \
     --tokenizer models/target/tokenizer.model --tokens 32 --repeats 3 --ppl-tokens 1024 --threads "$t"
 done
+
+echo
+echo "## bench-dispatch (coordinator alone: 16 dry-run workers, in-process, loopback)"
+for t in 1 2; do
+  "$EESCHED" --log-level warn bench-dispatch --workers 16 --tasks 20000 --threads "$t"
+done

@@ -3,6 +3,8 @@
 #include <asio/bind_executor.hpp>
 #include <asio/post.hpp>
 #include <asio/write.hpp>
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 
 namespace eesched::net {
@@ -10,8 +12,6 @@ namespace {
 
 std::atomic<uint64_t> next_connection_id{1};
 constexpr std::size_t kReadChunk = 64 * 1024;
-// Outgoing bytes a peer may leave unread before it is dropped (a few maximal frames).
-constexpr std::size_t kMaxQueuedBytes = std::size_t{64} << 20;
 
 std::string describe_peer(const asio::ip::tcp::socket& s) {
   asio::error_code ec;
@@ -58,7 +58,7 @@ void Connection::push_frame(std::string frame) {
   asio::post(socket_.get_executor(), [self = shared_from_this(), f = std::move(frame)]() mutable {
     if (self->closed_ || self->close_after_flush_) return;
     self->queued_bytes_ += f.size();
-    if (self->queued_bytes_ > kMaxQueuedBytes) return self->close_on_strand("the peer does not read what we send");
+    if (self->queued_bytes_ > self->options_.max_queued_bytes) return self->close_on_strand("the peer does not read what we send");
     self->queued_.push_back(std::move(f));
     if (!self->write_in_flight_) self->write_batch();
   });
@@ -83,7 +83,9 @@ void Connection::write_batch() {
 
 void Connection::read_more() {
   if (closed_ || stop_reading_) return;
-  if (inbuf_.size() < in_used_ + kReadChunk) inbuf_.resize(in_used_ + kReadChunk);
+  // Grow with what arrives (doubling), never with what a header merely announces: a peer must
+  // send 16 MiB to make us hold 16 MiB.
+  if (inbuf_.size() < in_used_ + kReadChunk) inbuf_.resize(std::max(in_used_ + kReadChunk, 2 * inbuf_.size()));
   socket_.async_read_some(asio::buffer(inbuf_.data() + in_used_, kReadChunk),
                           asio::bind_executor(socket_.get_executor(), [self = shared_from_this()](std::error_code ec, std::size_t n) {
                             if (ec) {
@@ -117,11 +119,7 @@ void Connection::consume_frames() {
     } catch (const ProtocolError& e) {
       return fail_on_strand(e.code(), e.what());
     }
-    if (in_used_ - pos - kFrameHeaderBytes < len) {
-      // A large frame: make room for all of it at once rather than growing chunk by chunk.
-      if (inbuf_.size() < pos + kFrameHeaderBytes + len) inbuf_.resize(pos + kFrameHeaderBytes + len + kReadChunk);
-      break;
-    }
+    if (in_used_ - pos - kFrameHeaderBytes < len) break;  // the rest of it is still on its way
     const std::string_view body(reinterpret_cast<const char*>(inbuf_.data() + pos + kFrameHeaderBytes), len);
     pos += kFrameHeaderBytes + len;
     Message message;
@@ -172,6 +170,10 @@ void Connection::set_idle_timeout(std::chrono::milliseconds timeout) {
   });
 }
 
+void Connection::set_max_queued_bytes(std::size_t bytes) {
+  asio::post(socket_.get_executor(), [self = shared_from_this(), bytes] { self->options_.max_queued_bytes = bytes; });
+}
+
 void Connection::fail(const std::string& code, const std::string& message) {
   asio::post(socket_.get_executor(), [self = shared_from_this(), code, message] { self->fail_on_strand(code, message); });
 }
@@ -180,7 +182,7 @@ void Connection::fail_on_strand(const std::string& code, const std::string& mess
   if (closed_ || close_after_flush_) return;
   stop_reading_ = true;
   closing_ = true;
-  std::string error = encode_frame(make_error(code, message));
+  std::string error = encode_frame(make_error(code, message), SIZE_MAX);  // bounded by make_error
   queued_bytes_ += error.size();
   queued_.push_back(std::move(error));
   close_after_flush_ = true;

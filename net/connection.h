@@ -29,6 +29,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::size_t max_frame_bytes = kDefaultMaxFrameBytes;
     std::chrono::milliseconds frame_timeout{10000};  // a frame whose first byte arrived must be complete by then
     std::chrono::milliseconds idle_timeout{0};       // no frame at all for this long: closed (0: never)
+    std::size_t max_queued_bytes = std::size_t{64} << 20;  // unsent bytes a peer may leave unread before it is dropped
   };
   using MessageHandler = std::function<void(const std::shared_ptr<Connection>&, Message)>;
   using CloseHandler = std::function<void(const std::shared_ptr<Connection>&, const std::string& reason)>;
@@ -47,6 +48,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void fail(const std::string& code, const std::string& message);
   void close(const std::string& reason);
   void set_idle_timeout(std::chrono::milliseconds timeout);
+  void set_max_queued_bytes(std::size_t bytes);
 
   uint64_t id() const { return id_; }
   const std::string& peer() const { return peer_; }

@@ -76,6 +76,8 @@ void check_sampling(int64_t max_new_tokens, double temperature, double top_p, st
   if (!(temperature >= 0) || temperature > 100) bad("temperature must be in [0, 100]");
   if (!(top_p > 0) || top_p > 1) bad("top_p must be in (0, 1]");
   if (batch == 0 || static_cast<int64_t>(batch) > kMaxBatch) bad("prompt_ids must hold 1 to 64 rows");
+  // The answer must fit in one frame too (a few bytes per id in JSON).
+  if (static_cast<int64_t>(batch) * max_new_tokens > kMaxNewTokens) bad("rows x max_new_tokens must be at most 1048576");
 }
 
 json base(MessageType t) { return make_message(t); }

@@ -39,7 +39,9 @@ nlohmann::json make_message(MessageType type) { return {{"type", message_type_na
 nlohmann::json make_error(const std::string& code, const std::string& message, std::optional<int64_t> task_id) {
   auto j = make_message(MessageType::Error);
   j["code"] = code;
-  j["message"] = message;
+  // Messages may quote what a peer sent: bounded, so an error always fits in a frame.
+  constexpr std::size_t kMaxMessage = 512;
+  j["message"] = message.size() <= kMaxMessage ? message : message.substr(0, kMaxMessage) + "...";
   if (task_id) j["task_id"] = *task_id;
   return j;
 }

@@ -49,6 +49,8 @@ inline constexpr const char* kShuttingDown = "shutting_down";  // the coordinato
 inline constexpr const char* kNoWorker = "no_worker";          // nothing can run this task
 inline constexpr const char* kTaskFailed = "task_failed";      // every attempt failed
 inline constexpr const char* kNotFound = "not_found";          // Cancel of an unknown task
+inline constexpr const char* kOverloaded = "overloaded";        // too many unfinished tasks; try later
+inline constexpr const char* kInternal = "internal";            // this side failed (e.g. its disk); not the peer's fault
 }  // namespace codes
 
 // {"type": NAME, "v": kProtocolVersion}

@@ -56,6 +56,9 @@ Result submit_and_wait(const Endpoint& coordinator, TaskRequest request, const S
     } catch (const TimedOut&) {
       break;
     } catch (const std::exception& e) {
+      // Before the coordinator has the task, failing fast is kinder than retrying for minutes;
+      // once it has it, the task survives a coordinator restart and we wait it out.
+      if (!accepted) throw std::runtime_error(e.what());
       last_error = e.what();
       spdlog::warn("{}; retrying in {} ms", last_error, backoff.count());
       std::this_thread::sleep_for(std::min(backoff, std::max(left(), std::chrono::milliseconds(0))));

@@ -1,8 +1,9 @@
 #pragma once
-// A client's side of one task: submit, wait for the result. When the connection drops (a
-// coordinator restart), it reconnects and submits the same request_id again; the coordinator
-// reattaches it to the persisted task or answers from the stored result, so a task is never
-// run twice for one request.
+// A client's side of one task: submit, wait for the result. Until the coordinator accepts the
+// task, any failure (cannot connect, refused) is final. Once accepted, a dropped connection (a
+// coordinator restart) is retried: it reconnects and submits the same request_id again, and the
+// coordinator reattaches it to the persisted task or answers from the stored result, so a task
+// is never run twice for one request.
 #include <chrono>
 #include <functional>
 

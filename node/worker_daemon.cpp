@@ -601,7 +601,14 @@ struct WorkerDaemon::Impl {
         spdlog::debug("task {} attempt {}: result dropped, the connection that assigned it is gone", a.task_id, a.attempt);
       }
     } catch (const std::exception& e) {
+      // Too large for a frame: say so, or the coordinator would wait out its timeout and retry.
       spdlog::warn("task {} attempt {}: cannot send the result: {}", a.task_id, a.attempt, e.what());
+      r.report = net::RunReport{};
+      r.report.error = std::string("the result cannot be sent: ") + e.what();
+      try {
+        c->send(net::to_message(r));
+      } catch (const std::exception&) {
+      }
     }
   }
 

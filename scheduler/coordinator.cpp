@@ -1,6 +1,7 @@
 #include "scheduler/coordinator.h"
 
 #include <asio/io_context.hpp>
+#include <asio/executor_work_guard.hpp>
 #include <asio/post.hpp>
 #include <asio/signal_set.hpp>
 #include <asio/steady_timer.hpp>
@@ -9,6 +10,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
+#include <future>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -44,7 +46,7 @@ struct Worker {
   std::vector<net::ModelInfo> models;   // row.id set to the store id
   std::optional<net::ModelInfo> draft;
   bool dry_run = false;
-  std::set<int64_t> outstanding;        // task ids assigned and unfinished
+  std::deque<int64_t> outstanding;      // task ids assigned and unfinished, in assignment order
   double queue_ms = 0;                  // predicted work outstanding
 };
 
@@ -59,7 +61,10 @@ struct Task {
   bool explored = false;
   double predicted_ms = 0;
   std::string policy;
-  Clock::time_point submitted_at, assigned_at;
+  Clock::time_point submitted_at;
+  // When the attempt should have started: workers run one task at a time, so a queued task's
+  // timeout counts from the moment the one before it on that worker finished.
+  std::optional<Clock::time_point> started_at;
   std::set<int64_t> failed_on;           // worker ids where an attempt failed
   std::string last_error;
   std::vector<std::weak_ptr<net::Connection>> waiters;  // clients to answer
@@ -70,6 +75,7 @@ enum class Role { Unknown, Worker, Client };
 struct Peer {
   Role role = Role::Unknown;
   std::string nonce;  // our Hello challenge
+  int waiting = 0;    // a client's unfinished tasks: while > 0 it may stay silent
 };
 
 }  // namespace
@@ -142,11 +148,8 @@ struct Coordinator::Impl {
           return;
         case net::MessageType::Submit:
           if (peer->second.role == Role::Worker) return conn->fail(net::codes::kUnexpected, "a worker cannot submit tasks");
-          if (peer->second.role == Role::Unknown) {
-            peer->second.role = Role::Client;
-            conn->set_idle_timeout(std::chrono::milliseconds(0));  // clients wait for results
-          }
-          return on_submit(conn, net::read_message<net::Submit>(m.body).task);
+          peer->second.role = Role::Client;
+          return on_submit(conn, peer->second, net::read_message<net::Submit>(m.body).task);
         case net::MessageType::Result:
           if (peer->second.role != Role::Worker) return conn->fail(net::codes::kUnexpected, "only a registered worker sends Result");
           return on_result(conn, net::read_message<net::Result>(m.body));
@@ -166,19 +169,31 @@ struct Coordinator::Impl {
     } catch (const std::exception& e) {
       // A store failure (disk full, ...) concerns this request, not the daemon.
       spdlog::error("{}: {}", conn->peer(), e.what());
-      conn->send(net::make_error("internal", e.what()));
+      conn->send(net::make_error(net::codes::kInternal, e.what()));
     }
   }
 
   void on_close(const ConnPtr& conn, const std::string& reason) {
     std::lock_guard lock(mu);
+    try {
+      forget(conn, reason);
+    } catch (const std::exception& e) {
+      spdlog::error("after {} closed: {}", conn->peer(), e.what());
+    }
+  }
+
+  void forget(const ConnPtr& conn, const std::string& reason) {
     peers.erase(conn->id());
     const auto w = workers.find(conn->id());
     if (w == workers.end()) return;
     spdlog::warn("worker {} is gone ({}); {} task(s) to reassign", w->second.name, reason, w->second.outstanding.size());
     const auto outstanding = w->second.outstanding;
     workers.erase(w);
-    for (const int64_t id : outstanding) retry(id, "worker " + conn->peer() + " lost: " + reason, std::nullopt);
+    for (const int64_t id : outstanding) {
+      const auto t = tasks.find(id);
+      if (t != tasks.end()) t->second.worker_conn.reset();
+      retry(id, "worker " + conn->peer() + " lost: " + reason, std::nullopt);
+    }
     dispatch();
   }
 
@@ -208,6 +223,9 @@ struct Coordinator::Impl {
     }
     peer.role = Role::Worker;
     conn->set_idle_timeout(options.worker_timeout);  // heartbeats keep it alive; silence is death
+    // Up to max_outstanding Assigns may wait in its socket at once.
+    conn->set_max_queued_bytes(std::max<std::size_t>(std::size_t{64} << 20,
+                                                     (static_cast<std::size_t>(options.max_outstanding) + 2) * options.max_frame_bytes));
     conn->send(net::to_message(net::Registered{w.id, token.proof(net::kCoordinatorProofLabel, r.nonce, r.name),
                                                options.heartbeat.count()}));
     std::string names;
@@ -244,7 +262,18 @@ struct Coordinator::Impl {
     return std::nullopt;
   }
 
-  void on_submit(const ConnPtr& conn, net::TaskRequest r) {
+  // A client waiting on a task may stay silent as long as it takes; an idle one is closed after
+  // the handshake timeout, so refused or finished clients cannot pile up connections.
+  void add_waiter(Task& t, const ConnPtr& conn, Peer& peer) {
+    t.waiters.push_back(conn);
+    if (++peer.waiting == 1) conn->set_idle_timeout(std::chrono::milliseconds(0));
+  }
+  void drop_waiter(const ConnPtr& conn) {
+    const auto peer = peers.find(conn->id());
+    if (peer != peers.end() && --peer->second.waiting == 0) conn->set_idle_timeout(options.handshake_timeout);
+  }
+
+  void on_submit(const ConnPtr& conn, Peer& peer, net::TaskRequest r) {
     const auto received = Clock::now();
     if (draining) return void(conn->send(net::make_error(net::codes::kShuttingDown, "the coordinator is shutting down")));
     if (!r.arm.empty()) {
@@ -255,8 +284,11 @@ struct Coordinator::Impl {
       }
     }
     if (!r.request_id.empty()) {
-      if (auto existing = store.find_task_by_ext_id(r.request_id)) return reattach(conn, *existing);
+      if (auto existing = store.find_task_by_ext_id(r.request_id)) return reattach(conn, peer, *existing);
     }
+    if (tasks.size() >= options.max_tasks)
+      return void(conn->send(net::make_error(net::codes::kOverloaded, "the coordinator holds " + std::to_string(tasks.size()) +
+                                                                           " unfinished tasks; try again later")));
     std::string why;
     const auto model = model_for(r, why);
     if (!model) return void(conn->send(net::make_error(net::codes::kNoWorker, why)));
@@ -270,9 +302,9 @@ struct Coordinator::Impl {
     t.row.prompt_ids = r.prompt_ids;  // encrypted, as the client sent them
     t.row.request = request_json(r).dump();
     t.row.id = store.insert_task(t.row);  // persisted before anything else happens to it
-    t.waiters.push_back(conn);
+    t.row.prompt_ids.clear();             // the request keeps the one copy in memory
     const int64_t id = t.row.id;
-    tasks.emplace(id, std::move(t));
+    add_waiter(tasks.emplace(id, std::move(t)).first->second, conn, peer);
     pending.push_back(id);
     ++counters.accepted;
     conn->send(net::to_message(net::Accepted{id, r.request_id}));
@@ -280,10 +312,10 @@ struct Coordinator::Impl {
   }
 
   // A request_id we know: answer from the store, or wait with the others.
-  void reattach(const ConnPtr& conn, const data::TaskRow& row) {
+  void reattach(const ConnPtr& conn, Peer& peer, const data::TaskRow& row) {
     const auto live = tasks.find(row.id);
     if (live != tasks.end()) {
-      live->second.waiters.push_back(conn);
+      add_waiter(live->second, conn, peer);
       conn->send(net::to_message(net::Accepted{row.id, row.ext_id}));
       return;
     }
@@ -305,6 +337,14 @@ struct Coordinator::Impl {
     const auto it = tasks.find(id);
     if (it == tasks.end()) return void(conn->send(net::make_error(net::codes::kNotFound, "no unfinished task to cancel", id)));
     Task& t = it->second;
+    // Task ids are sequential, so anyone could name one: by id, only a client waiting on the
+    // task may cancel it; a request id is the client's own secret-enough handle.
+    const bool waiter = std::any_of(t.waiters.begin(), t.waiters.end(), [&](const std::weak_ptr<net::Connection>& w) {
+      const auto c = w.lock();
+      return c && c->id() == conn->id();
+    });
+    if (c.request_id.empty() && !waiter)
+      return void(conn->send(net::make_error(net::codes::kNotFound, "no unfinished task of this connection to cancel", id)));
     if (t.worker_conn) {
       const auto w = workers.find(*t.worker_conn);
       if (w != workers.end()) {
@@ -375,16 +415,29 @@ struct Coordinator::Impl {
   void finish(int64_t id, data::TaskStatus status, const net::Result& res, const std::optional<data::RunRow>& run) {
     const auto it = tasks.find(id);
     const auto body = net::to_message(res);
-    const std::string text = body.dump();
-    if (run) {
-      store.finish_task_with_run(id, status, text, *run);
-    } else {
-      store.finish_task(id, status, text);
+    try {
+      if (run) {
+        store.finish_task_with_run(id, status, body.dump(), *run);
+      } else {
+        store.finish_task(id, status, body.dump());
+      }
+    } catch (const std::exception& e) {
+      // The client still gets its answer; the store will re-run the task after a restart.
+      spdlog::error("task {}: cannot record its result: {}", id, e.what());
     }
-    for (const auto& weak : it->second.waiters)
-      if (auto c = weak.lock()) c->send(body);
+    const auto waiters = std::move(it->second.waiters);
     tasks.erase(it);
     if (draining) state_cv.notify_all();
+    for (const auto& weak : waiters) {
+      const auto c = weak.lock();
+      if (!c) continue;
+      drop_waiter(c);
+      try {
+        c->send(body);
+      } catch (const net::ProtocolError& e) {  // a result over the frame limit
+        c->send(net::make_error(net::codes::kTaskFailed, std::string("the result cannot be sent: ") + e.what(), id));
+      }
+    }
   }
 
   net::Result result_of(const Task& t, const std::string& status) const {
@@ -425,9 +478,14 @@ struct Coordinator::Impl {
   }
 
   void unassign(Worker& w, Task& t) {
-    w.outstanding.erase(t.row.id);
+    w.outstanding.erase(std::remove(w.outstanding.begin(), w.outstanding.end(), t.row.id), w.outstanding.end());
     w.queue_ms = std::max(0.0, w.queue_ms - t.predicted_ms);
     t.worker_conn.reset();
+    t.started_at.reset();
+    if (!w.outstanding.empty()) {  // the next one on that worker starts now
+      const auto next = tasks.find(w.outstanding.front());
+      if (next != tasks.end() && !next->second.started_at) next->second.started_at = Clock::now();
+    }
   }
 
   // ---- scheduling --------------------------------------------------------------------------
@@ -483,6 +541,7 @@ struct Coordinator::Impl {
     if (candidates.empty()) return std::nullopt;
 
     std::optional<Pick> best;
+    std::string best_profile;
     std::string pinned_refusal;
     double best_score = std::numeric_limits<double>::infinity();
     // Workers with the same hardware and models get the same predictions: score each such
@@ -528,7 +587,7 @@ struct Coordinator::Impl {
       const auto& [arms, ms] = cached->second;
       for (std::size_t i = 0; i < arms.size(); ++i) {
         const double score = w->queue_ms + ms[i];
-        if (score < best_score) best_score = score, best = Pick{w, arms[i], ms[i], false};
+        if (score < best_score) best_score = score, best = Pick{w, arms[i], ms[i], false}, best_profile = cached->first;
       }
     }
     // A client's arm that no live worker can run with this task (e.g. speculative without a
@@ -539,16 +598,14 @@ struct Coordinator::Impl {
     // covering every arm.
     if (selector && t.request.arm.empty() && options.explore > 0 &&
         std::uniform_real_distribution<double>(0, 1)(rng) < options.explore) {
-      for (const auto& [profile, entry] : by_profile) {
-        const auto& [arms, ms] = entry;
-        if (arms.size() < 2) continue;
-        if (std::find_if(arms.begin(), arms.end(), [&](const data::Arm& a) { return a.name == best->arm.name; }) == arms.end()) continue;
+      const auto& [arms, ms] = by_profile.at(best_profile);
+      if (arms.size() > 1) {
+        const auto at = std::find_if(arms.begin(), arms.end(), [&](const data::Arm& a) { return a.name == best->arm.name; });
         std::size_t i = std::uniform_int_distribution<std::size_t>(0, arms.size() - 2)(rng);
-        if (arms[i].name == best->arm.name) i = arms.size() - 1;
+        if (i >= static_cast<std::size_t>(at - arms.begin())) ++i;  // any arm but the best
         best->arm = arms[i];
         best->predicted_ms = ms[i];
         best->explored = true;
-        break;
       }
     }
     return best;
@@ -570,21 +627,25 @@ struct Coordinator::Impl {
         waiting.push_back(id);
         continue;
       }
-      std::optional<Pick> p;
       try {
-        p = pick(t);
-      } catch (const std::exception& e) {
-        t.attempts = options.max_attempts;  // a task no worker can ever run: fail it now
-        retry(id, std::string("cannot schedule: ") + e.what(), std::nullopt);
-        continue;
-      }
-      if (!p) {
+        const auto p = pick(t);
+        if (p) {
+          assign(t, *p);
+          continue;
+        }
         // Tasks that failed on every free worker may still fit elsewhere; others of the group cannot.
         if (t.failed_on.empty()) blocked.insert(group);
         waiting.push_back(id);
-        continue;
+      } catch (const std::exception& e) {
+        // No worker can ever run it (an arm that does not apply, a broken selector input):
+        // fail this task now; the others go on.
+        t.attempts = options.max_attempts;
+        try {
+          retry(id, std::string("cannot schedule: ") + e.what(), std::nullopt);
+        } catch (const std::exception& again) {
+          spdlog::error("task {}: {}", id, again.what());
+        }
       }
-      assign(t, *p);
     }
     pending.swap(waiting);
   }
@@ -598,8 +659,8 @@ struct Coordinator::Impl {
     t.explored = p.explored;
     t.predicted_ms = p.predicted_ms;
     t.policy = !t.request.arm.empty() ? "client" : selector ? "selector" : "default";
-    t.assigned_at = Clock::now();
-    w.outstanding.insert(t.row.id);
+    if (w.outstanding.empty()) t.started_at = Clock::now();
+    w.outstanding.push_back(t.row.id);
     w.queue_ms += p.predicted_ms;
     // The store keeps such a task `pending` until its result: a restart re-queues it either way,
     // and one write fewer per task is throughput.
@@ -617,7 +678,14 @@ struct Coordinator::Impl {
     a.top_p = t.request.top_p;
     a.seed = t.request.seed;
     a.time_limit_ms = static_cast<double>(options.task_timeout.count());
-    w.conn->send(net::to_message(a));
+    try {
+      w.conn->send(net::to_message(a));
+    } catch (const net::ProtocolError& e) {
+      unassign(w, t);
+      t.attempts = options.max_attempts;
+      retry(t.row.id, std::string("the task cannot be sent to a worker: ") + e.what(), std::nullopt);
+      return;
+    }
     if (options.record_timings) counters.submit_to_assign_us.push_back(us_since(t.submitted_at));
     spdlog::debug("task {} attempt {} -> {} ({}, predicted {:.1f} ms{})", t.row.id, t.attempts, w.name, t.arm, t.predicted_ms,
                   t.explored ? ", explored" : "");
@@ -630,27 +698,36 @@ struct Coordinator::Impl {
       if (ec) return;
       {
         std::lock_guard lock(mu);
-        const auto now = Clock::now();
-        std::vector<int64_t> late;
-        for (auto& [id, t] : tasks)
-          if (t.worker_conn && now - t.assigned_at > options.task_timeout) late.push_back(id);
-        for (const int64_t id : late) {
-          Task& t = tasks.at(id);
-          const auto w = workers.find(*t.worker_conn);
-          int64_t wid = 0;
-          if (w != workers.end()) {
-            w->second.conn->send(net::to_message(net::Cancel{id, ""}));
-            wid = w->second.id;
-            unassign(w->second, t);
-          }
-          spdlog::warn("task {} attempt {} timed out on {}", id, t.attempts, t.worker_name);
-          retry(id, "timed out after " + std::to_string(options.task_timeout.count()) + " ms on " + t.worker_name, wid);
+        try {
+          reassign_late();
+        } catch (const std::exception& e) {
+          spdlog::error("checking task deadlines: {}", e.what());
         }
-        if (!late.empty()) dispatch();
         if (stopped) return;
       }
       sweep();
     });
+  }
+
+  // Attempts running past task_timeout: cancelled on their worker and retried elsewhere.
+  void reassign_late() {
+    const auto now = Clock::now();
+    std::vector<int64_t> late;
+    for (auto& [id, t] : tasks)
+      if (t.worker_conn && t.started_at && now - *t.started_at > options.task_timeout) late.push_back(id);
+    for (const int64_t id : late) {
+      Task& t = tasks.at(id);
+      const auto w = workers.find(*t.worker_conn);
+      int64_t wid = 0;
+      if (w != workers.end()) {
+        w->second.conn->send(net::to_message(net::Cancel{id, ""}));
+        wid = w->second.id;
+        unassign(w->second, t);
+      }
+      spdlog::warn("task {} attempt {} timed out on {}", id, t.attempts, t.worker_name);
+      retry(id, "timed out after " + std::to_string(options.task_timeout.count()) + " ms on " + t.worker_name, wid);
+    }
+    if (!late.empty()) dispatch();
   }
 
   // Tasks accepted before a crash or stop and never finished: back in the queue.
@@ -673,6 +750,7 @@ struct Coordinator::Impl {
         }
         t.model_name = t.request.model;
         t.row = row;
+        t.row.prompt_ids.clear();  // the request keeps the one copy in memory
         t.submitted_at = Clock::now();
         const int64_t id = row.id;
         tasks.emplace(id, std::move(t));
@@ -712,14 +790,37 @@ void Coordinator::run() {
   }
   spdlog::info("coordinator listening on {}:{} (store {}, selector {})", s.options.listen.host, port(), s.store.path(),
                s.selector ? s.options.selector.string() : "none: every task runs kv");
+  // Keeps the pool alive until the end, even when no socket is open (the posts below need it).
+  auto work = asio::make_work_guard(s.io);
   std::vector<std::thread> pool;
-  for (int i = 0; i < std::max(1, s.options.threads); ++i) pool.emplace_back([&s] { s.io.run(); });
+  for (int i = 0; i < std::max(1, s.options.threads); ++i)
+    pool.emplace_back([&s] {
+      // Handlers catch their own errors; this is the last line, so one bad handler never takes
+      // the daemon down.
+      while (true) {
+        try {
+          s.io.run();
+          return;
+        } catch (const std::exception& e) {
+          spdlog::error("a network handler failed: {}", e.what());
+        }
+      }
+    });
   {
-    // This thread only waits for stop() and then drains: running tasks get drain_timeout to
-    // report; pending ones stay in the store for the next start.
     std::unique_lock lock(s.mu);
     s.state_cv.wait(lock, [&s] { return s.draining; });
+  }
+  // The acceptor and the signal set belong to the network threads: close them there.
+  std::promise<void> closed;
+  asio::post(s.io, [&] {
     s.listener->close();
+    closed.set_value();
+  });
+  closed.get_future().wait();
+  {
+    // This thread drains: running tasks get drain_timeout to report; pending ones stay in the
+    // store for the next start.
+    std::unique_lock lock(s.mu);
     const auto idle = [&s] {
       return std::none_of(s.tasks.begin(), s.tasks.end(), [](const auto& kv) { return kv.second.worker_conn.has_value(); });
     };
@@ -731,7 +832,13 @@ void Coordinator::run() {
     s.sweep_timer.cancel();
     spdlog::info("stopped; {} unfinished task(s) kept for the next start", s.tasks.size());
   }
-  signals.cancel();
+  std::promise<void> cancelled;
+  asio::post(s.io, [&] {
+    signals.cancel();
+    cancelled.set_value();
+  });
+  cancelled.get_future().wait();
+  work.reset();
   s.io.stop();
   for (auto& t : pool) t.join();
 }

@@ -40,6 +40,7 @@ struct CoordinatorOptions {
   std::chrono::milliseconds handshake_timeout{10000};
   std::chrono::milliseconds drain_timeout{30000};   // stop(): wait this long for running tasks
   int max_outstanding = 32;          // assigned, unfinished tasks per worker
+  std::size_t max_tasks = 100000;    // unfinished tasks held at once; beyond, Submit gets `overloaded`
   std::size_t max_frame_bytes = net::kDefaultMaxFrameBytes;
   bool record_timings = false;       // keep per-task dispatch overheads for stats()
   bool handle_signals = false;       // SIGINT/SIGTERM: stop() (drain); a second one: stop at once

@@ -4,6 +4,7 @@
 // Submit received to Assign sent and from Result received to the client's answer.
 #include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <thread>
 
@@ -94,11 +95,28 @@ void run(const BenchDispatchArgs& a) {
   co.record_timings = true;
   co.max_outstanding = 1 << 20;
   scheduler::Coordinator coordinator(co);
-  std::thread coordinator_thread([&] { coordinator.run(); });
-  const net::Endpoint at{"127.0.0.1", coordinator.port()};
-
   std::vector<std::unique_ptr<node::WorkerDaemon>> workers;
   std::vector<std::thread> worker_threads;
+  std::thread coordinator_thread([&] {
+    try {
+      coordinator.run();
+    } catch (const std::exception& e) {
+      spdlog::error("coordinator: {}", e.what());
+    }
+  });
+  // Every thread is stopped and joined on every way out, errors included.
+  struct Teardown {
+    std::function<void()> fn;
+    ~Teardown() { fn(); }
+  } teardown{[&] {
+    for (auto& w : workers) w->stop();
+    for (auto& t : worker_threads)
+      if (t.joinable()) t.join();
+    coordinator.stop();
+    if (coordinator_thread.joinable()) coordinator_thread.join();
+  }};
+  const net::Endpoint at{"127.0.0.1", coordinator.port()};
+
   for (int i = 0; i < a.workers; ++i) {
     node::WorkerOptions wo;
     wo.coordinator = at;
@@ -109,7 +127,14 @@ void run(const BenchDispatchArgs& a) {
     wo.threads = 1;
     workers.push_back(std::make_unique<node::WorkerDaemon>(wo));
   }
-  for (auto& w : workers) worker_threads.emplace_back([&w] { w->run(); });
+  for (auto& w : workers)
+    worker_threads.emplace_back([&w] {
+      try {
+        w->run();
+      } catch (const std::exception& e) {
+        spdlog::error("worker {}: {}", w->name(), e.what());
+      }
+    });
   for (int waited = 0; coordinator.stats().live_workers < a.workers; ++waited) {
     if (waited > 500) throw std::runtime_error("bench-dispatch: workers did not register within 5 s");
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -131,10 +156,8 @@ void run(const BenchDispatchArgs& a) {
   for (auto& t : clients) t.join();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const auto st = coordinator.stats();
-  for (auto& w : workers) w->stop();
-  for (auto& t : worker_threads) t.join();
-  coordinator.stop();
-  coordinator_thread.join();
+  teardown.fn();
+  teardown.fn = [] {};
   for (const auto& e : errors)
     if (e) std::rethrow_exception(e);
 

@@ -53,7 +53,8 @@ int count_lines(const std::string& s) {
 
 TEST_F(Cli, EverySubcommandHasHelp) {
   for (const char* sub : {"train-lm", "generate", "logits", "perplexity", "make-synthetic", "bench-decode", "keygen",
-                          "encrypt-model", "bench-ee", "bench-arms", "make-suite", "bench", "db", "train-selector", "replay", "bench-selector"}) {
+                          "encrypt-model", "bench-ee", "bench-arms", "make-suite", "bench", "db", "train-selector", "replay", "bench-selector",
+                          "make-token", "coordinator", "worker", "submit", "bench-dispatch"}) {
     auto r = run_eesched(std::string(sub) + " --help");
     EXPECT_EQ(r.exit_code, 0) << sub;
     EXPECT_THAT(r.output, HasSubstr("--")) << sub;
@@ -134,6 +135,34 @@ TEST_F(Cli, BadInputIsAOneLineErrorAndNonZeroExit) {
     EXPECT_THAT(r.output, HasSubstr(needle)) << args;
     EXPECT_LE(count_lines(r.output), 2) << args << "\n" << r.output;
   }
+}
+
+// The daemons' commands refuse bad input before serving anything.
+TEST_F(Cli, DaemonCommandsRefuseBadInputInOneLine) {
+  const auto token = (dir_->path() / "worker.token").string();
+  std::filesystem::remove(token);
+  auto made = run_eesched("make-token --out " + token, true);
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  EXPECT_EQ(std::filesystem::status(token).permissions() & std::filesystem::perms::all,
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  expect_one_line_error("make-token --out " + token, "cannot create token file");
+  const auto short_token = (dir_->path() / "short.token").string();
+  std::ofstream(short_token) << "abc\n";
+  expect_one_line_error("coordinator --db " + (dir_->path() / "c.db").string() + " --token-file " + short_token,
+                        "at least 16 are needed");
+  expect_one_line_error("coordinator --db " + (dir_->path() / "c.db").string() + " --token-file " + token + " --listen nohost",
+                        "expected HOST:PORT");
+  expect_one_line_error("coordinator --db " + (dir_->path() / "c.db").string() + " --token-file " + token + " --selector " + token,
+                        "is not a selector file");
+  // A worker serves encrypted models only.
+  expect_one_line_error("worker --coordinator 127.0.0.1:1 --model " + model() + " --token-file " + token,
+                        "is not encrypted (no ee.json)");
+  // Until the coordinator accepts a task, the client fails fast.
+  const auto key = (dir_->path() / "submit.eekey").string();
+  ASSERT_EQ(run_eesched("--log-level warn keygen --force --model " + model() + " --out " + key).exit_code, 0);
+  expect_one_line_error("submit --coordinator 127.0.0.1:1 --key " + key + " --tokenizer " + (model_dir_ / "tokenizer.model").string() +
+                            " --model m --prompt hi",
+                        "cannot connect to 127.0.0.1:1");
 }
 
 TEST_F(Cli, CorruptModelFileNamesTheProblem) {

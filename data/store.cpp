@@ -296,6 +296,28 @@ TaskSpec task_spec(const TaskRow& row) {
   return s;
 }
 
+RunRow run_row(const RunMeasurement& m, int64_t task_id, std::optional<int64_t> worker_id, const std::string& arm,
+               const std::string& policy, int64_t repeat_index) {
+  RunRow row;
+  row.task_id = task_id;
+  row.worker_id = worker_id;
+  row.arm = arm;
+  row.policy = policy;
+  row.repeat_index = repeat_index;
+  row.started_at = m.started_at.empty() ? iso_utc_now() : m.started_at;
+  row.ended_at = m.ended_at.empty() ? row.started_at : m.ended_at;
+  row.latency_ms = m.latency_ms;
+  row.ttft_ms = m.ttft_ms;
+  row.ms_per_token = m.ms_per_token;
+  row.tokens_per_s = m.tokens_per_s;
+  row.new_tokens = m.new_tokens;
+  row.peak_rss_bytes = m.peak_rss_bytes;
+  row.acceptance_rate = m.acceptance_rate;
+  row.ok = m.ok;
+  row.error = m.error;
+  return row;
+}
+
 TaskRow task_row(const TaskSpec& spec, int64_t model_id, std::optional<int64_t> draft_model_id) {
   TaskRow t;
   t.ext_id = spec.id;

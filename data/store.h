@@ -67,6 +67,20 @@ TaskRow task_row(const TaskSpec& spec, int64_t model_id, std::optional<int64_t> 
 // The task spec of a stored row (lengths, sampling, quality; the prompt text is never stored).
 TaskSpec task_spec(const TaskRow& row);
 
+// What one run measured: what the worker reports, the sweep records and the store keeps.
+struct RunMeasurement {
+  bool ok = false;
+  std::string error;          // why not ok: "timeout after N ms", or the exception's message
+  std::string started_at, ended_at;  // iso_utc()
+  double latency_ms = 0;      // whole request: prefill and every decoding step, the whole batch
+  double ttft_ms = 0;
+  double ms_per_token = 0;    // decoding, after the first token
+  double tokens_per_s = 0;    // new tokens (summed over the batch) / latency
+  int64_t new_tokens = 0;
+  int64_t peak_rss_bytes = 0; // the process's peak resident set so far
+  std::optional<double> acceptance_rate;  // speculative arms only
+};
+
 struct RunRow {
   int64_t id = 0;  // set by the store
   int64_t task_id = 0;
@@ -83,6 +97,10 @@ struct RunRow {
   bool ok = true;
   std::string error;  // why the run failed, when !ok
 };
+
+// The store row of a measured run (missing timestamps: now).
+RunRow run_row(const RunMeasurement& m, int64_t task_id, std::optional<int64_t> worker_id, const std::string& arm,
+               const std::string& policy, int64_t repeat_index);
 
 // One row of the task x arm matrix: the median latency of the ok runs of each measured arm.
 struct LatencyRow {

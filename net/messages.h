@@ -96,14 +96,8 @@ struct Assign {
 };
 
 // What a run measured (Result, worker -> coordinator, and forwarded to the client).
-struct RunReport {
-  bool ok = false;
-  std::string error;
+struct RunReport : data::RunMeasurement {
   std::vector<std::vector<int64_t>> tokens;  // encrypted new ids per batch row
-  double latency_ms = 0, ttft_ms = 0, ms_per_token = 0, tokens_per_s = 0;
-  int64_t new_tokens = 0, peak_rss_bytes = 0;
-  std::optional<double> acceptance_rate;
-  std::string started_at, ended_at;
 };
 
 // Result. From a worker: task_id, attempt, report. To a client: also request_id, status,

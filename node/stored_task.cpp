@@ -47,7 +47,7 @@ RunMetrics StoredTaskRunner::run(const data::TaskRow& task, const data::Arm& arm
   warm.max_new_tokens = std::min<int64_t>(spec.max_new_tokens, 4);
   execute_task(*prepared, warm, task.prompt_ids, limits);
   const auto m = execute_task(*prepared, spec, task.prompt_ids, limits);
-  auto row = run_row(m, task.id, worker_id_, arm.name, policy, 0);
+  auto row = data::run_row(m, task.id, worker_id_, arm.name, policy, 0);
   // Replays of the same task accumulate: the next free repeat index.
   for (row.repeat_index = 0; !store_.insert_run(row); ++row.repeat_index) {
   }

@@ -129,7 +129,7 @@ SweepSummary run_sweep(const SweepOptions& o) {
               warmed = true;
             }
             const auto m = execute_task(*prepared, p.spec, p.prompts, limits);
-            const auto row = run_row(m, task_id, worker_id, arm.name, "sweep", r);
+            const auto row = data::run_row(m, task_id, worker_id, arm.name, "sweep", r);
             if (store.insert_run(row)) {
               summary.recorded += 1;
               if (!m.ok) summary.failed += 1;

@@ -45,28 +45,6 @@ RunMetrics execute_task(const accel::PreparedArm& arm, const data::TaskSpec& tas
   return m;
 }
 
-data::RunRow run_row(const RunMetrics& m, int64_t task_id, int64_t worker_id, const std::string& arm, const std::string& policy,
-                     int64_t repeat_index) {
-  data::RunRow row;
-  row.task_id = task_id;
-  row.worker_id = worker_id;
-  row.arm = arm;
-  row.policy = policy;
-  row.repeat_index = repeat_index;
-  row.started_at = m.started_at;
-  row.ended_at = m.ended_at;
-  row.latency_ms = m.latency_ms;
-  row.ttft_ms = m.ttft_ms;
-  row.ms_per_token = m.ms_per_token;
-  row.tokens_per_s = m.tokens_per_s;
-  row.new_tokens = m.new_tokens;
-  row.peak_rss_bytes = m.peak_rss_bytes;
-  row.acceptance_rate = m.acceptance_rate;
-  row.ok = m.ok;
-  row.error = m.error;
-  return row;
-}
-
 std::vector<int64_t> synthetic_prompt(const std::string& task_id, int64_t n, int64_t vocab) {
   uint64_t h = 1469598103934665603ULL;  // FNV-1a: stable across machines, unlike std::hash
   for (unsigned char c : task_id) h = (h ^ c) * 1099511628211ULL;

@@ -13,17 +13,7 @@
 
 namespace eesched::node {
 
-struct RunMetrics {
-  bool ok = false;
-  std::string error;          // why not ok: "timeout after N ms", or the exception's message
-  std::string started_at, ended_at;
-  double latency_ms = 0;      // whole request: prefill and every decoding step, the whole batch
-  double ttft_ms = 0;
-  double ms_per_token = 0;    // decoding, after the first token
-  double tokens_per_s = 0;    // new tokens (summed over the batch) / latency
-  int64_t new_tokens = 0;
-  int64_t peak_rss_bytes = 0; // the process's peak resident set so far
-  std::optional<double> acceptance_rate;
+struct RunMetrics : data::RunMeasurement {
   std::vector<std::vector<int64_t>> tokens;  // per batch row
 };
 
@@ -37,9 +27,6 @@ struct RunLimits {
 RunMetrics execute_task(const accel::PreparedArm& arm, const data::TaskSpec& task,
                         const std::vector<std::vector<int64_t>>& prompts, const RunLimits& limits);
 
-// The store row of a finished run.
-data::RunRow run_row(const RunMetrics& m, int64_t task_id, int64_t worker_id, const std::string& arm, const std::string& policy,
-                     int64_t repeat_index);
 
 // The ids a task without text uses: `n` ids drawn from [3, vocab) seeded by the task id, so every
 // run of the task (any arm, any machine) sees the same prompt.

@@ -94,13 +94,8 @@ LoadedModel load_encrypted(const std::string& name, const std::filesystem::path&
 
 net::RunReport to_report(const RunMetrics& m) {
   net::RunReport r;
-  r.ok = m.ok;
-  r.error = m.error;
+  static_cast<data::RunMeasurement&>(r) = m;
   r.tokens = m.tokens;
-  r.latency_ms = m.latency_ms, r.ttft_ms = m.ttft_ms, r.ms_per_token = m.ms_per_token, r.tokens_per_s = m.tokens_per_s;
-  r.new_tokens = m.new_tokens, r.peak_rss_bytes = m.peak_rss_bytes;
-  r.acceptance_rate = m.acceptance_rate;
-  r.started_at = m.started_at, r.ended_at = m.ended_at;
   return r;
 }
 
@@ -638,7 +633,7 @@ struct WorkerDaemon::Impl {
         task_id = store->insert_task(row);
       }
       const auto result = nlohmann::json{{"tokens", m.tokens}}.dump();
-      const auto run = run_row(m, task_id, store_worker_id, arm_name, "coordinator", a.attempt);
+      const auto run = data::run_row(m, task_id, store_worker_id, arm_name, "coordinator", a.attempt);
       if (!store->finish_task_with_run(task_id, m.ok ? data::TaskStatus::Done : data::TaskStatus::Failed, result, run))
         spdlog::debug("task {} attempt {}: already logged in {}", a.task_id, a.attempt, store->path());
     } catch (const std::exception& e) {

@@ -456,24 +456,8 @@ struct Coordinator::Impl {
   }
 
   data::RunRow run_row(const Task& t, int64_t worker_id, const net::RunReport& rep) const {
-    data::RunRow run;
-    run.task_id = t.row.id;
-    run.worker_id = worker_id;
-    run.arm = t.arm;
-    run.policy = t.policy;
+    auto run = data::run_row(rep, t.row.id, worker_id, t.arm, t.policy, t.attempts);  // one row per attempt
     run.explored = t.explored;
-    run.repeat_index = t.attempts;  // one row per attempt
-    run.started_at = rep.started_at.empty() ? data::iso_utc_now() : rep.started_at;
-    run.ended_at = rep.ended_at.empty() ? run.started_at : rep.ended_at;
-    run.latency_ms = rep.latency_ms;
-    run.ttft_ms = rep.ttft_ms;
-    run.ms_per_token = rep.ms_per_token;
-    run.tokens_per_s = rep.tokens_per_s;
-    run.new_tokens = rep.new_tokens;
-    run.peak_rss_bytes = rep.peak_rss_bytes;
-    run.acceptance_rate = rep.acceptance_rate;
-    run.ok = rep.ok;
-    run.error = rep.error;
     return run;
   }
 

@@ -108,6 +108,35 @@ class StoreTest : public ::testing::Test {
   fs::path dir_;
 };
 
+// The one conversion from what a run measured to its store row (sweep, worker, coordinator).
+TEST(RunRowOf, CopiesEveryMeasurementAndFillsMissingTimes) {
+  RunMeasurement m;
+  m.ok = true;
+  m.latency_ms = 12.5, m.ttft_ms = 2.5, m.ms_per_token = 0.5, m.tokens_per_s = 80, m.new_tokens = 10, m.peak_rss_bytes = 1 << 20;
+  m.acceptance_rate = 0.75;
+  m.started_at = "2026-01-01T00:00:00.000Z";
+  const auto r = run_row(m, 7, 3, "kv+spec2", "selector", 2);
+  EXPECT_EQ(r.task_id, 7);
+  EXPECT_EQ(r.worker_id, 3);
+  EXPECT_EQ(r.arm, "kv+spec2");
+  EXPECT_EQ(r.policy, "selector");
+  EXPECT_EQ(r.repeat_index, 2);
+  EXPECT_TRUE(r.ok);
+  EXPECT_EQ(r.latency_ms, 12.5);
+  EXPECT_EQ(r.ttft_ms, 2.5);
+  EXPECT_EQ(r.ms_per_token, 0.5);
+  EXPECT_EQ(r.tokens_per_s, 80);
+  EXPECT_EQ(r.new_tokens, 10);
+  EXPECT_EQ(r.peak_rss_bytes, 1 << 20);
+  EXPECT_EQ(r.acceptance_rate, 0.75);
+  EXPECT_EQ(r.started_at, m.started_at);
+  EXPECT_EQ(r.ended_at, m.started_at) << "a run without an end time ends when it started";
+  const auto failed = run_row(RunMeasurement{}, 1, std::nullopt, "kv", "sweep", 0);
+  EXPECT_FALSE(failed.ok);
+  EXPECT_FALSE(failed.started_at.empty());
+  EXPECT_EQ(failed.worker_id, std::nullopt);
+}
+
 TEST_F(StoreTest, CreatesFreshStoreInWalMode) {
   const auto path = file("fresh.db");
   auto store = Store::open(path);

@@ -514,6 +514,18 @@ bool Store::has_run(int64_t task_id, std::optional<int64_t> worker_id, const std
   return st.step();
 }
 
+std::optional<double> Store::run_latency(int64_t task_id, std::optional<int64_t> worker_id, const std::string& arm,
+                                         const std::string& policy, int64_t repeat_index) {
+  auto st = db_.prepare(
+      "SELECT latency_ms FROM runs WHERE task_id = ? AND ifnull(worker_id, 0) = ifnull(?, 0) AND arm = ? AND policy = ? AND "
+      "repeat_index = ?");
+  st.bind_int64(1, task_id);
+  bind_opt(st, 2, worker_id);
+  st.bind_text(3, arm).bind_text(4, policy).bind_int64(5, repeat_index);
+  if (!st.step()) return std::nullopt;
+  return st.column_double(0);
+}
+
 std::vector<RunRow> Store::runs_since(const std::string& since_iso_utc) {
   auto st = db_.prepare(std::string("SELECT ") + kRunCols + " FROM runs WHERE started_at >= ? ORDER BY started_at, id");
   st.bind_text(1, since_iso_utc);

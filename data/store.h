@@ -148,6 +148,9 @@ class Store {
   bool insert_run(const RunRow& r);
   bool has_run(int64_t task_id, std::optional<int64_t> worker_id, const std::string& arm, const std::string& policy,
                int64_t repeat_index);
+  // The recorded latency (ms) of that run, failed or not; nullopt when it is not recorded.
+  std::optional<double> run_latency(int64_t task_id, std::optional<int64_t> worker_id, const std::string& arm,
+                                    const std::string& policy, int64_t repeat_index);
   std::vector<RunRow> runs_since(const std::string& since_iso_utc);  // started_at >= since, by start time
 
   // Every task (by id) with its arm -> median ok latency; only runs of `worker_id` when given.

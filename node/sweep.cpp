@@ -4,7 +4,9 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <limits>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "accel/arm_cache.h"
@@ -37,11 +39,30 @@ struct PlannedTask {
   std::vector<data::Arm> arms;  // applicable
 };
 
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const auto n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// Racing: an arm stays in the race while its median so far is within `race` times the best
+// median so far. One measurement of an arm twice as slow as the best already says it is not the
+// oracle; repeats are spent where arms are close and noise decides the ranking.
+bool is_contender(const std::map<std::string, std::vector<double>>& measured, const std::string& arm, double race) {
+  if (race <= 0) return true;
+  const auto it = measured.find(arm);
+  if (it == measured.end() || it->second.empty()) return true;
+  double best = std::numeric_limits<double>::infinity();
+  for (const auto& [name, ms] : measured)
+    if (!ms.empty()) best = std::min(best, median(ms));
+  return median(it->second) <= race * best;
+}
 
 }  // namespace
 
 SweepSummary run_sweep(const SweepOptions& o) {
   const auto start = Clock::now();
+  if (o.race != 0 && o.race < 1) throw data::Error("race factor " + std::to_string(o.race) + ": 0 (off) or at least 1");
   const auto tasks = data::read_suite(o.suite);
   auto store = data::Store::open(o.db);
   std::optional<ee::Key> key;
@@ -107,30 +128,39 @@ SweepSummary run_sweep(const SweepOptions& o) {
       }
       const accel::ModelPair pair{p.model->model, p.draft ? p.draft->model : nullptr, "", ""};
       const std::string models_id = p.spec.model + "|" + p.spec.draft;
-      for (const auto& arm : p.arms) {
-        bool warmed = false;
-        for (int r = 0; r < o.repeats; ++r) {
+      // Rounds, every arm once per round so that slow drifts of the machine hit all arms alike;
+      // with racing, rounds after the first measure only the contenders.
+      std::map<std::string, std::vector<double>> measured;  // arm -> latencies (ms) of this task here
+      std::set<std::string> warmed;
+      for (int r = 0; r < o.repeats; ++r) {
+        std::vector<const data::Arm*> round;
+        for (const auto& arm : p.arms)
+          if (r == 0 || is_contender(measured, arm.name, o.race)) round.push_back(&arm);
+        const auto dropped = static_cast<int64_t>(p.arms.size() - round.size());
+        summary.raced_out += dropped;
+        progress.total -= dropped;
+        for (const auto* arm : round) {
           if (o.stop && o.stop->load()) {
             summary.interrupted = true;
             summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();
             return summary;
           }
-          progress.current = p.spec.id + " " + arm.name + " threads=" + std::to_string(used);
-          if (store.has_run(task_id, worker_id, arm.name, "sweep", r)) {
+          progress.current = p.spec.id + " " + arm->name + " threads=" + std::to_string(used);
+          if (const auto ms = store.run_latency(task_id, worker_id, arm->name, "sweep", r)) {
+            measured[arm->name].push_back(*ms);
             summary.skipped += 1;
           } else {
-            const auto prepared = cache.get(models_id, arm, pair);
+            const auto prepared = cache.get(models_id, *arm, pair);
             RunLimits limits;
             limits.time_limit_ms = limit_ms;
-            if (!warmed) {  // a short discarded run: first-touch of the variant, allocator warm-up
+            if (warmed.insert(arm->name).second) {  // a short discarded run: first touch of the variant, allocator warm-up
               auto warm = p.spec;
               warm.max_new_tokens = std::min<int64_t>(warm.max_new_tokens, 4);
               execute_task(*prepared, warm, p.prompts, limits);
-              warmed = true;
             }
             const auto m = execute_task(*prepared, p.spec, p.prompts, limits);
-            const auto row = data::run_row(m, task_id, worker_id, arm.name, "sweep", r);
-            if (store.insert_run(row)) {
+            measured[arm->name].push_back(m.latency_ms);
+            if (store.insert_run(data::run_row(m, task_id, worker_id, arm->name, "sweep", r))) {
               summary.recorded += 1;
               if (!m.ok) summary.failed += 1;
             } else {
@@ -142,10 +172,10 @@ SweepSummary run_sweep(const SweepOptions& o) {
           progress.skipped = summary.skipped;
           progress.failed = summary.failed;
           progress.elapsed_s = std::chrono::duration<double>(Clock::now() - start).count();
-          const auto measured = progress.done - progress.skipped;
-          progress.eta_s = measured > 0 ? progress.elapsed_s / static_cast<double>(measured) *
-                                              static_cast<double>(progress.total - progress.done)
-                                        : 0.0;
+          const auto measured_runs = progress.done - progress.skipped;
+          progress.eta_s = measured_runs > 0 ? progress.elapsed_s / static_cast<double>(measured_runs) *
+                                                   static_cast<double>(progress.total - progress.done)
+                                             : 0.0;
           if (o.progress) o.progress(progress);
         }
       }

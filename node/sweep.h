@@ -30,7 +30,9 @@ struct SweepOptions {
   std::filesystem::path models_dir = "models";  // suite model names resolve to MODELS_DIR/NAME
   std::vector<data::Arm> arms;                  // empty: the catalog
   std::vector<int> threads;                     // empty: all cores
-  int repeats = 1;
+  int repeats = 1;                              // measured runs per (task, threads, arm), at most
+  double race = 0;                              // > 1: after the first round, re-measure only arms whose
+                                                // median is within race x the best median (0: every arm)
   std::string key_file;                         // empty: plaintext models
   double time_limit_s = 60;                     // per run; a run over it is recorded as failed
   std::filesystem::path hardware_cache;         // "" = default cache directory
@@ -40,6 +42,7 @@ struct SweepOptions {
 
 struct SweepSummary {
   int64_t planned = 0, recorded = 0, skipped = 0, failed = 0, refused = 0;
+  int64_t raced_out = 0;  // planned repeats not run: the arm was out of the race
   bool interrupted = false;
   double seconds = 0;
 };

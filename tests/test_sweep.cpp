@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <map>
 #include <set>
 #include <thread>
 #include <tuple>
@@ -92,6 +93,54 @@ TEST(Sweep, RecordsEveryApplicableRunOnceAndResumes) {
   const auto more = node::run_sweep(fx.options(3));  // one more repeat: only the new ones run
   EXPECT_EQ(more.recorded, 10);
   EXPECT_EQ(data::Store::open(fx.db).counts().runs, 30);
+}
+
+TEST(Sweep, RacingRepeatsOnlyTheContendersAndResumesTheSameWay) {
+  SweepFixture fx;
+  auto o = fx.options(3);
+  o.race = 1.0;  // only the arm of least median so far stays in the race (ties aside)
+  node::SweepProgress last;
+  o.progress = [&](const node::SweepProgress& p) { last = p; };
+  const auto s = node::run_sweep(o);
+  EXPECT_EQ(s.planned, (3 + 3 + 4) * 3);
+  // Round 0 measures every arm (10 runs); rounds 1 and 2 one arm per task each.
+  EXPECT_EQ(s.recorded, 10 + 3 * 2);
+  EXPECT_EQ(s.raced_out, s.planned - s.recorded);
+  EXPECT_EQ(last.done, last.total);  // progress's total shrinks as arms drop out
+  // Replaying the rule from the store: the arm measured in round r is the one of least median
+  // over the rounds before it.
+  auto store = data::Store::open(fx.db);
+  std::map<int64_t, std::vector<data::RunRow>> by_task;
+  for (const auto& r : store.runs_since("2000-01-01")) by_task[r.task_id].push_back(r);
+  ASSERT_EQ(by_task.size(), 3u);
+  for (const auto& [task, runs] : by_task) {
+    for (int round = 1; round < 3; ++round) {
+      std::map<std::string, std::vector<double>> before;
+      std::vector<std::string> measured;
+      for (const auto& r : runs) {
+        if (r.repeat_index < round) before[r.arm].push_back(r.latency_ms);
+        if (r.repeat_index == round) measured.push_back(r.arm);
+      }
+      std::string best;
+      double best_ms = 1e300;
+      for (auto& [arm, ms] : before) {
+        std::sort(ms.begin(), ms.end());
+        const double median = ms.size() % 2 ? ms[ms.size() / 2] : (ms[ms.size() / 2 - 1] + ms[ms.size() / 2]) / 2;
+        if (median < best_ms) best_ms = median, best = arm;
+      }
+      EXPECT_EQ(measured, std::vector<std::string>{best}) << "task " << task << " round " << round;
+    }
+  }
+  // Resuming reads the recorded medians: the same arms are in the race, nothing runs again.
+  const auto again = node::run_sweep(o);
+  EXPECT_EQ(again.recorded, 0);
+  EXPECT_EQ(again.skipped, s.recorded);
+  EXPECT_EQ(again.raced_out, s.raced_out);
+  // Without racing every planned repeat runs.
+  o.race = 0;
+  EXPECT_EQ(node::run_sweep(o).recorded, s.raced_out);
+  o.race = 0.5;
+  EXPECT_THROW(node::run_sweep(o), data::Error);
 }
 
 TEST(Sweep, EncryptedSweepStoresOnlyEncryptedPromptIds) {

@@ -29,7 +29,7 @@ extern "C" void on_interrupt(int) {
 struct BenchArgs {
   std::string suite, db, arms = "all", threads, key, models_dir = "models";
   int repeats = 1;
-  double time_limit_s = 60;
+  double race = 0, time_limit_s = 60;
 };
 
 std::string clock_text(double s) {
@@ -49,6 +49,7 @@ void run(const BenchArgs& a) {
       o.threads.push_back(static_cast<int>(id));
     }
   o.repeats = a.repeats;
+  o.race = a.race;
   o.key_file = a.key;
   o.time_limit_s = a.time_limit_s;
   o.stop = &stop_requested;
@@ -70,9 +71,11 @@ void run(const BenchArgs& a) {
   std::signal(SIGTERM, on_interrupt);
   const auto s = node::run_sweep(o);
   if (tty) std::fprintf(stderr, "\n");
-  std::printf("%s: %lld runs planned, %lld recorded (%lld failed), %lld already recorded, %lld arm/task pairs refused, %.1f s\n",
+  std::printf("%s: %lld runs planned, %lld recorded (%lld failed), %lld already recorded, %lld out of the race, %lld arm/task "
+              "pairs refused, %.1f s\n",
               s.interrupted ? "interrupted" : "done", static_cast<long long>(s.planned), static_cast<long long>(s.recorded),
-              static_cast<long long>(s.failed), static_cast<long long>(s.skipped), static_cast<long long>(s.refused), s.seconds);
+              static_cast<long long>(s.failed), static_cast<long long>(s.skipped), static_cast<long long>(s.raced_out),
+              static_cast<long long>(s.refused), s.seconds);
   if (s.interrupted) {
     std::printf("rerun the same command to resume\n");
     std::exit(130);
@@ -89,6 +92,10 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--arms", args->arms, "'all' (the catalog) or a comma-separated list")->capture_default_str();
   cmd->add_option("--threads", args->threads, "thread counts to measure at, e.g. 1,2 (default: all cores)");
   cmd->add_option("--repeat", args->repeats, "measured runs per task and arm (after a short warm-up)")->capture_default_str()->check(CLI::Range(1, 100));
+  cmd->add_option("--race", args->race,
+                  "with --repeat: after the first round re-measure only arms within RACE x the best median so far "
+                  "(e.g. 1.2; 0: every arm every round)")
+      ->capture_default_str()->check(CLI::Range(0.0, 100.0));
   add_key_option(cmd, args->key, "EE key: encrypt every model on the fly and run encrypted", /*optional=*/true);
   cmd->add_option("--models-dir", args->models_dir, "where suite model names resolve (syn25m/syn110m/syn350m are built in memory)")
       ->capture_default_str();

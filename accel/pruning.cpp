@@ -42,10 +42,6 @@ std::vector<double> ffn_neuron_scores(const runtime::LayerWeights& l) {
   return score;
 }
 
-int64_t pruned_intermediate(int64_t intermediate, int percent) {
-  return intermediate - static_cast<int64_t>(std::llround(static_cast<double>(intermediate) * percent / 100.0));
-}
-
 PrunedModel prune_ffn(const runtime::LlamaModel& model, int percent) {
   c10::InferenceMode guard;
   if (percent < 0 || percent >= 100) throw runtime::Error("pruning: percent must be in 0..99");

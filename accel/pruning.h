@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "data/arm.h"
 #include "node/runtime/model.h"
 
 namespace eesched::accel {
@@ -28,7 +29,8 @@ std::vector<double> ffn_neuron_scores(const runtime::LayerWeights& layer);
 // runtime::Error when that would leave none.
 PrunedModel prune_ffn(const runtime::LlamaModel& model, int percent);
 
-// The intermediate size prune_ffn leaves.
-int64_t pruned_intermediate(int64_t intermediate, int percent);
+// The intermediate size prune_ffn leaves: data::pruned_intermediate (the selector's features
+// compute it without LibTorch).
+using data::pruned_intermediate;
 
 }  // namespace eesched::accel

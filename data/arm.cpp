@@ -1,6 +1,7 @@
 #include "data/arm.h"
 
 #include <charconv>
+#include <cmath>
 
 #include "data/error.h"
 
@@ -124,6 +125,10 @@ std::optional<std::string> arm_refusal(const Arm& arm, const TaskSpec& task) {
     if (task.batch != 1) return arm.name + " runs batch 1 only (the task has batch " + std::to_string(task.batch) + ")";
   }
   return std::nullopt;
+}
+
+int64_t pruned_intermediate(int64_t intermediate, int percent) {
+  return intermediate - static_cast<int64_t>(std::llround(static_cast<double>(intermediate) * percent / 100.0));
 }
 
 }  // namespace eesched::data

@@ -5,6 +5,7 @@
 // Grammar: `plain` (no KV cache) or `kv` followed by any of `+int8`, `+pruneNN` (NN = percent of
 // FFN neurons removed, 5..90) and `+specK` (K = draft tokens per step, 1..16). Components may be
 // written in any order; the canonical name orders them kv, int8, prune, spec: `kv+int8+spec4`.
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -37,6 +38,9 @@ const std::vector<Arm>& arm_catalog();
 
 // "all" -> the catalog; otherwise a comma-separated list of arm names.
 std::vector<Arm> parse_arm_list(std::string_view list);
+
+// The FFN width structured pruning of `percent`% leaves (accel/pruning.h builds exactly this).
+int64_t pruned_intermediate(int64_t intermediate, int percent);
 
 // Why `arm` cannot run `task` (quality floor, missing draft, batch > 1 for speculative), or
 // nullopt when it applies. Checks that need the model itself (shapes, a draft's vocabulary) are

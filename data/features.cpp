@@ -1,9 +1,11 @@
 #include "data/features.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
 #include "data/error.h"
+#include "data/roofline.h"
 
 namespace eesched::data {
 namespace {
@@ -53,6 +55,17 @@ const std::vector<std::string>& feature_names() {
       "arm_lossless",
       // history
       "landmark_acceptance",  // measured acceptance rate of this draft/target pair; NaN if unknown
+      // the roofline estimate of the arm on this task and hardware (data/roofline.h), schema 2
+      "arm_weight_mb",        // target weights streamed per decoding step under the arm
+      "arm_step_ms",          // one decoding step, the slower of bandwidth and compute
+      "arm_prefill_ms",
+      "arm_forward_passes",   // sequential passes: dispatch overhead, which dominates small models
+      "log2_arm_roofline_ms", // the whole task
+      "arm_roofline_vs_kv",   // that estimate over kv's on the same task: the arm's expected gain
+      // the matmul regime (node/runtime/gemv.h): 1 row is a gemv, up to 16 rows stream the
+      // weights once, more go tile by tile (int8 widens each tile to f32 first)
+      "prefill_rows",         // prompt_tokens x batch
+      "decode_rows",          // rows of one target decoding step: batch x (1 + spec_k)
   };
   return names;
 }
@@ -100,6 +113,14 @@ std::vector<double> compute_features(const FeatureInputs& in) {
       a.lossless() ? 1.0 : 0.0,
       in.landmarks.acceptance_rate ? *in.landmarks.acceptance_rate : kMissing,
   };
+  const auto roofline = estimate_roofline(t, m, in.draft, hw, a, in.landmarks.acceptance_rate);
+  static const Arm kv_arm = parse_arm("kv");
+  const auto kv = estimate_roofline(t, m, in.draft, hw, kv_arm, in.landmarks.acceptance_rate);
+  f.insert(f.end(), {roofline.weight_mb, roofline.step_ms, roofline.prefill_ms, roofline.forward_passes,
+                     std::log2(std::max(1e-6, roofline.total_ms)),
+                     kv.total_ms > 0 ? roofline.total_ms / kv.total_ms : kMissing,
+                     prompt * static_cast<double>(t.batch),
+                     static_cast<double>(t.batch) * (1.0 + (a.kv_cache ? a.spec_k : 0))});
   if (f.size() != feature_names().size()) throw Error("compute_features: the vector and feature_names() disagree");
   return f;
 }

@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "data/features.h"
+#include "data/roofline.h"
 
 namespace eesched::scheduler {
 namespace {
@@ -99,6 +100,23 @@ class Heuristic final : public Policy {
   }
 };
 
+// The analytical cost model a systems engineer would write: the arm of least roofline estimate
+// (bytes streamed per step vs bandwidth, FLOPs vs GFLOP/s, forward passes; data/roofline.h).
+class Roofline final : public Policy {
+ public:
+  std::string name() const override { return "roofline"; }
+  std::string pick(const TaskCase& c, std::mt19937_64&) const override {
+    std::string best;
+    double best_ms = std::numeric_limits<double>::infinity();
+    for (const auto& a : c.arms) {
+      const double ms = data::estimate_roofline(c.spec, c.model, c.draft ? &*c.draft : nullptr, c.hardware, a,
+                                                c.landmarks.acceptance_rate).total_ms;
+      if (ms < best_ms) best_ms = ms, best = a.name;
+    }
+    return best;
+  }
+};
+
 // k nearest training cases in the task/model/hardware features (standardized; arm features
 // excluded), and among their arms the one with the least mean slowdown against each
 // neighbour's best.
@@ -174,7 +192,7 @@ class Knn final : public Policy {
 
 void Policy::fit(const History&) {}
 
-std::vector<std::string> policy_names() { return {"meta", "random", "single-best", "oracle", "heuristic", "knn"}; }
+std::vector<std::string> policy_names() { return {"meta", "random", "single-best", "oracle", "heuristic", "roofline", "knn"}; }
 
 std::unique_ptr<Policy> make_policy(const std::string& name, const Selector* selector) {
   if (name == "meta") return std::make_unique<Meta>(selector);
@@ -183,7 +201,8 @@ std::unique_ptr<Policy> make_policy(const std::string& name, const Selector* sel
   if (name == "oracle") return std::make_unique<Oracle>();
   if (name == "heuristic") return std::make_unique<Heuristic>();
   if (name == "knn") return std::make_unique<Knn>();
-  throw std::runtime_error("unknown policy '" + name + "' (known: meta, random, single-best, oracle, heuristic, knn)");
+  if (name == "roofline") return std::make_unique<Roofline>();
+  throw std::runtime_error("unknown policy '" + name + "' (known: meta, random, single-best, oracle, heuristic, roofline, knn)");
 }
 
 }  // namespace eesched::scheduler

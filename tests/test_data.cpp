@@ -12,6 +12,7 @@
 
 #include "data/arm.h"
 #include "data/features.h"
+#include "data/roofline.h"
 #include "data/make_suite.h"
 #include "data/suite.h"
 #include "data/error.h"
@@ -134,9 +135,10 @@ TEST(Features, NamesAreUniqueAndTheirOrderIsStable) {
       "quality_exact", "parameters_m", "layers", "hidden", "intermediate", "heads", "kv_heads", "vocab", "weight_mb",
       "encrypted", "draft_parameters_m", "draft_layers", "hw_threads", "hw_gflops", "hw_copy_gbps", "hw_mem_free_gb",
       "memory_bound_ms", "compute_bound_ms", "arm_kv_cache", "arm_int8", "arm_prune_percent", "arm_spec_k", "arm_lossless",
-      "landmark_acceptance"};
+      "landmark_acceptance", "arm_weight_mb", "arm_step_ms", "arm_prefill_ms", "arm_forward_passes", "log2_arm_roofline_ms",
+      "arm_roofline_vs_kv", "prefill_rows", "decode_rows"};
   EXPECT_EQ(names, expected);
-  EXPECT_EQ(kFeatureSchemaVersion, 1);
+  EXPECT_EQ(kFeatureSchemaVersion, 2);
 }
 
 TEST(Features, AreDeterministicAndMeanWhatTheySay) {
@@ -154,11 +156,50 @@ TEST(Features, AreDeterministicAndMeanWhatTheySay) {
   EXPECT_NEAR(feature(a, "memory_bound_ms"), 428.0 / 25.0, 1e-9);
   EXPECT_DOUBLE_EQ(feature(a, "landmark_acceptance"), 0.6);
   EXPECT_DOUBLE_EQ(feature(a, "draft_parameters_m"), 0.3);
+  EXPECT_NEAR(feature(a, "arm_weight_mb"), 135.462912, 1e-9);  // int8 but q/k
+  EXPECT_EQ(feature(a, "prefill_rows"), 100);
+  EXPECT_EQ(feature(a, "decode_rows"), 5);  // one token and four drafted ones
+  EXPECT_DOUBLE_EQ(feature(fx.of("kv", false), "arm_roofline_vs_kv"), 1.0);
+  EXPECT_LT(feature(fx.of("kv+int8", false), "arm_roofline_vs_kv"), 1.0);
   const auto plain = fx.of("plain", false);
   EXPECT_EQ(feature(plain, "arm_kv_cache"), 0);
+  EXPECT_GT(feature(plain, "arm_roofline_vs_kv"), 1.0);
   EXPECT_TRUE(std::isnan(feature(plain, "draft_layers")));         // missing, not zero
   EXPECT_TRUE(std::isnan(feature(plain, "landmark_acceptance")));
   EXPECT_THROW(compute_features({}), Error);
+}
+
+TEST(Roofline, StreamsTheArmsBytesAndRanksArmsAsPhysicsSays) {
+  FeatureFixture fx;
+  const auto est = [&](const std::string& arm, std::optional<double> acceptance = std::nullopt) {
+    return estimate_roofline(fx.task, fx.model, &fx.draft, fx.hw, parse_arm(arm), acceptance);
+  };
+  // 12 layers of q, k, v, o (k/v 256 wide: 4 of 12 heads) and a 2304-wide FFN, and the 32000 x 768
+  // head: 107,151,360 matmul weights, 4 bytes each in f32.
+  const auto kv = est("kv");
+  EXPECT_NEAR(kv.weight_mb, 428.60544, 1e-9);
+  EXPECT_NEAR(kv.step_ms, 428.60544 / 25.0, 1e-9);  // memory-bound at batch 1: 428.6 MB at 25 GB/s
+  EXPECT_DOUBLE_EQ(kv.forward_passes, 32);
+  EXPECT_NEAR(kv.total_ms, kv.prefill_ms + 31 * kv.step_ms, 1e-9);
+  // Prefill of 100 tokens is compute-bound, so int8 streams fewer bytes but prefills as fast.
+  const auto int8 = est("kv+int8");
+  EXPECT_NEAR(int8.weight_mb, 135.462912, 1e-9);
+  EXPECT_DOUBLE_EQ(int8.prefill_ms, kv.prefill_ms);
+  EXPECT_LT(int8.total_ms, kv.total_ms);
+  // Pruning 30% leaves 1613 of 2304 FFN neurons.
+  EXPECT_NEAR(est("kv+prune30").weight_mb, 4 * (9437184 + 12 * (768 * 256 + 768 * 768 + 3 * 768 * 1613.0) + 32000 * 768.0) / 1e6, 1e-9);
+  EXPECT_LT(est("kv+int8+prune30").total_ms, int8.total_ms);
+  // No cache: each token recomputes the sequence, far slower than kv on 32 tokens.
+  EXPECT_GT(est("plain").total_ms, 10 * kv.total_ms);
+  // Speculation pays with a draft that is accepted, not with one that never is.
+  EXPECT_LT(est("kv+spec4", 0.9).total_ms, kv.total_ms);
+  EXPECT_GT(est("kv+spec4", 0.0).total_ms, kv.total_ms);
+  EXPECT_LT(est("kv+spec4", 0.9).total_ms, est("kv+spec4", 0.5).total_ms);
+  EXPECT_DOUBLE_EQ(est("kv+spec4").total_ms, est("kv+spec4", kPriorAcceptance).total_ms);
+  // A speculative arm without a draft is estimated as kv; a batch multiplies compute.
+  EXPECT_DOUBLE_EQ(estimate_roofline(fx.task, fx.model, nullptr, fx.hw, parse_arm("kv+spec4"), 0.9).total_ms, kv.total_ms);
+  fx.task.batch = 8;
+  EXPECT_GT(est("kv").step_ms, kv.step_ms);
 }
 
 TEST(MakeSuite, IsSeededVariedAndReadsBack) {

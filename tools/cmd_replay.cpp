@@ -21,7 +21,7 @@ namespace eesched::tools {
 namespace {
 
 struct ReplayArgs {
-  std::string db, selector, policies = "meta,random,single-best,oracle,heuristic,knn", train_db, test_db;
+  std::string db, selector, policies = "meta,random,single-best,oracle,heuristic,roofline,knn", train_db, test_db;
   bool json = false, slices = true, live = false;
   uint64_t seed = 1;
   std::string models_dir = "models", key;
@@ -129,7 +129,7 @@ void run(const ReplayArgs& a) {
 
 void register_replay(CLI::App& app) {
   auto args = std::make_shared<ReplayArgs>();
-  auto* cmd = app.add_subcommand("replay", "score policies (meta, random, single-best, oracle, heuristic, knn) on measured history");
+  auto* cmd = app.add_subcommand("replay", "score policies (meta, random, single-best, oracle, heuristic, roofline, knn) on measured history");
   cmd->add_option("--db", args->db, "performance store to replay (baselines are fitted on it too unless --train-db)");
   cmd->add_option("--selector", args->selector, "selector file (needed by the meta policy)")->check(CLI::ExistingFile);
   cmd->add_option("--policies", args->policies, "comma-separated policies")->capture_default_str();

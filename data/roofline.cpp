@@ -1,0 +1,79 @@
+#include "data/roofline.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace eesched::data {
+namespace {
+
+// The shapes of one model under an arm's weight transformations.
+struct Shape {
+  double linear_params = 0;  // every matmul weight, lm_head included (it runs every step)
+  double bytes = 0;          // those weights as the arm stores them
+  double layers = 0, hidden = 0;
+};
+
+Shape shape_of(const ModelRow& m, bool int8, int prune_percent) {
+  const double h = static_cast<double>(m.hidden), layers = static_cast<double>(m.layers);
+  const double head_dim = m.heads > 0 ? h / static_cast<double>(m.heads) : h;
+  const double kv_dim = head_dim * static_cast<double>(m.kv_heads > 0 ? m.kv_heads : m.heads);
+  const double ffn = static_cast<double>(pruned_intermediate(m.intermediate, prune_percent));
+  const double qk = layers * (h * h + h * kv_dim);           // stays f32 under int8 (RoPE rotation)
+  const double rest = layers * (h * kv_dim + h * h + 3 * h * ffn) + static_cast<double>(m.vocab) * h;
+  const double f32_bytes = m.parameters > 0 ? static_cast<double>(m.weight_bytes) / static_cast<double>(m.parameters) : 4.0;
+  Shape s;
+  s.linear_params = qk + rest;
+  s.bytes = int8 ? f32_bytes * qk + 1.0 * rest : f32_bytes * (qk + rest);
+  s.layers = layers;
+  s.hidden = h;
+  return s;
+}
+
+// One forward pass over `tokens` new positions per sequence, `batch` sequences, attending to
+// `context` positions on average: the slower of streaming the weights and computing.
+double pass_ms(const Shape& s, double tokens, double batch, double context, const HardwareProfile& hw) {
+  const double flops = batch * tokens * (2 * s.linear_params + 4 * s.layers * s.hidden * context);
+  const double compute_ms = hw.gflops > 0 ? flops / (hw.gflops * 1e6) : 0;
+  const double memory_ms = hw.copy_gbps > 0 ? s.bytes / (hw.copy_gbps * 1e6) : 0;
+  return std::max(compute_ms, memory_ms);
+}
+
+}  // namespace
+
+RooflineEstimate estimate_roofline(const TaskSpec& task, const ModelRow& model, const ModelRow* draft, const HardwareProfile& hw,
+                                   const Arm& arm, std::optional<double> acceptance) {
+  const Shape target = shape_of(model, arm.int8, arm.prune_percent);
+  const double prompt = static_cast<double>(std::max<int64_t>(1, task.prompt_tokens));
+  const double fresh = static_cast<double>(std::max<int64_t>(1, task.max_new_tokens));
+  const double batch = static_cast<double>(std::max<int64_t>(1, task.batch));
+  const double mid_context = prompt + fresh / 2;
+  RooflineEstimate e;
+  e.weight_mb = target.bytes / 1e6;
+  e.step_ms = pass_ms(target, 1, batch, mid_context, hw);
+  e.prefill_ms = pass_ms(target, prompt, batch, prompt / 2, hw);
+  if (!arm.kv_cache) {
+    // No cache: every new token recomputes the whole sequence so far.
+    e.forward_passes = fresh;
+    e.total_ms = fresh * pass_ms(target, mid_context, batch, mid_context / 2, hw);
+    return e;
+  }
+  if (arm.spec_k > 0 && draft) {
+    // Each iteration: k draft steps, one target pass verifying k + 1 positions; it yields
+    // (1 - a^(k+1)) / (1 - a) tokens on average when each draft token is accepted with rate a.
+    const double k = arm.spec_k;
+    const double a = std::clamp(acceptance.value_or(kPriorAcceptance), 0.0, 0.999);
+    const double per_iteration = (1 - std::pow(a, k + 1)) / (1 - a);
+    const double iterations = std::max(0.0, fresh - 1) / per_iteration;
+    const Shape d = shape_of(*draft, false, 0);
+    e.prefill_ms += pass_ms(d, prompt, batch, prompt / 2, hw);
+    const double iteration_ms = pass_ms(target, k + 1, batch, mid_context, hw) + k * pass_ms(d, 1, batch, mid_context, hw);
+    e.forward_passes = 2 + iterations * (1 + k);
+    e.total_ms = e.prefill_ms + iterations * iteration_ms;
+    return e;
+  }
+  e.forward_passes = fresh;
+  e.total_ms = e.prefill_ms + (fresh - 1) * e.step_ms;
+  return e;
+}
+
+}  // namespace eesched::data

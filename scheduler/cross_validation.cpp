@@ -3,13 +3,17 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <memory>
 #include <random>
 #include <set>
 #include <stdexcept>
+#include <string>
 
 namespace eesched::scheduler {
 
-History fold_split(const History& h, int k, int fold, uint64_t seed, bool test_side) {
+namespace {
+
+std::map<int64_t, int> folds_of_tasks(const History& h, int k, uint64_t seed) {
   std::vector<int64_t> tasks;
   for (const auto& c : h.cases) tasks.push_back(c.task_id);
   std::sort(tasks.begin(), tasks.end());
@@ -18,23 +22,54 @@ History fold_split(const History& h, int k, int fold, uint64_t seed, bool test_s
   std::shuffle(tasks.begin(), tasks.end(), rng);
   std::map<int64_t, int> fold_of;
   for (std::size_t i = 0; i < tasks.size(); ++i) fold_of[tasks[i]] = static_cast<int>(i % static_cast<std::size_t>(k));
+  return fold_of;
+}
+
+// One policy per fold; a case is answered by the policy of its task's fold.
+class OutOfFold final : public Policy {
+ public:
+  OutOfFold(std::string name, std::map<int64_t, int> fold_of) : name_(std::move(name)), fold_of_(std::move(fold_of)) {}
+  std::string name() const override { return name_; }
+  void add(std::unique_ptr<Policy> p) { per_fold_.push_back(std::move(p)); }
+  std::string pick(const TaskCase& c, std::mt19937_64& rng) const override {
+    return per_fold_.at(static_cast<std::size_t>(fold_of_.at(c.task_id)))->pick(c, rng);
+  }
+
+ private:
+  std::string name_;
+  std::map<int64_t, int> fold_of_;
+  std::vector<std::unique_ptr<Policy>> per_fold_;
+};
+
+}  // namespace
+
+History fold_split(const History& h, int k, int fold, uint64_t seed, bool test_side) {
+  const auto fold_of = folds_of_tasks(h, k, seed);
   History out;
   for (const auto& c : h.cases)
     if ((fold_of.at(c.task_id) == fold) == test_side) out.cases.push_back(c);
   return out;
 }
 
-std::vector<FoldResult> cross_validate(const History& h, int k, const TrainOptions& options) {
+CrossValidation cross_validate(const History& h, int k, const TrainOptions& options) {
   if (k < 2) throw std::runtime_error("cross-validation needs at least 2 folds");
-  std::vector<FoldResult> out;
+  const auto fold_of = folds_of_tasks(h, k, options.seed);
+  // Selectors and training sides outlive the fold loop: the pooled policies point at them.
+  std::vector<std::unique_ptr<Selector>> selectors;
+  std::vector<std::unique_ptr<History>> trains;
+  std::map<std::string, std::unique_ptr<OutOfFold>> pooled;
+  for (const auto& name : {"meta", "single-best", "knn", "heuristic", "roofline"}) pooled[name] = std::make_unique<OutOfFold>(name, fold_of);
+  CrossValidation out;
   for (int f = 0; f < k; ++f) {
-    const auto train = fold_split(h, k, f, options.seed, false);
+    trains.push_back(std::make_unique<History>(fold_split(h, k, f, options.seed, false)));
+    const History& train = *trains.back();
     auto test = fold_split(h, k, f, options.seed, true);
     FoldResult r;
     r.fold = f;
     r.train_cases = static_cast<int64_t>(train.cases.size());
-    if (train.cases.empty() || test.cases.empty()) continue;
-    const auto selector = Selector::train(train, options);
+    if (train.cases.empty() || test.cases.empty()) throw std::runtime_error("too few tasks for " + std::to_string(k) + " folds");
+    selectors.push_back(std::make_unique<Selector>(Selector::train(train, options)));
+    const Selector& selector = *selectors.back();
     double se = 0;
     int64_t n = 0;
     for (const auto& c : test.cases) {
@@ -53,8 +88,16 @@ std::vector<FoldResult> cross_validate(const History& h, int k, const TrainOptio
     const auto report = replay(train, test, {meta.get(), sbs.get()}, options.seed);
     r.meta = report.policies[0].overall;
     r.single_best = report.policies[1].overall;
-    out.push_back(r);
+    out.folds.push_back(r);
+    for (auto& [name, policy] : pooled) {
+      auto p = make_policy(name, &selector);
+      p->fit(train);
+      policy->add(std::move(p));
+    }
   }
+  std::vector<const Policy*> scored;
+  for (const auto& name : {"meta", "knn", "roofline", "heuristic", "single-best"}) scored.push_back(pooled.at(name).get());
+  out.pooled = replay(*pooled.at("single-best"), h, scored, options.seed);
   return out;
 }
 

@@ -20,6 +20,13 @@ struct FoldResult {
 // The cases of `h` whose task falls in fold `fold` of `k` (tasks shuffled by `seed`), or the rest.
 History fold_split(const History& h, int k, int fold, uint64_t seed, bool test_side);
 
-std::vector<FoldResult> cross_validate(const History& h, int k, const TrainOptions& options);
+struct CrossValidation {
+  std::vector<FoldResult> folds;
+  // Every case scored once, by the fold's selector (and single-best, knn and heuristic fitted on
+  // the fold's training side) that never saw its task: the held-out figures, with slices.
+  ReplayReport pooled;
+};
+
+CrossValidation cross_validate(const History& h, int k, const TrainOptions& options);
 
 }  // namespace eesched::scheduler

@@ -47,14 +47,18 @@ struct Accumulator {
 }  // namespace
 
 ReplayReport replay(const History& train, const History& test, const std::vector<const Policy*>& policies, uint64_t seed) {
-  ReplayReport r;
-  r.cases = static_cast<int64_t>(test.cases.size());
   auto sbs = make_policy("single-best", nullptr);
   sbs->fit(train);
+  return replay(*sbs, test, policies, seed);
+}
+
+ReplayReport replay(const Policy& single_best, const History& test, const std::vector<const Policy*>& policies, uint64_t seed) {
+  ReplayReport r;
+  r.cases = static_cast<int64_t>(test.cases.size());
   std::mt19937_64 unused(seed);
   for (const auto& c : test.cases) {
     r.oracle_total_ms += oracle_ms(c);
-    r.sbs_total_ms += c.latency.at(sbs->pick(c, unused));
+    r.sbs_total_ms += c.latency.at(single_best.pick(c, unused));
   }
   for (const auto* p : policies) {
     std::mt19937_64 rng(seed);
@@ -69,6 +73,7 @@ ReplayReport replay(const History& train, const History& test, const std::vector
       slices["model=" + c.model.name].add(it->second, oracle);
       slices["batch=" + std::to_string(c.spec.batch)].add(it->second, oracle);
       slices[std::string("quality=") + data::quality_name(c.spec.quality)].add(it->second, oracle);
+      slices["threads=" + std::to_string(c.hardware.threads)].add(it->second, oracle);
     }
     PolicyReport report;
     report.overall = all.score(p->name());

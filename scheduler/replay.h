@@ -27,7 +27,7 @@ struct Score {
 
 struct PolicyReport {
   Score overall;
-  std::vector<Score> slices;  // by model, batch, quality floor
+  std::vector<Score> slices;  // by model, batch, quality floor, worker threads
 };
 
 struct ReplayReport {
@@ -39,5 +39,9 @@ struct ReplayReport {
 // `policies` must be fitted (fit() on training history). The single-best and oracle totals are
 // computed here from a single-best policy fitted on `train`.
 ReplayReport replay(const History& train, const History& test, const std::vector<const Policy*>& policies, uint64_t seed);
+
+// The same against a given, already fitted single-best reference (cross-validation passes an
+// out-of-fold one, so that every case's reference was fitted without it).
+ReplayReport replay(const Policy& single_best, const History& test, const std::vector<const Policy*>& policies, uint64_t seed);
 
 }  // namespace eesched::scheduler

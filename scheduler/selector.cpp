@@ -16,6 +16,12 @@ namespace {
 
 constexpr const char* kFormat = "eesched-selector";
 
+// The reference arm of the log_ratio_to_kv target.
+const data::Arm& kv_arm() {
+  static const data::Arm kv = data::parse_arm("kv");
+  return kv;
+}
+
 void append(std::vector<float>& x, const std::vector<double>& f) {
   for (const double v : f) x.push_back(static_cast<float>(v));
 }
@@ -26,7 +32,7 @@ Selector Selector::train(const History& h, const TrainOptions& o) {
   if (o.target != "log_latency" && o.target != "log_ratio_to_kv")
     throw std::runtime_error("unknown selector target '" + o.target + "' (log_latency or log_ratio_to_kv)");
   const bool relative = o.target == "log_ratio_to_kv";
-  const data::Arm kv = data::parse_arm("kv");
+  const data::Arm& kv = kv_arm();
   std::vector<float> x, y, xb, yb;
   for (const auto& c : h.cases) {
     const auto kv_ms = c.latency.find("kv");
@@ -125,18 +131,20 @@ Selector Selector::load(const std::filesystem::path& path) {
 }
 
 std::vector<double> Selector::predict_ms(const TaskCase& c, const std::vector<data::Arm>& arms) const {
-  std::vector<double> out;
-  std::vector<float> row;
+  std::vector<float> rows;
+  rows.reserve((arms.size() + 1) * feature_names_.size());
   double base = 0;
   if (target_ == "log_ratio_to_kv") {
-    append(row, case_features(c, data::parse_arm("kv")));
-    base = base_ensemble_.predict(row.data());
+    append(rows, case_features(c, kv_arm()));
+    base = base_ensemble_.predict(rows.data());
+    rows.clear();
   }
-  for (const auto& arm : arms) {
-    row.clear();
-    append(row, case_features(c, arm));
-    out.push_back(std::exp(base + static_cast<double>(ensemble_.predict(row.data()))));
-  }
+  for (const auto& arm : arms) append(rows, case_features(c, arm));
+  std::vector<float> log_ms(arms.size());
+  ensemble_.predict_rows(rows.data(), arms.size(), log_ms.data());
+  std::vector<double> out;
+  out.reserve(arms.size());
+  for (const float v : log_ms) out.push_back(std::exp(base + static_cast<double>(v)));
   return out;
 }
 
@@ -147,7 +155,7 @@ std::vector<double> Selector::predict_ms_xgboost(const TaskCase& c, const std::v
   double base = 0;
   if (target_ == "log_ratio_to_kv") {
     std::vector<float> xb;
-    append(xb, case_features(c, data::parse_arm("kv")));
+    append(xb, case_features(c, kv_arm()));
     base = base_.predict(xb, cols)[0];
   }
   std::vector<double> out;

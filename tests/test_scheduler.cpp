@@ -15,6 +15,7 @@
 
 #include "data/arm.h"
 #include "data/features.h"
+#include "data/roofline.h"
 #include "scheduler/cross_validation.h"
 #include "scheduler/policies.h"
 #include "scheduler/replay.h"
@@ -275,6 +276,56 @@ TEST(Replay, GroupedFoldsNeverShareATask) {
   }
   EXPECT_THROW(sch::make_policy("meta", nullptr), std::runtime_error);
   EXPECT_THROW(sch::make_policy("best-guess", nullptr), std::runtime_error);
+}
+
+TEST(CrossValidation, PooledFiguresAreTheFoldsHeldOutCasesTogether) {
+  const auto h = synthetic_history(150, 11);
+  auto o = fast_options();
+  o.rounds = 60;
+  const auto cv = sch::cross_validate(h, 3, o);
+  ASSERT_EQ(cv.folds.size(), 3u);
+  EXPECT_EQ(cv.pooled.cases, static_cast<int64_t>(h.cases.size()));
+  // Every case is scored once, by the fold that held it out: pooled hits and totals are the sums
+  // of the folds'.
+  double hits = 0, meta_ms = 0, sbs_ms = 0;
+  int64_t cases = 0;
+  for (const auto& f : cv.folds) {
+    hits += f.meta.top1 * static_cast<double>(f.test_cases);
+    meta_ms += f.meta.total_ms;
+    sbs_ms += f.single_best.total_ms;
+    cases += f.test_cases;
+  }
+  EXPECT_EQ(cases, cv.pooled.cases);
+  ASSERT_GE(cv.pooled.policies.size(), 2u);
+  const auto& meta = cv.pooled.policies[0].overall;
+  EXPECT_EQ(meta.label, "meta");
+  EXPECT_NEAR(meta.top1 * static_cast<double>(cases), hits, 1e-6);
+  EXPECT_NEAR(meta.total_ms, meta_ms, 1e-6 * meta_ms);
+  EXPECT_NEAR(cv.pooled.sbs_total_ms, sbs_ms, 1e-6 * sbs_ms);
+  EXPECT_NEAR(meta.closed_gap, (sbs_ms - meta_ms) / (sbs_ms - cv.pooled.oracle_total_ms), 1e-9);
+  EXPECT_GT(meta.top1, 0.85);  // the world is learnable: held out, the selector still finds it
+  bool sliced_by_threads = false;
+  for (const auto& sl : cv.pooled.policies[0].slices) sliced_by_threads |= sl.label == "threads=2";
+  EXPECT_TRUE(sliced_by_threads);
+  EXPECT_THROW(sch::cross_validate(h, 1, o), std::runtime_error);
+}
+
+TEST(Policies, RooflinePicksTheArmOfLeastEstimate) {
+  const auto h = synthetic_history(40, 5);
+  const auto roofline = sch::make_policy("roofline", nullptr);
+  std::mt19937_64 rng(1);
+  for (const auto& c : h.cases) {
+    const auto pick = roofline->pick(c, rng);
+    const auto est = [&](const data::Arm& a) {
+      return data::estimate_roofline(c.spec, c.model, c.draft ? &*c.draft : nullptr, c.hardware, a, c.landmarks.acceptance_rate)
+          .total_ms;
+    };
+    for (const auto& a : c.arms) EXPECT_LE(est(data::parse_arm(pick)), est(a)) << pick << " vs " << a.name;
+    // Batch 1 decoding is memory-bound: int8 streams a third of the bytes, the estimate knows it.
+    if (c.spec.batch == 1 && c.spec.quality == data::Quality::Tolerant && c.spec.max_new_tokens > 1 && !c.draft) {
+      EXPECT_EQ(pick, "kv+int8");
+    }
+  }
 }
 
 TEST(Selector, WorkerChoiceWeighsHardwareQueueAndCost) {

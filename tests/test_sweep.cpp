@@ -264,7 +264,7 @@ TEST(Sweep, HistoryTrainsASelectorThatReplayAndBenchSelectorUse) {
   ASSERT_EQ(replayed.exit_code, 0);
   const auto j = nlohmann::json::parse(replayed.output);
   EXPECT_EQ(j["cases"], 3);
-  ASSERT_EQ(j["policies"].size(), 6u);
+  ASSERT_EQ(j["policies"].size(), 7u);
   for (const auto& p : j["policies"]) {
     EXPECT_GE(p["top1"].get<double>(), 0.0);
     EXPECT_GE(p["mean_slowdown"].get<double>(), 1.0);

@@ -16,39 +16,48 @@ namespace eesched::tools {
 namespace {
 
 struct TrainSelectorArgs {
-  std::string db, out, target = "log_latency";
-  int cv = 5, rounds = 300, depth = 6, threads = 0;
-  uint64_t seed = 1;
+  std::string db, out;
+  int cv = 5;
+  bool slices = true;
+  scheduler::TrainOptions train;  // its defaults are the command's
 };
+
+std::string gap_text(double gap) { return std::isnan(gap) ? "-" : fmt::format("{:.3f}", gap); }
+
+// Every case scored by models that never saw its task: the held-out figures.
+void print_pooled(const scheduler::ReplayReport& r, bool slices) {
+  std::cout << fmt::format("held out, all folds pooled ({} cases; oracle total {:.0f} ms, single best {:.0f} ms):\n", r.cases,
+                           r.oracle_total_ms, r.sbs_total_ms);
+  std::cout << fmt::format("  {:<12} {:>7} {:>6} {:>9} {:>9} {:>10}\n", "policy", "top-1", "<=5%", "slowdown", "p95", "closed gap");
+  for (const auto& p : r.policies) {
+    const auto& s = p.overall;
+    std::cout << fmt::format("  {:<12} {:>7.3f} {:>6.3f} {:>9.3f} {:>9.3f} {:>10}\n", s.label, s.top1, s.within5, s.mean_slowdown,
+                             s.p95_slowdown, gap_text(s.closed_gap));
+  }
+  if (!slices || r.policies.empty()) return;
+  std::cout << "  meta by slice:\n";
+  for (const auto& s : r.policies.front().slices)
+    std::cout << fmt::format("    {:<16} {:>4} cases  top-1 {:.3f}  <=5% {:.3f}  slowdown {:.3f}\n", s.label, s.cases, s.top1, s.within5,
+                             s.mean_slowdown);
+}
 
 void run(const TrainSelectorArgs& a) {
   if (!std::filesystem::exists(a.db)) throw std::runtime_error("no store at " + a.db);
   auto store = data::Store::open(a.db);
   const auto history = scheduler::History::load(store, /*require_all=*/true);
   if (history.cases.empty()) throw std::runtime_error(a.db + " has no task with every applicable arm measured (run eesched bench)");
-  scheduler::TrainOptions o;
-  o.rounds = a.rounds;
-  o.max_depth = a.depth;
-  o.seed = a.seed;
-  o.threads = a.threads;
-  o.target = a.target;
-  std::cout << fmt::format("{}: {} cases (task x worker), {} measured runs\n", a.db, history.cases.size(), history.runs());
+  const auto& o = a.train;
+  std::cout << fmt::format("{}: {} cases (task x worker), {} measured (case, arm) pairs\n", a.db, history.cases.size(), history.runs());
   if (a.cv >= 2) {
-    std::cout << fmt::format("{}-fold cross-validation grouped by task (seed {})\n", a.cv, a.seed);
+    std::cout << fmt::format("{}-fold cross-validation grouped by task (seed {})\n", a.cv, o.seed);
     std::cout << fmt::format("{:>4} {:>6} {:>6} {:>9} {:>7} {:>6} {:>9} {:>9} {:>10} {:>9}\n", "fold", "train", "test", "rmse log",
                              "top-1", "<=5%", "slowdown", "p95", "closed gap", "SBS top-1");
-    double top1 = 0, within5 = 0, gap = 0, slow = 0;
-    int n = 0;
-    for (const auto& f : scheduler::cross_validate(history, a.cv, o)) {
-      std::cout << fmt::format("{:>4} {:>6} {:>6} {:>9.3f} {:>7.3f} {:>6.3f} {:>9.3f} {:>9.3f} {:>10.3f} {:>9.3f}\n", f.fold,
+    const auto cv = scheduler::cross_validate(history, a.cv, o);
+    for (const auto& f : cv.folds)
+      std::cout << fmt::format("{:>4} {:>6} {:>6} {:>9.3f} {:>7.3f} {:>6.3f} {:>9.3f} {:>9.3f} {:>10} {:>9.3f}\n", f.fold,
                                f.train_cases, f.test_cases, f.rmse_log_ms, f.meta.top1, f.meta.within5, f.meta.mean_slowdown,
-                               f.meta.p95_slowdown, f.meta.closed_gap, f.single_best.top1);
-      top1 += f.meta.top1, within5 += f.meta.within5, gap += std::isnan(f.meta.closed_gap) ? 0 : f.meta.closed_gap,
-          slow += f.meta.mean_slowdown, ++n;
-    }
-    if (n)
-      std::cout << fmt::format("mean: top-1 {:.3f} (within 5% of the oracle {:.3f}), mean slowdown {:.3f}, closed gap {:.3f}\n",
-                               top1 / n, within5 / n, slow / n, gap / n);
+                               f.meta.p95_slowdown, gap_text(f.meta.closed_gap), f.single_best.top1);
+    print_pooled(cv.pooled, a.slices);
   }
   const auto selector = scheduler::Selector::train(history, o);
   selector.save(a.out);
@@ -63,11 +72,14 @@ void register_train_selector(CLI::App& app) {
   cmd->add_option("--db", args->db, "performance store")->required();
   cmd->add_option("--out", args->out, "selector file to write (JSON)")->required();
   cmd->add_option("--cv", args->cv, "folds of cross-validation grouped by task (0: none)")->capture_default_str()->check(CLI::Range(0, 100));
-  cmd->add_option("--seed", args->seed, "seed of the fold split and of XGBoost")->capture_default_str();
-  cmd->add_option("--rounds", args->rounds, "boosting rounds")->capture_default_str()->check(CLI::Range(1, 100000));
-  cmd->add_option("--max-depth", args->depth, "tree depth")->capture_default_str()->check(CLI::Range(1, 20));
-  cmd->add_option("--threads", args->threads, "XGBoost threads (0 = all cores)")->capture_default_str();
-  cmd->add_option("--target", args->target, "log_latency, or log_ratio_to_kv (arm effect vs kv, plus a model of kv's latency)")
+  cmd->add_option("--seed", args->train.seed, "seed of the fold split and of XGBoost")->capture_default_str();
+  cmd->add_option("--rounds", args->train.rounds, "boosting rounds")->capture_default_str()->check(CLI::Range(1, 100000));
+  cmd->add_option("--max-depth", args->train.max_depth, "tree depth")->capture_default_str()->check(CLI::Range(1, 20));
+  cmd->add_option("--eta", args->train.eta, "learning rate (shrinkage per round)")->capture_default_str()->check(CLI::Range(0.001, 1.0));
+  cmd->add_flag("!--no-slices", args->slices, "omit the held-out per-slice breakdown");
+  cmd->add_option("--threads", args->train.threads, "XGBoost threads (0 = all cores)")->capture_default_str();
+  cmd->add_option("--target", args->train.target,
+                  "log_ratio_to_kv (each arm's effect against kv on the same task, plus a model of kv's latency) or log_latency")
       ->capture_default_str()->check(CLI::IsMember({"log_ratio_to_kv", "log_latency"}));
   cmd->callback([args] { run(*args); });
 }

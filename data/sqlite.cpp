@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <ctime>
+#include <thread>
 #include <utility>
 
 #include "data/error.h"
@@ -98,12 +99,25 @@ Database& Database::operator=(Database&& other) noexcept {
 
 void Database::set_busy_timeout(std::chrono::milliseconds timeout) {
   if (sqlite3_busy_timeout(db_, static_cast<int>(timeout.count())) != SQLITE_OK) fail("busy_timeout");
+  busy_timeout_ = timeout;
 }
 
 void Database::enable_wal() {
-  Statement st(*this, "PRAGMA journal_mode=WAL");
-  if (!st.step() || st.column_text(0) != "wal")
-    throw Error(path_ + ": cannot switch to WAL journaling (is the file on a network file system?)");
+  // Switching to WAL needs the file to itself, and SQLite does not call the busy handler for
+  // that lock (two processes creating one store at once): retry here, within the busy timeout.
+  const auto deadline = std::chrono::steady_clock::now() + busy_timeout_;
+  for (;;) {
+    try {
+      Statement st(*this, "PRAGMA journal_mode=WAL");
+      if (!st.step() || st.column_text(0) != "wal")
+        throw Error(path_ + ": cannot switch to WAL journaling (is the file on a network file system?)");
+      return;
+    } catch (const Error&) {
+      const int code = sqlite3_errcode(db_) & 0xff;
+      if ((code != SQLITE_BUSY && code != SQLITE_LOCKED) || std::chrono::steady_clock::now() >= deadline) throw;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
 }
 
 void Database::exec(std::string_view sql) {

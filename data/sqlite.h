@@ -37,6 +37,7 @@ class Database {
   // How long a statement waits for another connection's lock before failing with "busy".
   void set_busy_timeout(std::chrono::milliseconds timeout);
   // Switches the file to write-ahead logging (persistent): readers never block the writer.
+  // Retries for up to the busy timeout while another connection holds the file.
   void enable_wal();
   // Runs one or more statements that return no rows.
   void exec(std::string_view sql);
@@ -57,6 +58,7 @@ class Database {
   void finalize_cache();
   sqlite3* db_ = nullptr;
   std::string path_;
+  std::chrono::milliseconds busy_timeout_{0};
   mutable std::unordered_multimap<std::string, sqlite3_stmt*> cache_;  // idle compiled statements by SQL
 };
 

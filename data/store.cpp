@@ -504,18 +504,12 @@ bool Store::insert_run_in(const RunRow& r) {
 
 bool Store::has_run(int64_t task_id, std::optional<int64_t> worker_id, const std::string& arm, const std::string& policy,
                     int64_t repeat_index) {
-  // Spelled like the unique index so SQLite can use it.
-  auto st = db_.prepare(
-      "SELECT 1 FROM runs WHERE task_id = ? AND ifnull(worker_id, 0) = ifnull(?, 0) AND arm = ? AND policy = ? AND "
-      "repeat_index = ?");
-  st.bind_int64(1, task_id);
-  bind_opt(st, 2, worker_id);
-  st.bind_text(3, arm).bind_text(4, policy).bind_int64(5, repeat_index);
-  return st.step();
+  return run_latency(task_id, worker_id, arm, policy, repeat_index).has_value();
 }
 
 std::optional<double> Store::run_latency(int64_t task_id, std::optional<int64_t> worker_id, const std::string& arm,
                                          const std::string& policy, int64_t repeat_index) {
+  // Spelled like the unique index so SQLite can use it.
   auto st = db_.prepare(
       "SELECT latency_ms FROM runs WHERE task_id = ? AND ifnull(worker_id, 0) = ifnull(?, 0) AND arm = ? AND policy = ? AND "
       "repeat_index = ?");

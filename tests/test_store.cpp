@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <cstdio>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -39,7 +40,8 @@ void run_in_two_processes(const std::function<bool(int)>& body) {
       int code = 0;
       try {
         code = body(c) ? 0 : 2;
-      } catch (const std::exception&) {
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "process %d: %s\n", c, e.what());  // why, when the test fails
         code = 1;
       }
       _exit(code);  // no gtest teardown in the child

@@ -520,6 +520,22 @@ std::optional<double> Store::run_latency(int64_t task_id, std::optional<int64_t>
   return st.column_double(0);
 }
 
+int64_t Store::forget_runs(const std::vector<std::string>& arms, std::optional<int64_t> worker_id) {
+  sql::Transaction tx(db_);
+  auto st = db_.prepare("DELETE FROM runs WHERE arm = ? AND (? IS NULL OR worker_id = ?)");
+  int64_t deleted = 0;
+  for (const auto& arm : arms) {
+    st.reset();
+    st.bind_text(1, arm);
+    bind_opt(st, 2, worker_id);
+    bind_opt(st, 3, worker_id);
+    st.run();
+    deleted += db_.changes();
+  }
+  tx.commit();
+  return deleted;
+}
+
 std::vector<RunRow> Store::runs_since(const std::string& since_iso_utc) {
   auto st = db_.prepare(std::string("SELECT ") + kRunCols + " FROM runs WHERE started_at >= ? ORDER BY started_at, id");
   st.bind_text(1, since_iso_utc);

@@ -155,7 +155,7 @@ TEST(Int8, KernelsMatchTheDequantizedProduct) {
   const auto q = rt::quantize_rows_int8(w);
   const auto dequant = q.values.to(at::kFloat) * q.scales.unsqueeze(1);
   EXPECT_LE((dequant - w).abs().max().item<float>(), (q.scales.max() * 0.5001).item<float>());  // round-to-nearest
-  for (int64_t m : {1, 2, 5, 16, 17, 40}) {
+  for (int64_t m : std::initializer_list<int64_t>{1, 2, 5, 16, 17, rt::kInt8KernelRows, rt::kInt8KernelRows + 1, 40}) {
     const auto x = at::empty({m, 72}, at::kFloat).normal_(0, 1, gen);
     const auto expected = at::matmul(x, dequant.t());
     // The int8 kernels quantize each row of x to int16 (scale max|x| / 32767): the error bound is
@@ -166,6 +166,19 @@ TEST(Int8, KernelsMatchTheDequantizedProduct) {
     EXPECT_TRUE(at::allclose(rt::matmul_few_rows(w, x.narrow(0, 0, std::min<int64_t>(m, rt::kFewRows))),
                              at::matmul(x.narrow(0, 0, std::min<int64_t>(m, rt::kFewRows)), w.t()), 1e-4, 1e-4));
   }
+}
+
+// Prefill of a matrix larger than one widening tile: every tile, the short last one included,
+// lands in its own columns of the result.
+TEST(Int8, TiledPrefillCoversEveryRowOfALargeMatrix) {
+  c10::InferenceMode guard;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  const int64_t cols = 72, tile_rows = rt::kWidenTileBytes / (4 * cols), rows = tile_rows + tile_rows / 3 + 1;
+  const auto q = rt::quantize_rows_int8(at::empty({rows, cols}, at::kFloat).normal_(0, 1, gen));
+  const auto dequant = q.values.to(at::kFloat) * q.scales.unsqueeze(1);
+  const auto x = at::empty({rt::kInt8KernelRows + 1, cols}, at::kFloat).normal_(0, 1, gen);
+  const auto expected = at::matmul(x, dequant.t());
+  EXPECT_TRUE(at::allclose(rt::matmul_int8(q, x), expected, 1e-4, 1e-4));
 }
 
 TEST(Int8, EveryLinearButRotatedQkIsInt8AndWeightsShrink) {

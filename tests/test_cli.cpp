@@ -127,6 +127,7 @@ TEST_F(Cli, BadInputIsAOneLineErrorAndNonZeroExit) {
       {"make-synthetic --preset 7b --out /tmp/x", "7b"},
       {"generate --model " + model(), "prompt"},
       {"no-such-command", "no-such-command"},
+      {"db forget --db /nonexistent.db --arms kv+int8", "no store at /nonexistent.db"},
   };
   for (const auto& [args, needle] : cases) {
     auto r = run_eesched(args, /*merge_stderr=*/true);

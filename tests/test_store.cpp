@@ -337,6 +337,29 @@ TEST_F(StoreTest, RecordedRunsAreSkipped) {
   EXPECT_EQ(store.counts().runs, 3);
 }
 
+TEST_F(StoreTest, ForgettingAnArmDeletesItsRunsOnOneWorkerOrAll) {
+  auto store = Store::open(file("s.db"));
+  const int64_t t = store.insert_task(task("t", store.upsert_model(model("fp"))));
+  HardwareProfile hw;
+  const int64_t w1 = store.upsert_worker(worker_row("w1", hw)), w2 = store.upsert_worker(worker_row("w2", hw));
+  for (int64_t w : {w1, w2})
+    for (const char* arm : {"kv", "kv+int8", "kv+int8+prune30"})
+      for (int64_t rep = 0; rep < 2; ++rep) store.insert_run(run(t, w, arm, 10, rep));
+  auto by_coordinator = run(t, w1, "kv+int8", 10);
+  by_coordinator.policy = "meta";
+  store.insert_run(by_coordinator);
+  ASSERT_EQ(store.counts().runs, 13);
+
+  EXPECT_EQ(store.forget_runs({"kv+int8"}, w1), 3) << "both repeats and the coordinator's run";
+  EXPECT_FALSE(store.has_run(t, w1, "kv+int8", "sweep", 0));
+  EXPECT_TRUE(store.has_run(t, w2, "kv+int8", "sweep", 0));
+  EXPECT_EQ(store.forget_runs({"kv+int8", "kv+int8+prune30"}), 6);
+  EXPECT_EQ(store.forget_runs({"kv+spec4"}), 0);
+  EXPECT_EQ(store.counts().runs, 4);
+  EXPECT_TRUE(store.has_run(t, w1, "kv", "sweep", 1));
+  EXPECT_TRUE(store.has_run(t, w2, "kv", "sweep", 0));
+}
+
 TEST_F(StoreTest, RunsSinceOrdersByStart) {
   auto store = Store::open(file("s.db"));
   const int64_t t = store.insert_task(task("t", store.upsert_model(model("fp"))));

@@ -1,8 +1,9 @@
-// eesched db: looking into a performance store.
+// eesched db: looking into a performance store, and forgetting runs a code change made stale.
 #include <iostream>
 
 #include <fmt/format.h>
 
+#include "data/arm.h"
 #include "data/store.h"
 #include "tools/commands.h"
 
@@ -27,15 +28,42 @@ void stats(const std::string& path) {
                              a.mean_speedup_vs_kv ? fmt::format("{:.2f}x", *a.mean_speedup_vs_kv) : "-");
 }
 
+struct ForgetArgs {
+  std::string path, arms, worker;
+};
+
+void forget(const ForgetArgs& a) {
+  if (!std::filesystem::exists(a.path)) throw std::runtime_error("no store at " + a.path);
+  std::vector<std::string> arms;
+  for (const auto& arm : data::parse_arm_list(a.arms)) arms.push_back(arm.name);
+  auto store = data::Store::open(a.path);
+  std::optional<int64_t> worker_id;
+  if (!a.worker.empty()) {
+    for (const auto& w : store.workers())
+      if (w.name == a.worker) worker_id = w.id;
+    if (!worker_id) throw std::runtime_error("no worker '" + a.worker + "' in " + a.path + " (see: eesched db stats)");
+  }
+  const auto n = store.forget_runs(arms, worker_id);
+  std::cout << fmt::format("forgot {} runs of {} on {}; a resumed sweep (eesched bench --db {}) measures them again\n", n,
+                           a.arms, a.worker.empty() ? "every worker" : a.worker, a.path);
+}
+
 }  // namespace
 
 void register_db(CLI::App& app) {
-  auto* cmd = app.add_subcommand("db", "inspect a performance store");
+  auto* cmd = app.add_subcommand("db", "inspect a performance store, or forget stale runs");
   cmd->require_subcommand(1);
   auto path = std::make_shared<std::string>();
   auto* st = cmd->add_subcommand("stats", "tasks, runs, workers, and per-arm win counts and mean speedups");
   st->add_option("--db", *path, "performance store")->required();
   st->callback([path] { stats(*path); });
+
+  auto fa = std::make_shared<ForgetArgs>();
+  auto* fg = cmd->add_subcommand("forget", "delete the runs of some arms (after a kernel change made them stale)");
+  fg->add_option("--db", fa->path, "performance store")->required();
+  fg->add_option("--arms", fa->arms, "comma-separated arms, e.g. kv+int8,kv+int8+prune30")->required();
+  fg->add_option("--worker", fa->worker, "only this worker's runs (default: every worker)");
+  fg->callback([fa] { forget(*fa); });
 }
 
 }  // namespace eesched::tools

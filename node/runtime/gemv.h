@@ -36,9 +36,12 @@ QuantizedMatrix quantize_rows_int8(const at::Tensor& w);
 // int8 for memory-bound decoding. Products accumulate in f32 (x is not quantized).
 at::Tensor gemv_int8(const QuantizedMatrix& w, const at::Tensor& x);
 
-// Y = X W^T for int8 W and X [m, cols] -> [m, rows]. Up to kFewRows rows as matmul_few_rows;
-// longer inputs (prefill) go tile by tile: a tile of W's rows is widened to f32 in a
-// cache-sized scratch buffer and multiplied by BLAS, so W is never widened whole.
+// Y = X W^T for int8 W and X [m, cols] -> [m, rows]. Up to kInt8KernelRows rows run the
+// integer kernel, W streamed once as in matmul_few_rows (speculative verification, small
+// batches); longer inputs (prefill) go tile by tile: kWidenTileBytes of W's rows are widened to
+// f32 in a scratch buffer and multiplied by BLAS, so W is never widened whole.
+inline constexpr int64_t kInt8KernelRows = 32;
+inline constexpr int64_t kWidenTileBytes = int64_t{16} << 20;
 at::Tensor matmul_int8(const QuantizedMatrix& w, const at::Tensor& x);
 
 // Route gemv() through BLAS (at::mv) instead, process-wide: lets a benchmark compare the two

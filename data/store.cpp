@@ -1,6 +1,7 @@
 #include "data/store.h"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <nlohmann/json.hpp>
 
@@ -602,6 +603,35 @@ std::vector<ArmSummary> Store::arm_summaries(std::optional<int64_t> worker_id) {
     if (const auto it = speedups.find(arm); it != speedups.end())
       s.mean_speedup_vs_kv = it->second.first / static_cast<double>(it->second.second);
     out.push_back(s);
+  }
+  return out;
+}
+
+RoundAgreement Store::round_agreement() {
+  // (task, worker) -> arm -> latency of rounds 0 and 1
+  std::map<std::pair<int64_t, int64_t>, std::map<std::string, std::array<std::optional<double>, 2>>> cases;
+  auto st = db_.prepare(
+      "SELECT task_id, ifnull(worker_id, 0), arm, repeat_index, latency_ms FROM runs WHERE policy = 'sweep' AND ok AND "
+      "repeat_index IN (0, 1)");
+  while (st.step())
+    cases[{st.column_int64(0), st.column_int64(1)}][st.column_text(2)][static_cast<std::size_t>(st.column_int64(3))] =
+        st.column_double(4);
+  RoundAgreement out;
+  for (const auto& [key, arms] : cases) {
+    bool second_round = false;
+    std::string fastest[2];
+    double best[2] = {0, 0};
+    for (const auto& [arm, rounds] : arms) {
+      if (!rounds[0]) continue;  // a case's arms all start in round 0
+      second_round = second_round || rounds[1].has_value();
+      for (std::size_t r = 0; r < 2; ++r) {
+        const double ms = rounds[r].value_or(*rounds[0]);
+        if (fastest[r].empty() || ms < best[r]) fastest[r] = arm, best[r] = ms;
+      }
+    }
+    if (!second_round || arms.size() < 2) continue;
+    ++out.cases;
+    out.agreeing += fastest[0] == fastest[1];
   }
   return out;
 }

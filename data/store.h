@@ -116,6 +116,14 @@ struct ArmSummary {
   std::optional<double> mean_speedup_vs_kv;  // mean over shared tasks of median(kv) / median(arm)
 };
 
+// How often two single rounds of the sweep name the same fastest arm of a (task, worker) case:
+// round 0 against round 1, an arm raced out after round 0 keeping its round-0 time. Measurement
+// noise alone caps the top-1 accuracy of any policy scored against one round near this rate.
+struct RoundAgreement {
+  int64_t cases = 0;     // cases with two or more ok arms and a second round
+  int64_t agreeing = 0;  // of those, where both rounds' fastest arm is the same
+};
+
 struct StoreCounts {
   int64_t tasks = 0, runs = 0, models = 0, workers = 0;
 };
@@ -160,6 +168,7 @@ class Store {
   std::vector<LatencyRow> latency_matrix(std::optional<int64_t> worker_id = std::nullopt);
   // One summary per arm that has runs, by arm name; only runs of `worker_id` when given.
   std::vector<ArmSummary> arm_summaries(std::optional<int64_t> worker_id = std::nullopt);
+  RoundAgreement round_agreement();  // over the sweep's runs
   StoreCounts counts();
   // The landmark feature: mean acceptance rate of the ok speculative runs of this target/draft
   // pair, or nullopt before any.

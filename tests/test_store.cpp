@@ -360,6 +360,39 @@ TEST_F(StoreTest, ForgettingAnArmDeletesItsRunsOnOneWorkerOrAll) {
   EXPECT_TRUE(store.has_run(t, w2, "kv", "sweep", 0));
 }
 
+TEST_F(StoreTest, RoundAgreementComparesTheFastestArmOfRoundsZeroAndOne) {
+  auto store = Store::open(file("s.db"));
+  const int64_t m = store.upsert_model(model("fp"));
+  HardwareProfile hw;
+  const int64_t w = store.upsert_worker(worker_row("w", hw));
+  const int64_t flip = store.insert_task(task("flip", m)), keep = store.insert_task(task("keep", m));
+  const int64_t one_round = store.insert_task(task("one-round", m)), one_arm = store.insert_task(task("one-arm", m));
+  // Round 1 puts int8 ahead of kv; prune was raced out after round 0.
+  store.insert_run(run(flip, w, "kv", 10, 0));
+  store.insert_run(run(flip, w, "kv+int8", 12, 0));
+  store.insert_run(run(flip, w, "kv+prune30", 20, 0));
+  store.insert_run(run(flip, w, "kv", 13, 1));
+  store.insert_run(run(flip, w, "kv+int8", 11, 1));
+  // int8 raced out keeps its round-0 time (12): kv stays the fastest. Failed runs and other
+  // policies' runs are no rounds of the sweep.
+  store.insert_run(run(keep, w, "kv", 10, 0));
+  store.insert_run(run(keep, w, "kv+int8", 12, 0));
+  store.insert_run(run(keep, w, "kv", 11.5, 1));
+  store.insert_run(run(keep, w, "kv+int8", 1, 1, /*ok=*/false));
+  auto coordinator = run(keep, w, "kv+int8", 1, 1);
+  coordinator.policy = "meta";
+  store.insert_run(coordinator);
+  // Not counted: no second round; a single arm.
+  store.insert_run(run(one_round, w, "kv", 10, 0));
+  store.insert_run(run(one_round, w, "kv+int8", 9, 0));
+  store.insert_run(run(one_arm, w, "kv", 10, 0));
+  store.insert_run(run(one_arm, w, "kv", 12, 1));
+
+  const auto a = store.round_agreement();
+  EXPECT_EQ(a.cases, 2);
+  EXPECT_EQ(a.agreeing, 1);
+}
+
 TEST_F(StoreTest, RunsSinceOrdersByStart) {
   auto store = Store::open(file("s.db"));
   const int64_t t = store.insert_task(task("t", store.upsert_model(model("fp"))));

@@ -106,11 +106,12 @@ void run(const BenchArmsArgs& a) {
   if (r.base_perplexity)
     std::cout << fmt::format("held-out perplexity of the unaccelerated model: {:.2f} ({} tokens of {}, context {})\n",
                              *r.base_perplexity, o.heldout.size(), a.heldout, a.ppl_context);
-  std::cout << fmt::format("{:<18} {:>9} {:>9} {:>8} {:>7} {:>9} {:>9} {:>8}\n", "arm", "ms/token", "tokens/s", "vs kv",
-                           "accept", "ppl ratio", "weights", "prepare");
+  std::cout << fmt::format("{:<18} {:>9} {:>9} {:>9} {:>8} {:>7} {:>9} {:>9} {:>8}\n", "arm", "ttft ms", "ms/token", "tokens/s",
+                           "vs kv", "accept", "ppl ratio", "weights", "prepare");
   for (const auto& row : r.rows) {
     if (row.refused) continue;
-    std::cout << fmt::format("{:<18} {:>9.3f} {:>9.1f} {:>7.2f}x {:>7} {:>9} {:>6.1f} MB {:>6.2f} s\n", row.arm, row.ms_per_token,
+    std::cout << fmt::format("{:<18} {:>9.1f} {:>9.3f} {:>9.1f} {:>7.2f}x {:>7} {:>9} {:>6.1f} MB {:>6.2f} s\n", row.arm,
+                             row.ttft_ms, row.ms_per_token,
                              row.tokens_per_s, row.speedup_vs_kv, opt(row.acceptance_rate, "{:.2f}"),
                              row.lossless ? "lossless" : opt(row.perplexity_ratio, "{:.4f}"), row.weight_mb, row.prepare_s);
   }

@@ -21,6 +21,10 @@ void stats(const std::string& path) {
                              w.cpu_model);
   const auto arms = store.arm_summaries();
   if (arms.empty()) return;
+  if (const auto a = store.round_agreement(); a.cases > 0)
+    std::cout << fmt::format("rounds 0 and 1 name the same fastest arm in {} of {} cases ({:.1f}%): measurement noise caps top-1 "
+                             "against a single round near this\n",
+                             a.agreeing, a.cases, 100.0 * static_cast<double>(a.agreeing) / static_cast<double>(a.cases));
   std::cout << fmt::format("{:<18} {:>7} {:>7} {:>12} {:>6} {:>13}\n", "arm", "runs", "ok", "mean ms", "wins", "speedup vs kv");
   for (const auto& a : arms)
     std::cout << fmt::format("{:<18} {:>7} {:>7} {:>12} {:>6} {:>13}\n", a.arm, a.runs, a.ok_runs,

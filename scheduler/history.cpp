@@ -1,6 +1,7 @@
 #include "scheduler/history.h"
 
 #include <algorithm>
+#include <limits>
 #include <set>
 
 #include "data/features.h"
@@ -86,6 +87,26 @@ std::vector<double> case_features(const TaskCase& c, const data::Arm& arm) {
   in.arm = &arm;
   in.landmarks = c.landmarks;
   return data::compute_features(in);
+}
+
+std::vector<std::string> arms_by_mean_slowdown(const History& history) {
+  std::map<std::string, std::pair<double, int>> slow;  // arm -> (sum of slowdowns, cases)
+  for (const auto& c : history.cases) {
+    if (c.latency.empty()) continue;
+    double best = std::numeric_limits<double>::infinity();
+    for (const auto& a : c.arms) best = std::min(best, c.latency.at(a.name));
+    for (const auto& a : c.arms) {
+      auto& [sum, n] = slow[a.name];
+      sum += c.latency.at(a.name) / best;
+      n += 1;
+    }
+  }
+  std::vector<std::pair<double, std::string>> ranked;
+  for (const auto& [arm, v] : slow) ranked.emplace_back(v.first / v.second, arm);
+  std::sort(ranked.begin(), ranked.end());
+  std::vector<std::string> out;
+  for (auto& [score, arm] : ranked) out.push_back(std::move(arm));
+  return out;
 }
 
 }  // namespace eesched::scheduler

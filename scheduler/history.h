@@ -37,6 +37,11 @@ struct History {
   std::size_t runs() const;  // measured (case, arm) pairs
 };
 
+// Arms ranked by their mean slowdown against each case's best, over the cases where each was
+// measured (total latency is not comparable when applicability differs): the single best arm's
+// ranking, best first.
+std::vector<std::string> arms_by_mean_slowdown(const History& history);
+
 // The feature vector of one case and arm.
 std::vector<double> case_features(const TaskCase& c, const data::Arm& arm);
 

@@ -50,34 +50,19 @@ class Oracle final : public Policy {
   std::string pick(const TaskCase& c, std::mt19937_64&) const override { return oracle_arm(c); }
 };
 
-// Arms ranked by their total latency over the training tasks where every ranked arm applies
-// is not well defined when applicability differs; rank instead by mean slowdown against each
-// task's best, over the tasks where the arm was measured. Picks the best-ranked applicable arm.
+// The best-ranked applicable arm by mean slowdown on the training history.
 class SingleBest final : public Policy {
  public:
   std::string name() const override { return "single-best"; }
-  void fit(const History& train) override {
-    std::map<std::string, std::pair<double, int>> slow;
-    for (const auto& c : train.cases) {
-      const double best = c.latency.at(oracle_arm(c));
-      for (const auto& a : c.arms) {
-        auto& [sum, n] = slow[a.name];
-        sum += c.latency.at(a.name) / best;
-        n += 1;
-      }
-    }
-    ranking_.clear();
-    for (const auto& [arm, v] : slow) ranking_.emplace_back(v.first / v.second, arm);
-    std::sort(ranking_.begin(), ranking_.end());
-  }
+  void fit(const History& train) override { ranking_ = arms_by_mean_slowdown(train); }
   std::string pick(const TaskCase& c, std::mt19937_64&) const override {
-    for (const auto& [score, arm] : ranking_)
+    for (const auto& arm : ranking_)
       if (has(c, arm)) return arm;
     return has(c, "kv") ? "kv" : c.arms.front().name;
   }
 
  private:
-  std::vector<std::pair<double, std::string>> ranking_;
+  std::vector<std::string> ranking_;
 };
 
 // What an expert would write down from the literature and this machine's figures.

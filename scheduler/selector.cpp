@@ -63,11 +63,17 @@ Selector Selector::train(const History& h, const TrainOptions& o) {
   }
   s.feature_names_ = data::feature_names();
   for (const auto& a : data::arm_catalog()) s.arms_.push_back(a.name);
+  if (o.anchor_margin < 0) throw std::runtime_error("anchor margin must be >= 0");
+  if (o.anchor_margin > 0) {
+    s.anchor_margin_ = o.anchor_margin;
+    s.anchor_ranking_ = arms_by_mean_slowdown(h);
+  }
   std::set<int64_t> tasks, workers;
   for (const auto& c : h.cases) tasks.insert(c.task_id), workers.insert(c.worker_id);
   s.training_ = {{"cases", h.cases.size()},   {"runs", y.size()},         {"tasks", tasks.size()},
                  {"workers", workers.size()}, {"rounds", o.rounds},      {"max_depth", o.max_depth},
                  {"eta", o.eta},              {"seed", o.seed},          {"target", o.target},
+                 {"anchor_margin", o.anchor_margin},
                  {"trained_at", data::iso_utc_now()}};
   return s;
 }
@@ -82,6 +88,7 @@ void Selector::save(const std::filesystem::path& path) const {
                       {"target", target_},
                       {"xgboost", nlohmann::json::parse(model_.to_json())}};
   if (target_ == "log_ratio_to_kv") j["xgboost_base"] = nlohmann::json::parse(base_.to_json());
+  if (anchor_margin_ > 0) j["anchor"] = {{"margin", anchor_margin_}, {"ranking", anchor_ranking_}};
   const auto tmp = path.string() + ".tmp";
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
@@ -115,6 +122,11 @@ Selector Selector::load(const std::filesystem::path& path) {
                              "): retrain with eesched train-selector");
   s.arms_ = j.at("arms").get<std::vector<std::string>>();
   s.training_ = j.value("training", nlohmann::json::object());
+  if (j.contains("anchor")) {  // optional: selectors without it choose by prediction alone
+    s.anchor_margin_ = j.at("anchor").at("margin").get<double>();
+    s.anchor_ranking_ = j.at("anchor").at("ranking").get<std::vector<std::string>>();
+    if (s.anchor_margin_ < 0) throw std::runtime_error(path.string() + ": negative anchor margin");
+  }
   s.target_ = j.value("target", "log_latency");
   if (s.target_ != "log_latency" && s.target_ != "log_ratio_to_kv")
     throw std::runtime_error(path.string() + ": unknown target '" + s.target_ + "'");
@@ -163,11 +175,23 @@ std::vector<double> Selector::predict_ms_xgboost(const TaskCase& c, const std::v
   return out;
 }
 
+std::vector<double> Selector::anchored(const std::vector<data::Arm>& arms, std::vector<double> ms) const {
+  if (anchor_margin_ <= 0) return ms;
+  for (const auto& name : anchor_ranking_) {
+    const auto it = std::find_if(arms.begin(), arms.end(), [&](const data::Arm& a) { return a.name == name; });
+    if (it == arms.end()) continue;
+    for (std::size_t i = 0; i < arms.size(); ++i)
+      if (arms[i].name != name) ms[i] *= 1 + anchor_margin_;
+    break;
+  }
+  return ms;
+}
+
 data::Arm Selector::choose(const TaskCase& c, const std::vector<data::Arm>& arms, double explore, std::mt19937_64* rng,
                            bool* explored) const {
   if (arms.empty()) throw std::runtime_error("no applicable arm to choose from");
   if (explored) *explored = false;
-  const auto ms = predict_ms(c, arms);
+  const auto ms = anchored(arms, predict_ms(c, arms));
   const auto best = static_cast<std::size_t>(std::min_element(ms.begin(), ms.end()) - ms.begin());
   // Exploration keeps history covering every arm: another arm than the predicted best, uniformly.
   if (rng && explore > 0 && arms.size() > 1 && std::uniform_real_distribution<double>(0, 1)(*rng) < explore) {
@@ -188,8 +212,9 @@ Choice Selector::choose_worker_arm(const TaskCase& c, const std::vector<WorkerOp
   for (const auto& w : workers) {
     on.hardware = w.hardware;
     const auto ms = predict_ms(on, arms);
+    const auto scores = anchored(arms, ms);
     for (std::size_t i = 0; i < arms.size(); ++i) {
-      const double score = (w.queue_ms + ms[i]) * w.cost_weight;
+      const double score = (w.queue_ms + scores[i]) * w.cost_weight;
       if (score < best_score) best_score = score, best = {w.id, arms[i], ms[i], false};
     }
   }

@@ -9,13 +9,12 @@
 // batch, which decide several choices (plain vs kv on short outputs, int8 on long prompts).
 //
 // Two targets (TrainOptions::target):
-// - "log_latency" (default): one model of log(latency) over all arms.
-// - "log_ratio_to_kv": the same one model over all arms, of log(latency / latency of kv
+// - "log_latency": one model of log(latency) over all arms.
+// - "log_ratio_to_kv" (default): the same one model over all arms, of log(latency / latency of kv
 //   on the same task and worker), plus a second model of log(latency of kv). The choice among
 //   arms depends only on the first, which no longer has to spend its trees on each task's
 //   absolute scale (most of the variance) and learns the arms' relative effects; the sum of both
-//   predicts absolute latency for choosing between workers. On the shipped history the two are
-//   within cross-validation noise of each other (README), so the simpler one is the default.
+//   predicts absolute latency for choosing between workers.
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -46,6 +45,10 @@ struct TrainOptions {
   double subsample = 0.9;
   uint64_t seed = 1;
   int threads = 0;  // 0: all cores
+  // Anchoring: every arm but the single best applicable one (by mean slowdown on the training
+  // history) has its predicted latency inflated by this fraction when choosing, so the selector
+  // departs from the arm that is usually best only for a predicted gain beyond it. 0: off.
+  double anchor_margin = 0;
 };
 
 // A worker the coordinator could send a task to.
@@ -89,13 +92,19 @@ class Selector {
   const nlohmann::json& training_summary() const { return training_; }
   const std::vector<std::string>& arms() const { return arms_; }
   const std::string& target() const { return target_; }
+  double anchor_margin() const { return anchor_margin_; }
 
  private:
   XgbModel model_, base_;              // what is saved (XGBoost's own JSON); base_: kv's log latency
   TreeEnsemble ensemble_, base_ensemble_;  // what predicts (the same trees, walked directly)
   std::string target_ = "log_latency";
   std::vector<std::string> feature_names_, arms_;
+  std::vector<std::string> anchor_ranking_;  // the single best ranking of the training history
+  double anchor_margin_ = 0;
   nlohmann::json training_;
+
+  // The scores choosing compares: each arm's predicted ms, the non-anchor arms' inflated.
+  std::vector<double> anchored(const std::vector<data::Arm>& arms, std::vector<double> ms) const;
 };
 
 }  // namespace eesched::scheduler

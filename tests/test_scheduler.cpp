@@ -8,8 +8,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <random>
 #include <set>
+
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -135,6 +138,56 @@ TEST(Selector, BothTargetsFindTheKnownBestArms) {
   const auto r = sch::replay(train, test, {meta.get()}, 1);
   EXPECT_GE(r.policies[0].overall.top1, 0.9);
   o.target = "log_seconds";
+  EXPECT_THROW(sch::Selector::train(train, o), std::runtime_error);
+}
+
+// With a margin, an arm other than the single best of the training history is chosen only when
+// its predicted latency, inflated by the margin, still beats the single best's; a huge margin is
+// the single-best policy; the file keeps both.
+TEST(Selector, AnchoringDepartsFromTheSingleBestArmOnlyBeyondTheMargin) {
+  const auto train = synthetic_history(400, 11), test = synthetic_history(150, 12);
+  const auto ranking = sch::arms_by_mean_slowdown(train);
+  ASSERT_FALSE(ranking.empty());
+  auto o = fast_options();
+  o.anchor_margin = 0.3;
+  const auto anchored = sch::Selector::train(train, o);
+  EXPECT_EQ(anchored.anchor_margin(), 0.3);
+  auto sbs = sch::make_policy("single-best", nullptr);
+  sbs->fit(train);
+  std::mt19937_64 unused(0);
+  int departures = 0, kept = 0;
+  for (const auto& c : test.cases) {
+    const auto anchor = sbs->pick(c, unused);
+    const auto ms = anchored.predict_ms(c, c.arms);
+    double anchor_ms = 0, best_other = std::numeric_limits<double>::infinity();
+    std::string best_other_arm;
+    for (std::size_t i = 0; i < c.arms.size(); ++i) {
+      if (c.arms[i].name == anchor) anchor_ms = ms[i];
+      else if (ms[i] < best_other) best_other = ms[i], best_other_arm = c.arms[i].name;
+    }
+    const auto pick = anchored.choose(c, c.arms).name;
+    if (best_other * 1.3 < anchor_ms) {
+      EXPECT_EQ(pick, best_other_arm) << c.spec.id;
+      ++departures;
+    } else {
+      EXPECT_EQ(pick, anchor) << c.spec.id;
+      kept += best_other < anchor_ms;  // predicted faster, but not by the margin
+    }
+  }
+  EXPECT_GT(departures, 0);
+  EXPECT_GT(kept, 0) << "no case tested the margin itself";
+
+  o.anchor_margin = 100;
+  const auto stubborn = sch::Selector::train(train, o);
+  for (const auto& c : test.cases) EXPECT_EQ(stubborn.choose(c, c.arms).name, sbs->pick(c, unused)) << c.spec.id;
+
+  const auto path = std::filesystem::temp_directory_path() / ("eesched-anchor-" + std::to_string(::getpid()) + ".json");
+  anchored.save(path);
+  const auto loaded = sch::Selector::load(path);
+  std::filesystem::remove(path);
+  EXPECT_EQ(loaded.anchor_margin(), 0.3);
+  for (const auto& c : test.cases) EXPECT_EQ(loaded.choose(c, c.arms).name, anchored.choose(c, c.arms).name) << c.spec.id;
+  o.anchor_margin = -0.1;
   EXPECT_THROW(sch::Selector::train(train, o), std::runtime_error);
 }
 

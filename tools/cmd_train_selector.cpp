@@ -76,6 +76,10 @@ void register_train_selector(CLI::App& app) {
   cmd->add_option("--rounds", args->train.rounds, "boosting rounds")->capture_default_str()->check(CLI::Range(1, 100000));
   cmd->add_option("--max-depth", args->train.max_depth, "tree depth")->capture_default_str()->check(CLI::Range(1, 20));
   cmd->add_option("--eta", args->train.eta, "learning rate (shrinkage per round)")->capture_default_str()->check(CLI::Range(0.001, 1.0));
+  cmd->add_option("--anchor-margin", args->train.anchor_margin,
+                  "choose another arm than the single best of the history only for a predicted gain beyond this fraction (0: off)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 10.0));
   cmd->add_flag("!--no-slices", args->slices, "omit the held-out per-slice breakdown");
   cmd->add_option("--threads", args->train.threads, "XGBoost threads (0 = all cores)")->capture_default_str();
   cmd->add_option("--target", args->train.target,

@@ -178,8 +178,8 @@ TEST(Selector, AnchoringDepartsFromTheSingleBestArmOnlyBeyondTheMargin) {
   EXPECT_GT(kept, 0) << "no case tested the margin itself";
 
   o.anchor_margin = 100;
-  const auto stubborn = sch::Selector::train(train, o);
-  for (const auto& c : test.cases) EXPECT_EQ(stubborn.choose(c, c.arms).name, sbs->pick(c, unused)) << c.spec.id;
+  const auto always_anchored = sch::Selector::train(train, o);
+  for (const auto& c : test.cases) EXPECT_EQ(always_anchored.choose(c, c.arms).name, sbs->pick(c, unused)) << c.spec.id;
 
   const auto path = std::filesystem::temp_directory_path() / ("eesched-anchor-" + std::to_string(::getpid()) + ".json");
   anchored.save(path);

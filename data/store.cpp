@@ -177,14 +177,15 @@ WorkerRow read_worker(const sql::Statement& st) {
   WorkerRow w;
   w.id = st.column_int64(0);
   w.name = st.column_text(1);
-  w.host = st.column_text(2);
-  w.cpu_model = st.column_text(3);
-  w.threads = st.column_int64(4);
-  w.gflops = st.column_double(5);
-  w.copy_gbps = st.column_double(6);
-  w.mem_total_bytes = st.column_int64(7);
-  w.mem_free_bytes = st.column_int64(8);
-  w.measured_at = st.column_text(9);
+  HardwareProfile& h = w.hardware;
+  h.host = st.column_text(2);
+  h.cpu_model = st.column_text(3);
+  h.threads = static_cast<int>(st.column_int64(4));
+  h.gflops = st.column_double(5);
+  h.copy_gbps = st.column_double(6);
+  h.mem_total_bytes = st.column_int64(7);
+  h.mem_free_bytes = st.column_int64(8);
+  h.measured_at = st.column_text(9);
   return w;
 }
 
@@ -260,28 +261,8 @@ TaskStatus parse_task_status(const std::string& name) {
 WorkerRow worker_row(const std::string& name, const HardwareProfile& hw) {
   WorkerRow w;
   w.name = name;
-  w.host = hw.host;
-  w.cpu_model = hw.cpu_model;
-  w.threads = hw.threads;
-  w.gflops = hw.gflops;
-  w.copy_gbps = hw.copy_gbps;
-  w.mem_total_bytes = hw.mem_total_bytes;
-  w.mem_free_bytes = hw.mem_free_bytes;
-  w.measured_at = hw.measured_at;
+  w.hardware = hw;
   return w;
-}
-
-HardwareProfile hardware_profile(const WorkerRow& w) {
-  HardwareProfile h;
-  h.host = w.host;
-  h.cpu_model = w.cpu_model;
-  h.threads = static_cast<int>(w.threads);
-  h.gflops = w.gflops;
-  h.copy_gbps = w.copy_gbps;
-  h.mem_total_bytes = w.mem_total_bytes;
-  h.mem_free_bytes = w.mem_free_bytes;
-  h.measured_at = w.measured_at;
-  return h;
 }
 
 TaskSpec task_spec(const TaskRow& row) {
@@ -377,9 +358,10 @@ int64_t Store::upsert_worker(const WorkerRow& w) {
       "ON CONFLICT (name) DO UPDATE SET host = excluded.host, cpu_model = excluded.cpu_model, threads = excluded.threads, "
       "gflops = excluded.gflops, copy_gbps = excluded.copy_gbps, mem_total_bytes = excluded.mem_total_bytes, "
       "mem_free_bytes = excluded.mem_free_bytes, measured_at = excluded.measured_at RETURNING id");
-  st.bind_text(1, w.name).bind_text(2, w.host).bind_text(3, w.cpu_model).bind_int64(4, w.threads);
-  st.bind_double(5, w.gflops).bind_double(6, w.copy_gbps).bind_int64(7, w.mem_total_bytes);
-  st.bind_int64(8, w.mem_free_bytes).bind_text(9, w.measured_at.empty() ? iso_utc_now() : w.measured_at);
+  const HardwareProfile& h = w.hardware;
+  st.bind_text(1, w.name).bind_text(2, h.host).bind_text(3, h.cpu_model).bind_int64(4, h.threads);
+  st.bind_double(5, h.gflops).bind_double(6, h.copy_gbps).bind_int64(7, h.mem_total_bytes);
+  st.bind_int64(8, h.mem_free_bytes).bind_text(9, h.measured_at.empty() ? iso_utc_now() : h.measured_at);
   st.step();
   const int64_t id = st.column_int64(0);
   st.reset();

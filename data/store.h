@@ -34,17 +34,13 @@ struct ModelRow {
   bool encrypted = false;
 };
 
+// A worker is a name on a hardware profile: the profile's fields are its columns.
 struct WorkerRow {
-  int64_t id = 0;  // set by the store
+  int64_t id = 0;    // set by the store
   std::string name;  // identity
-  std::string host, cpu_model;
-  int64_t threads = 0;
-  double gflops = 0, copy_gbps = 0;
-  int64_t mem_total_bytes = 0, mem_free_bytes = 0;
-  std::string measured_at;
+  HardwareProfile hardware;
 };
 WorkerRow worker_row(const std::string& name, const HardwareProfile& hw);
-HardwareProfile hardware_profile(const WorkerRow& w);  // the inverse: what features read
 
 struct TaskRow {
   int64_t id = 0;      // set by the store

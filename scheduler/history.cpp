@@ -58,7 +58,7 @@ History History::load(data::Store& store, bool require_all) {
       if (!acceptance.count(pair)) acceptance[pair] = store.mean_acceptance(pair.first, pair.second);
       c.landmarks.acceptance_rate = acceptance[pair];
     }
-    c.hardware = data::hardware_profile(workers.at(key.second));
+    c.hardware = workers.at(key.second).hardware;
     for (const auto& [arm, ms] : arms) c.latency[arm] = median(ms);
     bool complete = true;
     for (const auto& arm : universe) {

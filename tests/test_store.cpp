@@ -268,8 +268,8 @@ TEST_F(StoreTest, ModelsWorkersAndTasks) {
   hw.gflops = 25;
   EXPECT_EQ(store.upsert_worker(worker_row("worker-a", hw)), w);
   ASSERT_EQ(store.workers().size(), 1u);
-  EXPECT_EQ(store.workers()[0].gflops, 25);
-  EXPECT_FALSE(store.workers()[0].measured_at.empty());
+  EXPECT_EQ(store.workers()[0].hardware.gflops, 25);
+  EXPECT_FALSE(store.workers()[0].hardware.measured_at.empty());
 
   TaskSpec spec;
   spec.id = "t1";

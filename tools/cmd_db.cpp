@@ -17,8 +17,8 @@ void stats(const std::string& path) {
   std::cout << fmt::format("{}: {} tasks, {} runs, {} models, {} workers (schema v{})\n", path, c.tasks, c.runs, c.models, c.workers,
                            store.schema_version());
   for (const auto& w : store.workers())
-    std::cout << fmt::format("worker {}: {} threads, {:.1f} GFLOP/s, {:.1f} GB/s, {}\n", w.name, w.threads, w.gflops, w.copy_gbps,
-                             w.cpu_model);
+    std::cout << fmt::format("worker {}: {} threads, {:.1f} GFLOP/s, {:.1f} GB/s, {}\n", w.name, w.hardware.threads,
+                             w.hardware.gflops, w.hardware.copy_gbps, w.hardware.cpu_model);
   const auto arms = store.arm_summaries();
   if (arms.empty()) return;
   if (const auto a = store.round_agreement(); a.cases > 0)

@@ -41,7 +41,7 @@ std::vector<std::string> Arm::components() const {
   std::vector<std::string> out{"kv"};
   if (int8) out.emplace_back("int8");
   if (prune_percent) out.push_back("prune" + std::to_string(prune_percent));
-  if (spec_k) out.push_back("spec" + std::to_string(spec_k));
+  if (spec_k) out.push_back((self_draft ? "qspec" : "spec") + std::to_string(spec_k));
   return out;
 }
 
@@ -61,6 +61,12 @@ Arm parse_arm(std::string_view text) {
     auto twice = [&](bool already) {
       if (already) throw Error("arm '" + std::string(name) + "' names '" + std::string(part) + "' twice");
     };
+    // One drafting scheme per arm: specK (a separate model) or qspecK (the target's int8 copy).
+    auto drafted = [&](bool self) {
+      if (arm.spec_k == 0) return;
+      if (arm.self_draft == self) twice(true);
+      throw Error("arm '" + std::string(name) + "' drafts twice: specK drafts with a separate model, qspecK with the target's own int8 weights");
+    };
     if (part == "kv") {
       twice(seen_kv);
       seen_kv = true;
@@ -71,17 +77,23 @@ Arm parse_arm(std::string_view text) {
       twice(arm.prune_percent != 0);
       arm.prune_percent = *p;
     } else if (auto k = numbered(part, "spec", 1, 16, name)) {
-      twice(arm.spec_k != 0);
+      drafted(false);
       arm.spec_k = *k;
+    } else if (auto q = numbered(part, "qspec", 1, 16, name)) {
+      drafted(true);
+      arm.spec_k = *q;
+      arm.self_draft = true;
     } else if (part == "plain") {
       throw Error("arm '" + std::string(name) + "': 'plain' (no KV cache) combines with nothing");
     } else {
       throw Error("arm '" + std::string(name) + "': unknown component '" + std::string(part) +
-                  "' (known: plain, kv, int8, pruneNN, specK)");
+                  "' (known: plain, kv, int8, pruneNN, specK, qspecK)");
     }
     if (plus == std::string_view::npos) break;
     rest = rest.substr(plus + 1);
   }
+  if (arm.self_draft && arm.int8)
+    throw Error("arm '" + std::string(name) + "': qspecK drafts with the int8 copy of an f32 target, so it does not combine with int8");
   if (!seen_kv)
     throw Error("arm '" + std::string(name) + "' must include 'kv' (every acceleration builds on the KV cache; 'plain' has none)");
   arm.kv_cache = true;
@@ -95,7 +107,7 @@ const std::vector<Arm>& arm_catalog() {
   static const std::vector<Arm> arms = [] {
     std::vector<Arm> out;
     for (const char* name : {"plain", "kv", "kv+int8", "kv+prune30", "kv+spec2", "kv+spec4", "kv+int8+prune30",
-                             "kv+int8+spec4"})
+                             "kv+int8+spec4", "kv+qspec6"})
       out.push_back(parse_arm(name));
     return out;
   }();
@@ -120,8 +132,8 @@ std::vector<Arm> parse_arm_list(std::string_view list) {
 std::optional<std::string> arm_refusal(const Arm& arm, const TaskSpec& task) {
   if (task.quality == Quality::Exact && !arm.lossless())
     return "the task asks for exact quality and " + arm.name + " is lossy";
-  if (arm.needs_draft()) {
-    if (!task.has_draft()) return arm.name + " needs a draft model and the task names none";
+  if (arm.spec_k > 0) {
+    if (arm.needs_draft() && !task.has_draft()) return arm.name + " needs a draft model and the task names none";
     if (task.batch != 1) return arm.name + " runs batch 1 only (the task has batch " + std::to_string(task.batch) + ")";
   }
   return std::nullopt;

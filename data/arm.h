@@ -3,7 +3,9 @@
 // without LibTorch (the coordinator and the selector need them; accel/ implements them).
 //
 // Grammar: `plain` (no KV cache) or `kv` followed by any of `+int8`, `+pruneNN` (NN = percent of
-// FFN neurons removed, 5..90) and `+specK` (K = draft tokens per step, 1..16). Components may be
+// FFN neurons removed, 5..90), `+specK` (K = draft tokens per step, 1..16, drafted by a separate
+// small model) or `+qspecK` (self-speculative: the target's own int8 weights draft K tokens and
+// the f32 target verifies them, so the output stays exactly the target's). Components may be
 // written in any order; the canonical name orders them kv, int8, prune, spec: `kv+int8+spec4`.
 #include <cstdint>
 #include <optional>
@@ -21,11 +23,13 @@ struct Arm {
   bool int8 = false;      // per-output-channel int8 weights
   int prune_percent = 0;  // structured FFN pruning, 0 = off
   int spec_k = 0;         // speculative decoding with k draft tokens, 0 = off
+  bool self_draft = false;  // with spec_k: the draft is the target quantized to int8 (`qspecK`)
 
   // Lossless arms give the model's own output: greedy token for token, sampling with the same
   // distribution. int8 and pruning change the model.
   bool lossless() const { return !int8 && prune_percent == 0; }
-  bool needs_draft() const { return spec_k > 0; }
+  // A separate draft model; a self-drafting arm builds its draft from the target.
+  bool needs_draft() const { return spec_k > 0 && !self_draft; }
   // The components in canonical order: {"plain"} or e.g. {"kv", "int8", "spec4"}.
   std::vector<std::string> components() const;
 };

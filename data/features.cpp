@@ -66,6 +66,9 @@ const std::vector<std::string>& feature_names() {
       // weights once, more go tile by tile (int8 widens each tile to f32 first)
       "prefill_rows",         // prompt_tokens x batch
       "decode_rows",          // rows of one target decoding step: batch x (1 + spec_k)
+      // schema 3: self-speculative arms (qspecK), whose draft is the target's int8 copy
+      "arm_self_draft",
+      "landmark_self_acceptance",  // measured acceptance rate of this target drafting itself; NaN if unknown
   };
   return names;
 }
@@ -113,14 +116,16 @@ std::vector<double> compute_features(const FeatureInputs& in) {
       a.lossless() ? 1.0 : 0.0,
       in.landmarks.acceptance_rate ? *in.landmarks.acceptance_rate : kMissing,
   };
-  const auto roofline = estimate_roofline(t, m, in.draft, hw, a, in.landmarks.acceptance_rate);
+  const auto roofline = estimate_roofline(t, m, in.draft, hw, a, in.landmarks.acceptance_for(a));
   static const Arm kv_arm = parse_arm("kv");
   const auto kv = estimate_roofline(t, m, in.draft, hw, kv_arm, in.landmarks.acceptance_rate);
   f.insert(f.end(), {roofline.weight_mb, roofline.step_ms, roofline.prefill_ms, roofline.forward_passes,
                      std::log2(std::max(1e-6, roofline.total_ms)),
                      kv.total_ms > 0 ? roofline.total_ms / kv.total_ms : kMissing,
                      prompt * static_cast<double>(t.batch),
-                     static_cast<double>(t.batch) * (1.0 + (a.kv_cache ? a.spec_k : 0))});
+                     static_cast<double>(t.batch) * (1.0 + (a.kv_cache ? a.spec_k : 0)),
+                     a.self_draft ? 1.0 : 0.0,
+                     in.landmarks.self_acceptance_rate ? *in.landmarks.self_acceptance_rate : kMissing});
   if (f.size() != feature_names().size()) throw Error("compute_features: the vector and feature_names() disagree");
   return f;
 }

@@ -17,11 +17,14 @@
 
 namespace eesched::data {
 
-inline constexpr int kFeatureSchemaVersion = 2;
+inline constexpr int kFeatureSchemaVersion = 3;
 
 // What history says about this combination, where it knows.
 struct Landmarks {
-  std::optional<double> acceptance_rate;  // measured for this draft/target pair (speculative arms)
+  std::optional<double> acceptance_rate;       // measured for this draft/target pair (specK arms)
+  std::optional<double> self_acceptance_rate;  // measured for this target drafting itself (qspecK arms)
+  // The one that applies to `arm`.
+  std::optional<double> acceptance_for(const Arm& arm) const { return arm.self_draft ? self_acceptance_rate : acceptance_rate; }
 };
 
 struct FeatureInputs {

@@ -57,14 +57,15 @@ RooflineEstimate estimate_roofline(const TaskSpec& task, const ModelRow& model, 
     e.total_ms = fresh * pass_ms(target, mid_context, batch, mid_context / 2, hw);
     return e;
   }
-  if (arm.spec_k > 0 && draft) {
+  if (arm.spec_k > 0 && (draft || arm.self_draft)) {
     // Each iteration: k draft steps, one target pass verifying k + 1 positions; it yields
     // (1 - a^(k+1)) / (1 - a) tokens on average when each draft token is accepted with rate a.
     const double k = arm.spec_k;
-    const double a = std::clamp(acceptance.value_or(kPriorAcceptance), 0.0, 0.999);
+    const double prior = arm.self_draft ? kPriorSelfAcceptance : kPriorAcceptance;
+    const double a = std::clamp(acceptance.value_or(prior), 0.0, 0.999);
     const double per_iteration = (1 - std::pow(a, k + 1)) / (1 - a);
     const double iterations = std::max(0.0, fresh - 1) / per_iteration;
-    const Shape d = shape_of(*draft, false, 0);
+    const Shape d = arm.self_draft ? shape_of(model, true, arm.prune_percent) : shape_of(*draft, false, 0);
     e.prefill_ms += pass_ms(d, prompt, batch, prompt / 2, hw);
     const double iteration_ms = pass_ms(target, k + 1, batch, mid_context, hw) + k * pass_ms(d, 1, batch, mid_context, hw);
     e.forward_passes = 2 + iterations * (1 + k);

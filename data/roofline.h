@@ -21,9 +21,12 @@ struct RooflineEstimate {
   double total_ms = 0;        // prefill + decoding
 };
 
-// Speculative arms use `acceptance` (the measured rate of the draft/target pair) or, before any
-// measurement, kPriorAcceptance. A speculative arm without `draft` is estimated as kv.
+// Speculative arms use `acceptance` (the measured rate of the draft/target pair, or of the target
+// drafting itself for qspecK) or, before any measurement, the prior: a separately trained small
+// draft agrees with the target about half the time, the target's own int8 copy almost always.
+// A specK arm without `draft` is estimated as kv.
 inline constexpr double kPriorAcceptance = 0.5;
+inline constexpr double kPriorSelfAcceptance = 0.9;
 RooflineEstimate estimate_roofline(const TaskSpec& task, const ModelRow& model, const ModelRow* draft, const HardwareProfile& hw,
                                    const Arm& arm, std::optional<double> acceptance);
 

@@ -626,11 +626,16 @@ StoreCounts Store::counts() {
   return {st.column_int64(0), st.column_int64(1), st.column_int64(2), st.column_int64(3)};
 }
 
-std::optional<double> Store::mean_acceptance(int64_t model_id, int64_t draft_model_id) {
-  auto st = db_.prepare(
-      "SELECT avg(r.acceptance_rate) FROM runs r JOIN tasks t ON t.id = r.task_id "
-      "WHERE r.ok = 1 AND r.acceptance_rate IS NOT NULL AND t.model_id = ?1 AND t.draft_model_id = ?2");
-  st.bind_int64(1, model_id).bind_int64(2, draft_model_id);
+std::optional<double> Store::mean_acceptance(int64_t model_id, std::optional<int64_t> draft_model_id) {
+  // Self-drafting arms are named +qspecK (data/arm.h); a task may name a draft and still run one.
+  auto st = db_.prepare(draft_model_id
+                            ? "SELECT avg(r.acceptance_rate) FROM runs r JOIN tasks t ON t.id = r.task_id "
+                              "WHERE r.ok = 1 AND r.acceptance_rate IS NOT NULL AND t.model_id = ?1 AND t.draft_model_id = ?2 "
+                              "AND r.arm NOT LIKE '%qspec%'"
+                            : "SELECT avg(r.acceptance_rate) FROM runs r JOIN tasks t ON t.id = r.task_id "
+                              "WHERE r.ok = 1 AND r.acceptance_rate IS NOT NULL AND t.model_id = ?1 AND r.arm LIKE '%qspec%'");
+  st.bind_int64(1, model_id);
+  if (draft_model_id) st.bind_int64(2, *draft_model_id);
   if (!st.step() || st.column_is_null(0)) return std::nullopt;
   return st.column_double(0);
 }

@@ -166,9 +166,10 @@ class Store {
   std::vector<ArmSummary> arm_summaries(std::optional<int64_t> worker_id = std::nullopt);
   RoundAgreement round_agreement();  // over the sweep's runs
   StoreCounts counts();
-  // The landmark feature: mean acceptance rate of the ok speculative runs of this target/draft
-  // pair, or nullopt before any.
-  std::optional<double> mean_acceptance(int64_t model_id, int64_t draft_model_id);
+  // The landmark feature: mean acceptance rate of the ok speculative runs of this target with
+  // this separate draft (specK arms), or with no draft_model_id, of its self-drafting runs
+  // (qspecK: the draft is its own int8 copy); nullopt before any.
+  std::optional<double> mean_acceptance(int64_t model_id, std::optional<int64_t> draft_model_id);
 
  private:
   explicit Store(sql::Database db) : db_(std::move(db)) {}

@@ -495,8 +495,9 @@ struct Coordinator::Impl {
     return j;
   }
 
-  std::optional<double> landmark(int64_t model_id, int64_t draft_id) {
-    const auto key = std::make_pair(model_id, draft_id);
+  // draft_id nullopt: the model drafting itself (qspecK arms).
+  std::optional<double> landmark(int64_t model_id, std::optional<int64_t> draft_id) {
+    const auto key = std::make_pair(model_id, draft_id.value_or(-1));
     const auto it = acceptance.find(key);
     if (it != acceptance.end()) return it->second;
     return acceptance[key] = store.mean_acceptance(model_id, draft_id);
@@ -562,6 +563,7 @@ struct Coordinator::Impl {
           if (w->draft) c.draft = w->draft->row;
           c.hardware = w->hardware;
           if (w->draft) c.landmarks.acceptance_rate = landmark(model.row.id, w->draft->row.id);
+          c.landmarks.self_acceptance_rate = landmark(model.row.id, std::nullopt);
           ms = selector->predict_ms(c, arms);
         } else {
           ms.assign(arms.size(), 0.0);
@@ -654,7 +656,7 @@ struct Coordinator::Impl {
     a.attempt = t.attempts;
     a.arm = p.arm.name;
     a.model = t.model_name;
-    if (p.arm.spec_k > 0 && w.draft) a.draft = w.draft->row.name;
+    if (p.arm.needs_draft() && w.draft) a.draft = w.draft->row.name;
     a.prompt_ids = t.request.prompt_ids;
     a.stop_ids = t.request.stop_ids;
     a.max_new_tokens = t.request.max_new_tokens;

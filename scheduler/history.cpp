@@ -44,6 +44,7 @@ History History::load(data::Store& store, bool require_all) {
     for (const auto& n : names) universe.push_back(data::parse_arm(n));
   }
   std::map<std::pair<int64_t, int64_t>, std::optional<double>> acceptance;
+  std::map<int64_t, std::optional<double>> self_acceptance;
   History h;
   for (const auto& [key, arms] : measured) {
     const auto& task = tasks.at(key.first);
@@ -58,6 +59,8 @@ History History::load(data::Store& store, bool require_all) {
       if (!acceptance.count(pair)) acceptance[pair] = store.mean_acceptance(pair.first, pair.second);
       c.landmarks.acceptance_rate = acceptance[pair];
     }
+    if (!self_acceptance.count(task.model_id)) self_acceptance[task.model_id] = store.mean_acceptance(task.model_id, std::nullopt);
+    c.landmarks.self_acceptance_rate = self_acceptance[task.model_id];
     c.hardware = workers.at(key.second).hardware;
     for (const auto& [arm, ms] : arms) c.latency[arm] = median(ms);
     bool complete = true;

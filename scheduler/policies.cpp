@@ -80,6 +80,9 @@ class Heuristic final : public Policy {
       if (has(c, "kv+spec4")) return "kv+spec4";
     }
     if (tolerant && memory_bound && has(c, "kv+int8")) return "kv+int8";
+    // Lossless and memory-bound: the model's own int8 copy drafts ~4x cheaper than a step and is
+    // almost always right, so long generations gain; the draft's extra prefill loses on short ones.
+    if (t.batch == 1 && t.greedy() && t.max_new_tokens >= 32 && memory_bound && has(c, "kv+qspec6")) return "kv+qspec6";
     if (t.max_new_tokens <= 1 && has(c, "plain")) return "plain";  // one token: the cache buys nothing
     return has(c, "kv") ? "kv" : c.arms.front().name;
   }
@@ -95,7 +98,7 @@ class Roofline final : public Policy {
     double best_ms = std::numeric_limits<double>::infinity();
     for (const auto& a : c.arms) {
       const double ms = data::estimate_roofline(c.spec, c.model, c.draft ? &*c.draft : nullptr, c.hardware, a,
-                                                c.landmarks.acceptance_rate).total_ms;
+                                                c.landmarks.acceptance_for(a)).total_ms;
       if (ms < best_ms) best_ms = ms, best = a.name;
     }
     return best;

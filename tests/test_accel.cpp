@@ -407,6 +407,21 @@ TEST(Speculative, DraftEqualToTargetAcceptsEverything) {
   expect_speculative_greedy_matches(draft_model(), draft_model(), 4, 0.99);
 }
 
+TEST(Speculative, SelfDraftIsTheTargetsInt8CopyAndKeepsItsGreedyOutput) {
+  const auto base = pair_of(target_model(), nullptr, "key-fp");
+  const auto arm = accel::build_arm(data::parse_arm("kv+qspec4"), base);
+  EXPECT_EQ(arm.plan.spec_k, 4);
+  EXPECT_EQ(arm.models.target, base.target);  // verified by the f32 model itself
+  ASSERT_TRUE(arm.models.draft);
+  EXPECT_FALSE(arm.models.draft->int8_weights().empty());
+  EXPECT_EQ(arm.models.draft_key, "key-fp");
+  // The int8 copy agrees with the f32 target on almost every token; the output is the target's.
+  expect_speculative_greedy_matches(target_model(), *arm.models.draft, 4, 0.8);
+  const auto& enc = encrypted_demo();
+  const auto enc_arm = accel::build_arm(data::parse_arm("kv+qspec4"), pair_of(enc.target, nullptr, enc.key.fingerprint()));
+  expect_speculative_greedy_matches(enc.target, *enc_arm.models.draft, 4, 0.8);
+}
+
 TEST(Speculative, VerificationRuleReproducesTheTargetDistribution) {
   // d ~ q, then verify: the output must be distributed as p exactly (Leviathan et al., thm 1).
   const std::vector<float> p{0.5f, 0.2f, 0.15f, 0.1f, 0.05f, 0.0f}, q{0.05f, 0.3f, 0.1f, 0.15f, 0.2f, 0.2f};
@@ -542,6 +557,12 @@ TEST(Arms, RefusalsGiveAClearReason) {
   ASSERT_TRUE(why);
   EXPECT_THAT(*why, HasSubstr("lossy"));
   EXPECT_FALSE(accel::arm_refusal(data::parse_arm("kv+spec4"), task, plain_pair));  // lossless
+  EXPECT_FALSE(accel::arm_refusal(data::parse_arm("kv+qspec6"), task, no_draft));   // lossless, drafts itself
+  task.batch = 3;
+  why = accel::arm_refusal(data::parse_arm("kv+qspec6"), task, no_draft);
+  ASSERT_TRUE(why);
+  EXPECT_THAT(*why, HasSubstr("batch 1"));
+  task.batch = 1;
   EXPECT_THAT(error_of([] { accel::make_acceleration("int4"); }), HasSubstr("no acceleration implements"));
   // run_arm refuses what the capability check would have.
   const auto spec = accel::build_arm(data::parse_arm("kv+spec2"), plain_pair);

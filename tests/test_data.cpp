@@ -40,6 +40,16 @@ TEST(Arm, ParsesAndCanonicalizes) {
   EXPECT_EQ(p.components(), std::vector<std::string>{"plain"});
   EXPECT_EQ(parse_arm(" kv+prune30 ").prune_percent, 30);
   EXPECT_TRUE(parse_arm("kv+spec8").lossless());
+
+  // Self-speculative: lossless, drafts with the target's int8 copy, so it needs no draft model.
+  auto q = parse_arm("qspec6+kv");
+  EXPECT_EQ(q.name, "kv+qspec6");
+  EXPECT_EQ(q.spec_k, 6);
+  EXPECT_TRUE(q.self_draft);
+  EXPECT_TRUE(q.lossless());
+  EXPECT_FALSE(q.needs_draft());
+  EXPECT_FALSE(q.int8);
+  EXPECT_EQ(parse_arm("kv+prune30+qspec4").name, "kv+prune30+qspec4");
 }
 
 TEST(Arm, RejectsMalformedNamesWithAReason) {
@@ -52,6 +62,11 @@ TEST(Arm, RejectsMalformedNamesWithAReason) {
   EXPECT_NE(error_of([] { parse_arm("plain+kv"); }).find("combines with nothing"), std::string::npos);
   EXPECT_NE(error_of([] { parse_arm(""); }).find("empty"), std::string::npos);
   EXPECT_NE(error_of([] { parse_arm_list("kv,kv"); }).find("twice"), std::string::npos);
+  EXPECT_NE(error_of([] { parse_arm("kv+qspec4+qspec2"); }).find("twice"), std::string::npos);
+  EXPECT_NE(error_of([] { parse_arm("kv+spec4+qspec4"); }).find("drafts twice"), std::string::npos);
+  EXPECT_NE(error_of([] { parse_arm("kv+qspec4+spec2"); }).find("drafts twice"), std::string::npos);
+  EXPECT_NE(error_of([] { parse_arm("kv+int8+qspec4"); }).find("does not combine with int8"), std::string::npos);
+  EXPECT_NE(error_of([] { parse_arm("kv+qspec17"); }).find("1..16"), std::string::npos);
 }
 
 TEST(Arm, CatalogIsCanonicalAndUnique) {
@@ -87,6 +102,13 @@ TEST(Arm, RefusalsNameTheReason) {
   auto batched = arm_refusal(parse_arm("kv+spec4"), t);
   ASSERT_TRUE(batched);
   EXPECT_NE(batched->find("batch 1"), std::string::npos);
+  // The self-drafting arm needs no draft model, but still batch 1.
+  batched = arm_refusal(parse_arm("kv+qspec6"), t);
+  ASSERT_TRUE(batched);
+  EXPECT_NE(batched->find("batch 1"), std::string::npos);
+  t.batch = 1;
+  t.draft.clear();
+  EXPECT_FALSE(arm_refusal(parse_arm("kv+qspec6"), t));
   t.quality = Quality::Tolerant;
   EXPECT_FALSE(arm_refusal(parse_arm("kv+int8+prune30"), t));
 }
@@ -136,9 +158,9 @@ TEST(Features, NamesAreUniqueAndTheirOrderIsStable) {
       "encrypted", "draft_parameters_m", "draft_layers", "hw_threads", "hw_gflops", "hw_copy_gbps", "hw_mem_free_gb",
       "memory_bound_ms", "compute_bound_ms", "arm_kv_cache", "arm_int8", "arm_prune_percent", "arm_spec_k", "arm_lossless",
       "landmark_acceptance", "arm_weight_mb", "arm_step_ms", "arm_prefill_ms", "arm_forward_passes", "log2_arm_roofline_ms",
-      "arm_roofline_vs_kv", "prefill_rows", "decode_rows"};
+      "arm_roofline_vs_kv", "prefill_rows", "decode_rows", "arm_self_draft", "landmark_self_acceptance"};
   EXPECT_EQ(names, expected);
-  EXPECT_EQ(kFeatureSchemaVersion, 2);
+  EXPECT_EQ(kFeatureSchemaVersion, 3);
 }
 
 TEST(Features, AreDeterministicAndMeanWhatTheySay) {
@@ -198,6 +220,16 @@ TEST(Roofline, StreamsTheArmsBytesAndRanksArmsAsPhysicsSays) {
   EXPECT_DOUBLE_EQ(est("kv+spec4").total_ms, est("kv+spec4", kPriorAcceptance).total_ms);
   // A speculative arm without a draft is estimated as kv; a batch multiplies compute.
   EXPECT_DOUBLE_EQ(estimate_roofline(fx.task, fx.model, nullptr, fx.hw, parse_arm("kv+spec4"), 0.9).total_ms, kv.total_ms);
+  // Self-drafting needs no draft model: its draft streams the int8 bytes. On this memory-bound
+  // model it gains on a long generation and loses when the prompt dominates (the int8 copy
+  // prefills the prompt too).
+  const auto self = estimate_roofline(fx.task, fx.model, nullptr, fx.hw, parse_arm("kv+qspec6"), std::nullopt);
+  EXPECT_DOUBLE_EQ(self.total_ms, est("kv+qspec6", kPriorSelfAcceptance).total_ms);
+  EXPECT_GT(self.prefill_ms, kv.prefill_ms);
+  fx.task.max_new_tokens = 256;
+  EXPECT_LT(est("kv+qspec6").total_ms, est("kv").total_ms);
+  fx.task.prompt_tokens = 1000, fx.task.max_new_tokens = 4;
+  EXPECT_GT(est("kv+qspec6").total_ms, est("kv").total_ms);
   fx.task.batch = 8;
   EXPECT_GT(est("kv").step_ms, kv.step_ms);
 }

@@ -569,6 +569,14 @@ TEST_F(StoreTest, AcceptanceLandmarkIsTheMeanOfOkSpeculativeRuns) {
   ASSERT_TRUE(store.mean_acceptance(target, draft));
   EXPECT_NEAR(*store.mean_acceptance(target, draft), 0.6, 1e-12);
   EXPECT_FALSE(store.mean_acceptance(draft, target));
+  // The target drafting itself (qspecK) is its own landmark, even on a task that names a draft.
+  EXPECT_FALSE(store.mean_acceptance(target, std::nullopt));
+  auto self = run(t1, std::nullopt, "kv+qspec6", 10, 0);
+  self.acceptance_rate = 0.95;
+  store.insert_run(self);
+  ASSERT_TRUE(store.mean_acceptance(target, std::nullopt));
+  EXPECT_NEAR(*store.mean_acceptance(target, std::nullopt), 0.95, 1e-12);
+  EXPECT_NEAR(*store.mean_acceptance(target, draft), 0.6, 1e-12);
 }
 
 TEST_F(StoreTest, HardwareProfile) {

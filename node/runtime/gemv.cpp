@@ -127,16 +127,23 @@ __attribute__((target("avx2,fma"))) inline __m256i widen16(const int8_t* p) {
 __attribute__((target("avx2,fma"))) void gemv_int8_rows_avx2(const int8_t* w, const float* scales, const QuantizedVector& x,
                                                                float* y, int64_t cols, int64_t r0, int64_t r1) {
   constexpr int64_t kFlush = 256;
+  // Each group prefetches the group two ahead, one cache line (4 rows x 16 columns) per step: an
+  // int8 row of 1-3 KiB ends before the hardware prefetcher has ramped up on it, and without
+  // this the kernel read W at half the f32 kernel's bandwidth (1.6-2.1x faster than f32 at one
+  // thread instead of 3-4.5x).
+  constexpr int64_t kPrefetchRows = 8;
   const int16_t* xv = x.values.data();
   const int64_t cols16 = cols - cols % 16;
   int64_t r = r0;
   for (; r + 4 <= r1; r += 4) {
     const int8_t* rows[4] = {w + r * cols, w + (r + 1) * cols, w + (r + 2) * cols, w + (r + 3) * cols};
+    const char* ahead = reinterpret_cast<const char*>(w + std::min(r + kPrefetchRows, r1 - 4) * cols);
     __m256 f[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t c0 = 0; c0 < cols16; c0 += kFlush) {
       const int64_t c1 = std::min(c0 + kFlush, cols16);
       __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256(), a2 = _mm256_setzero_si256(), a3 = _mm256_setzero_si256();
       for (int64_t k = c0; k < c1; k += 16) {
+        _mm_prefetch(ahead + 4 * k, _MM_HINT_T0);
         const __m256i xk = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xv + k));
         a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(widen16(rows[0] + k), xk));
         a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(widen16(rows[1] + k), xk));

@@ -247,7 +247,7 @@ TEST(Daemons, EncryptedResultsEqualLocalPlaintextAndNothingPlaintextIsStoredOrLo
 
     const std::vector<std::string> texts = {"Fellow-Citizens of the Senate and House of Representatives:",
                                             "The state of the Union is", "Our economy", "In the coming year we will"};
-    const std::vector<std::string> arms = {"plain", "kv", "kv+int8", "kv+spec2", "kv+prune30", ""};  // "": the selector's choice
+    const std::vector<std::string> arms = {"plain", "kv", "kv+int8", "kv+spec2", "kv+prune30", "kv+qspec6", ""};  // "": the selector's choice
     for (std::size_t i = 0; i < arms.size(); ++i) {
       const auto prompt = d.tokenizer.encode(texts[i % texts.size()]);
       const auto res = net::submit_and_wait(coordinator.at(), d.request(prompt, arms[i], 20));

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <string>
+#include <utility>
 
 #include "accel/int8.h"
 #include "accel/registry_internal.h"
@@ -193,15 +195,33 @@ runtime::GenerateResult speculative_generate(const runtime::LlamaModel& target, 
 
 namespace {
 
-class SpeculativeDecoding final : public Acceleration {
+// What both drafting schemes share: k draft tokens per target pass, lossless, batch 1.
+class Speculation : public Acceleration {
  public:
-  explicit SpeculativeDecoding(int k) : k_(k) {}
-  std::string name() const override { return "spec" + std::to_string(k_); }
+  Speculation(std::string prefix, int k) : prefix_(std::move(prefix)), k_(k) {}
+  std::string name() const override { return prefix_ + std::to_string(k_); }
   bool lossless() const override { return true; }
   int stage() const override { return kStageDecode; }
+  void configure(DecodePlan& plan) const override { plan.spec_k = k_; }
+
+ protected:
+  std::optional<std::string> batch_refusal(const data::TaskSpec& task) const {
+    if (task.batch != 1) return name() + " runs batch 1 only (the task has batch " + std::to_string(task.batch) + ")";
+    return std::nullopt;
+  }
+
+ private:
+  std::string prefix_;
+  int k_;
+};
+
+// specK: a separate, smaller draft model encrypted under the target's key.
+class SpeculativeDecoding final : public Speculation {
+ public:
+  explicit SpeculativeDecoding(int k) : Speculation("spec", k) {}
   std::optional<std::string> refusal(const data::TaskSpec& task, const ModelPair& models) const override {
     if (!models.draft) return name() + " needs a draft model and none is loaded";
-    if (task.batch != 1) return name() + " runs batch 1 only (the task has batch " + std::to_string(task.batch) + ")";
+    if (auto why = batch_refusal(task)) return why;
     const auto &t = models.target->config(), &d = models.draft->config();
     if (t.vocab_size != d.vocab_size)
       return "the draft's vocabulary (" + std::to_string(d.vocab_size) + ") differs from the target's (" +
@@ -210,37 +230,23 @@ class SpeculativeDecoding final : public Acceleration {
       return "the draft and the target are not encrypted under the same key, so their vocabularies are permuted differently";
     return std::nullopt;
   }
-  void configure(DecodePlan& plan) const override { plan.spec_k = k_; }
-
- private:
-  int k_;
 };
 
-// Self-speculative decoding: the draft is the target's own weights in int8 (accel/int8.h), built
-// when the arm is. On a memory-bound model it streams ~4x fewer bytes per step than the f32
+// qspecK, self-speculative decoding: the draft is the target's own weights in int8 (accel/int8.h),
+// built when the arm is. On a memory-bound model it streams ~3x fewer bytes per step than the f32
 // target and agrees with its argmax almost always, so one f32 pass verifies several tokens; the
 // output is still the f32 target's. Quantization is per output row, so it commutes with EE and
 // the draft is encrypted under the target's key by construction.
-class SelfSpeculativeDecoding final : public Acceleration {
+class SelfSpeculativeDecoding final : public Speculation {
  public:
-  explicit SelfSpeculativeDecoding(int k) : k_(k) {}
-  std::string name() const override { return "qspec" + std::to_string(k_); }
-  bool lossless() const override { return true; }
-  int stage() const override { return kStageDecode; }
-  std::optional<std::string> refusal(const data::TaskSpec& task, const ModelPair&) const override {
-    if (task.batch != 1) return name() + " runs batch 1 only (the task has batch " + std::to_string(task.batch) + ")";
-    return std::nullopt;
-  }
+  explicit SelfSpeculativeDecoding(int k) : Speculation("qspec", k) {}
+  std::optional<std::string> refusal(const data::TaskSpec& task, const ModelPair&) const override { return batch_refusal(task); }
   ModelPair prepare(const ModelPair& models) const override {
     ModelPair out = models;
     out.draft = std::make_shared<const runtime::LlamaModel>(quantize_int8(*models.target));
     out.draft_key = models.target_key;
     return out;
   }
-  void configure(DecodePlan& plan) const override { plan.spec_k = k_; }
-
- private:
-  int k_;
 };
 
 int draft_tokens(const std::string& component, int k) {

@@ -12,6 +12,7 @@
 #include "accel/arm_cache.h"
 #include "data/error.h"
 #include "data/hardware.h"
+#include "data/roofline.h"
 #include "data/store.h"
 #include "data/suite.h"
 #include "ee/codec.h"
@@ -45,6 +46,8 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+double best_median(const std::map<std::string, std::vector<double>>& measured);
+
 // Racing: an arm stays in the race while its median so far is within `race` times the best
 // median so far. One measurement of an arm twice as slow as the best already says it is not the
 // oracle; repeats are spent where arms are close and noise decides the ranking.
@@ -52,10 +55,23 @@ bool is_contender(const std::map<std::string, std::vector<double>>& measured, co
   if (race <= 0) return true;
   const auto it = measured.find(arm);
   if (it == measured.end() || it->second.empty()) return true;
+  return median(it->second) <= race * best_median(measured);
+}
+
+double best_median(const std::map<std::string, std::vector<double>>& measured) {
   double best = std::numeric_limits<double>::infinity();
   for (const auto& [name, ms] : measured)
     if (!ms.empty()) best = std::min(best, median(ms));
-  return median(it->second) <= race * best;
+  return best;
+}
+
+// Adaptive capping (as in SMAC and ParamILS): a run that has already taken `cap` times the best
+// median of its task is no candidate for the oracle, so it is stopped there and recorded as a
+// timeout, a lower bound the selector's history counts at its time. Without it `plain` (no KV
+// cache) on long generations takes half of a full sweep's time to say "slowest".
+double run_limit_ms(const std::map<std::string, std::vector<double>>& measured, double cap, double limit_ms) {
+  if (cap <= 0) return limit_ms;
+  return std::min(limit_ms, cap * best_median(measured));
 }
 
 }  // namespace
@@ -63,6 +79,7 @@ bool is_contender(const std::map<std::string, std::vector<double>>& measured, co
 SweepSummary run_sweep(const SweepOptions& o) {
   const auto start = Clock::now();
   if (o.race != 0 && o.race < 1) throw data::Error("race factor " + std::to_string(o.race) + ": 0 (off) or at least 1");
+  if (o.cap != 0 && o.cap < 1) throw data::Error("cap factor " + std::to_string(o.cap) + ": 0 (off) or at least 1");
   const auto tasks = data::read_suite(o.suite);
   auto store = data::Store::open(o.db);
   std::optional<ee::Key> key;
@@ -132,10 +149,21 @@ SweepSummary run_sweep(const SweepOptions& o) {
       // with racing, rounds after the first measure only the contenders.
       std::map<std::string, std::vector<double>> measured;  // arm -> latencies (ms) of this task here
       std::set<std::string> warmed;
+      // With capping, the first round goes fastest-expected first (by the roofline estimate), so
+      // that the cap has a good incumbent before the slow arms run.
+      std::vector<const data::Arm*> order;
+      for (const auto& arm : p.arms) order.push_back(&arm);
+      if (o.cap > 0) {
+        const data::ModelRow* draft_row = p.draft ? &p.draft->row : nullptr;
+        std::stable_sort(order.begin(), order.end(), [&](const data::Arm* a, const data::Arm* b) {
+          return data::estimate_roofline(p.spec, p.model->row, draft_row, hw, *a, std::nullopt).total_ms <
+                 data::estimate_roofline(p.spec, p.model->row, draft_row, hw, *b, std::nullopt).total_ms;
+        });
+      }
       for (int r = 0; r < o.repeats; ++r) {
         std::vector<const data::Arm*> round;
-        for (const auto& arm : p.arms)
-          if (r == 0 || is_contender(measured, arm.name, o.race)) round.push_back(&arm);
+        for (const auto* arm : order)
+          if (r == 0 || is_contender(measured, arm->name, o.race)) round.push_back(arm);
         const auto dropped = static_cast<int64_t>(p.arms.size() - round.size());
         summary.raced_out += dropped;
         progress.total -= dropped;
@@ -152,13 +180,18 @@ SweepSummary run_sweep(const SweepOptions& o) {
           } else {
             const auto prepared = cache.get(models_id, *arm, pair);
             RunLimits limits;
-            limits.time_limit_ms = limit_ms;
+            limits.time_limit_ms = run_limit_ms(measured, o.cap, limit_ms);
+            const bool capped = limits.time_limit_ms < limit_ms;
             if (warmed.insert(arm->name).second) {  // a short discarded run: first touch of the variant, allocator warm-up
               auto warm = p.spec;
               warm.max_new_tokens = std::min<int64_t>(warm.max_new_tokens, 4);
               execute_task(*prepared, warm, p.prompts, limits);
             }
-            const auto m = execute_task(*prepared, p.spec, p.prompts, limits);
+            auto m = execute_task(*prepared, p.spec, p.prompts, limits);
+            if (capped && !m.ok && m.error.rfind("timeout", 0) == 0) {
+              m.error += " (adaptive cap: " + std::to_string(o.cap) + " x the best median so far)";
+              summary.capped += 1;
+            }
             measured[arm->name].push_back(m.latency_ms);
             if (store.insert_run(data::run_row(m, task_id, worker_id, arm->name, "sweep", r))) {
               summary.recorded += 1;

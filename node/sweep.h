@@ -33,6 +33,8 @@ struct SweepOptions {
   int repeats = 1;                              // measured runs per (task, threads, arm), at most
   double race = 0;                              // > 1: after the first round, re-measure only arms whose
                                                 // median is within race x the best median (0: every arm)
+  double cap = 0;                               // >= 1: adaptive capping, stop a run once it takes cap x the
+                                                // best median so far on its task (0: off; see sweep.cpp)
   std::string key_file;                         // empty: plaintext models
   double time_limit_s = 60;                     // per run; a run over it is recorded as failed
   std::filesystem::path hardware_cache;         // "" = default cache directory
@@ -43,6 +45,7 @@ struct SweepOptions {
 struct SweepSummary {
   int64_t planned = 0, recorded = 0, skipped = 0, failed = 0, refused = 0;
   int64_t raced_out = 0;  // planned repeats not run: the arm was out of the race
+  int64_t capped = 0;     // runs stopped by the adaptive cap (recorded as timeouts, also counted in failed)
   bool interrupted = false;
   double seconds = 0;
 };

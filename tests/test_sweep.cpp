@@ -143,6 +143,40 @@ TEST(Sweep, RacingRepeatsOnlyTheContendersAndResumesTheSameWay) {
   EXPECT_THROW(node::run_sweep(o), data::Error);
 }
 
+TEST(Sweep, AdaptiveCapStopsRunsSlowerThanTheBestSoFarAndRecordsThemAsTimeouts) {
+  SweepFixture fx(24);  // plain recomputes the whole sequence each step: clearly the slowest
+  auto o = fx.options(1);
+  o.cap = 1.0;  // stop every run once it is slower than the best median so far
+  const auto s = node::run_sweep(o);
+  EXPECT_EQ(s.recorded, s.planned);
+  EXPECT_GT(s.capped, 0);
+  EXPECT_LE(s.capped, s.failed);
+  auto store = data::Store::open(fx.db);
+  std::map<int64_t, std::vector<data::RunRow>> by_task;  // in the order they were recorded
+  for (const auto& r : store.runs_since("2000-01-01")) by_task[r.task_id].push_back(r);
+  int64_t capped = 0;
+  for (auto& [task, runs] : by_task) {
+    std::sort(runs.begin(), runs.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+    ASSERT_FALSE(runs.empty());
+    EXPECT_TRUE(runs.front().ok) << "the first run of a task has no incumbent to be capped by";
+    EXPECT_NE(runs.front().arm, "plain") << "the first round runs the fastest-expected arm first";
+    double best = runs.front().latency_ms;
+    for (std::size_t i = 1; i < runs.size(); ++i) {
+      const auto& r = runs[i];
+      if (!r.ok) {
+        EXPECT_THAT(r.error, HasSubstr("timeout")) << r.arm;
+        EXPECT_THAT(r.error, HasSubstr("adaptive cap")) << r.arm;
+        EXPECT_GE(r.latency_ms, best) << r.arm << ": stopped after the step that crossed the cap";
+        capped += 1;
+      }
+      best = std::min(best, r.latency_ms);
+    }
+  }
+  EXPECT_EQ(capped, s.capped);
+  o.cap = 0.5;
+  EXPECT_THROW(node::run_sweep(o), data::Error);
+}
+
 TEST(Sweep, EncryptedSweepStoresOnlyEncryptedPromptIds) {
   SweepFixture fx;
   const auto key = eesched::ee::Key::generate(1024);

@@ -29,7 +29,7 @@ extern "C" void on_interrupt(int) {
 struct BenchArgs {
   std::string suite, db, arms = "all", threads, key, models_dir = "models";
   int repeats = 1;
-  double race = 0, time_limit_s = 60;
+  double race = 0, cap = 0, time_limit_s = 60;
 };
 
 std::string clock_text(double s) {
@@ -50,6 +50,7 @@ void run(const BenchArgs& a) {
     }
   o.repeats = a.repeats;
   o.race = a.race;
+  o.cap = a.cap;
   o.key_file = a.key;
   o.time_limit_s = a.time_limit_s;
   o.stop = &stop_requested;
@@ -71,11 +72,11 @@ void run(const BenchArgs& a) {
   std::signal(SIGTERM, on_interrupt);
   const auto s = node::run_sweep(o);
   if (tty) std::fprintf(stderr, "\n");
-  std::printf("%s: %lld runs planned, %lld recorded (%lld failed), %lld already recorded, %lld out of the race, %lld arm/task "
-              "pairs refused, %.1f s\n",
+  std::printf("%s: %lld runs planned, %lld recorded (%lld failed, %lld of them capped), %lld already recorded, %lld out of the "
+              "race, %lld arm/task pairs refused, %.1f s\n",
               s.interrupted ? "interrupted" : "done", static_cast<long long>(s.planned), static_cast<long long>(s.recorded),
-              static_cast<long long>(s.failed), static_cast<long long>(s.skipped), static_cast<long long>(s.raced_out),
-              static_cast<long long>(s.refused), s.seconds);
+              static_cast<long long>(s.failed), static_cast<long long>(s.capped), static_cast<long long>(s.skipped),
+              static_cast<long long>(s.raced_out), static_cast<long long>(s.refused), s.seconds);
   if (s.interrupted) {
     std::printf("rerun the same command to resume\n");
     std::exit(130);
@@ -95,6 +96,10 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--race", args->race,
                   "with --repeat: after the first round re-measure only arms within RACE x the best median so far "
                   "(e.g. 1.2; 0: every arm every round)")
+      ->capture_default_str()->check(CLI::Range(0.0, 100.0));
+  cmd->add_option("--cap", args->cap,
+                  "adaptive capping: stop a run once it takes CAP x the best median so far on its task, recorded as a "
+                  "timeout (e.g. 3; 0: off); the first round then runs the arms fastest-expected first")
       ->capture_default_str()->check(CLI::Range(0.0, 100.0));
   add_key_option(cmd, args->key, "EE key: encrypt every model on the fly and run encrypted", /*optional=*/true);
   cmd->add_option("--models-dir", args->models_dir, "where suite model names resolve (syn25m/syn110m/syn350m are built in memory)")

@@ -7,6 +7,7 @@
 #include <limits>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "accel/arm_cache.h"
@@ -189,7 +190,9 @@ SweepSummary run_sweep(const SweepOptions& o) {
             }
             auto m = execute_task(*prepared, p.spec, p.prompts, limits);
             if (capped && !m.ok && m.error.rfind("timeout", 0) == 0) {
-              m.error += " (adaptive cap: " + std::to_string(o.cap) + " x the best median so far)";
+              std::ostringstream cap;
+              cap << o.cap;  // "3", not to_string's "3.000000"
+              m.error += " (adaptive cap: " + cap.str() + "x the best median so far)";
               summary.capped += 1;
             }
             measured[arm->name].push_back(m.latency_ms);

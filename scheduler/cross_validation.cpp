@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <memory>
 #include <random>
@@ -74,11 +75,18 @@ CrossValidation cross_validate(const History& h, int k, const TrainOptions& opti
     int64_t n = 0;
     for (const auto& c : test.cases) {
       const auto ms = selector.predict_ms(c, c.arms);
+      HeldOutDecision d{f, c.task_id, c.worker_id, c.spec.id, c.model.name, c.hardware.threads, selector.choose(c, c.arms).name, "", 1, {}};
+      double best = std::numeric_limits<double>::infinity();
       for (std::size_t i = 0; i < c.arms.size(); ++i) {
-        const double d = std::log(ms[i]) - std::log(std::max(1e-3, c.latency.at(c.arms[i].name)));
-        se += d * d;
+        const double measured = c.latency.at(c.arms[i].name);
+        const double e = std::log(ms[i]) - std::log(std::max(1e-3, measured));
+        se += e * e;
         ++n;
+        d.arms[c.arms[i].name] = {measured, ms[i]};
+        if (measured < best) best = measured, d.oracle = c.arms[i].name;
       }
+      d.slowdown = c.latency.at(d.picked) / best;
+      out.decisions.push_back(std::move(d));
     }
     r.rmse_log_ms = std::sqrt(se / static_cast<double>(std::max<int64_t>(1, n)));
     r.test_cases = static_cast<int64_t>(test.cases.size());

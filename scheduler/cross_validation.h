@@ -2,6 +2,9 @@
 // Grouped k-fold cross-validation of the selector: folds split by task, so a task is never in
 // both training and test (its runs on every worker go to the same side).
 #include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "scheduler/history.h"
@@ -20,8 +23,21 @@ struct FoldResult {
 // The cases of `h` whose task falls in fold `fold` of `k` (tasks shuffled by `seed`), or the rest.
 History fold_split(const History& h, int k, int fold, uint64_t seed, bool test_side);
 
+// One held-out case as the fold's selector saw it: what it predicted for every arm, what it
+// chose, and what was measured (the misses are where a selector is improved).
+struct HeldOutDecision {
+  int fold = 0;
+  int64_t task_id = 0, worker_id = 0;
+  std::string task, model;  // the task's suite id and model name
+  int threads = 0;          // the worker's
+  std::string picked, oracle;
+  double slowdown = 1;      // measured latency of the pick over the oracle's
+  std::map<std::string, std::pair<double, double>> arms;  // arm -> (measured ms, predicted ms)
+};
+
 struct CrossValidation {
   std::vector<FoldResult> folds;
+  std::vector<HeldOutDecision> decisions;  // meta's, one per case, in fold order
   // Every case scored once, by the fold's selector (and single-best, knn and heuristic fitted on
   // the fold's training side) that never saw its task: the held-out figures, with slices.
   ReplayReport pooled;

@@ -357,6 +357,19 @@ TEST(CrossValidation, PooledFiguresAreTheFoldsHeldOutCasesTogether) {
   EXPECT_NEAR(cv.pooled.sbs_total_ms, sbs_ms, 1e-6 * sbs_ms);
   EXPECT_NEAR(meta.closed_gap, (sbs_ms - meta_ms) / (sbs_ms - cv.pooled.oracle_total_ms), 1e-9);
   EXPECT_GT(meta.top1, 0.85);  // the world is learnable: held out, the selector still finds it
+  // The per-case decisions are the same held-out picks: one per case, and their hits are top-1's.
+  ASSERT_EQ(static_cast<int64_t>(cv.decisions.size()), cases);
+  int64_t decided_hits = 0;
+  std::set<std::pair<int64_t, int64_t>> seen;
+  for (const auto& d : cv.decisions) {
+    EXPECT_TRUE(seen.insert({d.task_id, d.worker_id}).second) << "case decided twice";
+    ASSERT_TRUE(d.arms.count(d.picked)) << d.picked;
+    ASSERT_TRUE(d.arms.count(d.oracle)) << d.oracle;
+    for (const auto& [arm, ms] : d.arms) EXPECT_LE(d.arms.at(d.oracle).first, ms.first) << arm;
+    EXPECT_DOUBLE_EQ(d.slowdown, d.arms.at(d.picked).first / d.arms.at(d.oracle).first);
+    decided_hits += d.slowdown <= 1.0;
+  }
+  EXPECT_NEAR(meta.top1 * static_cast<double>(cases), static_cast<double>(decided_hits), 1e-6);
   bool sliced_by_threads = false;
   for (const auto& sl : cv.pooled.policies[0].slices) sliced_by_threads |= sl.label == "threads=2";
   EXPECT_TRUE(sliced_by_threads);

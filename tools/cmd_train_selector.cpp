@@ -3,9 +3,11 @@
 #include <spdlog/spdlog.h>
 
 #include <cmath>
+#include <fstream>
 #include <iostream>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "data/store.h"
 #include "scheduler/cross_validation.h"
@@ -16,7 +18,7 @@ namespace eesched::tools {
 namespace {
 
 struct TrainSelectorArgs {
-  std::string db, out;
+  std::string db, out, decisions;
   int cv = 5;
   bool slices = true;
   scheduler::TrainOptions train;  // its defaults are the command's
@@ -41,6 +43,25 @@ void print_pooled(const scheduler::ReplayReport& r, bool slices) {
                              s.mean_slowdown);
 }
 
+// One JSON object per held-out case: where the selector went wrong, and by how much.
+void write_decisions(const std::string& path, const std::vector<scheduler::HeldOutDecision>& decisions) {
+  const auto tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    for (const auto& d : decisions) {
+      nlohmann::json arms = nlohmann::json::object();
+      for (const auto& [arm, ms] : d.arms) arms[arm] = {{"measured_ms", ms.first}, {"predicted_ms", ms.second}};
+      out << nlohmann::json{{"fold", d.fold},     {"task", d.task},       {"model", d.model},       {"worker_id", d.worker_id},
+                            {"threads", d.threads}, {"picked", d.picked}, {"oracle", d.oracle}, {"slowdown", d.slowdown},
+                            {"arms", arms}}
+                 .dump()
+          << '\n';
+    }
+    if (!out) throw std::runtime_error("cannot write " + tmp);
+  }
+  std::filesystem::rename(tmp, path);
+}
+
 void run(const TrainSelectorArgs& a) {
   if (!std::filesystem::exists(a.db)) throw std::runtime_error("no store at " + a.db);
   auto store = data::Store::open(a.db);
@@ -58,6 +79,12 @@ void run(const TrainSelectorArgs& a) {
                                f.train_cases, f.test_cases, f.rmse_log_ms, f.meta.top1, f.meta.within5, f.meta.mean_slowdown,
                                f.meta.p95_slowdown, gap_text(f.meta.closed_gap), f.single_best.top1);
     print_pooled(cv.pooled, a.slices);
+    if (!a.decisions.empty()) {
+      write_decisions(a.decisions, cv.decisions);
+      std::cout << fmt::format("{} held-out decisions written to {}\n", cv.decisions.size(), a.decisions);
+    }
+  } else if (!a.decisions.empty()) {
+    throw std::runtime_error("--decisions needs cross-validation (--cv 2 or more)");
   }
   const auto selector = scheduler::Selector::train(history, o);
   selector.save(a.out);
@@ -80,6 +107,8 @@ void register_train_selector(CLI::App& app) {
                   "choose another arm than the single best of the history only for a predicted gain beyond this fraction (0: off)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 10.0));
+  cmd->add_option("--decisions", args->decisions,
+                  "write every held-out decision (predicted and measured ms of each arm, the pick, the oracle) as JSONL");
   cmd->add_flag("!--no-slices", args->slices, "omit the held-out per-slice breakdown");
   cmd->add_option("--threads", args->train.threads, "XGBoost threads (0 = all cores)")->capture_default_str();
   cmd->add_option("--target", args->train.target,

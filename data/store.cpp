@@ -503,15 +503,23 @@ std::optional<double> Store::run_latency(int64_t task_id, std::optional<int64_t>
   return st.column_double(0);
 }
 
-int64_t Store::forget_runs(const std::vector<std::string>& arms, std::optional<int64_t> worker_id) {
+int64_t Store::forget_runs(const std::vector<std::string>& arms, std::optional<int64_t> worker_id,
+                           const std::optional<std::string>& model_name) {
   sql::Transaction tx(db_);
-  auto st = db_.prepare("DELETE FROM runs WHERE arm = ? AND (? IS NULL OR worker_id = ?)");
+  auto st = db_.prepare(
+      "DELETE FROM runs WHERE arm = ? AND (? IS NULL OR worker_id = ?) AND (? IS NULL OR task_id IN (SELECT t.id FROM tasks t JOIN "
+      "models m ON t.model_id = m.id WHERE m.name = ?))");
   int64_t deleted = 0;
   for (const auto& arm : arms) {
     st.reset();
     st.bind_text(1, arm);
     bind_opt(st, 2, worker_id);
     bind_opt(st, 3, worker_id);
+    for (int index : {4, 5})
+      if (model_name)
+        st.bind_text(index, *model_name);
+      else
+        st.bind_null(index);
     st.run();
     deleted += db_.changes();
   }

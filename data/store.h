@@ -155,9 +155,12 @@ class Store {
   // The recorded latency (ms) of that run, failed or not; nullopt when it is not recorded.
   std::optional<double> run_latency(int64_t task_id, std::optional<int64_t> worker_id, const std::string& arm,
                                     const std::string& policy, int64_t repeat_index);
-  // Deletes every run (any policy) of these arms, on one worker or all; returns how many. A
-  // kernel change makes an arm's history stale: a resumed sweep then measures it afresh.
-  int64_t forget_runs(const std::vector<std::string>& arms, std::optional<int64_t> worker_id = std::nullopt);
+  // Deletes every run (any policy) of these arms, on one worker or all, of every task or only the
+  // tasks of models named `model_name`; returns how many. A kernel change makes an arm's history
+  // stale, and a re-sweep of one model's cases must start from none of their old runs: a resumed
+  // sweep then measures them afresh.
+  int64_t forget_runs(const std::vector<std::string>& arms, std::optional<int64_t> worker_id = std::nullopt,
+                      const std::optional<std::string>& model_name = std::nullopt);
   std::vector<RunRow> runs_since(const std::string& since_iso_utc);  // started_at >= since, by start time
 
   // Every task (by id) with its arm -> median ok latency; only runs of `worker_id` when given.

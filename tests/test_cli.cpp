@@ -128,6 +128,8 @@ TEST_F(Cli, BadInputIsAOneLineErrorAndNonZeroExit) {
       {"generate --model " + model(), "prompt"},
       {"no-such-command", "no-such-command"},
       {"db forget --db /nonexistent.db --arms kv+int8", "no store at /nonexistent.db"},
+      {"db forget --db /nonexistent.db --model target", "no store at /nonexistent.db"},
+      {"db forget --db /nonexistent.db", "say what to forget"},
   };
   for (const auto& [args, needle] : cases) {
     auto r = run_eesched(args, /*merge_stderr=*/true);

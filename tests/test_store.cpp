@@ -360,6 +360,30 @@ TEST_F(StoreTest, ForgettingAnArmDeletesItsRunsOnOneWorkerOrAll) {
   EXPECT_TRUE(store.has_run(t, w2, "kv", "sweep", 0));
 }
 
+TEST_F(StoreTest, ForgettingOneModelsRunsLeavesTheOtherModelsTasksAlone) {
+  auto store = Store::open(file("s.db"));
+  auto other_model = model("fp-other");
+  other_model.name = "syn25m";
+  const int64_t t_target = store.insert_task(task("t-target", store.upsert_model(model("fp"))));
+  const int64_t t_other = store.insert_task(task("t-other", store.upsert_model(other_model)));
+  HardwareProfile hw;
+  const int64_t w1 = store.upsert_worker(worker_row("w1", hw)), w2 = store.upsert_worker(worker_row("w2", hw));
+  for (int64_t t : {t_target, t_other})
+    for (int64_t w : {w1, w2})
+      for (const char* arm : {"kv", "kv+int8"}) store.insert_run(run(t, w, arm, 10));
+  ASSERT_EQ(store.counts().runs, 8);
+
+  EXPECT_EQ(store.forget_runs({"kv"}, w1, std::string("target")), 1);
+  EXPECT_FALSE(store.has_run(t_target, w1, "kv", "sweep", 0));
+  EXPECT_TRUE(store.has_run(t_other, w1, "kv", "sweep", 0));
+  EXPECT_EQ(store.forget_runs({"kv", "kv+int8"}, std::nullopt, std::string("target")), 3);
+  EXPECT_EQ(store.forget_runs({"kv"}, std::nullopt, std::string("no-such-model")), 0);
+  EXPECT_EQ(store.counts().runs, 4) << "every run of the other model's task stays";
+  for (int64_t w : {w1, w2})
+    for (const char* arm : {"kv", "kv+int8"}) EXPECT_TRUE(store.has_run(t_other, w, arm, "sweep", 0));
+  EXPECT_EQ(store.counts().tasks, 2) << "the tasks stay, so a resumed sweep measures them again";
+}
+
 TEST_F(StoreTest, RoundAgreementComparesTheFastestArmOfRoundsZeroAndOne) {
   auto store = Store::open(file("s.db"));
   const int64_t m = store.upsert_model(model("fp"));

@@ -33,13 +33,15 @@ void stats(const std::string& path) {
 }
 
 struct ForgetArgs {
-  std::string path, arms, worker;
+  std::string path, arms, worker, model;
 };
 
 void forget(const ForgetArgs& a) {
+  if (a.arms.empty() && a.model.empty())
+    throw std::runtime_error("say what to forget: --arms A,B, --model NAME, or both (--arms all --model NAME)");
   if (!std::filesystem::exists(a.path)) throw std::runtime_error("no store at " + a.path);
   std::vector<std::string> arms;
-  for (const auto& arm : data::parse_arm_list(a.arms)) arms.push_back(arm.name);
+  for (const auto& arm : data::parse_arm_list(a.arms.empty() ? "all" : a.arms)) arms.push_back(arm.name);
   auto store = data::Store::open(a.path);
   std::optional<int64_t> worker_id;
   if (!a.worker.empty()) {
@@ -47,9 +49,17 @@ void forget(const ForgetArgs& a) {
       if (w.name == a.worker) worker_id = w.id;
     if (!worker_id) throw std::runtime_error("no worker '" + a.worker + "' in " + a.path + " (see: eesched db stats)");
   }
-  const auto n = store.forget_runs(arms, worker_id);
-  std::cout << fmt::format("forgot {} runs of {} on {}; a resumed sweep (eesched bench --db {}) measures them again\n", n,
-                           a.arms, a.worker.empty() ? "every worker" : a.worker, a.path);
+  std::optional<std::string> model;
+  if (!a.model.empty()) {
+    bool known = false;
+    for (const auto& m : store.models()) known = known || m.name == a.model;
+    if (!known) throw std::runtime_error("no model '" + a.model + "' in " + a.path + " (see: eesched db stats)");
+    model = a.model;
+  }
+  const auto n = store.forget_runs(arms, worker_id, model);
+  std::cout << fmt::format("forgot {} runs of {} on {}{}; a resumed sweep (eesched bench --db {}) measures them again\n", n,
+                           a.arms.empty() ? "every arm" : a.arms, a.worker.empty() ? "every worker" : a.worker,
+                           a.model.empty() ? "" : ", tasks of model " + a.model, a.path);
 }
 
 }  // namespace
@@ -63,9 +73,12 @@ void register_db(CLI::App& app) {
   st->callback([path] { stats(*path); });
 
   auto fa = std::make_shared<ForgetArgs>();
-  auto* fg = cmd->add_subcommand("forget", "delete the runs of some arms (after a kernel change made them stale)");
+  auto* fg = cmd->add_subcommand("forget",
+                                 "delete the runs of some arms or of one model's tasks (after a kernel change made them stale, or "
+                                 "to re-sweep a model's cases in one sitting)");
   fg->add_option("--db", fa->path, "performance store")->required();
-  fg->add_option("--arms", fa->arms, "comma-separated arms, e.g. kv+int8,kv+int8+prune30")->required();
+  fg->add_option("--arms", fa->arms, "comma-separated arms, e.g. kv+int8,kv+int8+prune30, or 'all' (default with --model: all)");
+  fg->add_option("--model", fa->model, "only the runs of tasks of this model (name as in db stats, e.g. target)");
   fg->add_option("--worker", fa->worker, "only this worker's runs (default: every worker)");
   fg->callback([fa] { forget(*fa); });
 }

@@ -138,12 +138,6 @@ std::optional<double> opt_double(const sql::Statement& st, int col) {
   return st.column_is_null(col) ? std::nullopt : std::optional<double>(st.column_double(col));
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 constexpr const char* kModelCols =
     "id, name, fingerprint, layers, hidden, intermediate, heads, kv_heads, vocab, parameters, weight_bytes, dtype, encrypted";
 constexpr const char* kWorkerCols =
@@ -503,6 +497,11 @@ std::optional<double> Store::run_latency(int64_t task_id, std::optional<int64_t>
   return st.column_double(0);
 }
 
+double arm_latency_ms(const std::vector<double>& runs_ms) {
+  if (runs_ms.empty()) throw std::invalid_argument("arm_latency_ms: no runs");
+  return *std::min_element(runs_ms.begin(), runs_ms.end());
+}
+
 int64_t Store::forget_runs(const std::vector<std::string>& arms, std::optional<int64_t> worker_id,
                            const std::optional<std::string>& model_name) {
   sql::Transaction tx(db_);
@@ -552,7 +551,7 @@ std::vector<LatencyRow> Store::latency_matrix(std::optional<int64_t> worker_id) 
   while (st.step()) latencies[{st.column_int64(0), st.column_text(1)}].push_back(st.column_double(2));
   for (auto& [key, values] : latencies) {
     const auto it = index.find(key.first);
-    if (it != index.end()) rows[it->second].median_ms[key.second] = median(std::move(values));  // else: task added since
+    if (it != index.end()) rows[it->second].latency_ms[key.second] = arm_latency_ms(values);  // else: task added since
   }
   return rows;
 }
@@ -575,13 +574,13 @@ std::vector<ArmSummary> Store::arm_summaries(std::optional<int64_t> worker_id) {
   }
   std::map<std::string, std::pair<double, int64_t>> speedups;  // arm -> (sum, tasks)
   for (const auto& row : latency_matrix(worker_id)) {
-    if (row.median_ms.empty()) continue;
-    double best = row.median_ms.begin()->second;
-    for (const auto& [arm, ms] : row.median_ms) best = std::min(best, ms);
-    const auto kv = row.median_ms.find("kv");
-    for (const auto& [arm, ms] : row.median_ms) {
+    if (row.latency_ms.empty()) continue;
+    double best = row.latency_ms.begin()->second;
+    for (const auto& [arm, ms] : row.latency_ms) best = std::min(best, ms);
+    const auto kv = row.latency_ms.find("kv");
+    for (const auto& [arm, ms] : row.latency_ms) {
       if (ms == best) ++by_arm[arm].wins;
-      if (kv != row.median_ms.end() && ms > 0) {
+      if (kv != row.latency_ms.end() && ms > 0) {
         speedups[arm].first += kv->second / ms;
         speedups[arm].second += 1;
       }

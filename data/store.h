@@ -98,18 +98,25 @@ struct RunRow {
 RunRow run_row(const RunMeasurement& m, int64_t task_id, std::optional<int64_t> worker_id, const std::string& arm,
                const std::string& policy, int64_t repeat_index);
 
-// One row of the task x arm matrix: the median latency of the ok runs of each measured arm.
+// An arm's latency on a case, from the latencies of its repeated runs: the fastest. On a shared
+// machine interference (other tenants, page faults, frequency dips) only ever adds delay, and it
+// comes in bursts that can slow several repeats in a row, which a median then reports; the
+// minimum estimates the undisturbed time (Chen & Revels, "Robust benchmarking in noisy
+// environments", 2016). The oracle, the selector's labels, replay and db stats all use this.
+double arm_latency_ms(const std::vector<double>& runs_ms);
+
+// One row of the task x arm matrix: the latency (arm_latency_ms) of the ok runs of each measured arm.
 struct LatencyRow {
   TaskRow task;
-  std::map<std::string, double> median_ms;  // arm -> ms; empty when nothing ran ok
+  std::map<std::string, double> latency_ms;  // arm -> ms; empty when nothing ran ok
 };
 
 struct ArmSummary {
   std::string arm;
   int64_t runs = 0, ok_runs = 0;
   std::optional<double> mean_latency_ms;     // over ok runs
-  int64_t wins = 0;                          // tasks where its median is the least (ties: all tied arms win)
-  std::optional<double> mean_speedup_vs_kv;  // mean over shared tasks of median(kv) / median(arm)
+  int64_t wins = 0;                          // tasks where its latency is the least (ties: all tied arms win)
+  std::optional<double> mean_speedup_vs_kv;  // mean over shared tasks of latency(kv) / latency(arm)
 };
 
 // How often two single rounds of the sweep name the same fastest arm of a (task, worker) case:
@@ -163,7 +170,7 @@ class Store {
                       const std::optional<std::string>& model_name = std::nullopt);
   std::vector<RunRow> runs_since(const std::string& since_iso_utc);  // started_at >= since, by start time
 
-  // Every task (by id) with its arm -> median ok latency; only runs of `worker_id` when given.
+  // Every task (by id) with its arm -> latency of its ok runs; only runs of `worker_id` when given.
   std::vector<LatencyRow> latency_matrix(std::optional<int64_t> worker_id = std::nullopt);
   // One summary per arm that has runs, by arm name; only runs of `worker_id` when given.
   std::vector<ArmSummary> arm_summaries(std::optional<int64_t> worker_id = std::nullopt);

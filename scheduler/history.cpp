@@ -9,12 +9,6 @@
 namespace eesched::scheduler {
 namespace {
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const auto n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 // A failed run that timed out is a lower bound on its latency and still says "slow"; other
 // failures say nothing about speed.
 bool counts(const data::RunRow& r) { return r.ok || r.error.rfind("timeout", 0) == 0; }
@@ -62,7 +56,7 @@ History History::load(data::Store& store, bool require_all) {
     if (!self_acceptance.count(task.model_id)) self_acceptance[task.model_id] = store.mean_acceptance(task.model_id, std::nullopt);
     c.landmarks.self_acceptance_rate = self_acceptance[task.model_id];
     c.hardware = workers.at(key.second).hardware;
-    for (const auto& [arm, ms] : arms) c.latency[arm] = median(ms);
+    for (const auto& [arm, ms] : arms) c.latency[arm] = data::arm_latency_ms(ms);
     bool complete = true;
     for (const auto& arm : universe) {
       if (data::arm_refusal(arm, c.spec)) continue;

@@ -25,7 +25,7 @@ struct TaskCase {
   data::HardwareProfile hardware;
   data::Landmarks landmarks;
   std::vector<data::Arm> arms;             // applicable (model-free rules) and measured, by name
-  std::map<std::string, double> latency;   // arm -> median latency (ms); failed runs count at their time
+  std::map<std::string, double> latency;   // arm -> data::arm_latency_ms of its runs; timeouts count at their time
 };
 
 struct History {

@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -266,6 +267,52 @@ sch::History hand_history() {
     h.cases.push_back(c);
   }
   return h;
+}
+
+// From a real store: each arm's latency on a case is its fastest run (a burst of interference
+// that slows most repeats must not name the winner), a timeout counts at its time, other failures
+// not at all, and a case missing an applicable arm is left out when replay needs them all.
+TEST(History, LoadsEachArmsFastestRunFromTheStore) {
+  const auto path = std::filesystem::temp_directory_path() / ("eesched-history-" + std::to_string(::getpid()) + ".db");
+  std::filesystem::remove(path);
+  {
+    auto store = data::Store::open(path);
+    auto m = model("target", 20);
+    m.fingerprint = "fp";
+    m.dtype = "f32";
+    const int64_t model_id = store.upsert_model(m);
+    data::TaskRow t;
+    t.ext_id = "t1", t.model_id = model_id, t.prompt_tokens = 16, t.max_new_tokens = 8, t.quality = data::Quality::Exact;
+    const int64_t task_id = store.insert_task(t);
+    t.ext_id = "t2";
+    const int64_t incomplete_id = store.insert_task(t);
+    const int64_t w = store.upsert_worker(data::worker_row("w", data::HardwareProfile{}));
+    int64_t repeat = 0;
+    auto add = [&](int64_t task, const char* arm, double ms, const std::string& error = "") {
+      data::RunRow r;
+      r.task_id = task, r.worker_id = w, r.arm = arm, r.policy = "sweep", r.repeat_index = repeat++;
+      r.started_at = "2026-01-01T00:00:00.000Z", r.ended_at = "2026-01-01T00:00:01.000Z";
+      r.latency_ms = ms, r.ok = error.empty(), r.error = error;
+      store.insert_run(r);
+    };
+    // kv: two fast runs, then a slow burst of three: the median says 130, the machine can do 100.
+    for (double ms : {100.0, 104.0, 130.0, 131.0, 133.0}) add(task_id, "kv", ms);
+    for (double ms : {115.0, 112.0, 118.0}) add(task_id, "kv+qspec6", ms);
+    add(task_id, "plain", 300, "timeout after 300 ms (adaptive cap: 3x the best median so far)");
+    add(task_id, "plain", 5, "worker died");  // says nothing about speed
+    add(incomplete_id, "kv", 50);
+  }
+  auto store = data::Store::open(path);
+  const auto all = sch::History::load(store, /*require_all=*/false);
+  const auto complete = sch::History::load(store, /*require_all=*/true);
+  std::filesystem::remove(path);
+  ASSERT_EQ(all.cases.size(), 2u);
+  ASSERT_EQ(complete.cases.size(), 1u) << "t2 lacks plain and kv+qspec6";
+  const auto& c = complete.cases[0];
+  EXPECT_EQ(c.latency, (std::map<std::string, double>{{"kv", 100}, {"kv+qspec6", 112}, {"plain", 300}}));
+  const auto fastest = std::min_element(c.latency.begin(), c.latency.end(),
+                                        [](const auto& a, const auto& b) { return a.second < b.second; });
+  EXPECT_EQ(fastest->first, "kv") << "the median (130) would have named kv+qspec6 (115)";
 }
 
 // A policy that always picks one arm, to score by hand.

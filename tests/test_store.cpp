@@ -487,7 +487,7 @@ TEST_F(StoreTest, TwoProcessesWritingAtOnceLoseNothing) {
   });
   auto store = Store::open(path);
   EXPECT_EQ(store.counts().runs, 2 * kRuns);
-  EXPECT_EQ(store.latency_matrix(w[0])[0].median_ms.at("kv"), (kRuns + 1) / 2.0);
+  EXPECT_EQ(store.latency_matrix(w[0])[0].latency_ms.at("kv"), 1.0) << "the fastest of 1..300 ms";
 }
 
 // Two processes creating the same new store at once: one migrates, the other waits and sees it.
@@ -503,7 +503,7 @@ TEST_F(StoreTest, TwoProcessesCreatingAtOnce) {
   EXPECT_EQ(store.schema_version(), Store::code_schema_version());
 }
 
-// A hand-made matrix with hand-computed medians, wins and speedups.
+// A hand-made matrix with hand-computed latencies (the fastest run), wins and speedups.
 TEST_F(StoreTest, LatencyMatrixAndArmSummaries) {
   auto store = Store::open(file("m.db"));
   const int64_t m = store.upsert_model(model("fp"));
@@ -513,16 +513,16 @@ TEST_F(StoreTest, LatencyMatrixAndArmSummaries) {
   const int64_t t4 = store.insert_task(task("t4", m));
   const int64_t w = store.upsert_worker(worker_row("w", HardwareProfile{}));
   const int64_t other = store.upsert_worker(worker_row("other", HardwareProfile{}));
-  // t1: kv {100, 120, 110} -> 110; plain 300; kv+int8 90 (+ a failed run, ignored) -> int8 wins.
+  // t1: kv {100, 120, 110} -> 100; plain 300; kv+int8 90 (+ a failed run, ignored) -> int8 wins.
   store.insert_run(run(t1, w, "kv", 100, 0));
   store.insert_run(run(t1, w, "kv", 120, 1));
   store.insert_run(run(t1, w, "kv", 110, 2));
   store.insert_run(run(t1, w, "plain", 300));
   store.insert_run(run(t1, w, "kv+int8", 90, 0));
   store.insert_run(run(t1, w, "kv+int8", 5, 1, /*ok=*/false));
-  // t2: kv {50, 70} -> 60; plain 200 -> kv wins.
-  store.insert_run(run(t2, w, "kv", 50, 0));
-  store.insert_run(run(t2, w, "kv", 70, 1));
+  // t2: kv {70, 50} -> 50; plain 200 -> kv wins.
+  store.insert_run(run(t2, w, "kv", 70, 0));
+  store.insert_run(run(t2, w, "kv", 50, 1));
   store.insert_run(run(t2, w, "plain", 200));
   // t3: nothing ran. t4: kv and kv+int8 tie at 40 -> both win.
   store.insert_run(run(t4, w, "kv", 40));
@@ -533,11 +533,11 @@ TEST_F(StoreTest, LatencyMatrixAndArmSummaries) {
   const auto matrix = store.latency_matrix(w);
   ASSERT_EQ(matrix.size(), 4u);
   EXPECT_EQ(matrix[0].task.ext_id, "t1");
-  EXPECT_EQ(matrix[0].median_ms, (std::map<std::string, double>{{"kv", 110}, {"kv+int8", 90}, {"plain", 300}}));
-  EXPECT_EQ(matrix[1].median_ms, (std::map<std::string, double>{{"kv", 60}, {"plain", 200}}));
-  EXPECT_TRUE(matrix[2].median_ms.empty());
-  EXPECT_EQ(matrix[3].median_ms, (std::map<std::string, double>{{"kv", 40}, {"kv+int8", 40}}));
-  EXPECT_EQ(store.latency_matrix()[2].median_ms, (std::map<std::string, double>{{"plain", 1000}}));
+  EXPECT_EQ(matrix[0].latency_ms, (std::map<std::string, double>{{"kv", 100}, {"kv+int8", 90}, {"plain", 300}}));
+  EXPECT_EQ(matrix[1].latency_ms, (std::map<std::string, double>{{"kv", 50}, {"plain", 200}}));
+  EXPECT_TRUE(matrix[2].latency_ms.empty());
+  EXPECT_EQ(matrix[3].latency_ms, (std::map<std::string, double>{{"kv", 40}, {"kv+int8", 40}}));
+  EXPECT_EQ(store.latency_matrix()[2].latency_ms, (std::map<std::string, double>{{"plain", 1000}}));
 
   const auto s = store.arm_summaries(w);
   ASSERT_EQ(s.size(), 3u);
@@ -553,19 +553,19 @@ TEST_F(StoreTest, LatencyMatrixAndArmSummaries) {
   EXPECT_EQ(s[1].ok_runs, 2);
   EXPECT_DOUBLE_EQ(*s[1].mean_latency_ms, 65.0);
   EXPECT_EQ(s[1].wins, 2);
-  EXPECT_DOUBLE_EQ(*s[1].mean_speedup_vs_kv, (110.0 / 90 + 1.0) / 2);
+  EXPECT_DOUBLE_EQ(*s[1].mean_speedup_vs_kv, (100.0 / 90 + 1.0) / 2);
 
   EXPECT_EQ(s[2].arm, "plain");
   EXPECT_EQ(s[2].runs, 2);
   EXPECT_DOUBLE_EQ(*s[2].mean_latency_ms, 250.0);
   EXPECT_EQ(s[2].wins, 0);
-  EXPECT_DOUBLE_EQ(*s[2].mean_speedup_vs_kv, (110.0 / 300 + 60.0 / 200) / 2);
+  EXPECT_DOUBLE_EQ(*s[2].mean_speedup_vs_kv, (100.0 / 300 + 50.0 / 200) / 2);
 
   // Unfiltered: plain also wins t3, where kv never ran (so no speedup is counted there).
   const auto all = store.arm_summaries();
   EXPECT_EQ(all[2].runs, 3);
   EXPECT_EQ(all[2].wins, 1);
-  EXPECT_DOUBLE_EQ(*all[2].mean_speedup_vs_kv, (110.0 / 300 + 60.0 / 200) / 2);
+  EXPECT_DOUBLE_EQ(*all[2].mean_speedup_vs_kv, (100.0 / 300 + 50.0 / 200) / 2);
 
   const auto c = store.counts();
   EXPECT_EQ(c.tasks, 4);

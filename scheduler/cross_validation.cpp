@@ -1,10 +1,12 @@
 #include "scheduler/cross_validation.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <map>
 #include <memory>
+#include <numeric>
 #include <random>
 #include <set>
 #include <stdexcept>
@@ -106,6 +108,34 @@ CrossValidation cross_validate(const History& h, int k, const TrainOptions& opti
   std::vector<const Policy*> scored;
   for (const auto& name : {"meta", "knn", "roofline", "heuristic", "single-best"}) scored.push_back(pooled.at(name).get());
   out.pooled = replay(*pooled.at("single-best"), h, scored, options.seed);
+  return out;
+}
+
+std::vector<RepeatedScore> summarize_splits(const std::vector<ReplayReport>& pooled_per_split) {
+  // label -> the figure's values over the splits
+  std::map<std::string, std::array<std::vector<double>, 4>> values;
+  std::vector<std::string> order;
+  for (const auto& report : pooled_per_split)
+    for (const auto& p : report.policies) {
+      const auto& s = p.overall;
+      if (!values.count(s.label)) order.push_back(s.label);
+      auto& v = values[s.label];
+      v[0].push_back(s.top1), v[1].push_back(s.within5), v[2].push_back(s.mean_slowdown);
+      if (!std::isnan(s.closed_gap)) v[3].push_back(s.closed_gap);
+    }
+  auto figure = [](const std::vector<double>& v) {
+    RepeatedFigure f;
+    if (v.empty()) return RepeatedFigure{std::nan(""), std::nan(""), std::nan("")};
+    f.mean = std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
+    const auto [lo, hi] = std::minmax_element(v.begin(), v.end());
+    f.min = *lo, f.max = *hi;
+    return f;
+  };
+  std::vector<RepeatedScore> out;
+  for (const auto& label : order) {
+    const auto& v = values.at(label);
+    out.push_back({label, static_cast<int64_t>(v[0].size()), figure(v[0]), figure(v[1]), figure(v[2]), figure(v[3])});
+  }
   return out;
 }
 

@@ -45,4 +45,17 @@ struct CrossValidation {
 
 CrossValidation cross_validate(const History& h, int k, const TrainOptions& options);
 
+// Repeated k-fold: the pooled figures of several cross-validations (each with its own fold split)
+// summarized per policy. One split's figures move by about a point with the seed; their mean is
+// the estimate, the range shows how much the split alone moves it.
+struct RepeatedFigure {
+  double mean = 0, min = 0, max = 0;
+};
+struct RepeatedScore {
+  std::string label;  // policy
+  int64_t splits = 0;
+  RepeatedFigure top1, within5, mean_slowdown, closed_gap;  // closed gap over the splits where it is defined
+};
+std::vector<RepeatedScore> summarize_splits(const std::vector<ReplayReport>& pooled_per_split);
+
 }  // namespace eesched::scheduler

@@ -423,6 +423,35 @@ TEST(CrossValidation, PooledFiguresAreTheFoldsHeldOutCasesTogether) {
   EXPECT_THROW(sch::cross_validate(h, 1, o), std::runtime_error);
 }
 
+// Repeated k-fold: per policy, the mean and range over the splits; an undefined closed gap (SBS
+// equal to the oracle on that split) is left out of its figure, not averaged in as NaN.
+TEST(CrossValidation, RepeatedSplitsSummarizeToMeanAndRange) {
+  auto report = [](double meta_top1, double meta_gap, double sbs_top1) {
+    sch::ReplayReport r;
+    sch::PolicyReport meta, sbs;
+    meta.overall.label = "meta", meta.overall.top1 = meta_top1, meta.overall.within5 = 0.9, meta.overall.mean_slowdown = 1.02;
+    meta.overall.closed_gap = meta_gap;
+    sbs.overall.label = "single-best", sbs.overall.top1 = sbs_top1, sbs.overall.within5 = 0.8, sbs.overall.mean_slowdown = 1.05;
+    sbs.overall.closed_gap = std::nan("");
+    r.policies = {meta, sbs};
+    return r;
+  };
+  const auto s = sch::summarize_splits({report(0.84, 0.80, 0.79), report(0.86, std::nan(""), 0.77), report(0.85, 0.90, 0.78)});
+  ASSERT_EQ(s.size(), 2u);
+  EXPECT_EQ(s[0].label, "meta");
+  EXPECT_EQ(s[0].splits, 3);
+  EXPECT_NEAR(s[0].top1.mean, 0.85, 1e-12);
+  EXPECT_DOUBLE_EQ(s[0].top1.min, 0.84);
+  EXPECT_DOUBLE_EQ(s[0].top1.max, 0.86);
+  EXPECT_NEAR(s[0].closed_gap.mean, 0.85, 1e-12);
+  EXPECT_DOUBLE_EQ(s[0].closed_gap.min, 0.80);
+  EXPECT_NEAR(s[0].mean_slowdown.mean, 1.02, 1e-12);
+  EXPECT_EQ(s[1].label, "single-best");
+  EXPECT_NEAR(s[1].top1.mean, 0.78, 1e-12);
+  EXPECT_TRUE(std::isnan(s[1].closed_gap.mean)) << "no split defined it";
+  EXPECT_TRUE(sch::summarize_splits({}).empty());
+}
+
 TEST(Policies, RooflinePicksTheArmOfLeastEstimate) {
   const auto h = synthetic_history(40, 5);
   const auto roofline = sch::make_policy("roofline", nullptr);

@@ -294,6 +294,13 @@ TEST(Sweep, HistoryTrainsASelectorThatReplayAndBenchSelectorUse) {
   auto trained = run_eesched("train-selector --cv 0 --rounds 20 --db " + fx.db.string() + " --out " + selector);
   ASSERT_EQ(trained.exit_code, 0) << trained.output;
   EXPECT_THAT(trained.output, HasSubstr("3 cases"));
+  auto repeated = run_eesched("train-selector --cv 2 --cv-repeats 2 --rounds 20 --threads 1 --no-slices --db " + fx.db.string() +
+                              " --out " + (fx.dir / "cv.json").string());
+  ASSERT_EQ(repeated.exit_code, 0) << repeated.output;
+  EXPECT_THAT(repeated.output, HasSubstr("repeated 2-fold cross-validation over 2 fold splits (seeds 1..2)"));
+  auto no_cv = run_eesched("train-selector --cv 0 --cv-repeats 2 --db " + fx.db.string() + " --out " + (fx.dir / "x.json").string(), true);
+  EXPECT_EQ(no_cv.exit_code, 1);
+  EXPECT_THAT(no_cv.output, HasSubstr("--cv-repeats needs cross-validation"));
   auto replayed = run_eesched("replay --json --db " + fx.db.string() + " --selector " + selector);
   ASSERT_EQ(replayed.exit_code, 0);
   const auto j = nlohmann::json::parse(replayed.output);

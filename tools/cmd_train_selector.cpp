@@ -19,7 +19,7 @@ namespace {
 
 struct TrainSelectorArgs {
   std::string db, out, decisions;
-  int cv = 5;
+  int cv = 5, cv_repeats = 1;
   bool slices = true;
   scheduler::TrainOptions train;  // its defaults are the command's
 };
@@ -41,6 +41,19 @@ void print_pooled(const scheduler::ReplayReport& r, bool slices) {
   for (const auto& s : r.policies.front().slices)
     std::cout << fmt::format("    {:<16} {:>4} cases  top-1 {:.3f}  <=5% {:.3f}  slowdown {:.3f}\n", s.label, s.cases, s.top1, s.within5,
                              s.mean_slowdown);
+}
+
+// Repeated k-fold: the pooled held-out figures of `splits` fold splits (seeds seed, seed+1, ...).
+void print_repeated(const std::vector<scheduler::ReplayReport>& pooled, int k, uint64_t first_seed) {
+  std::cout << fmt::format("repeated {}-fold cross-validation over {} fold splits (seeds {}..{}), pooled held out: mean [min-max]\n", k,
+                           pooled.size(), first_seed, first_seed + pooled.size() - 1);
+  std::cout << fmt::format("  {:<12} {:>19} {:>19} {:>9} {:>19}\n", "policy", "top-1", "<=5%", "slowdown", "closed gap");
+  auto range = [](const scheduler::RepeatedFigure& f) {
+    return std::isnan(f.mean) ? std::string("-") : fmt::format("{:.3f} [{:.3f}-{:.3f}]", f.mean, f.min, f.max);
+  };
+  for (const auto& s : scheduler::summarize_splits(pooled))
+    std::cout << fmt::format("  {:<12} {:>19} {:>19} {:>9.3f} {:>19}\n", s.label, range(s.top1), range(s.within5),
+                             s.mean_slowdown.mean, range(s.closed_gap));
 }
 
 // One JSON object per held-out case: where the selector went wrong, and by how much.
@@ -83,8 +96,19 @@ void run(const TrainSelectorArgs& a) {
       write_decisions(a.decisions, cv.decisions);
       std::cout << fmt::format("{} held-out decisions written to {}\n", cv.decisions.size(), a.decisions);
     }
-  } else if (!a.decisions.empty()) {
-    throw std::runtime_error("--decisions needs cross-validation (--cv 2 or more)");
+    if (a.cv_repeats > 1) {
+      std::vector<scheduler::ReplayReport> pooled{cv.pooled};
+      for (int r = 1; r < a.cv_repeats; ++r) {
+        auto split = o;
+        split.seed = o.seed + static_cast<uint64_t>(r);
+        spdlog::info("train-selector: fold split {}/{} (seed {})", r + 1, a.cv_repeats, split.seed);
+        pooled.push_back(scheduler::cross_validate(history, a.cv, split).pooled);
+      }
+      print_repeated(pooled, a.cv, o.seed);
+    }
+  } else if (!a.decisions.empty() || a.cv_repeats > 1) {
+    throw std::runtime_error(std::string(a.decisions.empty() ? "--cv-repeats" : "--decisions") +
+                             " needs cross-validation (--cv 2 or more)");
   }
   const auto selector = scheduler::Selector::train(history, o);
   selector.save(a.out);
@@ -100,6 +124,10 @@ void register_train_selector(CLI::App& app) {
   cmd->add_option("--out", args->out, "selector file to write (JSON)")->required();
   cmd->add_option("--cv", args->cv, "folds of cross-validation grouped by task (0: none)")->capture_default_str()->check(CLI::Range(0, 100));
   cmd->add_option("--seed", args->train.seed, "seed of the fold split and of XGBoost")->capture_default_str();
+  cmd->add_option("--cv-repeats", args->cv_repeats,
+                  "repeated cross-validation: this many fold splits (seeds SEED, SEED+1, ...), summarized per policy as mean [min-max]")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100));
   cmd->add_option("--rounds", args->train.rounds, "boosting rounds")->capture_default_str()->check(CLI::Range(1, 100000));
   cmd->add_option("--max-depth", args->train.max_depth, "tree depth")->capture_default_str()->check(CLI::Range(1, 20));
   cmd->add_option("--eta", args->train.eta, "learning rate (shrinkage per round)")->capture_default_str()->check(CLI::Range(0.001, 1.0));

@@ -45,14 +45,14 @@ void print_pooled(const scheduler::ReplayReport& r, bool slices) {
 
 // Repeated k-fold: the pooled held-out figures of `splits` fold splits (seeds seed, seed+1, ...).
 void print_repeated(const std::vector<scheduler::ReplayReport>& pooled, int k, uint64_t first_seed) {
-  std::cout << fmt::format("repeated {}-fold cross-validation over {} fold splits (seeds {}..{}), pooled held out: mean [min-max]\n", k,
+  std::cout << fmt::format("repeated {}-fold cross-validation over {} fold splits (seeds {}..{}), pooled held out: mean [min, max]\n", k,
                            pooled.size(), first_seed, first_seed + pooled.size() - 1);
-  std::cout << fmt::format("  {:<12} {:>19} {:>19} {:>9} {:>19}\n", "policy", "top-1", "<=5%", "slowdown", "closed gap");
+  std::cout << fmt::format("  {:<12} {:>21} {:>21} {:>9} {:>24}\n", "policy", "top-1", "<=5%", "slowdown", "closed gap");
   auto range = [](const scheduler::RepeatedFigure& f) {
-    return std::isnan(f.mean) ? std::string("-") : fmt::format("{:.3f} [{:.3f}-{:.3f}]", f.mean, f.min, f.max);
+    return std::isnan(f.mean) ? std::string("-") : fmt::format("{:.3f} [{:.3f}, {:.3f}]", f.mean, f.min, f.max);
   };
   for (const auto& s : scheduler::summarize_splits(pooled))
-    std::cout << fmt::format("  {:<12} {:>19} {:>19} {:>9.3f} {:>19}\n", s.label, range(s.top1), range(s.within5),
+    std::cout << fmt::format("  {:<12} {:>21} {:>21} {:>9.3f} {:>24}\n", s.label, range(s.top1), range(s.within5),
                              s.mean_slowdown.mean, range(s.closed_gap));
 }
 
@@ -125,7 +125,7 @@ void register_train_selector(CLI::App& app) {
   cmd->add_option("--cv", args->cv, "folds of cross-validation grouped by task (0: none)")->capture_default_str()->check(CLI::Range(0, 100));
   cmd->add_option("--seed", args->train.seed, "seed of the fold split and of XGBoost")->capture_default_str();
   cmd->add_option("--cv-repeats", args->cv_repeats,
-                  "repeated cross-validation: this many fold splits (seeds SEED, SEED+1, ...), summarized per policy as mean [min-max]")
+                  "repeated cross-validation: this many fold splits (seeds SEED, SEED+1, ...), summarized per policy as mean [min, max]")
       ->capture_default_str()
       ->check(CLI::Range(1, 100));
   cmd->add_option("--rounds", args->train.rounds, "boosting rounds")->capture_default_str()->check(CLI::Range(1, 100000));

@@ -10,7 +10,7 @@
 #include <string>
 
 #include "data/task.h"
-#include "node/runtime/generate.h"
+#include "runtime/generate.h"
 
 namespace eesched::runtime {
 class LlamaModel;

@@ -5,9 +5,9 @@
 
 #include "accel/registry.h"
 #include "accel/run.h"
-#include "node/runtime/error.h"
-#include "node/runtime/model.h"
-#include "node/runtime/perplexity.h"
+#include "runtime/error.h"
+#include "runtime/model.h"
+#include "runtime/perplexity.h"
 
 namespace eesched::accel {
 namespace {

@@ -1,6 +1,6 @@
 #pragma once
 // int8 weights: symmetric, per output channel (one f32 scale per row of W [out, in]), executed
-// by int8 kernels that stream one byte per weight (node/runtime/gemv.h).
+// by int8 kernels that stream one byte per weight (runtime/gemv.h).
 //
 // Why per output channel: a row's scale depends only on the multiset of its values, so
 // quantization commutes bitwise with every EE permutation (rows move with their scales; a
@@ -9,7 +9,7 @@
 // (a 2x2 rotation mixes two rows), and no per-row rounding commutes with that.
 #include <string>
 
-#include "node/runtime/model.h"
+#include "runtime/model.h"
 
 namespace eesched::accel {
 

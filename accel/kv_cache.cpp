@@ -1,5 +1,5 @@
 // The KV cache as an acceleration: every arm but `plain` builds on it. The cache itself lives in
-// the runtime (node/runtime/model.h); it holds keys and values of the encrypted model, which
+// the runtime (runtime/model.h); it holds keys and values of the encrypted model, which
 // are as encrypted as the model's activations.
 #include "accel/registry_internal.h"
 

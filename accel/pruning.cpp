@@ -8,7 +8,7 @@
 #include <numeric>
 
 #include "accel/registry_internal.h"
-#include "node/runtime/error.h"
+#include "runtime/error.h"
 
 namespace eesched::accel {
 namespace {

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "data/arm.h"
-#include "node/runtime/model.h"
+#include "runtime/model.h"
 
 namespace eesched::accel {
 

@@ -6,8 +6,8 @@
 #include <mutex>
 
 #include "accel/registry_internal.h"
-#include "node/runtime/error.h"
-#include "node/runtime/model.h"
+#include "runtime/error.h"
+#include "runtime/model.h"
 
 namespace eesched::accel {
 namespace {

@@ -1,8 +1,8 @@
 #include "accel/run.h"
 
 #include "accel/speculative.h"
-#include "node/runtime/error.h"
-#include "node/runtime/model.h"
+#include "runtime/error.h"
+#include "runtime/model.h"
 
 namespace eesched::accel {
 

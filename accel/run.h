@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "accel/registry.h"
-#include "node/runtime/generate.h"
+#include "runtime/generate.h"
 
 namespace eesched::accel {
 

@@ -10,9 +10,9 @@
 
 #include "accel/int8.h"
 #include "accel/registry_internal.h"
-#include "node/runtime/error.h"
-#include "node/runtime/model.h"
-#include "node/runtime/sampling.h"
+#include "runtime/error.h"
+#include "runtime/model.h"
+#include "runtime/sampling.h"
 
 namespace eesched::accel {
 namespace {

@@ -13,7 +13,7 @@
 #include <random>
 #include <vector>
 
-#include "node/runtime/generate.h"
+#include "runtime/generate.h"
 
 namespace eesched::runtime {
 class LlamaModel;

@@ -62,7 +62,7 @@ const std::vector<std::string>& feature_names() {
       "arm_forward_passes",   // sequential passes: dispatch overhead, which dominates small models
       "log2_arm_roofline_ms", // the whole task
       "arm_roofline_vs_kv",   // that estimate over kv's on the same task: the arm's expected gain
-      // the matmul regime (node/runtime/gemv.h): 1 row is a gemv, up to 16 rows stream the
+      // the matmul regime (runtime/gemv.h): 1 row is a gemv, up to 16 rows stream the
       // weights once, more go tile by tile (int8 widens each tile to f32 first)
       "prefill_rows",         // prompt_tokens x batch
       "decode_rows",          // rows of one target decoding step: batch x (1 + spec_k)

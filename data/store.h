@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "data/hardware.h"
+#include "data/quality.h"
 #include "data/sqlite.h"
 #include "data/task.h"
 
@@ -32,6 +33,7 @@ struct ModelRow {
   int64_t weight_bytes = 0;
   std::string dtype;        // "f32", "f16", "bf16"
   bool encrypted = false;
+  QualityTable quality;     // measured quality of its lossy transforms (data/quality.h); empty: none measured
 };
 
 // A worker is a name on a hardware profile: the profile's fields are its columns.

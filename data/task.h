@@ -11,6 +11,10 @@ namespace eesched::data {
 // distribution); `tolerant` admits lossy ones (int8, pruning) too.
 enum class Quality { Exact, Tolerant };
 
+// What "tolerant" means when a task says no more: a lossy arm may cost at most 5% more
+// perplexity on held-out text than the lossless model (data/quality.h).
+inline constexpr double kDefaultMaxPplRatio = 1.05;
+
 const char* quality_name(Quality q);
 Quality parse_quality(const std::string& name);  // throws data::Error
 
@@ -25,6 +29,7 @@ struct TaskSpec {
   double temperature = 0.0;      // <= 0: greedy
   double top_p = 1.0;
   Quality quality = Quality::Exact;
+  double max_ppl_ratio = kDefaultMaxPplRatio;  // tolerant only: the bound on a lossy arm's measured ratio
   uint64_t seed = 0;             // sampling seed (the same seed gives the same sample)
 
   bool greedy() const { return temperature <= 0.0; }

@@ -9,9 +9,9 @@
 #include <random>
 
 #include "ee/key.h"
-#include "node/runtime/error.h"
-#include "node/runtime/model.h"
-#include "node/runtime/sampling.h"
+#include "runtime/error.h"
+#include "runtime/model.h"
+#include "runtime/sampling.h"
 
 namespace eesched::ee {
 namespace {

@@ -1,7 +1,7 @@
 #include "ee/codec.h"
 
 #include "ee/key.h"
-#include "node/runtime/error.h"
+#include "runtime/error.h"
 
 namespace eesched::ee {
 

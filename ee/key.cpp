@@ -14,7 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "node/runtime/error.h"
+#include "runtime/error.h"
 
 namespace eesched::ee {
 namespace {

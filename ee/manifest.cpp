@@ -5,7 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ee/key.h"
-#include "node/runtime/error.h"
+#include "runtime/error.h"
 
 namespace eesched::ee {
 

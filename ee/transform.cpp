@@ -8,7 +8,7 @@
 
 #include "ee/key.h"
 #include "ee/manifest.h"
-#include "node/runtime/error.h"
+#include "runtime/error.h"
 
 namespace eesched::ee {
 namespace {

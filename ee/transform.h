@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "node/runtime/config.h"
-#include "node/runtime/model.h"
+#include "runtime/config.h"
+#include "runtime/model.h"
 
 namespace eesched::ee {
 

@@ -2,7 +2,7 @@
 
 #include "data/error.h"
 #include "ee/transform.h"
-#include "node/runtime/synthetic.h"
+#include "runtime/synthetic.h"
 
 namespace eesched::node {
 

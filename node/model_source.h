@@ -12,8 +12,8 @@
 
 #include "data/store.h"
 #include "ee/key.h"
-#include "node/runtime/model.h"
-#include "node/runtime/tokenizer.h"
+#include "runtime/model.h"
+#include "runtime/tokenizer.h"
 
 namespace eesched::node {
 

@@ -1,7 +1,7 @@
 #include "node/stored_task.h"
 
 #include "data/error.h"
-#include "node/runtime/threads.h"
+#include "runtime/threads.h"
 
 namespace eesched::node {
 namespace {

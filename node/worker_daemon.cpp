@@ -31,8 +31,8 @@
 #include "net/auth.h"
 #include "net/connection.h"
 #include "net/protocol.h"
-#include "node/runtime/model.h"
-#include "node/runtime/threads.h"
+#include "runtime/model.h"
+#include "runtime/threads.h"
 #include "node/task_runner.h"
 
 namespace eesched::node {

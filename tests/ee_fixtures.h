@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "ee/key.h"
-#include "node/runtime/model.h"
-#include "node/runtime/synthetic.h"
+#include "runtime/model.h"
+#include "runtime/synthetic.h"
 #include "tests/test_helpers.h"
 
 namespace eesched::testing {

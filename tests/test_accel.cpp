@@ -23,8 +23,8 @@
 #include "data/arm.h"
 #include "ee/codec.h"
 #include "ee/transform.h"
-#include "node/runtime/gemv.h"
-#include "node/runtime/sampling.h"
+#include "runtime/gemv.h"
+#include "runtime/sampling.h"
 #include "tests/ee_fixtures.h"
 #include "tests/test_helpers.h"
 

@@ -9,7 +9,7 @@
 
 #include "ee/codec.h"
 #include "ee/key.h"
-#include "node/runtime/model.h"
+#include "runtime/model.h"
 #include "tests/test_helpers.h"
 
 namespace ee = eesched::ee;

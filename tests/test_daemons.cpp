@@ -21,7 +21,7 @@
 #include "net/blocking_client.h"
 #include "net/messages.h"
 #include "net/task_client.h"
-#include "node/runtime/tokenizer.h"
+#include "runtime/tokenizer.h"
 #include "node/worker_daemon.h"
 #include "scheduler/coordinator.h"
 #include "tests/ee_fixtures.h"

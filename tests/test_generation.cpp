@@ -9,12 +9,12 @@
 #include <fstream>
 #include <numeric>
 
-#include "node/runtime/error.h"
-#include "node/runtime/generate.h"
-#include "node/runtime/perplexity.h"
-#include "node/runtime/sampling.h"
-#include "node/runtime/tokenizer.h"
-#include "node/runtime/train.h"
+#include "runtime/error.h"
+#include "runtime/generate.h"
+#include "runtime/perplexity.h"
+#include "runtime/sampling.h"
+#include "runtime/tokenizer.h"
+#include "runtime/train.h"
 #include "tests/test_helpers.h"
 
 namespace rt = eesched::runtime;

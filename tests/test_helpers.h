@@ -17,10 +17,10 @@
 #include <unistd.h>
 #include <vector>
 
-#include "node/runtime/config.h"
-#include "node/runtime/error.h"
-#include "node/runtime/model.h"
-#include "node/runtime/synthetic.h"
+#include "runtime/config.h"
+#include "runtime/error.h"
+#include "runtime/model.h"
+#include "runtime/synthetic.h"
 #include "tests/expect_error.h"
 
 namespace eesched::testing {

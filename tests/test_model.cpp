@@ -1,7 +1,7 @@
 // LlamaModel against a naive float64 reference written here with scalar loops, the KV-cache
 // paths (prefill, decoding, uneven batches, rollback) against full recomputation, batching
 // against sequences run alone, error reporting, and save/load round trips.
-#include "node/runtime/model.h"
+#include "runtime/model.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -22,14 +22,14 @@
 #include <utility>
 #include <vector>
 
-#include "node/runtime/config.h"
-#include "node/runtime/error.h"
+#include "runtime/config.h"
+#include "runtime/error.h"
 #include "tests/test_helpers.h"
-#include "node/runtime/gemv.h"
-#include "node/runtime/generate.h"
-#include "node/runtime/safetensors.h"
-#include "node/runtime/sampling.h"
-#include "node/runtime/synthetic.h"
+#include "runtime/gemv.h"
+#include "runtime/generate.h"
+#include "runtime/safetensors.h"
+#include "runtime/sampling.h"
+#include "runtime/synthetic.h"
 
 namespace fs = std::filesystem;
 using eesched::runtime::Error;

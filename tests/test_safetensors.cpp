@@ -1,6 +1,6 @@
-#include "node/runtime/safetensors.h"
+#include "runtime/safetensors.h"
 
-#include "node/runtime/error.h"
+#include "runtime/error.h"
 #include "tests/test_helpers.h"
 
 #include <ATen/ATen.h>

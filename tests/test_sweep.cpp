@@ -20,7 +20,7 @@
 #include "data/store.h"
 #include "ee/codec.h"
 #include "ee/key.h"
-#include "node/runtime/tokenizer.h"
+#include "runtime/tokenizer.h"
 #include "node/sweep.h"
 #include "node/task_runner.h"
 #include "tests/test_helpers.h"

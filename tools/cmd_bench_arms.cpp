@@ -8,9 +8,9 @@
 #include <nlohmann/json.hpp>
 
 #include "accel/bench_arms.h"
-#include "node/runtime/model.h"
-#include "node/runtime/threads.h"
-#include "node/runtime/tokenizer.h"
+#include "runtime/model.h"
+#include "runtime/threads.h"
+#include "runtime/tokenizer.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/model_loading.h"

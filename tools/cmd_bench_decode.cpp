@@ -5,10 +5,10 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "node/runtime/bench_decode.h"
-#include "node/runtime/gemv.h"
-#include "node/runtime/model.h"
-#include "node/runtime/threads.h"
+#include "runtime/bench_decode.h"
+#include "runtime/gemv.h"
+#include "runtime/model.h"
+#include "runtime/threads.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 

@@ -15,7 +15,7 @@
 #include "net/auth.h"
 #include "net/blocking_client.h"
 #include "net/messages.h"
-#include "node/runtime/synthetic.h"
+#include "runtime/synthetic.h"
 #include "node/worker_daemon.h"
 #include "scheduler/coordinator.h"
 #include "tools/commands.h"

@@ -5,7 +5,7 @@
 
 #include "ee/key.h"
 #include "ee/transform.h"
-#include "node/runtime/threads.h"
+#include "runtime/threads.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 

@@ -2,7 +2,7 @@
 #include <iostream>
 
 #include "ee/key.h"
-#include "node/runtime/config.h"
+#include "runtime/config.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 

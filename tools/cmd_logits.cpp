@@ -7,8 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "node/runtime/model.h"
-#include "node/runtime/threads.h"
+#include "runtime/model.h"
+#include "runtime/threads.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 

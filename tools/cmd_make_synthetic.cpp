@@ -3,8 +3,8 @@
 
 #include <iostream>
 
-#include "node/runtime/model.h"
-#include "node/runtime/synthetic.h"
+#include "runtime/model.h"
+#include "runtime/synthetic.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 

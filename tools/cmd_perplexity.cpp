@@ -8,10 +8,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "node/runtime/model.h"
-#include "node/runtime/perplexity.h"
-#include "node/runtime/threads.h"
-#include "node/runtime/tokenizer.h"
+#include "runtime/model.h"
+#include "runtime/perplexity.h"
+#include "runtime/threads.h"
+#include "runtime/tokenizer.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 

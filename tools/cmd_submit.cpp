@@ -10,7 +10,7 @@
 #include "ee/codec.h"
 #include "ee/key.h"
 #include "net/task_client.h"
-#include "node/runtime/tokenizer.h"
+#include "runtime/tokenizer.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 

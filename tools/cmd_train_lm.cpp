@@ -12,10 +12,10 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "node/runtime/error.h"
-#include "node/runtime/threads.h"
-#include "node/runtime/tokenizer.h"
-#include "node/runtime/train.h"
+#include "runtime/error.h"
+#include "runtime/threads.h"
+#include "runtime/tokenizer.h"
+#include "runtime/train.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 

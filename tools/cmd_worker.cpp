@@ -11,7 +11,7 @@
 #include <asio/signal_set.hpp>
 
 #include "net/endpoint.h"
-#include "node/runtime/synthetic.h"
+#include "runtime/synthetic.h"
 #include "node/worker_daemon.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"

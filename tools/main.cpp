@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <exception>
 
-#include "node/runtime/threads.h"
+#include "runtime/threads.h"
 #include "tools/commands.h"
 
 int main(int argc, char** argv) {

@@ -4,7 +4,7 @@
 
 #include "ee/key.h"
 #include "ee/manifest.h"
-#include "node/runtime/model.h"
+#include "runtime/model.h"
 
 namespace eesched::tools {
 namespace {

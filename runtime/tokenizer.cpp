@@ -1,4 +1,4 @@
-#include "node/runtime/tokenizer.h"
+#include "runtime/tokenizer.h"
 
 #include <dlfcn.h>
 #include <unistd.h>
@@ -8,8 +8,8 @@
 #include <mutex>
 #include <sstream>
 
-#include "node/runtime/error.h"
-#include "node/runtime/spm_module.h"
+#include "runtime/error.h"
+#include "runtime/spm_module.h"
 
 #ifndef EESCHED_SPM_MODULE
 #define EESCHED_SPM_MODULE "libeesched_spm.so"

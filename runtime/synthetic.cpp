@@ -1,12 +1,12 @@
-#include "node/runtime/synthetic.h"
+#include "runtime/synthetic.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
 
-#include "node/runtime/error.h"
-#include "node/runtime/model.h"
+#include "runtime/error.h"
+#include "runtime/model.h"
 
 namespace eesched::runtime {
 

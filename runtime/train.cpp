@@ -1,4 +1,4 @@
-#include "node/runtime/train.h"
+#include "runtime/train.h"
 
 #include <torch/torch.h>
 
@@ -10,10 +10,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "node/runtime/error.h"
-#include "node/runtime/model.h"
-#include "node/runtime/synthetic.h"
-#include "node/runtime/threads.h"
+#include "runtime/error.h"
+#include "runtime/model.h"
+#include "runtime/synthetic.h"
+#include "runtime/threads.h"
 
 namespace eesched::runtime {
 namespace {

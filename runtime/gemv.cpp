@@ -1,4 +1,4 @@
-#include "node/runtime/gemv.h"
+#include "runtime/gemv.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "node/runtime/error.h"
+#include "runtime/error.h"
 
 namespace eesched::runtime {
 namespace {

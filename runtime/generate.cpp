@@ -1,4 +1,4 @@
-#include "node/runtime/generate.h"
+#include "runtime/generate.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
@@ -7,8 +7,8 @@
 #include <chrono>
 #include <numeric>
 
-#include "node/runtime/error.h"
-#include "node/runtime/model.h"
+#include "runtime/error.h"
+#include "runtime/model.h"
 
 namespace eesched::runtime {
 namespace {

@@ -1,11 +1,11 @@
-#include "node/runtime/config.h"
+#include "runtime/config.h"
 
 #include <fstream>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
-#include "node/runtime/error.h"
+#include "runtime/error.h"
 
 namespace eesched::runtime {
 namespace {

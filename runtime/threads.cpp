@@ -1,4 +1,4 @@
-#include "node/runtime/threads.h"
+#include "runtime/threads.h"
 
 #include <ATen/Parallel.h>
 #include <dlfcn.h>

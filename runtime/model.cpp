@@ -1,4 +1,4 @@
-#include "node/runtime/model.h"
+#include "runtime/model.h"
 
 #include <ATen/ATen.h>
 
@@ -7,9 +7,9 @@
 #include <limits>
 #include <map>
 
-#include "node/runtime/error.h"
-#include "node/runtime/gemv.h"
-#include "node/runtime/safetensors.h"
+#include "runtime/error.h"
+#include "runtime/gemv.h"
+#include "runtime/safetensors.h"
 
 namespace eesched::runtime {
 namespace {

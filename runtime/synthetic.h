@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "node/runtime/config.h"
+#include "runtime/config.h"
 
 namespace eesched::runtime {
 

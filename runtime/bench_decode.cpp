@@ -1,4 +1,4 @@
-#include "node/runtime/bench_decode.h"
+#include "runtime/bench_decode.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
@@ -7,10 +7,10 @@
 #include <chrono>
 #include <random>
 
-#include "node/runtime/error.h"
-#include "node/runtime/gemv.h"
-#include "node/runtime/generate.h"
-#include "node/runtime/model.h"
+#include "runtime/error.h"
+#include "runtime/gemv.h"
+#include "runtime/generate.h"
+#include "runtime/model.h"
 
 namespace eesched::runtime {
 namespace {

@@ -11,8 +11,8 @@
 #include <utility>
 #include <vector>
 
-#include "node/runtime/config.h"
-#include "node/runtime/gemv.h"
+#include "runtime/config.h"
+#include "runtime/gemv.h"
 
 namespace eesched::runtime {
 

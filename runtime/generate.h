@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "node/runtime/sampling.h"
+#include "runtime/sampling.h"
 
 namespace eesched::runtime {
 

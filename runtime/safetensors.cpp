@@ -1,6 +1,6 @@
-#include "node/runtime/safetensors.h"
+#include "runtime/safetensors.h"
 
-#include "node/runtime/error.h"
+#include "runtime/error.h"
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "node/runtime/config.h"
+#include "runtime/config.h"
 
 namespace eesched::runtime {
 

@@ -1,10 +1,10 @@
-#include "node/runtime/sampling.h"
+#include "runtime/sampling.h"
 
 #include <algorithm>
 #include <cmath>
 #include <numeric>
 
-#include "node/runtime/error.h"
+#include "runtime/error.h"
 
 namespace eesched::runtime {
 namespace {

@@ -1,5 +1,5 @@
 // Built as the eesched_spm module (see spm_module.h): the only code that touches sentencepiece.
-#include "node/runtime/spm_module.h"
+#include "runtime/spm_module.h"
 
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>

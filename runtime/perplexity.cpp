@@ -1,4 +1,4 @@
-#include "node/runtime/perplexity.h"
+#include "runtime/perplexity.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "node/runtime/error.h"
-#include "node/runtime/model.h"
+#include "runtime/error.h"
+#include "runtime/model.h"
 
 namespace eesched::runtime {
 

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "data/error.h"
-#include "data/sqlite.h"
+#include "data/time.h"
 
 namespace eesched::data {
 namespace {

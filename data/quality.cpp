@@ -30,6 +30,11 @@ std::optional<std::string> quality_refusal(const Arm& arm, const TaskSpec& task,
   return std::nullopt;
 }
 
+std::optional<std::string> admission_refusal(const Arm& arm, const TaskSpec& task, const QualityTable& measured) {
+  if (auto why = arm_refusal(arm, task)) return why;
+  return quality_refusal(arm, task, measured);
+}
+
 nlohmann::json quality_to_json(const QualityTable& table) {
   nlohmann::json j = nlohmann::json::object();
   for (const auto& [key, q] : table) j[key] = {{"ppl_ratio", q.ppl_ratio}, {"top1_agreement", q.top1_agreement}};

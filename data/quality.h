@@ -37,6 +37,11 @@ std::string quality_key(const Arm& arm);
 // a measurement whose perplexity ratio is within task.max_ppl_ratio.
 std::optional<std::string> quality_refusal(const Arm& arm, const TaskSpec& task, const QualityTable& measured);
 
+// Both rules an arm must pass to serve `task` on a model with these measurements: arm_refusal
+// (model-free capability and the exact/tolerant rule) and quality_refusal. The one check the
+// coordinator, the sweep, replay and cross-validation share.
+std::optional<std::string> admission_refusal(const Arm& arm, const TaskSpec& task, const QualityTable& measured);
+
 // {"int8": {"ppl_ratio": 1.003, "top1_agreement": 0.97}, ...}; from_json refuses a ratio that is
 // not a finite positive number or an agreement outside [0, 1], naming the key.
 nlohmann::json quality_to_json(const QualityTable& table);

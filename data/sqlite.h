@@ -14,11 +14,6 @@ struct sqlite3_stmt;
 
 namespace eesched::data {
 
-// The one timestamp format every table uses: ISO-8601 UTC with milliseconds,
-// "2024-05-01T12:34:56.789Z". It sorts as text, so "since" queries compare strings.
-std::string iso_utc(std::chrono::system_clock::time_point t);
-std::string iso_utc_now();
-
 namespace sql {
 
 enum class OpenMode { ReadOnly, ReadWrite, Create };  // Create: read-write, creating the file

@@ -75,6 +75,12 @@ CREATE INDEX tasks_by_status ON tasks(status);
 ALTER TABLE tasks ADD COLUMN request TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE tasks ADD COLUMN result TEXT NOT NULL DEFAULT '';
 )sql"},
+    // v4: quality floors that mean a bound. A model's measured quality per lossy transform (JSON,
+    // data/quality.h) and a tolerant task's bound on it; tasks stored before keep the default.
+    {4, R"sql(
+ALTER TABLE models ADD COLUMN quality TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE tasks ADD COLUMN max_ppl_ratio REAL NOT NULL DEFAULT 1.05;
+)sql"},
 };
 
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
@@ -139,12 +145,13 @@ std::optional<double> opt_double(const sql::Statement& st, int col) {
 }
 
 constexpr const char* kModelCols =
-    "id, name, fingerprint, layers, hidden, intermediate, heads, kv_heads, vocab, parameters, weight_bytes, dtype, encrypted";
+    "id, name, fingerprint, layers, hidden, intermediate, heads, kv_heads, vocab, parameters, weight_bytes, dtype, encrypted, "
+    "quality";
 constexpr const char* kWorkerCols =
     "id, name, host, cpu_model, threads, gflops, copy_gbps, mem_total_bytes, mem_free_bytes, measured_at";
 constexpr const char* kTaskCols =
     "id, ext_id, model_id, draft_model_id, prompt_tokens, max_new_tokens, batch, temperature, top_p, quality, prompt_ids, "
-    "features, status, created_at, updated_at, request, result";
+    "features, status, created_at, updated_at, request, result, max_ppl_ratio";
 constexpr const char* kRunCols =
     "id, task_id, worker_id, arm, policy, explored, repeat_index, started_at, ended_at, latency_ms, ttft_ms, ms_per_token, "
     "tokens_per_s, new_tokens, peak_rss_bytes, acceptance_rate, quality, ok, error";
@@ -164,6 +171,11 @@ ModelRow read_model(const sql::Statement& st) {
   m.weight_bytes = st.column_int64(10);
   m.dtype = st.column_text(11);
   m.encrypted = st.column_int64(12) != 0;
+  try {
+    m.quality = quality_from_json(nlohmann::json::parse(st.column_text(13)));
+  } catch (const std::exception& e) {
+    throw Error("model '" + m.name + "': stored quality is malformed: " + e.what());
+  }
   return m;
 }
 
@@ -206,6 +218,7 @@ TaskRow read_task(const sql::Statement& st, const std::string& path) {
   t.updated_at = st.column_text(14);
   t.request = st.column_text(15);
   t.result = st.column_text(16);
+  t.max_ppl_ratio = st.column_double(17);
   return t;
 }
 
@@ -235,79 +248,6 @@ RunRow read_run(const sql::Statement& st) {
 
 }  // namespace
 
-const char* task_status_name(TaskStatus s) {
-  switch (s) {
-    case TaskStatus::Pending: return "pending";
-    case TaskStatus::Running: return "running";
-    case TaskStatus::Done: return "done";
-    case TaskStatus::Failed: return "failed";
-    case TaskStatus::Cancelled: return "cancelled";
-  }
-  return "?";
-}
-
-TaskStatus parse_task_status(const std::string& name) {
-  for (auto s : {TaskStatus::Pending, TaskStatus::Running, TaskStatus::Done, TaskStatus::Failed, TaskStatus::Cancelled})
-    if (name == task_status_name(s)) return s;
-  throw Error("task status must be pending, running, done, failed or cancelled, not '" + name + "'");
-}
-
-WorkerRow worker_row(const std::string& name, const HardwareProfile& hw) {
-  WorkerRow w;
-  w.name = name;
-  w.hardware = hw;
-  return w;
-}
-
-TaskSpec task_spec(const TaskRow& row) {
-  TaskSpec s;
-  s.id = row.ext_id;
-  s.prompt_tokens = row.prompt_tokens;
-  s.max_new_tokens = row.max_new_tokens;
-  s.batch = row.batch;
-  s.temperature = row.temperature;
-  s.top_p = row.top_p;
-  s.quality = row.quality;
-  if (row.draft_model_id) s.draft = "draft";  // the arm rules only ask whether there is one
-  return s;
-}
-
-RunRow run_row(const RunMeasurement& m, int64_t task_id, std::optional<int64_t> worker_id, const std::string& arm,
-               const std::string& policy, int64_t repeat_index) {
-  RunRow row;
-  row.task_id = task_id;
-  row.worker_id = worker_id;
-  row.arm = arm;
-  row.policy = policy;
-  row.repeat_index = repeat_index;
-  row.started_at = m.started_at.empty() ? iso_utc_now() : m.started_at;
-  row.ended_at = m.ended_at.empty() ? row.started_at : m.ended_at;
-  row.latency_ms = m.latency_ms;
-  row.ttft_ms = m.ttft_ms;
-  row.ms_per_token = m.ms_per_token;
-  row.tokens_per_s = m.tokens_per_s;
-  row.new_tokens = m.new_tokens;
-  row.peak_rss_bytes = m.peak_rss_bytes;
-  row.acceptance_rate = m.acceptance_rate;
-  row.ok = m.ok;
-  row.error = m.error;
-  return row;
-}
-
-TaskRow task_row(const TaskSpec& spec, int64_t model_id, std::optional<int64_t> draft_model_id) {
-  TaskRow t;
-  t.ext_id = spec.id;
-  t.model_id = model_id;
-  t.draft_model_id = draft_model_id;
-  t.prompt_tokens = spec.prompt_tokens;
-  t.max_new_tokens = spec.max_new_tokens;
-  t.batch = spec.batch;
-  t.temperature = spec.temperature;
-  t.top_p = spec.top_p;
-  t.quality = spec.quality;
-  return t;
-}
-
 Store Store::open(const std::filesystem::path& path) {
   sql::Database db(path.string(), sql::OpenMode::Create);
   db.set_busy_timeout(std::chrono::seconds(10));
@@ -328,14 +268,17 @@ int64_t Store::upsert_model(const ModelRow& m) {
   sql::Transaction tx(db_);
   auto st = db_.prepare(
       "INSERT INTO models (name, fingerprint, layers, hidden, intermediate, heads, kv_heads, vocab, parameters, weight_bytes, "
-      "dtype, encrypted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+      "dtype, encrypted, quality) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
       "ON CONFLICT (fingerprint) DO UPDATE SET name = excluded.name, layers = excluded.layers, hidden = excluded.hidden, "
       "intermediate = excluded.intermediate, heads = excluded.heads, kv_heads = excluded.kv_heads, vocab = excluded.vocab, "
       "parameters = excluded.parameters, weight_bytes = excluded.weight_bytes, dtype = excluded.dtype, "
-      "encrypted = excluded.encrypted RETURNING id");
+      "encrypted = excluded.encrypted, "
+      // A registration without measurements keeps what an earlier one measured.
+      "quality = CASE WHEN excluded.quality = '{}' THEN models.quality ELSE excluded.quality END RETURNING id");
   st.bind_text(1, m.name).bind_text(2, m.fingerprint).bind_int64(3, m.layers).bind_int64(4, m.hidden);
   st.bind_int64(5, m.intermediate).bind_int64(6, m.heads).bind_int64(7, m.kv_heads).bind_int64(8, m.vocab);
   st.bind_int64(9, m.parameters).bind_int64(10, m.weight_bytes).bind_text(11, m.dtype).bind_int64(12, m.encrypted);
+  st.bind_text(13, quality_to_json(m.quality).dump());
   st.step();
   const int64_t id = st.column_int64(0);
   st.reset();
@@ -389,14 +332,15 @@ int64_t Store::insert_task(const TaskRow& t) {
   const std::string now = iso_utc_now();
   auto st = db_.prepare(
       "INSERT INTO tasks (ext_id, model_id, draft_model_id, prompt_tokens, max_new_tokens, batch, temperature, top_p, quality, "
-      "prompt_ids, features, status, created_at, updated_at, request) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+      "prompt_ids, features, status, created_at, updated_at, request, max_ppl_ratio) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   st.bind_text(1, t.ext_id).bind_int64(2, t.model_id);
   bind_opt(st, 3, t.draft_model_id);
   st.bind_int64(4, t.prompt_tokens).bind_int64(5, t.max_new_tokens).bind_int64(6, t.batch);
   st.bind_double(7, t.temperature).bind_double(8, t.top_p).bind_text(9, quality_name(t.quality));
   st.bind_text(10, nlohmann::json(t.prompt_ids).dump()).bind_text(11, t.features).bind_text(12, task_status_name(t.status));
   st.bind_text(13, t.created_at.empty() ? now : t.created_at).bind_text(14, t.updated_at.empty() ? now : t.updated_at);
-  st.bind_text(15, t.request.empty() ? "{}" : t.request);
+  st.bind_text(15, t.request.empty() ? "{}" : t.request).bind_double(16, t.max_ppl_ratio);
   st.run();
   const int64_t id = db_.last_insert_rowid();
   tx.commit();

@@ -22,7 +22,7 @@ constexpr size_t kMaxListed = 100;  // bad lines listed in one error; the count 
 
 const std::set<std::string>& known_keys() {
   static const std::set<std::string> keys{"id",    "model", "draft",       "prompt", "prompt_tokens", "max_new_tokens",
-                                          "batch", "temperature", "top_p", "quality"};
+                                          "batch", "temperature", "top_p", "quality", "max_ppl_ratio"};
   return keys;
 }
 
@@ -128,6 +128,10 @@ std::vector<std::string> check(const json& j, TaskSpec& out) {
       problems.push_back(e.what());
     }
   }
+  if (auto r = get_number(j, "max_ppl_ratio", problems)) {
+    if (!(*r >= 1 && *r <= 1000)) problems.push_back("max_ppl_ratio must be in [1, 1000]");
+    out.max_ppl_ratio = *r;
+  }
   return problems;
 }
 
@@ -146,6 +150,7 @@ Json make_json(const TaskSpec& t) {
   j["temperature"] = t.temperature;
   j["top_p"] = t.top_p;
   j["quality"] = quality_name(t.quality);
+  if (t.max_ppl_ratio != kDefaultMaxPplRatio) j["max_ppl_ratio"] = t.max_ppl_ratio;
   return j;
 }
 

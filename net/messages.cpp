@@ -90,7 +90,8 @@ void to_json(json& j, const ModelInfo& m) {
            {"hidden", r.hidden},      {"intermediate", r.intermediate}, {"heads", r.heads},
            {"kv_heads", r.kv_heads},  {"vocab", r.vocab},             {"parameters", r.parameters},
            {"weight_bytes", r.weight_bytes}, {"dtype", r.dtype},      {"encrypted", r.encrypted},
-           {"key_fingerprint", m.key_fingerprint}, {"draft", m.draft}};
+           {"key_fingerprint", m.key_fingerprint}, {"draft", m.draft},
+           {"quality", data::quality_to_json(r.quality)}};
 }
 
 void from_json(const json& j, ModelInfo& m) {
@@ -113,6 +114,13 @@ void from_json(const json& j, ModelInfo& m) {
     bad("model '" + r.name + "' has a non-positive dimension");
   m.key_fingerprint = field_or<std::string>(j, "key_fingerprint", "");
   m.draft = field_or<bool>(j, "draft", false);
+  if (has(j, "quality")) {
+    try {
+      r.quality = data::quality_from_json(j["quality"]);
+    } catch (const data::Error& e) {
+      bad("model '" + r.name + "': " + e.what());
+    }
+  }
 }
 
 void to_json(json& j, const TaskRequest& r) {
@@ -120,7 +128,8 @@ void to_json(json& j, const TaskRequest& r) {
            {"key_fingerprint", r.key_fingerprint}, {"prompt_ids", r.prompt_ids},
            {"stop_ids", r.stop_ids},       {"max_new_tokens", r.max_new_tokens},
            {"temperature", r.temperature}, {"top_p", r.top_p},
-           {"seed", r.seed},               {"quality", data::quality_name(r.quality)}};
+           {"seed", r.seed},               {"quality", data::quality_name(r.quality)},
+           {"max_ppl_ratio", r.max_ppl_ratio}};
   if (!r.arm.empty()) j["arm"] = r.arm;
 }
 
@@ -142,6 +151,8 @@ void from_json(const json& j, TaskRequest& r) {
   } catch (const data::Error& e) {
     bad(e.what());
   }
+  r.max_ppl_ratio = field_or<double>(j, "max_ppl_ratio", data::kDefaultMaxPplRatio);
+  if (!(r.max_ppl_ratio >= 1) || r.max_ppl_ratio > 1000) bad("max_ppl_ratio must be in [1, 1000]");
   r.arm = field_or<std::string>(j, "arm", "");
   check_sampling(r.max_new_tokens, r.temperature, r.top_p, r.prompt_ids.size());
 }
@@ -252,6 +263,7 @@ json to_message(const Result& m) {
   j["explored"] = m.explored;
   j["attempts"] = m.attempts;
   j["predicted_ms"] = m.predicted_ms;
+  if (m.ppl_ratio) j["ppl_ratio"] = *m.ppl_ratio;
   return j;
 }
 
@@ -347,6 +359,7 @@ Result read_message<Result>(const json& j) {
   m.explored = field_or<bool>(j, "explored", false);
   m.attempts = field_or<int64_t>(j, "attempts", 0);
   m.predicted_ms = field_or<double>(j, "predicted_ms", 0.0);
+  if (has(j, "ppl_ratio")) m.ppl_ratio = field<double>(j, "ppl_ratio");
   return m;
 }
 

@@ -13,7 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data/hardware.h"
-#include "data/store.h"
+#include "data/rows.h"
 #include "data/task.h"
 #include "net/protocol.h"
 
@@ -66,6 +66,7 @@ struct TaskRequest {
   double top_p = 1;
   uint64_t seed = 0;
   data::Quality quality = data::Quality::Exact;
+  double max_ppl_ratio = data::kDefaultMaxPplRatio;  // tolerant: the bound on a lossy arm's measured ratio
   std::string arm;                   // optional: pin an arm instead of asking the selector
 };
 
@@ -113,6 +114,7 @@ struct Result {
   bool explored = false;
   int64_t attempts = 0;
   double predicted_ms = 0;
+  std::optional<double> ppl_ratio;  // lossy arms: the arm's measured perplexity ratio on the model
 };
 
 // Cancel (client -> coordinator by task_id or request_id; coordinator -> worker by task_id).

@@ -14,6 +14,7 @@
 #include "data/error.h"
 #include "data/hardware.h"
 #include "data/roofline.h"
+#include "data/quality.h"
 #include "data/store.h"
 #include "data/suite.h"
 #include "ee/codec.h"
@@ -119,7 +120,9 @@ SweepSummary run_sweep(const SweepOptions& o) {
     p.prompts.assign(static_cast<std::size_t>(spec.batch), ids);
     accel::ModelPair pair{p.model->model, p.draft ? p.draft->model : nullptr, "", ""};
     for (const auto& arm : arms) {
-      if (accel::arm_refusal(arm, p.spec, pair)) summary.refused += 1;
+      // The quality floor as the coordinator applies it: a lossy arm only within the task's
+      // bound on the model's measured ratio.
+      if (accel::arm_refusal(arm, p.spec, pair) || data::quality_refusal(arm, p.spec, p.model->row.quality)) summary.refused += 1;
       else p.arms.push_back(arm);
     }
     summary.planned += static_cast<int64_t>(p.arms.size()) * o.repeats * static_cast<int64_t>(threads.size());

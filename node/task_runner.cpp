@@ -6,7 +6,7 @@
 #include <random>
 
 #include "accel/run.h"
-#include "data/sqlite.h"
+#include "data/time.h"
 
 namespace eesched::node {
 

@@ -27,6 +27,8 @@
 #include "net/listener.h"
 #include "net/messages.h"
 #include "scheduler/history.h"
+#include "scheduler/placement.h"
+#include "scheduler/policies.h"
 #include "scheduler/selector.h"
 
 namespace eesched::scheduler {
@@ -60,6 +62,7 @@ struct Task {
   std::string arm;
   bool explored = false;
   double predicted_ms = 0;
+  std::optional<double> ppl_ratio;       // the assigned arm's measured ratio (lossy arms)
   std::string policy;
   Clock::time_point submitted_at;
   // When the attempt should have started: workers run one task at a time, so a queued task's
@@ -87,7 +90,9 @@ struct Coordinator::Impl {
   asio::steady_timer sweep_timer{io};
   net::Token token;
   std::optional<Selector> selector;
-  std::vector<data::Arm> selector_arms;  // arms the selector can score, catalog order
+  std::unique_ptr<Policy> policy;        // what decides placement (scheduler/placement.h)
+  std::string policy_label;              // recorded with each run: the policy's name, or "default"
+  std::vector<data::Arm> candidates_arms;  // what the policy may choose from, catalog order
 
   mutable std::mutex mu;
   std::condition_variable state_cv;  // stop() requested, or a running task finished
@@ -98,6 +103,7 @@ struct Coordinator::Impl {
   std::deque<int64_t> pending;           // waiting for a worker, FIFO
   std::map<std::string, data::ModelRow> known_models;  // by name: the latest registered
   std::map<std::pair<int64_t, int64_t>, std::optional<double>> acceptance;  // landmark cache
+  History train_history;  // --train-db: what single-best and knn were fitted on (knn answers from it)
   std::mt19937_64 rng;
   bool draining = false;    // stop() called: no new Submits, no new assignments
   bool force_stop = false;  // a second signal: do not wait for running tasks
@@ -107,14 +113,41 @@ struct Coordinator::Impl {
   explicit Impl(CoordinatorOptions o)
       : options(std::move(o)), token(net::Token::read_file(options.token_file)), store(data::Store::open(options.db)),
         rng(options.seed) {
-    if (!options.selector.empty()) {
-      selector = Selector::load(options.selector);
-      for (const auto& arm : data::arm_catalog())
-        if (std::find(selector->arms().begin(), selector->arms().end(), arm.name) != selector->arms().end())
-          selector_arms.push_back(arm);
-    }
+    if (!options.selector.empty()) selector = Selector::load(options.selector);
+    make_placement_policy();
     for (const auto& m : store.models()) known_models[m.name] = m;
     listener.emplace(io, options.listen, [this](asio::ip::tcp::socket s) { on_accept(std::move(s)); });
+  }
+
+  // The policy an operator asked for. Without a selector, `meta` means every task runs kv (the
+  // policy recorded as "default"); baselines consider the selector's arms, or the catalog.
+  void make_placement_policy() {
+    policy_label = options.policy;
+    if (options.policy == "meta" && !selector) {
+      policy = make_single_best({"kv"});
+      candidates_arms = {data::parse_arm("kv")};
+      policy_label = "default";
+      return;
+    }
+    for (const auto& arm : data::arm_catalog())
+      if (!selector || std::find(selector->arms().begin(), selector->arms().end(), arm.name) != selector->arms().end())
+        candidates_arms.push_back(arm);
+    if (options.policy == "single-best" && options.train_db.empty()) {
+      if (!selector) throw std::runtime_error("policy 'single-best' needs a ranking: give --selector or --train-db");
+      policy = make_single_best(selector->single_best_ranking());
+      return;
+    }
+    policy = make_policy(options.policy, selector ? &*selector : nullptr);
+    if (policy->needs_outcome())
+      throw std::runtime_error("policy '" + options.policy + "' needs each arm's measured latency: it scores replay, it cannot place tasks");
+    if (!options.train_db.empty()) {
+      auto train_store = data::Store::open(options.train_db);
+      train_history = History::load(train_store, /*require_all=*/true);
+      if (train_history.cases.empty()) throw std::runtime_error(options.train_db.string() + ": no complete case to learn from");
+      policy->fit(train_history);
+    } else if (options.policy == "knn") {
+      throw std::runtime_error("policy 'knn' needs a training history: give --train-db");
+    }
   }
 
   // ---- connections -------------------------------------------------------------------------
@@ -451,6 +484,7 @@ struct Coordinator::Impl {
     r.explored = t.explored;
     r.attempts = t.attempts;
     r.predicted_ms = t.predicted_ms;
+    r.ppl_ratio = t.ppl_ratio;
     r.report.error = t.last_error;
     return r;
   }
@@ -485,6 +519,7 @@ struct Coordinator::Impl {
     s.top_p = r.top_p;
     s.quality = r.quality;
     s.seed = r.seed;
+    s.max_ppl_ratio = r.max_ppl_ratio;
     return s;
   }
 
@@ -505,12 +540,12 @@ struct Coordinator::Impl {
 
   struct Pick {
     Worker* worker = nullptr;
-    data::Arm arm;
-    double predicted_ms = 0;
-    bool explored = false;
+    Choice choice;
+    std::optional<double> ppl_ratio;  // the arm's measured ratio on that worker's model (lossy arms)
   };
 
-  // The (worker, arm) for a task among the workers that can take it now, or none.
+  // The (worker, arm) for a task among the workers that can take it now, or none: placement
+  // (scheduler/placement.h) decides, exactly as replay and cross-validation evaluate it.
   std::optional<Pick> pick(const Task& t) {
     std::vector<Worker*> candidates;
     for (auto& [cid, w] : workers) {
@@ -525,76 +560,33 @@ struct Coordinator::Impl {
     if (!fresh.empty()) candidates.swap(fresh);
     if (candidates.empty()) return std::nullopt;
 
-    std::optional<Pick> best;
-    std::string best_profile;
-    std::string pinned_refusal;
-    double best_score = std::numeric_limits<double>::infinity();
-    // Workers with the same hardware and models get the same predictions: score each such
-    // group once (bench-dispatch's 16 identical workers cost one decision, not 16).
-    std::map<std::string, std::pair<std::vector<data::Arm>, std::vector<double>>> by_profile;
+    std::vector<WorkerState> states;
+    states.reserve(candidates.size());
     for (Worker* w : candidates) {
       const auto& model = *std::find_if(w->models.begin(), w->models.end(), [&](const net::ModelInfo& m) { return serves(m, t.request); });
-      data::TaskSpec spec = spec_of(t.request);
-      if (w->draft) spec.draft = w->draft->row.name;
-      const std::string profile = std::to_string(w->hardware.threads) + "/" + std::to_string(w->hardware.gflops) + "/" +
-                                  std::to_string(w->hardware.copy_gbps) + "/" + model.row.fingerprint + "/" +
-                                  (w->draft ? w->draft->row.fingerprint : "");
-      auto cached = by_profile.find(profile);
-      if (cached == by_profile.end()) {
-        std::vector<data::Arm> arms;
-        std::vector<double> ms;
-        if (!t.request.arm.empty()) {
-          const auto arm = data::parse_arm(t.request.arm);
-          if (const auto why = data::arm_refusal(arm, spec)) {
-            pinned_refusal = *why;
-          } else {
-            arms.push_back(arm);
-          }
-        } else if (selector) {
-          for (const auto& arm : selector_arms)
-            if (!data::arm_refusal(arm, spec)) arms.push_back(arm);
-        } else {
-          arms.push_back(data::parse_arm("kv"));
-        }
-        if (selector && !arms.empty()) {
-          TaskCase c;
-          c.spec = spec;
-          c.model = model.row;
-          if (w->draft) c.draft = w->draft->row;
-          c.hardware = w->hardware;
-          if (w->draft) c.landmarks.acceptance_rate = landmark(model.row.id, w->draft->row.id);
-          c.landmarks.self_acceptance_rate = landmark(model.row.id, std::nullopt);
-          ms = selector->predict_ms(c, arms);
-        } else {
-          ms.assign(arms.size(), 0.0);
-        }
-        cached = by_profile.emplace(profile, std::make_pair(std::move(arms), std::move(ms))).first;
+      WorkerState s;
+      s.id = static_cast<int64_t>(w->conn->id());
+      s.hardware = w->hardware;
+      s.model = model.row;
+      if (w->draft) {
+        s.draft = w->draft->row;
+        s.landmarks.acceptance_rate = landmark(model.row.id, w->draft->row.id);
       }
-      const auto& [arms, ms] = cached->second;
-      for (std::size_t i = 0; i < arms.size(); ++i) {
-        const double score = w->queue_ms + ms[i];
-        if (score < best_score) best_score = score, best = Pick{w, arms[i], ms[i], false}, best_profile = cached->first;
-      }
+      s.landmarks.self_acceptance_rate = landmark(model.row.id, std::nullopt);
+      s.queue_ms = w->queue_ms;
+      states.push_back(std::move(s));
     }
-    // A client's arm that no live worker can run with this task (e.g. speculative without a
-    // draft anywhere) would wait forever: fail it with the reason instead.
-    if (!best && !pinned_refusal.empty()) throw std::runtime_error("arm " + t.request.arm + " does not apply: " + pinned_refusal);
-    if (!best) return std::nullopt;
-    // Exploration: another applicable arm on the chosen worker, now and then, so history keeps
-    // covering every arm.
-    if (selector && t.request.arm.empty() && options.explore > 0 &&
-        std::uniform_real_distribution<double>(0, 1)(rng) < options.explore) {
-      const auto& [arms, ms] = by_profile.at(best_profile);
-      if (arms.size() > 1) {
-        const auto at = std::find_if(arms.begin(), arms.end(), [&](const data::Arm& a) { return a.name == best->arm.name; });
-        std::size_t i = std::uniform_int_distribution<std::size_t>(0, arms.size() - 2)(rng);
-        if (i >= static_cast<std::size_t>(at - arms.begin())) ++i;  // any arm but the best
-        best->arm = arms[i];
-        best->predicted_ms = ms[i];
-        best->explored = true;
-      }
-    }
-    return best;
+    const PlacementTask task{t.row.id, spec_of(t.request), t.request.arm, {}};
+    const auto choice = place(task, states, candidates_arms, *policy, options.explore, rng);
+    if (!choice) return std::nullopt;
+    Pick p;
+    p.worker = &workers.at(static_cast<uint64_t>(choice->worker));
+    p.choice = *choice;
+    const auto& model = *std::find_if(p.worker->models.begin(), p.worker->models.end(),
+                                      [&](const net::ModelInfo& m) { return serves(m, t.request); });
+    const auto q = model.row.quality.find(data::quality_key(choice->arm));
+    if (q != model.row.quality.end()) p.ppl_ratio = q->second.ppl_ratio;
+    return p;
   }
 
   // Assigns as many pending tasks as workers can take, oldest first.
@@ -641,22 +633,23 @@ struct Coordinator::Impl {
     ++t.attempts;
     t.worker_conn = w.conn->id();
     t.worker_name = w.name;
-    t.arm = p.arm.name;
-    t.explored = p.explored;
-    t.predicted_ms = p.predicted_ms;
-    t.policy = !t.request.arm.empty() ? "client" : selector ? "selector" : "default";
+    t.arm = p.choice.arm.name;
+    t.explored = p.choice.explored;
+    t.predicted_ms = p.choice.predicted_ms;
+    t.ppl_ratio = p.ppl_ratio;
+    t.policy = !t.request.arm.empty() ? "client" : policy_label;
     if (w.outstanding.empty()) t.started_at = Clock::now();
     w.outstanding.push_back(t.row.id);
-    w.queue_ms += p.predicted_ms;
+    w.queue_ms += p.choice.predicted_ms;
     // The store keeps such a task `pending` until its result: a restart re-queues it either way,
     // and one write fewer per task is throughput.
 
     net::Assign a;
     a.task_id = t.row.id;
     a.attempt = t.attempts;
-    a.arm = p.arm.name;
+    a.arm = p.choice.arm.name;
     a.model = t.model_name;
-    if (p.arm.needs_draft() && w.draft) a.draft = w.draft->row.name;
+    if (p.choice.arm.needs_draft() && w.draft) a.draft = w.draft->row.name;
     a.prompt_ids = t.request.prompt_ids;
     a.stop_ids = t.request.stop_ids;
     a.max_new_tokens = t.request.max_new_tokens;
@@ -774,8 +767,8 @@ void Coordinator::run() {
       });
     });
   }
-  spdlog::info("coordinator listening on {}:{} (store {}, selector {})", s.options.listen.host, port(), s.store.path(),
-               s.selector ? s.options.selector.string() : "none: every task runs kv");
+  spdlog::info("coordinator listening on {}:{} (store {}, selector {}, policy {})", s.options.listen.host, port(), s.store.path(),
+               s.selector ? s.options.selector.string() : "none", s.policy_label);
   // Keeps the pool alive until the end, even when no socket is open (the posts below need it).
   auto work = asio::make_work_guard(s.io);
   std::vector<std::thread> pool;

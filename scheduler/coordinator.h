@@ -28,7 +28,11 @@ namespace eesched::scheduler {
 struct CoordinatorOptions {
   net::Endpoint listen{"127.0.0.1", 7700};
   std::filesystem::path db;
-  std::filesystem::path selector;    // empty: every task runs `kv` (policy "default")
+  std::filesystem::path selector;    // empty: policy meta runs `kv` for every task (recorded as "default")
+  // Placement policy (scheduler/policies.h): meta (the selector), or a baseline an operator can
+  // fall back to: random, single-best, heuristic, roofline, knn. Not oracle (it needs outcomes).
+  std::string policy = "meta";
+  std::filesystem::path train_db;    // history to fit single-best/knn on (single-best: else the selector's ranking)
   std::filesystem::path token_file;
   int threads = 2;                   // network threads
   double explore = 0.02;             // probability of exploring another arm

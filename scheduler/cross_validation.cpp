@@ -12,6 +12,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "scheduler/placement.h"
+
 namespace eesched::scheduler {
 
 namespace {
@@ -34,11 +36,16 @@ class OutOfFold final : public Policy {
   OutOfFold(std::string name, std::map<int64_t, int> fold_of) : name_(std::move(name)), fold_of_(std::move(fold_of)) {}
   std::string name() const override { return name_; }
   void add(std::unique_ptr<Policy> p) { per_fold_.push_back(std::move(p)); }
-  std::string pick(const TaskCase& c, std::mt19937_64& rng) const override {
-    return per_fold_.at(static_cast<std::size_t>(fold_of_.at(c.task_id)))->pick(c, rng);
+  Choice choose(const std::vector<WorkerOption>& workers, std::mt19937_64& rng) const override {
+    return of(workers.at(0).task).choose(workers, rng);
   }
+  std::vector<double> predict_ms(const TaskCase& c, const std::vector<data::Arm>& arms) const override { return of(c).predict_ms(c, arms); }
+
+ protected:
+  std::string arm_for(const TaskCase& c, std::mt19937_64& rng) const override { return of(c).pick(c, rng); }
 
  private:
+  const Policy& of(const TaskCase& c) const { return *per_fold_.at(static_cast<std::size_t>(fold_of_.at(c.task_id))); }
   std::string name_;
   std::map<int64_t, int> fold_of_;
   std::vector<std::unique_ptr<Policy>> per_fold_;
@@ -75,9 +82,12 @@ CrossValidation cross_validate(const History& h, int k, const TrainOptions& opti
     const Selector& selector = *selectors.back();
     double se = 0;
     int64_t n = 0;
+    const auto fold_meta = make_policy("meta", &selector);
+    std::mt19937_64 unused(options.seed);
     for (const auto& c : test.cases) {
       const auto ms = selector.predict_ms(c, c.arms);
-      HeldOutDecision d{f, c.task_id, c.worker_id, c.spec.id, c.model.name, c.hardware.threads, selector.choose(c, c.arms).name, "", 1, {}};
+      HeldOutDecision d{f,  c.task_id, c.worker_id, c.spec.id, c.model.name, c.hardware.threads, place_case(c, *fold_meta, unused).arm.name,
+                        "", 1, {}};
       double best = std::numeric_limits<double>::infinity();
       for (std::size_t i = 0; i < c.arms.size(); ++i) {
         const double measured = c.latency.at(c.arms[i].name);
@@ -92,7 +102,7 @@ CrossValidation cross_validate(const History& h, int k, const TrainOptions& opti
     }
     r.rmse_log_ms = std::sqrt(se / static_cast<double>(std::max<int64_t>(1, n)));
     r.test_cases = static_cast<int64_t>(test.cases.size());
-    const auto meta = make_policy("meta", &selector);
+    const auto& meta = fold_meta;
     auto sbs = make_policy("single-best", nullptr);
     sbs->fit(train);
     const auto report = replay(train, test, {meta.get(), sbs.get()}, options.seed);

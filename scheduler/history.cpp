@@ -5,6 +5,7 @@
 #include <set>
 
 #include "data/features.h"
+#include "data/quality.h"
 
 namespace eesched::scheduler {
 namespace {
@@ -59,7 +60,8 @@ History History::load(data::Store& store, bool require_all) {
     for (const auto& [arm, ms] : arms) c.latency[arm] = data::arm_latency_ms(ms);
     bool complete = true;
     for (const auto& arm : universe) {
-      if (data::arm_refusal(arm, c.spec)) continue;
+      // What may serve it: capability and the quality floor, as the coordinator decides.
+      if (data::admission_refusal(arm, c.spec, c.model.quality)) continue;
       if (c.latency.count(arm.name)) c.arms.push_back(arm);
       else complete = false;
     }

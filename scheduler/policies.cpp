@@ -30,7 +30,11 @@ class Meta final : public Policy {
     if (!s_) throw std::runtime_error("policy 'meta' needs a selector (--selector FILE)");
   }
   std::string name() const override { return "meta"; }
-  std::string pick(const TaskCase& c, std::mt19937_64&) const override { return s_->choose(c, c.arms).name; }
+  Choice choose(const std::vector<WorkerOption>& workers, std::mt19937_64&) const override { return s_->choose_worker_arm(workers); }
+  std::vector<double> predict_ms(const TaskCase& c, const std::vector<data::Arm>& arms) const override { return s_->predict_ms(c, arms); }
+
+ protected:
+  std::string arm_for(const TaskCase& c, std::mt19937_64&) const override { return s_->choose(c, c.arms).name; }
 
  private:
   const Selector* s_;
@@ -39,7 +43,9 @@ class Meta final : public Policy {
 class Random final : public Policy {
  public:
   std::string name() const override { return "random"; }
-  std::string pick(const TaskCase& c, std::mt19937_64& rng) const override {
+
+ protected:
+  std::string arm_for(const TaskCase& c, std::mt19937_64& rng) const override {
     return c.arms[std::uniform_int_distribution<std::size_t>(0, c.arms.size() - 1)(rng)].name;
   }
 };
@@ -47,15 +53,22 @@ class Random final : public Policy {
 class Oracle final : public Policy {
  public:
   std::string name() const override { return "oracle"; }
-  std::string pick(const TaskCase& c, std::mt19937_64&) const override { return oracle_arm(c); }
+  bool needs_outcome() const override { return true; }
+
+ protected:
+  std::string arm_for(const TaskCase& c, std::mt19937_64&) const override { return oracle_arm(c); }
 };
 
 // The best-ranked applicable arm by mean slowdown on the training history.
 class SingleBest final : public Policy {
  public:
+  SingleBest() = default;
+  explicit SingleBest(std::vector<std::string> ranking) : ranking_(std::move(ranking)) {}
   std::string name() const override { return "single-best"; }
   void fit(const History& train) override { ranking_ = arms_by_mean_slowdown(train); }
-  std::string pick(const TaskCase& c, std::mt19937_64&) const override {
+
+ protected:
+  std::string arm_for(const TaskCase& c, std::mt19937_64&) const override {
     for (const auto& arm : ranking_)
       if (has(c, arm)) return arm;
     return has(c, "kv") ? "kv" : c.arms.front().name;
@@ -69,7 +82,9 @@ class SingleBest final : public Policy {
 class Heuristic final : public Policy {
  public:
   std::string name() const override { return "heuristic"; }
-  std::string pick(const TaskCase& c, std::mt19937_64&) const override {
+
+ protected:
+  std::string arm_for(const TaskCase& c, std::mt19937_64&) const override {
     const auto& t = c.spec;
     const bool tolerant = t.quality == data::Quality::Tolerant;
     const bool memory_bound = c.model.weight_bytes > 100'000'000;  // beyond L3: bytes per token rule
@@ -93,15 +108,11 @@ class Heuristic final : public Policy {
 class Roofline final : public Policy {
  public:
   std::string name() const override { return "roofline"; }
-  std::string pick(const TaskCase& c, std::mt19937_64&) const override {
-    std::string best;
-    double best_ms = std::numeric_limits<double>::infinity();
-    for (const auto& a : c.arms) {
-      const double ms = data::estimate_roofline(c.spec, c.model, c.draft ? &*c.draft : nullptr, c.hardware, a,
-                                                c.landmarks.acceptance_for(a)).total_ms;
-      if (ms < best_ms) best_ms = ms, best = a.name;
-    }
-    return best;
+
+ protected:
+  std::string arm_for(const TaskCase& c, std::mt19937_64&) const override {
+    const auto ms = predict_ms(c, c.arms);
+    return c.arms[static_cast<std::size_t>(std::min_element(ms.begin(), ms.end()) - ms.begin())].name;
   }
 };
 
@@ -128,8 +139,10 @@ class Knn final : public Policy {
       for (std::size_t j = 0; j < r.size(); ++j) scale_[j] += (r[j] - mean_[j]) * (r[j] - mean_[j]) / static_cast<double>(rows_.size());
     for (auto& s : scale_) s = s > 0 ? std::sqrt(s) : 1.0;
   }
-  std::string pick(const TaskCase& c, std::mt19937_64&) const override {
-    if (!train_ || rows_.empty()) throw std::runtime_error("knn: not fitted");
+
+ protected:
+  std::string arm_for(const TaskCase& c, std::mt19937_64&) const override {
+    if (!train_ || rows_.empty()) throw std::runtime_error("knn: not fitted (it needs a training history)");
     const auto q = project(case_features(c, data::parse_arm("kv")));
     std::vector<std::pair<double, std::size_t>> d;
     for (std::size_t i = 0; i < rows_.size(); ++i) {
@@ -179,6 +192,36 @@ class Knn final : public Policy {
 }  // namespace
 
 void Policy::fit(const History&) {}
+
+std::string Policy::pick(const TaskCase& c, std::mt19937_64& rng) const { return choose({WorkerOption{c.worker_id, c, 0, 1}}, rng).arm.name; }
+
+std::vector<double> Policy::predict_ms(const TaskCase& c, const std::vector<data::Arm>& arms) const {
+  std::vector<double> out;
+  out.reserve(arms.size());
+  for (const auto& a : arms)
+    out.push_back(data::estimate_roofline(c.spec, c.model, c.draft ? &*c.draft : nullptr, c.hardware, a, c.landmarks.acceptance_for(a))
+                      .total_ms);
+  return out;
+}
+
+Choice Policy::choose(const std::vector<WorkerOption>& workers, std::mt19937_64& rng) const {
+  if (workers.empty()) throw std::runtime_error("no live worker holds the model");
+  Choice best;
+  double best_score = std::numeric_limits<double>::infinity();
+  for (const auto& w : workers) {
+    if (w.task.arms.empty()) continue;
+    const std::string name = arm_for(w.task, rng);
+    const auto arm = std::find_if(w.task.arms.begin(), w.task.arms.end(), [&](const data::Arm& a) { return a.name == name; });
+    if (arm == w.task.arms.end()) throw std::runtime_error("policy " + this->name() + " picked " + name + ", which the worker may not run");
+    const double ms = predict_ms(w.task, {*arm})[0];
+    const double score = (w.queue_ms + ms) * w.cost_weight;
+    if (score < best_score) best_score = score, best = {w.id, *arm, ms, false};
+  }
+  if (best.arm.name.empty()) throw std::runtime_error("no applicable arm to choose from");
+  return best;
+}
+
+std::unique_ptr<Policy> make_single_best(std::vector<std::string> ranking) { return std::make_unique<SingleBest>(std::move(ranking)); }
 
 std::vector<std::string> policy_names() { return {"meta", "random", "single-best", "oracle", "heuristic", "roofline", "knn"}; }
 

@@ -4,6 +4,10 @@
 // measured: the bound), `heuristic` (an expert's hand rules), `roofline` (an analytical cost
 // model: data/roofline.h), and `knn` (a second learned baseline: the arm that did best on the k
 // most similar training tasks).
+//
+// Every policy decides in two shapes from one definition: pick() chooses an arm for one case
+// (replay, cross-validation) and choose() a (worker, arm) among live workers (the coordinator,
+// through scheduler/placement.h); pick() is choose() on the case's own worker with nothing queued.
 #include <memory>
 #include <random>
 #include <string>
@@ -21,12 +25,27 @@ class Policy {
   // Learns from training history (baselines that need it); default: nothing. `train` must
   // outlive the policy (knn answers from it).
   virtual void fit(const History& train);
-  // Picks one of c.arms (never looks at c.latency, except the oracle).
-  virtual std::string pick(const TaskCase& c, std::mt19937_64& rng) const = 0;
+  // Does it decide from the task alone? The oracle needs the measured outcome, so it scores
+  // replay but cannot run a daemon.
+  virtual bool needs_outcome() const { return false; }
+  // Picks one of c.arms (never looks at c.latency, except the oracle): choose() on one worker.
+  std::string pick(const TaskCase& c, std::mt19937_64& rng) const;
+  // The (worker, arm) among `workers` (each with its own task.arms, none empty). Default: each
+  // worker's arm_for(), scored by (queue + predict_ms) x cost weight.
+  virtual Choice choose(const std::vector<WorkerOption>& workers, std::mt19937_64& rng) const;
+  // Predicted latency of each arm on c, ms: what queues are weighed and accounted with. Default:
+  // the roofline estimate (data/roofline.h), nothing learned.
+  virtual std::vector<double> predict_ms(const TaskCase& c, const std::vector<data::Arm>& arms) const;
+
+ protected:
+  // The arm this policy runs for c (one of c.arms) on c's worker.
+  virtual std::string arm_for(const TaskCase& c, std::mt19937_64& rng) const = 0;
 };
 
 // "meta" needs `selector`; the others ignore it. Throws on an unknown name.
 std::unique_ptr<Policy> make_policy(const std::string& name, const Selector* selector);
 std::vector<std::string> policy_names();  // meta, random, single-best, oracle, heuristic, roofline, knn
+// single-best from a known ranking (a selector's single_best_ranking()), without a history.
+std::unique_ptr<Policy> make_single_best(std::vector<std::string> ranking);
 
 }  // namespace eesched::scheduler

@@ -5,6 +5,8 @@
 #include <limits>
 #include <map>
 
+#include "scheduler/placement.h"
+
 namespace eesched::scheduler {
 namespace {
 
@@ -58,14 +60,15 @@ ReplayReport replay(const Policy& single_best, const History& test, const std::v
   std::mt19937_64 unused(seed);
   for (const auto& c : test.cases) {
     r.oracle_total_ms += oracle_ms(c);
-    r.sbs_total_ms += c.latency.at(single_best.pick(c, unused));
+    r.sbs_total_ms += c.latency.at(place_case(c, single_best, unused).arm.name);
   }
   for (const auto* p : policies) {
     std::mt19937_64 rng(seed);
     Accumulator all;
     std::map<std::string, Accumulator> slices;
     for (const auto& c : test.cases) {
-      const auto arm = p->pick(c, rng);
+      // The coordinator's own decision function, on the case's worker with nothing queued.
+      const auto arm = place_case(c, *p, rng).arm.name;
       const auto it = c.latency.find(arm);
       if (it == c.latency.end()) throw std::runtime_error("policy " + p->name() + " picked " + arm + ", which was not measured");
       const double oracle = oracle_ms(c);

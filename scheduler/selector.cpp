@@ -9,7 +9,7 @@
 #include <stdexcept>
 
 #include "data/features.h"
-#include "data/sqlite.h"
+#include "data/time.h"
 
 namespace eesched::scheduler {
 namespace {
@@ -64,10 +64,8 @@ Selector Selector::train(const History& h, const TrainOptions& o) {
   s.feature_names_ = data::feature_names();
   for (const auto& a : data::arm_catalog()) s.arms_.push_back(a.name);
   if (o.anchor_margin < 0) throw std::runtime_error("anchor margin must be >= 0");
-  if (o.anchor_margin > 0) {
-    s.anchor_margin_ = o.anchor_margin;
-    s.anchor_ranking_ = arms_by_mean_slowdown(h);
-  }
+  s.anchor_margin_ = o.anchor_margin;
+  s.anchor_ranking_ = arms_by_mean_slowdown(h);  // also the coordinator's single-best fallback
   std::set<int64_t> tasks, workers;
   for (const auto& c : h.cases) tasks.insert(c.task_id), workers.insert(c.worker_id);
   s.training_ = {{"cases", h.cases.size()},   {"runs", y.size()},         {"tasks", tasks.size()},
@@ -88,7 +86,7 @@ void Selector::save(const std::filesystem::path& path) const {
                       {"target", target_},
                       {"xgboost", nlohmann::json::parse(model_.to_json())}};
   if (target_ == "log_ratio_to_kv") j["xgboost_base"] = nlohmann::json::parse(base_.to_json());
-  if (anchor_margin_ > 0) j["anchor"] = {{"margin", anchor_margin_}, {"ranking", anchor_ranking_}};
+  j["anchor"] = {{"margin", anchor_margin_}, {"ranking", anchor_ranking_}};
   const auto tmp = path.string() + ".tmp";
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
@@ -187,46 +185,27 @@ std::vector<double> Selector::anchored(const std::vector<data::Arm>& arms, std::
   return ms;
 }
 
-data::Arm Selector::choose(const TaskCase& c, const std::vector<data::Arm>& arms, double explore, std::mt19937_64* rng,
-                           bool* explored) const {
-  if (arms.empty()) throw std::runtime_error("no applicable arm to choose from");
-  if (explored) *explored = false;
-  const auto ms = anchored(arms, predict_ms(c, arms));
-  const auto best = static_cast<std::size_t>(std::min_element(ms.begin(), ms.end()) - ms.begin());
-  // Exploration keeps history covering every arm: another arm than the predicted best, uniformly.
-  if (rng && explore > 0 && arms.size() > 1 && std::uniform_real_distribution<double>(0, 1)(*rng) < explore) {
-    if (explored) *explored = true;
-    auto other = std::uniform_int_distribution<std::size_t>(0, arms.size() - 2)(*rng);
-    return arms[other >= best ? other + 1 : other];
-  }
-  return arms[best];
+data::Arm Selector::choose(const TaskCase& c, const std::vector<data::Arm>& arms) const {
+  TaskCase on = c;
+  on.arms = arms;
+  return choose_worker_arm({WorkerOption{0, std::move(on), 0, 1}}).arm;
 }
 
-Choice Selector::choose_worker_arm(const TaskCase& c, const std::vector<WorkerOption>& workers, const std::vector<data::Arm>& arms,
-                                   double explore, std::mt19937_64* rng) const {
+Choice Selector::choose_worker_arm(const std::vector<WorkerOption>& workers) const {
   if (workers.empty()) throw std::runtime_error("no live worker holds the model");
-  if (arms.empty()) throw std::runtime_error("no applicable arm to choose from");
   Choice best;
   double best_score = std::numeric_limits<double>::infinity();
-  TaskCase on = c;
   for (const auto& w : workers) {
-    on.hardware = w.hardware;
-    const auto ms = predict_ms(on, arms);
+    const auto& arms = w.task.arms;
+    if (arms.empty()) continue;
+    const auto ms = predict_ms(w.task, arms);
     const auto scores = anchored(arms, ms);
     for (std::size_t i = 0; i < arms.size(); ++i) {
       const double score = (w.queue_ms + scores[i]) * w.cost_weight;
       if (score < best_score) best_score = score, best = {w.id, arms[i], ms[i], false};
     }
   }
-  if (rng && explore > 0 && arms.size() > 1 && std::uniform_real_distribution<double>(0, 1)(*rng) < explore) {
-    const auto w = std::find_if(workers.begin(), workers.end(), [&](const WorkerOption& o) { return o.id == best.worker; });
-    on.hardware = w->hardware;
-    bool explored = false;
-    // Force exploration: choose() with probability 1 picks another arm than its best.
-    best.arm = choose(on, arms, 1.0, rng, &explored);
-    best.predicted_ms = predict_ms(on, {best.arm})[0];
-    best.explored = explored;
-  }
+  if (best.arm.name.empty()) throw std::runtime_error("no applicable arm to choose from");
   return best;
 }
 

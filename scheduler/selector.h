@@ -18,7 +18,6 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -56,10 +55,11 @@ struct TrainOptions {
   double anchor_margin = 0.03;
 };
 
-// A worker the coordinator could send a task to.
+// A worker a task could go to, as a policy sees it.
 struct WorkerOption {
   int64_t id = 0;
-  data::HardwareProfile hardware;
+  TaskCase task;           // the task on this worker: its hardware, its copy of the model and draft,
+                           // landmarks; task.arms are the arms it may run there
   double queue_ms = 0;     // predicted time until it is free (its queued work)
   double cost_weight = 1;  // > 1 makes a worker less attractive (e.g. a shared or paid machine)
 };
@@ -68,7 +68,7 @@ struct Choice {
   int64_t worker = 0;
   data::Arm arm;
   double predicted_ms = 0;  // the arm's predicted latency on that worker, queue excluded
-  bool explored = false;
+  bool explored = false;    // set by placement when it explored instead of exploiting
 };
 
 class Selector {
@@ -82,22 +82,19 @@ class Selector {
   std::vector<double> predict_ms(const TaskCase& c, const std::vector<data::Arm>& arms) const;
   // The same through XGBoost's C API (slower; tests check the two agree).
   std::vector<double> predict_ms_xgboost(const TaskCase& c, const std::vector<data::Arm>& arms) const;
-  // The arm of least predicted latency among `arms` (which the caller has filtered by quality
-  // floor and capability). With probability `explore` (when rng is given) another arm is chosen
-  // uniformly instead and *explored is set.
-  data::Arm choose(const TaskCase& c, const std::vector<data::Arm>& arms, double explore = 0.0, std::mt19937_64* rng = nullptr,
-                   bool* explored = nullptr) const;
-
-  // The (worker, arm) pair of least (queue + predicted latency) x cost weight; `c` gives the task,
-  // model and landmarks (its hardware is replaced by each worker's). Exploration as in choose(),
-  // over arms on the chosen worker.
-  Choice choose_worker_arm(const TaskCase& c, const std::vector<WorkerOption>& workers, const std::vector<data::Arm>& arms,
-                           double explore = 0.0, std::mt19937_64* rng = nullptr) const;
+  // The selector's decision: the (worker, arm) pair of least (queue + anchored predicted latency)
+  // x cost weight, over each worker's own arms (already filtered by capability and quality
+  // floor). Exploration is placement's (scheduler/placement.h), the same for every policy.
+  Choice choose_worker_arm(const std::vector<WorkerOption>& workers) const;
+  // The same for one case on its own worker with nothing queued: the arm among `arms`.
+  data::Arm choose(const TaskCase& c, const std::vector<data::Arm>& arms) const;
 
   const nlohmann::json& training_summary() const { return training_; }
   const std::vector<std::string>& arms() const { return arms_; }
   const std::string& target() const { return target_; }
   double anchor_margin() const { return anchor_margin_; }
+  // The training history's arms by mean slowdown, best first: the single best arm's ranking.
+  const std::vector<std::string>& single_best_ranking() const { return anchor_ranking_; }
 
  private:
   XgbModel model_, base_;              // what is saved (XGBoost's own JSON); base_: kv's log latency

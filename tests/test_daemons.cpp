@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <future>
+#include <random>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -24,6 +25,10 @@
 #include "runtime/tokenizer.h"
 #include "node/worker_daemon.h"
 #include "scheduler/coordinator.h"
+#include "scheduler/history.h"
+#include "scheduler/placement.h"
+#include "scheduler/policies.h"
+#include "scheduler/selector.h"
 #include "tests/ee_fixtures.h"
 #include "tests/test_helpers.h"
 
@@ -551,6 +556,113 @@ TEST(Daemons, CancelUnknownModelWrongKeyAndImpossibleArm) {
   const auto res = net::submit_and_wait(coordinator.at(), pinned, within(5s));
   EXPECT_EQ(res.status, "failed");
   EXPECT_THAT(res.report.error, HasSubstr("does not apply"));
+}
+
+
+// A worker in the test's hands: it registers exactly the hardware and models it is given, over a
+// real socket, and shows the Assigns the coordinator sends it.
+class ScriptedWorker {
+ public:
+  ScriptedWorker(const net::Endpoint& at, const net::Token& token, const std::string& name, const data::HardwareProfile& hw,
+                 std::vector<net::ModelInfo> models)
+      : client_(net::BlockingClient::connect(at, 2s)) {
+    const auto hello = net::read_message<net::Hello>(next(net::MessageType::Hello).body);
+    net::Register r;
+    r.name = name;
+    r.hardware = hw;
+    r.models = std::move(models);
+    r.nonce = net::make_nonce();
+    r.proof = token.proof(net::kWorkerProofLabel, hello.nonce, name);
+    client_.send(net::to_message(r));
+    next(net::MessageType::Registered);
+  }
+  net::Assign next_assign() { return net::read_message<net::Assign>(next(net::MessageType::Assign).body); }
+  void answer(const net::Assign& a) {
+    net::Result r;
+    r.task_id = a.task_id;
+    r.attempt = a.attempt;
+    r.report.ok = true;
+    r.report.tokens.assign(a.prompt_ids.size(), {});
+    r.report.latency_ms = 1;
+    client_.send(net::to_message(r));
+  }
+
+ private:
+  net::Message next(net::MessageType type) {
+    while (true) {
+      auto m = client_.receive(5s);
+      if (!m) throw std::runtime_error(std::string("no ") + net::message_type_name(type) + " within 5 s");
+      if (m->type == type) return *m;
+      if (m->type == net::MessageType::Error) throw std::runtime_error("the coordinator said: " + m->body.dump());
+    }
+  }
+  net::BlockingClient client_;
+};
+
+// What was evaluated is what runs: for stored tasks of the shipped history, the coordinator
+// (with the shipped selector, policy meta, no exploration) assigns exactly the arm replay's
+// placement picks for the same task on the same worker state. The history's models get measured
+// qualities here, so tolerant tasks have lossy arms to take or leave.
+TEST(Daemons, TheCoordinatorPlacesAStoredTaskAsReplayDoes) {
+  TempDir dir;
+  net::Token::write_new(dir / "token");
+  const auto token = net::Token::read_file(dir / "token");
+  std::filesystem::copy_file(testing::source_dir() / "data" / "history" / "dev.db", dir / "history.db");
+  {
+    auto store = data::Store::open(dir / "history.db");
+    for (auto m : store.models()) {
+      m.quality = {{"int8", {1.004, 0.97}}, {"prune30", {1.03, 0.92}}, {"int8+prune30", {1.2, 0.8}}};
+      store.upsert_model(m);
+    }
+  }
+  auto store = data::Store::open(dir / "history.db");
+  const auto history = scheduler::History::load(store, /*require_all=*/true);
+  ASSERT_GT(history.cases.size(), 100u);
+  const auto selector_file = testing::source_dir() / "models" / "selector.json";
+  const auto selector = scheduler::Selector::load(selector_file);
+  const auto meta = scheduler::make_policy("meta", &selector);
+
+  scheduler::CoordinatorOptions o;
+  o.db = dir / "history.db";
+  o.selector = selector_file;
+  LocalCoordinator coordinator(dir.path(), o);
+  const std::size_t step = history.cases.size() / 30;
+  std::set<std::string> arms;
+  int tolerant = 0;
+  for (std::size_t i = 0; i < history.cases.size(); i += step) {
+    const auto& c = history.cases[i];
+    std::mt19937_64 rng(1);
+    const auto expected = scheduler::place_case(c, *meta, rng).arm.name;
+    std::vector<net::ModelInfo> models{{c.model, "", false}};
+    if (c.draft) models.push_back({*c.draft, "", true});
+    std::optional<ScriptedWorker> worker;
+    worker.emplace(coordinator.at(), token, "replayed-" + std::to_string(i), c.hardware, models);
+    coordinator.await_workers(1);
+    net::TaskRequest r;
+    r.request_id = "same-" + std::to_string(i);
+    r.model = c.model.name;
+    r.prompt_ids.assign(static_cast<std::size_t>(c.spec.batch), std::vector<int64_t>(static_cast<std::size_t>(c.spec.prompt_tokens), 1));
+    r.max_new_tokens = c.spec.max_new_tokens;
+    r.temperature = c.spec.temperature;
+    r.top_p = c.spec.top_p;
+    r.quality = c.spec.quality;
+    r.max_ppl_ratio = c.spec.max_ppl_ratio;
+    auto client = net::BlockingClient::connect(coordinator.at(), 2s);
+    client.send(net::to_message(net::Submit{r}));
+    const auto a = worker->next_assign();
+    EXPECT_EQ(a.arm, expected) << "task " << c.spec.id << " on " << c.hardware.threads << " threads";
+    worker->answer(a);
+    std::optional<net::Message> m;
+    do m = client.receive(5s);
+    while (m && m->type != net::MessageType::Result);
+    ASSERT_TRUE(m) << "no result";
+    arms.insert(a.arm);
+    tolerant += c.spec.quality == data::Quality::Tolerant;
+    worker.reset();  // the next case's worker state is the only one
+    coordinator.await_workers(0);
+  }
+  EXPECT_GE(arms.size(), 3u) << "the cases compared cover too few decisions";
+  EXPECT_GT(tolerant, 0);
 }
 
 }  // namespace

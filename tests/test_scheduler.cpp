@@ -18,9 +18,11 @@
 #include <nlohmann/json.hpp>
 
 #include "data/arm.h"
+#include "data/error.h"
 #include "data/features.h"
 #include "data/roofline.h"
 #include "scheduler/cross_validation.h"
+#include "scheduler/placement.h"
 #include "scheduler/policies.h"
 #include "scheduler/replay.h"
 #include "scheduler/selector.h"
@@ -36,6 +38,8 @@ data::ModelRow model(const std::string& name, int64_t mb) {
   m.name = name;
   m.layers = 12, m.hidden = 768, m.intermediate = 2304, m.heads = 12, m.kv_heads = 4, m.vocab = 32000;
   m.parameters = mb * 250'000, m.weight_bytes = mb * 1'000'000;
+  // Measured by its owner: int8 and pruning within the default tolerant bound.
+  m.quality = {{"int8", {1.002, 0.98}}, {"prune30", {1.03, 0.9}}, {"int8+prune30", {1.034, 0.89}}};
   return m;
 }
 
@@ -192,27 +196,6 @@ TEST(Selector, AnchoringDepartsFromTheSingleBestArmOnlyBeyondTheMargin) {
   EXPECT_THROW(sch::Selector::train(train, o), std::runtime_error);
 }
 
-TEST(Selector, ExplorationPicksAnotherArmAtTheConfiguredRate) {
-  const auto h = synthetic_history(200, 3);
-  const auto selector = sch::Selector::train(h, fast_options());
-  std::mt19937_64 rng(5);
-  int explored = 0, n = 0;
-  for (const auto& c : h.cases) {
-    if (c.arms.size() < 2) continue;
-    const auto best = selector.choose(c, c.arms).name;
-    bool e = false;
-    const auto pick = selector.choose(c, c.arms, 0.25, &rng, &e);
-    if (e) {
-      ++explored;
-      EXPECT_NE(pick.name, best);
-    } else {
-      EXPECT_EQ(pick.name, best);
-    }
-    ++n;
-  }
-  EXPECT_NEAR(static_cast<double>(explored) / n, 0.25, 0.08);
-}
-
 TEST(Selector, FileRoundTripsAndRefusesAnotherSchema) {
   const auto h = synthetic_history(150, 4);
   const auto s = sch::Selector::train(h, fast_options());
@@ -319,8 +302,10 @@ TEST(History, LoadsEachArmsFastestRunFromTheStore) {
 struct Always final : sch::Policy {
   explicit Always(std::string a) : arm(std::move(a)) {}
   std::string name() const override { return "always-" + arm; }
-  std::string pick(const sch::TaskCase&, std::mt19937_64&) const override { return arm; }
   std::string arm;
+
+ protected:
+  std::string arm_for(const sch::TaskCase&, std::mt19937_64&) const override { return arm; }
 };
 
 TEST(Replay, MetricsEqualHandComputedValues) {
@@ -484,17 +469,190 @@ TEST(Selector, WorkerChoiceWeighsHardwareQueueAndCost) {
   const auto s = sch::Selector::train(two, fast_options());
   auto c = h.cases[0];
   std::vector<sch::WorkerOption> workers(2);
-  workers[0].id = 1, workers[0].hardware = c.hardware;
-  workers[1].id = 2, workers[1].hardware = c.hardware, workers[1].hardware.threads = 4;
-  const auto fast = s.choose_worker_arm(c, workers, c.arms);
+  workers[0].id = 1, workers[0].task = c;
+  workers[1].id = 2, workers[1].task = c, workers[1].task.hardware.threads = 4;
+  const auto fast = s.choose_worker_arm(workers);
   EXPECT_EQ(fast.worker, 2);
-  EXPECT_EQ(fast.arm.name, s.choose(c, c.arms).name);
+  EXPECT_EQ(fast.arm.name, s.choose(workers[1].task, c.arms).name);
   workers[1].queue_ms = 1e9;  // busy: the other one
-  EXPECT_EQ(s.choose_worker_arm(c, workers, c.arms).worker, 1);
+  EXPECT_EQ(s.choose_worker_arm(workers).worker, 1);
   workers[1].queue_ms = 0;
   workers[1].cost_weight = 10;  // expensive: the other one
-  EXPECT_EQ(s.choose_worker_arm(c, workers, c.arms).worker, 1);
-  EXPECT_THROW(s.choose_worker_arm(c, {}, c.arms), std::runtime_error);
+  EXPECT_EQ(s.choose_worker_arm(workers).worker, 1);
+  EXPECT_THROW(s.choose_worker_arm({}), std::runtime_error);
+}
+
+
+// ---- placement: the one decision the coordinator, replay and cross-validation share ----------
+
+sch::WorkerState worker_for(const sch::TaskCase& c, int64_t id, double queue_ms = 0) {
+  auto w = sch::worker_state(c);
+  w.id = id;
+  w.queue_ms = queue_ms;
+  return w;
+}
+
+sch::PlacementTask task_of(const sch::TaskCase& c, const std::string& pinned = "") { return {c.task_id, c.spec, pinned, {}}; }
+
+std::vector<data::Arm> arms_of(std::initializer_list<const char*> names) {
+  std::vector<data::Arm> out;
+  for (const char* n : names) out.push_back(data::parse_arm(n));
+  return out;
+}
+
+// A selector's anchor changes near-ties: where the unanchored selector departs from the single
+// best arm by less than the margin, placement with the anchored one keeps the single best.
+TEST(Placement, AnchoringChangesANearTie) {
+  const auto train = synthetic_history(400, 21), test = synthetic_history(200, 22);
+  auto o = fast_options();
+  o.anchor_margin = 0;
+  const auto plain = sch::Selector::train(train, o);
+  o.anchor_margin = 0.25;
+  const auto anchored = sch::Selector::train(train, o);
+  const auto meta_plain = sch::make_policy("meta", &plain), meta_anchored = sch::make_policy("meta", &anchored);
+  const auto ranking = anchored.single_best_ranking();
+  std::mt19937_64 rng(1);
+  int changed = 0;
+  for (const auto& c : test.cases) {
+    const auto a = sch::place(task_of(c), {worker_for(c, 7)}, c.arms, *meta_plain, 0, rng);
+    const auto b = sch::place(task_of(c), {worker_for(c, 7)}, c.arms, *meta_anchored, 0, rng);
+    ASSERT_TRUE(a && b);
+    EXPECT_EQ(b->arm.name, anchored.choose(c, c.arms).name);  // placement is the selector's own decision
+    if (a->arm.name == b->arm.name) continue;
+    ++changed;
+    // The anchored pick is the single best applicable arm, and the plain pick beat it by less than the margin.
+    const auto sb = std::find_if(ranking.begin(), ranking.end(), [&](const std::string& n) {
+      return std::any_of(c.arms.begin(), c.arms.end(), [&](const data::Arm& x) { return x.name == n; });
+    });
+    ASSERT_NE(sb, ranking.end());
+    EXPECT_EQ(b->arm.name, *sb) << c.spec.id;
+  }
+  EXPECT_GT(changed, 0) << "no near-tie in 200 cases: the test tests nothing";
+}
+
+// Queued work moves a task to the idle worker, for the selector and for a baseline alike.
+TEST(Placement, QueueLengthMovesATaskToTheIdleWorker) {
+  const auto h = synthetic_history(300, 23);
+  const auto s = sch::Selector::train(h, fast_options());
+  const auto& c = h.cases[3];
+  std::mt19937_64 rng(1);
+  for (const auto& name : {"meta", "roofline", "heuristic", "single-best"}) {
+    auto p = sch::make_policy(name, &s);
+    p->fit(h);
+    auto first = sch::place(task_of(c), {worker_for(c, 1, 1e7), worker_for(c, 2, 0)}, c.arms, *p, 0, rng);
+    ASSERT_TRUE(first);
+    EXPECT_EQ(first->worker, 2) << name;
+    auto second = sch::place(task_of(c), {worker_for(c, 1, 0), worker_for(c, 2, 1e7)}, c.arms, *p, 0, rng);
+    EXPECT_EQ(second->worker, 1) << name;
+    EXPECT_GT(second->predicted_ms, 0) << name;
+  }
+  EXPECT_FALSE(sch::place(task_of(c), {}, c.arms, *sch::make_policy("roofline", nullptr), 0, rng));
+}
+
+// A pinned arm runs as pinned; one that no worker can run (speculative with no draft anywhere,
+// lossy for an exact task) is refused with the reason rather than left waiting.
+TEST(Placement, APinnedArmNoWorkerCanRunIsRefused) {
+  auto c = synthetic_history(50, 24).cases[0];
+  c.draft.reset();
+  c.spec.draft.clear();
+  c.spec.quality = data::Quality::Exact;
+  const auto roofline = sch::make_policy("roofline", nullptr);
+  std::mt19937_64 rng(1);
+  const auto all = arms_of({"kv", "plain", "kv+int8"});
+  EXPECT_EQ(sch::place(task_of(c, "plain"), {worker_for(c, 1)}, all, *roofline, 1.0, rng)->arm.name, "plain");
+  try {
+    sch::place(task_of(c, "kv+spec4"), {worker_for(c, 1), worker_for(c, 2)}, all, *roofline, 0, rng);
+    ADD_FAILURE() << "a speculative arm was placed without a draft";
+  } catch (const sch::Unplaceable& e) {
+    EXPECT_THAT(e.what(), HasSubstr("kv+spec4"));
+    EXPECT_THAT(e.what(), HasSubstr("draft"));
+  }
+  EXPECT_THROW(sch::place(task_of(c, "kv+int8"), {worker_for(c, 1)}, all, *roofline, 0, rng), sch::Unplaceable);
+  EXPECT_THROW(sch::place(task_of(c, "kv+turbo"), {worker_for(c, 1)}, all, *roofline, 0, rng), data::Error);
+}
+
+// Exploration runs another admissible arm of the chosen worker at the configured rate, marks it
+// and predicts it; pinned tasks never explore.
+TEST(Placement, ExplorationMarksExplored) {
+  const auto h = synthetic_history(200, 25);
+  const auto s = sch::Selector::train(h, fast_options());
+  const auto meta = sch::make_policy("meta", &s);
+  std::mt19937_64 rng(5);
+  int explored = 0, n = 0;
+  for (const auto& c : h.cases) {
+    if (c.arms.size() < 2) continue;
+    const auto best = s.choose(c, c.arms);
+    const auto p = sch::place(task_of(c), {worker_for(c, 1)}, c.arms, *meta, 0.25, rng);
+    if (p->explored) {
+      ++explored;
+      EXPECT_NE(p->arm.name, best.name);
+      EXPECT_DOUBLE_EQ(p->predicted_ms, s.predict_ms(c, {p->arm})[0]);
+    } else {
+      EXPECT_EQ(p->arm.name, best.name);
+    }
+    EXPECT_TRUE(std::any_of(c.arms.begin(), c.arms.end(), [&](const data::Arm& a) { return a.name == p->arm.name; }));
+    const auto pinned = sch::place(task_of(c, c.arms.back().name), {worker_for(c, 1)}, c.arms, *meta, 1.0, rng);
+    EXPECT_FALSE(pinned->explored);
+    EXPECT_EQ(pinned->arm.name, c.arms.back().name);
+    ++n;
+  }
+  EXPECT_NEAR(static_cast<double>(explored) / n, 0.25, 0.08);
+}
+
+// The quality floor: a lossy arm serves a tolerant task only with a measured perplexity ratio
+// within the task's bound; unmeasured ones never.
+TEST(Placement, TheQualityFloorRemovesArms) {
+  auto c = synthetic_history(50, 26).cases[0];
+  c.spec.quality = data::Quality::Tolerant;
+  c.spec.batch = 1;
+  auto w = worker_for(c, 1);
+  w.model.quality = {{"int8", {1.01, 0.97}}, {"prune30", {1.40, 0.71}}, {"int8+prune30", {1.42, 0.70}}};
+  const auto candidates = arms_of({"kv", "kv+int8", "kv+prune30", "kv+int8+prune30", "kv+prune20"});
+  auto names = [](const std::vector<data::Arm>& arms) {
+    std::vector<std::string> out;
+    for (const auto& a : arms) out.push_back(a.name);
+    return out;
+  };
+  EXPECT_THAT(names(sch::admissible_arms(candidates, c.spec, w.model.quality)), ::testing::ElementsAre("kv", "kv+int8"));
+  c.spec.max_ppl_ratio = 1.5;
+  EXPECT_THAT(names(sch::admissible_arms(candidates, c.spec, w.model.quality)),
+              ::testing::ElementsAre("kv", "kv+int8", "kv+prune30", "kv+int8+prune30"));  // prune20: never measured
+  c.spec.max_ppl_ratio = 1.05;
+  std::string why;
+  EXPECT_TRUE(sch::admissible_arms(arms_of({"kv+prune30"}), c.spec, w.model.quality, &why).empty());
+  EXPECT_THAT(why, HasSubstr("1.400"));
+  // Placement never runs what the floor removed, whatever the policy prefers.
+  const auto random = sch::make_policy("random", nullptr);
+  std::mt19937_64 rng(3);
+  for (int i = 0; i < 50; ++i) {
+    const auto p = sch::place(task_of(c), {w}, candidates, *random, 0.5, rng);
+    EXPECT_THAT(p->arm.name, ::testing::AnyOf("kv", "kv+int8"));
+  }
+  EXPECT_THROW(sch::place(task_of(c, "kv+prune30"), {w}, candidates, *random, 0, rng), sch::Unplaceable);
+}
+
+// Workers alike in everything a policy sees are one option: the one with less queued work.
+TEST(Placement, IdenticalWorkersAreScoredOnceAndTheLeastLoadedWins) {
+  const auto c = synthetic_history(20, 27).cases[1];
+  const auto roofline = sch::make_policy("roofline", nullptr);
+  std::mt19937_64 rng(1);
+  std::vector<sch::WorkerState> ws;
+  for (int i = 0; i < 16; ++i) ws.push_back(worker_for(c, 100 + i, 50.0 - i));
+  EXPECT_EQ(sch::place(task_of(c), ws, c.arms, *roofline, 0, rng)->worker, 115);
+  ws[3].queue_ms = 0;
+  EXPECT_EQ(sch::place(task_of(c), ws, c.arms, *roofline, 0, rng)->worker, 103);
+}
+
+// Replay scores exactly what placement decides: every policy's pick of every case is place_case's.
+TEST(Placement, ReplayScoresPlacementsDecisions) {
+  const auto train = synthetic_history(300, 28), test = synthetic_history(60, 29);
+  const auto s = sch::Selector::train(train, fast_options());
+  for (const auto& name : sch::policy_names()) {
+    auto p = sch::make_policy(name, &s);
+    p->fit(train);
+    std::mt19937_64 a(4), b(4);
+    for (const auto& c : test.cases) EXPECT_EQ(p->pick(c, a), sch::place_case(c, *p, b).arm.name) << name << " " << c.spec.id;
+  }
 }
 
 }  // namespace

@@ -6,7 +6,7 @@ namespace eesched::tools {
 namespace {
 
 struct CoordinatorArgs {
-  std::string listen = "127.0.0.1:7700", db, selector, token_file;
+  std::string listen = "127.0.0.1:7700", db, selector, token_file, policy = "meta", train_db;
   int threads = 2, max_attempts = 3, max_outstanding = 32;
   double explore = 0.02;
   int64_t heartbeat_ms = 1000, worker_timeout_ms = 5000, task_timeout_s = 300, drain_timeout_s = 30;
@@ -18,6 +18,8 @@ void run(const CoordinatorArgs& a) {
   o.listen = net::parse_endpoint(a.listen);
   o.db = a.db;
   o.selector = a.selector;
+  o.policy = a.policy;
+  o.train_db = a.train_db;
   o.token_file = a.token_file;
   o.threads = a.threads;
   o.explore = a.explore;
@@ -42,6 +44,12 @@ void register_coordinator(CLI::App& app) {
   cmd->add_option("--listen", a->listen, "HOST:PORT to listen on (port 0: any free port)")->capture_default_str();
   cmd->add_option("--db", a->db, "performance store (SQLite; created if missing)")->required();
   cmd->add_option("--selector", a->selector, "selector file (train-selector); without one every task runs kv")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--policy", a->policy,
+                  "placement policy: meta (the selector), or a baseline: random, single-best, heuristic, roofline, knn")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"meta", "random", "single-best", "heuristic", "roofline", "knn"}));
+  cmd->add_option("--train-db", a->train_db, "history to fit single-best (default: the selector's ranking) and knn on")
       ->check(CLI::ExistingFile);
   cmd->add_option("--token-file", a->token_file, "shared worker token (make-token)")->required()->check(CLI::ExistingFile);
   cmd->add_option("--threads", a->threads, "network threads")->capture_default_str()->check(CLI::Range(1, 64));

@@ -20,7 +20,7 @@ namespace {
 struct SubmitArgs {
   std::string coordinator = "127.0.0.1:7700", key, tokenizer, model, prompt, quality = "exact", arm, request_id;
   int64_t max_new_tokens = 32;
-  double temperature = 0, top_p = 1, timeout_s = 600;
+  double temperature = 0, top_p = 1, timeout_s = 600, max_ppl_ratio = data::kDefaultMaxPplRatio;
   uint64_t seed = 0;
   bool json = false, ignore_eos = false;
 };
@@ -45,6 +45,7 @@ void run(const SubmitArgs& a) {
   r.top_p = a.top_p;
   r.seed = a.seed;
   r.quality = data::parse_quality(a.quality);
+  r.max_ppl_ratio = a.max_ppl_ratio;
   r.arm = a.arm;
 
   net::SubmitOptions o;
@@ -58,8 +59,9 @@ void run(const SubmitArgs& a) {
   const auto text = tokenizer.decode(ids);
   if (!a.json) {
     std::cout << text << "\n";
-    spdlog::info("task {}: worker {}, arm {}{}, {} tokens in {:.1f} ms (predicted {:.1f} ms), {} attempt(s)", res.task_id, res.worker,
-                 res.arm, res.explored ? " (explored)" : "", ids.size(), res.report.latency_ms, res.predicted_ms, res.attempts);
+    spdlog::info("task {}: worker {}, arm {}{}{}, {} tokens in {:.1f} ms (predicted {:.1f} ms), {} attempt(s)", res.task_id, res.worker,
+                 res.arm, res.ppl_ratio ? fmt::format(" (measured perplexity ratio {:.3f})", *res.ppl_ratio) : "",
+                 res.explored ? " (explored)" : "", ids.size(), res.report.latency_ms, res.predicted_ms, res.attempts);
     return;
   }
   nlohmann::json j{{"task_id", res.task_id},       {"request_id", res.request_id}, {"status", res.status},
@@ -69,6 +71,7 @@ void run(const SubmitArgs& a) {
                    {"tokens_per_s", res.report.tokens_per_s}, {"predicted_ms", res.predicted_ms},
                    {"attempts", res.attempts}};
   if (res.report.acceptance_rate) j["acceptance_rate"] = *res.report.acceptance_rate;
+  if (res.ppl_ratio) j["ppl_ratio"] = *res.ppl_ratio;
   std::cout << j.dump() << "\n";
 }
 
@@ -85,6 +88,10 @@ void register_submit(CLI::App& app) {
   cmd->add_option("--max-new-tokens", a->max_new_tokens, "tokens to generate at most")->capture_default_str()->check(CLI::Range(0, 1 << 20));
   cmd->add_option("--quality", a->quality, "exact: lossless arms only; tolerant: int8 and pruning allowed")
       ->capture_default_str()->check(CLI::IsMember({"exact", "tolerant"}));
+  cmd->add_option("--max-ppl-ratio", a->max_ppl_ratio,
+                  "tolerant: admit a lossy arm only if its measured perplexity ratio (vs the lossless model) is at most this")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 1000.0));
   cmd->add_option("--temperature", a->temperature, "0: greedy")->capture_default_str()->check(CLI::Range(0.0, 100.0));
   cmd->add_option("--top-p", a->top_p, "nucleus sampling mass")->capture_default_str()->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--seed", a->seed, "sampling seed")->capture_default_str();

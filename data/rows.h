@@ -1,0 +1,98 @@
+#pragma once
+// The plain records of tasks, models, workers and runs: what the store keeps, the wire carries
+// (net/messages.h) and the scheduler reads. No SQLite here: code that passes rows around does not
+// pull in the store.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "data/hardware.h"
+#include "data/quality.h"
+#include "data/task.h"
+#include "data/time.h"
+
+namespace eesched::data {
+
+enum class TaskStatus { Pending, Running, Done, Failed, Cancelled };
+const char* task_status_name(TaskStatus s);             // "pending", "running", ...
+TaskStatus parse_task_status(const std::string& name);  // throws data::Error
+
+struct ModelRow {
+  int64_t id = 0;           // set by the store
+  std::string name;
+  std::string fingerprint;  // identity: same weights (plaintext or encrypted) -> same fingerprint
+  int64_t layers = 0, hidden = 0, intermediate = 0, heads = 0, kv_heads = 0, vocab = 0;
+  int64_t parameters = 0;
+  int64_t weight_bytes = 0;
+  std::string dtype;        // "f32", "f16", "bf16"
+  bool encrypted = false;
+  QualityTable quality;     // measured quality of its lossy transforms (data/quality.h); empty: none measured
+};
+
+// A worker is a name on a hardware profile: the profile's fields are its columns.
+struct WorkerRow {
+  int64_t id = 0;    // set by the store
+  std::string name;  // identity
+  HardwareProfile hardware;
+};
+WorkerRow worker_row(const std::string& name, const HardwareProfile& hw);
+
+struct TaskRow {
+  int64_t id = 0;      // set by the store
+  std::string ext_id;  // the suite's or the client's id; unique
+  int64_t model_id = 0;
+  std::optional<int64_t> draft_model_id;
+  int64_t prompt_tokens = 0, max_new_tokens = 0, batch = 1;
+  double temperature = 0, top_p = 1;
+  Quality quality = Quality::Exact;
+  double max_ppl_ratio = kDefaultMaxPplRatio;    // the tolerant bound (data/quality.h)
+  std::vector<std::vector<int64_t>> prompt_ids;  // ENCRYPTED prompt ids, one list per batch row; never plaintext
+  std::string features;                          // JSON text from the feature module; may be empty
+  TaskStatus status = TaskStatus::Pending;
+  std::string created_at, updated_at;            // set by the store when empty
+  std::string request;  // JSON text: the rest of a client's request (encrypted stop ids, seed, ...); "{}" if none
+  std::string result;   // JSON text: the (encrypted) answer once finished; empty before
+};
+// A task row for `spec` (its prompt text is not stored: only the encrypted ids are).
+TaskRow task_row(const TaskSpec& spec, int64_t model_id, std::optional<int64_t> draft_model_id = std::nullopt);
+
+// The task spec of a stored row (lengths, sampling, quality; the prompt text is never stored).
+TaskSpec task_spec(const TaskRow& row);
+
+// What one run measured: what the worker reports, the sweep records and the store keeps.
+struct RunMeasurement {
+  bool ok = false;
+  std::string error;          // why not ok: "timeout after N ms", or the exception's message
+  std::string started_at, ended_at;  // iso_utc()
+  double latency_ms = 0;      // whole request: prefill and every decoding step, the whole batch
+  double ttft_ms = 0;
+  double ms_per_token = 0;    // decoding, after the first token
+  double tokens_per_s = 0;    // new tokens (summed over the batch) / latency
+  int64_t new_tokens = 0;
+  int64_t peak_rss_bytes = 0; // the process's peak resident set so far
+  std::optional<double> acceptance_rate;  // speculative arms only
+};
+
+struct RunRow {
+  int64_t id = 0;  // set by the store
+  int64_t task_id = 0;
+  std::optional<int64_t> worker_id;  // none: measured outside any registered worker
+  std::string arm;                   // canonical arm name (data/arm.h)
+  std::string policy;                // who chose the arm: "sweep", "selector", "random", ...
+  bool explored = false;             // chosen to explore rather than by the policy's best guess
+  int64_t repeat_index = 0;
+  std::string started_at, ended_at;  // iso_utc()
+  double latency_ms = 0, ttft_ms = 0, ms_per_token = 0, tokens_per_s = 0;
+  int64_t new_tokens = 0, peak_rss_bytes = 0;
+  std::optional<double> acceptance_rate;  // speculative arms only
+  std::optional<double> quality;          // e.g. perplexity ratio vs the plain model; lossy arms
+  bool ok = true;
+  std::string error;  // why the run failed, when !ok
+};
+
+// The store row of a measured run (missing timestamps: now).
+RunRow run_row(const RunMeasurement& m, int64_t task_id, std::optional<int64_t> worker_id, const std::string& arm,
+               const std::string& policy, int64_t repeat_index);
+
+}  // namespace eesched::data

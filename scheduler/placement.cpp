@@ -1,0 +1,111 @@
+#include "scheduler/placement.h"
+
+#include <algorithm>
+#include <map>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+namespace eesched::scheduler {
+namespace {
+
+// What makes two workers indistinguishable to a policy: every input of the task's features and
+// of admissibility. bench-dispatch's 16 identical workers cost one decision, not 16.
+std::string profile_key(const WorkerState& w) {
+  const auto& h = w.hardware;
+  const auto opt = [](const std::optional<double>& v) { return v ? fmt::format("{}", *v) : std::string("-"); };
+  return fmt::format("{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}", h.threads, h.gflops, h.copy_gbps, h.mem_total_bytes, h.mem_free_bytes,
+                     h.cpu_model, w.model.fingerprint, w.draft ? w.draft->fingerprint : "", opt(w.landmarks.acceptance_rate),
+                     opt(w.landmarks.self_acceptance_rate), w.cost_weight, data::quality_to_json(w.model.quality).dump());
+}
+
+}  // namespace
+
+std::vector<data::Arm> admissible_arms(const std::vector<data::Arm>& candidates, const data::TaskSpec& spec,
+                                       const data::QualityTable& quality, std::string* why_none) {
+  std::vector<data::Arm> out;
+  std::string first;
+  for (const auto& arm : candidates) {
+    const auto why = data::admission_refusal(arm, spec, quality);
+    if (!why) {
+      out.push_back(arm);
+    } else if (first.empty()) {
+      first = *why;
+    }
+  }
+  if (out.empty() && why_none) *why_none = first.empty() ? "no arm to choose from" : first;
+  return out;
+}
+
+WorkerState worker_state(const TaskCase& c) {
+  WorkerState w;
+  w.id = c.worker_id;
+  w.hardware = c.hardware;
+  w.model = c.model;
+  w.draft = c.draft;
+  w.landmarks = c.landmarks;
+  return w;
+}
+
+std::optional<Choice> place(const PlacementTask& task, const std::vector<WorkerState>& workers,
+                            const std::vector<data::Arm>& candidates, const Policy& policy, double explore,
+                            std::mt19937_64& rng) {
+  if (workers.empty()) return std::nullopt;
+  std::vector<data::Arm> pinned;
+  if (!task.pinned_arm.empty()) pinned.push_back(data::parse_arm(task.pinned_arm));
+  const auto& arms = task.pinned_arm.empty() ? candidates : pinned;
+
+  std::vector<WorkerOption> options;
+  std::map<std::string, std::size_t> by_profile;
+  std::string why;
+  for (const auto& w : workers) {
+    TaskCase c;
+    c.task_id = task.task_id;
+    c.worker_id = w.id;
+    c.spec = task.spec;
+    c.spec.draft = w.draft ? w.draft->name : "";
+    c.model = w.model;
+    c.draft = w.draft;
+    c.hardware = w.hardware;
+    c.landmarks = w.landmarks;
+    c.latency = task.measured;
+    c.arms = admissible_arms(arms, c.spec, w.model.quality, &why);
+    if (c.arms.empty()) continue;
+    const auto [seen, fresh] = by_profile.emplace(profile_key(w), options.size());
+    if (!fresh) {
+      // The same decision either way: keep the one that is free sooner (the first on ties).
+      auto& kept = options[seen->second];
+      if (w.queue_ms < kept.queue_ms) kept.id = w.id, kept.queue_ms = w.queue_ms, kept.task.worker_id = w.id;
+      continue;
+    }
+    options.push_back(WorkerOption{w.id, std::move(c), w.queue_ms, w.cost_weight});
+  }
+  if (options.empty()) {
+    if (!task.pinned_arm.empty()) throw Unplaceable("arm " + task.pinned_arm + " does not apply: " + why);
+    throw Unplaceable("no arm may serve this task: " + why);
+  }
+
+  Choice choice = policy.choose(options, rng);
+  if (task.pinned_arm.empty() && explore > 0 && std::uniform_real_distribution<double>(0, 1)(rng) < explore) {
+    const auto& on = *std::find_if(options.begin(), options.end(), [&](const WorkerOption& o) { return o.id == choice.worker; });
+    const auto& own = on.task.arms;
+    if (own.size() > 1) {
+      const auto at = static_cast<std::size_t>(
+          std::find_if(own.begin(), own.end(), [&](const data::Arm& a) { return a.name == choice.arm.name; }) - own.begin());
+      auto other = std::uniform_int_distribution<std::size_t>(0, own.size() - 2)(rng);
+      if (other >= at) ++other;  // any arm but the chosen one
+      choice.arm = own[other];
+      choice.predicted_ms = policy.predict_ms(on.task, {choice.arm})[0];
+      choice.explored = true;
+    }
+  }
+  return choice;
+}
+
+Choice place_case(const TaskCase& c, const Policy& policy, std::mt19937_64& rng) {
+  const PlacementTask task{c.task_id, c.spec, "", c.latency};
+  auto choice = place(task, {worker_state(c)}, c.arms, policy, 0.0, rng);
+  return *choice;
+}
+
+}  // namespace eesched::scheduler

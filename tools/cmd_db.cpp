@@ -1,9 +1,13 @@
-// eesched db: looking into a performance store, and forgetting runs a code change made stale.
+// eesched db: looking into a performance store, forgetting runs a code change made stale, and
+// recording models' measured quality.
+#include <fstream>
 #include <iostream>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "data/arm.h"
+#include "data/quality.h"
 #include "data/store.h"
 #include "tools/commands.h"
 
@@ -16,6 +20,12 @@ void stats(const std::string& path) {
   const auto c = store.counts();
   std::cout << fmt::format("{}: {} tasks, {} runs, {} models, {} workers (schema v{})\n", path, c.tasks, c.runs, c.models, c.workers,
                            store.schema_version());
+  for (const auto& m : store.models()) {
+    std::string q;
+    for (const auto& [key, v] : m.quality) q += fmt::format("{}{} {:.3f}", q.empty() ? "" : ", ", key, v.ppl_ratio);
+    std::cout << fmt::format("model {}: {} parameters, {}; perplexity ratios: {}\n", m.name, m.parameters, m.dtype,
+                             q.empty() ? "none measured (lossy arms not admitted)" : q);
+  }
   for (const auto& w : store.workers())
     std::cout << fmt::format("worker {}: {} threads, {:.1f} GFLOP/s, {:.1f} GB/s, {}\n", w.name, w.hardware.threads,
                              w.hardware.gflops, w.hardware.copy_gbps, w.hardware.cpu_model);
@@ -62,6 +72,43 @@ void forget(const ForgetArgs& a) {
                            a.model.empty() ? "" : ", tasks of model " + a.model, a.path);
 }
 
+struct QualityArgs {
+  std::string path, model, from;
+};
+
+// Records a model's measured qualities on its rows (every row of that name: a model may have been
+// registered plaintext and encrypted): what replay and cross-validation need to apply the quality
+// floor to a history swept before the model's quality was measured.
+void record_quality(const QualityArgs& a) {
+  if (!std::filesystem::exists(a.path)) throw std::runtime_error("no store at " + a.path);
+  std::ifstream in(a.from);
+  if (!in) throw std::runtime_error("cannot read " + a.from);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception&) {
+    throw std::runtime_error(a.from + ": not JSON");
+  }
+  if (j.contains("quality")) j = j["quality"];  // an ee.json
+  data::QualityTable table;
+  try {
+    table = data::quality_from_json(j);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(a.from + ": " + e.what());
+  }
+  if (table.empty()) throw std::runtime_error(a.from + " measures no lossy transform");
+  auto store = data::Store::open(a.path);
+  int n = 0;
+  for (auto m : store.models())
+    if (m.name == a.model) {
+      m.quality = table;
+      store.upsert_model(m);
+      ++n;
+    }
+  if (n == 0) throw std::runtime_error("no model '" + a.model + "' in " + a.path + " (see: eesched db stats)");
+  std::cout << fmt::format("recorded {} measured transform(s) on {} row(s) of model {}\n", table.size(), n, a.model);
+}
+
 }  // namespace
 
 void register_db(CLI::App& app) {
@@ -81,6 +128,13 @@ void register_db(CLI::App& app) {
   fg->add_option("--model", fa->model, "only the runs of tasks of this model (name as in db stats, e.g. target)");
   fg->add_option("--worker", fa->worker, "only this worker's runs (default: every worker)");
   fg->callback([fa] { forget(*fa); });
+
+  auto qa = std::make_shared<QualityArgs>();
+  auto* qu = cmd->add_subcommand("quality", "record a model's measured quality (measure-quality's quality.json, or an ee.json) in a store");
+  qu->add_option("--db", qa->path, "performance store")->required();
+  qu->add_option("--model", qa->model, "model name, as in db stats")->required();
+  qu->add_option("--from", qa->from, "quality.json or ee.json holding the measurements")->required();
+  qu->callback([qa] { record_quality(*qa); });
 }
 
 }  // namespace eesched::tools

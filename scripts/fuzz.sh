@@ -44,16 +44,18 @@ summary=()
 for t in "${targets[@]}"; do
   case "$t" in
     fuzz_frame) seeds="$FUZZ_DIR/seeds/frame" ;;
-    fuzz_message) seeds="$FUZZ_DIR/seeds/message" ;;
+    fuzz_message) seeds="$FUZZ_DIR/seeds/message tests/fuzz/regressions" ;;
     *) echo "fuzz: unknown target $t" >&2; exit 2 ;;
   esac
   corpus="$FUZZ_DIR/corpus/$t"
   log="$FUZZ_DIR/logs/$t.log"
   mkdir -p "$corpus"
   echo "fuzz: $t for ${per_target}s (log: $log)"
-  # The first folder collects what the run finds (kept between runs); the seeds are read only.
+  # The first folder collects what the run finds (kept between runs); the seeds (and the
+  # reproducers of past findings, tests/fuzz/regressions/) are read only.
   rc=0
-  "$FUZZ_DIR/$t" "$corpus" "$seeds" -dict="$FUZZ_DIR/seeds/eesched.dict" -max_total_time="$per_target" \
+  # shellcheck disable=SC2086 # $seeds is a list of folders
+  "$FUZZ_DIR/$t" "$corpus" $seeds -dict="$FUZZ_DIR/seeds/eesched.dict" -max_total_time="$per_target" \
     -max_len=16384 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="$FUZZ_DIR/artifacts/$t-" >"$log" 2>&1 || rc=$?
   execs=$(awk '/stat::number_of_executed_units:/{print $2}' "$log" | tail -1)

@@ -57,7 +57,9 @@ void for_each_message_type(F&& f) {
 // Known findings: bugs in net/ or data/ the fuzzers found, reported (issue 17) and not fixed yet.
 // Each predicate recognizes one finding's inputs, narrowly, so the targets keep looking for
 // anything else (and CI stays green) meanwhile. EESCHED_FUZZ_STRICT=1 turns them all off, to
-// check a fix; when it lands, delete its entry.
+// check a fix; when it lands, delete its entry. Their reproducers are in tests/fuzz/regressions/
+// (k1-..., k2-..., k3-...), which `make fuzz` runs every time:
+//   EESCHED_FUZZ_STRICT=1 build-fuzz/fuzz_message tests/fuzz/regressions/*
 inline bool strict() {
   static const bool on = [] {
     const char* e = std::getenv("EESCHED_FUZZ_STRICT");

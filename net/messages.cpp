@@ -32,6 +32,10 @@ T field(const json& j, const char* name) {
     if constexpr (std::is_unsigned_v<T>) {
       if (v.is_number_unsigned()) return v.get<T>();
       if (v.get<int64_t>() < 0) bad(std::string("field \"") + name + "\" must not be negative");
+    } else {
+      // Found by fuzzing: 11111111111111111117 would wrap to a negative int64.
+      if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<T>::max()))
+        bad(std::string("field \"") + name + "\" is out of range");
     }
   } else if constexpr (std::is_floating_point_v<T>) {
     if (!v.is_number()) bad(std::string("field \"") + name + "\" must be a number");

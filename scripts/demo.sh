@@ -92,18 +92,21 @@ for batch in 0 5 10 15; do  # five clients at a time
   for c in "${clients[@]}"; do wait "$c" || true; done
 done
 elapsed_ms=$((($(date +%s%N) - start) / 1000000))
-printf '%-3s %-22s %-16s %9s  %s\n' "#" "worker" "arm" "latency" "prompt -> decrypted answer"
+printf '%-3s %-22s %-16s %9s %9s  %s\n' "#" "worker" "arm" "ppl ratio" "latency" "prompt -> decrypted answer"
 for i in $(seq 0 19); do
   read -r tokens quality temperature <<<"${specs[$i]}"
   line=$(grep -o 'worker .*' "$work/err-$i.txt" | tail -1 || true)
   worker=$(echo "$line" | sed -n 's/worker \([^,]*\),.*/\1/p')
   arm=$(echo "$line" | sed -n 's/.*arm \([^ ,]*\).*/\1/p')
   latency=$(echo "$line" | sed -n 's/.* in \([0-9.]*\) ms.*/\1/p')
+  # A lossy arm names the perplexity ratio its owner measured (the tolerant bound is 1.05).
+  ratio=$(echo "$line" | sed -n 's/.*perplexity ratio \([0-9.]*\).*/\1/p')
+  [ -n "$ratio" ] || ratio="lossless"
   if [ -z "$worker" ]; then
     echo "task $i failed:"; cat "$work/err-$i.txt"; exit 1
   fi
   text=$(tr '\n' ' ' <"$work/out-$i.txt" | cut -c1-70)
-  printf '%-3s %-22s %-16s %7s ms  [%s, %s tok, T=%s] %s -> %s\n' "$i" "$worker" "$arm" "$latency" "$quality" "$tokens" \
+  printf '%-3s %-22s %-16s %9s %7s ms  [%s, %s tok, T=%s] %s -> %s\n' "$i" "$worker" "$arm" "$ratio" "$latency" "$quality" "$tokens" \
     "$temperature" "${prompts[$((i % 10))]}" "$text"
 done
 echo "20 tasks in $((elapsed_ms / 1000)).$(printf '%03d' $((elapsed_ms % 1000))) s"

@@ -184,6 +184,29 @@ TEST(ParseMessage, RefusesOtherMessagesWithABadField) {
             codes::kBadMessage);
 }
 
+// What fuzzing found (tests/fuzz/regressions/ holds the inputs): numbers out of a field's range
+// are refused, not wrapped, truncated or narrowed; a body nested beyond reason is refused before
+// the JSON parser builds it.
+TEST(ParseMessage, RefusesOutOfRangeNumbersAndDeepNesting) {
+  EXPECT_EQ(protocol_code([] { parse_message(R"({"type":"Accepted","v":1,"task_id":11111111111111111117})"); }), codes::kBadMessage);
+  EXPECT_EQ(parse_message(R"({"type":"Accepted","v":1,"task_id":9223372036854775807})").type, MessageType::Accepted);
+  const auto reg = [](const std::string& field, const std::string& value) {
+    json hw = json::parse(R"({"host":"h","cpu_model":"c","threads":1,"gflops":1.0,"copy_gbps":1.0,"mem_total_bytes":1,
+                              "mem_free_bytes":0,"measured_at":""})");
+    hw[field] = json::parse(value);
+    return json{{"type", "Register"}, {"v", 1},       {"name", "w"},  {"hardware", hw},
+                {"models", json::array()}, {"nonce", "n"}, {"proof", "p"}}
+        .dump();
+  };
+  for (const auto& [field, value] : std::vector<std::pair<std::string, std::string>>{
+           {"mem_total_bytes", "1e100"}, {"threads", "2.5"}, {"threads", "4294967297"}, {"mem_free_bytes", "-1"}})
+    EXPECT_EQ(protocol_code([&] { read_message<Register>(json::parse(reg(field, value))); }), codes::kBadMessage) << field << "=" << value;
+  std::string deep = std::string(33, '[') + std::string(33, ']');
+  EXPECT_EQ(protocol_code([&] { parse_message(R"({"type":"Heartbeat","v":1,"x":)" + deep + "}"); }), codes::kBadJson);
+  // Brackets inside strings are text, not nesting.
+  EXPECT_EQ(parse_message(R"({"type":"Heartbeat","v":1,"queued":0,"x":")" + deep + R"("})").type, MessageType::Heartbeat);
+}
+
 // Message -> frame -> parse_message -> read_message<T>.
 template <class T>
 T round_trip(const T& m, MessageType expected_type) {
@@ -198,14 +221,14 @@ T round_trip(const T& m, MessageType expected_type) {
 
 auto fields(const data::ModelRow& r) {
   return std::tie(r.name, r.fingerprint, r.layers, r.hidden, r.intermediate, r.heads, r.kv_heads, r.vocab, r.parameters,
-                  r.weight_bytes, r.dtype, r.encrypted);
+                  r.weight_bytes, r.dtype, r.encrypted, r.quality);
 }
 auto fields(const data::HardwareProfile& h) {
   return std::tie(h.host, h.cpu_model, h.threads, h.gflops, h.copy_gbps, h.mem_total_bytes, h.mem_free_bytes, h.measured_at);
 }
 auto fields(const TaskRequest& r) {
   return std::tie(r.request_id, r.model, r.key_fingerprint, r.prompt_ids, r.stop_ids, r.max_new_tokens, r.temperature,
-                  r.top_p, r.seed, r.quality, r.arm);
+                  r.top_p, r.seed, r.quality, r.max_ppl_ratio, r.arm);
 }
 auto fields(const RunReport& r) {
   return std::tie(r.ok, r.error, r.tokens, r.latency_ms, r.ttft_ms, r.ms_per_token, r.tokens_per_s, r.new_tokens,
@@ -225,6 +248,7 @@ TEST(MessageRoundTrip, RegisterWithHardwareAndTwoModels) {
   m.hardware = {"box", "Some CPU @ 3GHz", 8, 123.5, 17.25, int64_t{64} << 30, int64_t{40} << 30, "2024-01-02T03:04:05Z"};
   ModelInfo target;
   target.row = {0, "llama-tiny", "fp-target", 12, 768, 3072, 12, 4, 32000, 110000000, 440000000, "f32", true};
+  target.row.quality = {{"int8", {1.003, 0.97}}, {"int8+prune20", {1.041, 0.91}}};
   target.key_fingerprint = "key-1";
   target.draft = false;
   ModelInfo draft;
@@ -275,6 +299,7 @@ TaskRequest sample_request() {
   r.top_p = 0.5;
   r.seed = UINT64_MAX;  // beyond int64: must travel as unsigned
   r.quality = data::Quality::Tolerant;
+  r.max_ppl_ratio = 1.2;
   r.arm = "spec-k4";
   return r;
 }
@@ -292,6 +317,7 @@ TEST(MessageRoundTrip, SubmitDefaultsOptionalTaskFields) {
   EXPECT_EQ(got.task.top_p, 1.0);
   EXPECT_EQ(got.task.seed, 0u);
   EXPECT_EQ(got.task.quality, data::Quality::Exact);
+  EXPECT_EQ(got.task.max_ppl_ratio, data::kDefaultMaxPplRatio);
   EXPECT_EQ(got.task.arm, "");
 }
 

@@ -542,26 +542,34 @@ TEST(Endpoint, RefusesMalformedAddresses) {
 // ---------------------------------------------------------------------------------------------
 // Connections over loopback
 
-// A Listener on 127.0.0.1:0 whose connections send every message straight back. One background
-// thread runs the io_context; the destructor closes everything and joins it. It records every
-// on_close call, so tests can check each connection closes exactly once.
-class EchoServer {
+// A Listener on 127.0.0.1:0 and one background thread running its io_context: what the test
+// servers below share. Declare it before the state its accept handler uses, and start() it once
+// that state is ready, so the io_context outlives every connection made on it.
+class LoopbackServer {
  public:
-  explicit EchoServer(Connection::Options options) : options_(options), work_(asio::make_work_guard(io_)) {
-    listener_.emplace(io_, Endpoint{"127.0.0.1", 0}, [this](asio::ip::tcp::socket s) { accept(std::move(s)); });
+  LoopbackServer() : work_(asio::make_work_guard(io_)) {}
+  ~LoopbackServer() {
+    if (thread_.joinable()) shut_down([] {});
+  }
+
+  void start(Listener::AcceptHandler on_accept) {
+    listener_.emplace(io_, Endpoint{"127.0.0.1", 0}, std::move(on_accept));
     thread_ = std::thread([this] {
       io_.run();
       stopped_.set_value();
     });
   }
 
-  ~EchoServer() {
-    asio::post(io_, [this] {
+  uint16_t port() const { return listener_->port(); }
+
+  // Closes the listener and runs close_all on the io thread, which must close every connection:
+  // that cancels all their work, so run() returns; stop() is the safety net. Then joins.
+  void shut_down(std::function<void()> close_all) {
+    asio::post(io_, [this, close_all = std::move(close_all)] {
       listener_->close();
-      for (const auto& c : connections()) c->close("server stopped");
+      close_all();
     });
     work_.reset();
-    // Closing every connection cancels all their work, so run() returns; stop() is the safety net.
     if (stopped_future_.wait_for(kWait) != std::future_status::ready) {
       ADD_FAILURE() << "the io_context still had work after every connection was closed";
       io_.stop();
@@ -569,7 +577,31 @@ class EchoServer {
     thread_.join();
   }
 
-  uint16_t port() const { return listener_->port(); }
+ private:
+  asio::io_context io_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  std::optional<Listener> listener_;
+  std::promise<void> stopped_;
+  std::future<void> stopped_future_ = stopped_.get_future();
+  std::thread thread_;
+};
+
+// A Listener on 127.0.0.1:0 whose connections send every message straight back. One background
+// thread runs the io_context; the destructor closes everything and joins it. It records every
+// on_close call, so tests can check each connection closes exactly once.
+class EchoServer {
+ public:
+  explicit EchoServer(Connection::Options options) : options_(options) {
+    server_.start([this](asio::ip::tcp::socket s) { accept(std::move(s)); });
+  }
+
+  ~EchoServer() {
+    server_.shut_down([this] {
+      for (const auto& c : connections()) c->close("server stopped");
+    });
+  }
+
+  uint16_t port() const { return server_.port(); }
   BlockingClient connect() const { return BlockingClient::connect({"127.0.0.1", port()}, kWait); }
 
   std::vector<std::shared_ptr<Connection>> connections() const {
@@ -623,13 +655,8 @@ class EchoServer {
         });
   }
 
+  LoopbackServer server_;
   Connection::Options options_;
-  asio::io_context io_;
-  asio::executor_work_guard<asio::io_context::executor_type> work_;
-  std::optional<Listener> listener_;
-  std::promise<void> stopped_;
-  std::future<void> stopped_future_ = stopped_.get_future();
-  std::thread thread_;
 
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
@@ -997,30 +1024,19 @@ class ScriptedCoordinator {
   std::atomic<bool> hang_up_at_once{false};
   std::atomic<bool> answer_heartbeats{true};
 
-  ScriptedCoordinator() : work_(asio::make_work_guard(io_)) {
-    listener_.emplace(io_, Endpoint{"127.0.0.1", 0}, [this](asio::ip::tcp::socket s) { accept(std::move(s)); });
-    thread_ = std::thread([this] {
-      io_.run();
-      stopped_.set_value();
-    });
+  ScriptedCoordinator() {
+    server_.start([this](asio::ip::tcp::socket s) { accept(std::move(s)); });
   }
 
   ~ScriptedCoordinator() {
-    asio::post(io_, [this] {
-      listener_->close();
+    server_.shut_down([this] {
       std::lock_guard lock(mu_);
       for (const auto& p : peers_)
         if (p.connection) p.connection->close("test over");
     });
-    work_.reset();
-    if (stopped_future_.wait_for(kWait) != std::future_status::ready) {
-      ADD_FAILURE() << "the scripted coordinator still had work after every connection was closed";
-      io_.stop();
-    }
-    thread_.join();
   }
 
-  Endpoint at() const { return {"127.0.0.1", listener_->port()}; }
+  Endpoint at() const { return {"127.0.0.1", server_.port()}; }
 
   // Waits until `n` connections were accepted; false after `timeout`.
   bool wait_for_connections(std::size_t n, std::chrono::milliseconds timeout = kWait) const {
@@ -1128,12 +1144,7 @@ class ScriptedCoordinator {
         });
   }
 
-  asio::io_context io_;
-  asio::executor_work_guard<asio::io_context::executor_type> work_;
-  std::optional<Listener> listener_;
-  std::promise<void> stopped_;
-  std::future<void> stopped_future_ = stopped_.get_future();
-  std::thread thread_;
+  LoopbackServer server_;
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
   std::deque<Peer> peers_;  // a deque: a Peer stays put while others are added

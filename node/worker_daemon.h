@@ -1,13 +1,13 @@
 #pragma once
-// The worker daemon: connects to a coordinator, authenticates (HMAC over the coordinator's
-// nonce, and checks the coordinator's proof over its own), registers its measured hardware and
-// the encrypted models it holds, then runs the tasks it is assigned, one at a time on an
-// executor thread (inference uses every intra-op thread; the network thread never runs a model),
-// and reports encrypted output ids with the run's measurements. It never holds a key.
-//
-// Arms are built lazily and cached (accel::ArmCache). Every run is also logged to a local
-// SQLite store when one is given. When the coordinator goes away the worker reconnects with
-// exponential backoff and registers again.
+// The worker daemon: serves the encrypted models it holds to a coordinator, and never holds a
+// key. It composes
+//   - the coordinator session (net/worker_session.h): connecting with backoff, the mutual HMAC
+//     handshake, registration, heartbeats, reconnecting;
+//   - its models (encrypted_models.h), registered with its measured hardware;
+//   - an executor that runs each assigned task and reports encrypted output ids with the run's
+//     measurements: model_executor.h (one task at a time on an executor thread; the network
+//     thread never runs a model), or dry_run_executor.h with WorkerOptions::dry_run;
+//   - the local run log (run_log.h), when a store is given.
 #include <atomic>
 #include <chrono>
 #include <cstdint>

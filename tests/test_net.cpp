@@ -1,6 +1,6 @@
 // net/: frames, typed messages, worker authentication and addresses as pure functions, then
 // framed connections over real loopback sockets (an echo server on an io_context thread, driven
-// by BlockingClient).
+// by BlockingClient), and a worker's coordinator session against a scripted coordinator.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -8,10 +8,12 @@
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -35,6 +37,7 @@
 #include "net/listener.h"
 #include "net/messages.h"
 #include "net/protocol.h"
+#include "net/worker_session.h"
 #include "tests/expect_error.h"
 
 namespace eesched::net {
@@ -565,26 +568,34 @@ TEST(Endpoint, RefusesMalformedAddresses) {
 // ---------------------------------------------------------------------------------------------
 // Connections over loopback
 
-// A Listener on 127.0.0.1:0 whose connections send every message straight back. One background
-// thread runs the io_context; the destructor closes everything and joins it. It records every
-// on_close call, so tests can check each connection closes exactly once.
-class EchoServer {
+// A Listener on 127.0.0.1:0 and one background thread running its io_context: what the test
+// servers below share. Declare it before the state its accept handler uses, and start() it once
+// that state is ready, so the io_context outlives every connection made on it.
+class LoopbackServer {
  public:
-  explicit EchoServer(Connection::Options options) : options_(options), work_(asio::make_work_guard(io_)) {
-    listener_.emplace(io_, Endpoint{"127.0.0.1", 0}, [this](asio::ip::tcp::socket s) { accept(std::move(s)); });
+  LoopbackServer() : work_(asio::make_work_guard(io_)) {}
+  ~LoopbackServer() {
+    if (thread_.joinable()) shut_down([] {});
+  }
+
+  void start(Listener::AcceptHandler on_accept) {
+    listener_.emplace(io_, Endpoint{"127.0.0.1", 0}, std::move(on_accept));
     thread_ = std::thread([this] {
       io_.run();
       stopped_.set_value();
     });
   }
 
-  ~EchoServer() {
-    asio::post(io_, [this] {
+  uint16_t port() const { return listener_->port(); }
+
+  // Closes the listener and runs close_all on the io thread, which must close every connection:
+  // that cancels all their work, so run() returns; stop() is the safety net. Then joins.
+  void shut_down(std::function<void()> close_all) {
+    asio::post(io_, [this, close_all = std::move(close_all)] {
       listener_->close();
-      for (const auto& c : connections()) c->close("server stopped");
+      close_all();
     });
     work_.reset();
-    // Closing every connection cancels all their work, so run() returns; stop() is the safety net.
     if (stopped_future_.wait_for(kWait) != std::future_status::ready) {
       ADD_FAILURE() << "the io_context still had work after every connection was closed";
       io_.stop();
@@ -592,7 +603,31 @@ class EchoServer {
     thread_.join();
   }
 
-  uint16_t port() const { return listener_->port(); }
+ private:
+  asio::io_context io_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  std::optional<Listener> listener_;
+  std::promise<void> stopped_;
+  std::future<void> stopped_future_ = stopped_.get_future();
+  std::thread thread_;
+};
+
+// A Listener on 127.0.0.1:0 whose connections send every message straight back. One background
+// thread runs the io_context; the destructor closes everything and joins it. It records every
+// on_close call, so tests can check each connection closes exactly once.
+class EchoServer {
+ public:
+  explicit EchoServer(Connection::Options options) : options_(options) {
+    server_.start([this](asio::ip::tcp::socket s) { accept(std::move(s)); });
+  }
+
+  ~EchoServer() {
+    server_.shut_down([this] {
+      for (const auto& c : connections()) c->close("server stopped");
+    });
+  }
+
+  uint16_t port() const { return server_.port(); }
   BlockingClient connect() const { return BlockingClient::connect({"127.0.0.1", port()}, kWait); }
 
   std::vector<std::shared_ptr<Connection>> connections() const {
@@ -646,13 +681,8 @@ class EchoServer {
         });
   }
 
+  LoopbackServer server_;
   Connection::Options options_;
-  asio::io_context io_;
-  asio::executor_work_guard<asio::io_context::executor_type> work_;
-  std::optional<Listener> listener_;
-  std::promise<void> stopped_;
-  std::future<void> stopped_future_ = stopped_.get_future();
-  std::thread thread_;
 
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
@@ -1005,6 +1035,342 @@ TEST(BlockingClient, ReceiveTimesOutWithNothing) {
   BlockingClient client = server.connect();
   EXPECT_FALSE(client.receive(50ms).has_value());
   expect_echo(client, heartbeat(1));  // and the connection still works afterwards
+}
+
+// ---------------------------------------------------------------------------------------------
+// A worker's coordinator session, against a scripted coordinator
+
+using Clock = std::chrono::steady_clock;
+
+// Plays the coordinator's side on 127.0.0.1:0 as a test scripts it: greets every connection with
+// a Hello (or, with hang_up_at_once, closes it as soon as it is accepted), keeps what each one
+// sends for the test to read, and answers heartbeats while answer_heartbeats is set.
+class ScriptedCoordinator {
+ public:
+  std::atomic<bool> hang_up_at_once{false};
+  std::atomic<bool> answer_heartbeats{true};
+
+  ScriptedCoordinator() {
+    server_.start([this](asio::ip::tcp::socket s) { accept(std::move(s)); });
+  }
+
+  ~ScriptedCoordinator() {
+    server_.shut_down([this] {
+      std::lock_guard lock(mu_);
+      for (const auto& p : peers_)
+        if (p.connection) p.connection->close("test over");
+    });
+  }
+
+  Endpoint at() const { return {"127.0.0.1", server_.port()}; }
+
+  // Waits until `n` connections were accepted; false after `timeout`.
+  bool wait_for_connections(std::size_t n, std::chrono::milliseconds timeout = kWait) const {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return peers_.size() >= n; });
+  }
+  std::size_t connections() const {
+    std::lock_guard lock(mu_);
+    return peers_.size();
+  }
+  Clock::time_point accepted_at(std::size_t i) const {
+    std::lock_guard lock(mu_);
+    return peers_.at(i).accepted_at;
+  }
+
+  // The first message of `type` connection i has sent and the test has not taken yet, waiting
+  // up to `timeout` for it.
+  std::optional<Message> next(std::size_t i, MessageType type, std::chrono::milliseconds timeout = kWait) {
+    std::unique_lock lock(mu_);
+    std::optional<Message> found;
+    cv_.wait_for(lock, timeout, [&] {
+      if (peers_.size() <= i) return false;
+      auto& inbox = peers_[i].inbox;
+      const auto it = std::find_if(inbox.begin(), inbox.end(), [&](const Message& m) { return m.type == type; });
+      if (it == inbox.end()) return false;
+      found = std::move(*it);
+      inbox.erase(it);
+      return true;
+    });
+    return found;
+  }
+
+  bool closed(std::size_t i, std::chrono::milliseconds timeout = kWait) const {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return peers_.size() > i && peers_[i].closed; });
+  }
+
+  // Waits for connection i's Register and checks its proof over the Hello's nonce.
+  Register expect_register(std::size_t i, const Token& token) {
+    const auto m = next(i, MessageType::Register);
+    if (!m) throw std::runtime_error("no Register on connection " + std::to_string(i));
+    Register reg = read_message<Register>(m->body);
+    EXPECT_TRUE(token.verify(kWorkerProofLabel, nonce(i), reg.name, reg.proof)) << "the worker's proof is wrong";
+    return reg;
+  }
+
+  // Answers a Register, proving `token` over the worker's nonce.
+  void registered(std::size_t i, const Register& reg, const Token& token, int64_t heartbeat_ms) {
+    Registered r;
+    r.worker_id = static_cast<int64_t>(i) + 1;
+    r.proof = token.proof(kCoordinatorProofLabel, reg.nonce, reg.name);
+    r.heartbeat_ms = heartbeat_ms;
+    send(i, to_message(r));
+  }
+
+  void send(std::size_t i, const json& message) {
+    std::lock_guard lock(mu_);
+    ASSERT_TRUE(peers_.at(i).connection->send(message));
+  }
+  void close(std::size_t i) {
+    std::lock_guard lock(mu_);
+    peers_.at(i).connection->close("closed by the script");
+  }
+
+ private:
+  struct Peer {
+    std::shared_ptr<Connection> connection;  // null when hung up at once
+    std::string nonce;
+    Clock::time_point accepted_at;
+    std::deque<Message> inbox;
+    bool closed = false;
+  };
+
+  std::string nonce(std::size_t i) const {
+    std::lock_guard lock(mu_);
+    return peers_.at(i).nonce;
+  }
+
+  void accept(asio::ip::tcp::socket socket) {
+    std::lock_guard lock(mu_);
+    const std::size_t index = peers_.size();
+    Peer& peer = peers_.emplace_back();
+    peer.accepted_at = Clock::now();
+    cv_.notify_all();
+    if (hang_up_at_once) {
+      asio::error_code ec;
+      socket.close(ec);
+      peer.closed = true;
+      return;
+    }
+    peer.connection = Connection::create(std::move(socket), Connection::Options{});
+    peer.nonce = make_nonce();
+    peer.connection->send(to_message(Hello{peer.nonce, "scripted"}));
+    peer.connection->start(
+        [this, index](const std::shared_ptr<Connection>& c, Message m) {
+          if (m.type == MessageType::Heartbeat && answer_heartbeats) c->send(to_message(Heartbeat{}));
+          std::lock_guard lock(mu_);
+          peers_[index].inbox.push_back(std::move(m));
+          cv_.notify_all();
+        },
+        [this, index](const std::shared_ptr<Connection>&, const std::string&) {
+          std::lock_guard lock(mu_);
+          peers_[index].closed = true;
+          cv_.notify_all();
+        });
+  }
+
+  LoopbackServer server_;
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  std::deque<Peer> peers_;  // a deque: a Peer stays put while others are added
+};
+
+// What a running session's handlers have seen.
+struct SessionEvents {
+  int registrations = 0, losses = 0;
+  std::vector<std::pair<Assign, WorkerSession::ConnectionId>> assigns;
+  std::vector<int64_t> cancels;
+  bool finished = false;  // run() returned
+  std::string error;      // what run() threw
+};
+
+// A WorkerSession running on a thread of its own, registering as "w1" with one model. Its
+// handlers record what they see; it reports 3 tasks queued and 2 dropped when a link is lost.
+class RunningSession {
+ public:
+  RunningSession(const Endpoint& at, const Token& token) {
+    WorkerSessionOptions o;
+    o.coordinator = at;
+    Register reg;
+    reg.name = "w1";
+    auto& model = reg.models.emplace_back().row;
+    model.name = "m", model.fingerprint = "fp-m", model.dtype = "f32";
+    model.layers = 2, model.hidden = 64, model.intermediate = 128, model.heads = 4, model.kv_heads = 2, model.vocab = 256;
+    WorkerSession::Handlers h;
+    h.on_assign = [this](Assign a, WorkerSession::ConnectionId from) { record([&](SessionEvents& e) { e.assigns.emplace_back(std::move(a), from); }); };
+    h.on_cancel = [this](const Cancel& c) { record([&](SessionEvents& e) { e.cancels.push_back(c.task_id); }); };
+    h.on_registered = [this] { record([](SessionEvents& e) { ++e.registrations; }); };
+    h.on_lost = [this] {
+      record([](SessionEvents& e) { ++e.losses; });
+      return std::size_t{2};
+    };
+    h.queued = [] { return int64_t{3}; };
+    session_ = std::make_unique<WorkerSession>(o, token, reg, h);
+    thread_ = std::thread([this] {
+      std::string error;
+      try {
+        session_->run();
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+      record([&](SessionEvents& e) {
+        e.finished = true;
+        e.error = error;
+      });
+    });
+  }
+
+  ~RunningSession() {
+    session_->stop();
+    thread_.join();
+  }
+
+  WorkerSession& operator*() { return *session_; }
+
+  // Waits until `done` holds for what the handlers have seen; false after `timeout`.
+  bool wait_until(const std::function<bool(const SessionEvents&)>& done, std::chrono::milliseconds timeout = kWait) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return done(events_); });
+  }
+  SessionEvents events() const {
+    std::lock_guard lock(mu_);
+    return events_;
+  }
+
+ private:
+  void record(const std::function<void(SessionEvents&)>& change) {
+    {
+      std::lock_guard lock(mu_);
+      change(events_);
+    }
+    cv_.notify_all();
+  }
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  SessionEvents events_;
+  std::unique_ptr<WorkerSession> session_;
+  std::thread thread_;
+};
+
+const Token& session_token() {
+  static const Token token = Token::from_secret(kSecret);
+  return token;
+}
+
+TEST(WorkerSession, RegistersWithAValidProofThenServesAssignsAndCancels) {
+  ScriptedCoordinator coordinator;
+  RunningSession session(coordinator.at(), session_token());
+  const Register reg = coordinator.expect_register(0, session_token());
+  EXPECT_EQ(reg.name, "w1");
+  ASSERT_EQ(reg.models.size(), 1u);
+  EXPECT_EQ(reg.models[0].row.name, "m");
+  EXPECT_THAT(reg.nonce, MatchesRegex("[0-9a-f]{64}"));
+  coordinator.registered(0, reg, session_token(), 100);
+  ASSERT_TRUE(session.wait_until([](const SessionEvents& e) { return e.registrations == 1; }));
+
+  const auto beat = coordinator.next(0, MessageType::Heartbeat);
+  ASSERT_TRUE(beat);
+  EXPECT_EQ(read_message<Heartbeat>(beat->body).queued, 3);
+
+  Assign assign;
+  assign.task_id = 11;
+  assign.attempt = 2;
+  assign.arm = "kv";
+  assign.model = "m";
+  assign.prompt_ids = {{1, 2, 3}};
+  coordinator.send(0, to_message(assign));
+  coordinator.send(0, to_message(Cancel{12, ""}));
+  ASSERT_TRUE(session.wait_until([](const SessionEvents& e) { return !e.assigns.empty() && !e.cancels.empty(); }));
+  const auto [received, from] = session.events().assigns.front();
+  EXPECT_EQ(received.task_id, 11);
+  EXPECT_EQ(received.attempt, 2);
+  EXPECT_EQ(received.prompt_ids, assign.prompt_ids);
+  EXPECT_EQ(session.events().cancels, std::vector<int64_t>{12});
+
+  Result result;
+  result.task_id = 11;
+  result.attempt = 2;
+  result.report.ok = true;
+  result.report.tokens = {{7, 8}};
+  EXPECT_FALSE((*session).send_result(result, from + 1000)) << "a result goes back only on the connection that assigned it";
+  EXPECT_TRUE((*session).send_result(result, from));
+  const auto answer = coordinator.next(0, MessageType::Result);
+  ASSERT_TRUE(answer);
+  const Result got = read_message<Result>(answer->body);
+  EXPECT_EQ(got.task_id, 11);
+  EXPECT_EQ(got.attempt, 2);
+  EXPECT_EQ(got.report.tokens, result.report.tokens);
+  EXPECT_FALSE(coordinator.next(0, MessageType::Result, 100ms)) << "one result, sent once";
+}
+
+TEST(WorkerSession, ACoordinatorWithAWrongProofIsFatalAndNotRetried) {
+  ScriptedCoordinator coordinator;
+  RunningSession session(coordinator.at(), session_token());
+  const Register reg = coordinator.expect_register(0, session_token());
+  coordinator.registered(0, reg, Token::from_secret("another-secret-of-enough-length"), 100);
+  ASSERT_TRUE(session.wait_until([](const SessionEvents& e) { return e.finished; }));
+  EXPECT_THAT(session.events().error, HasSubstr("could not prove it holds the token"));
+  EXPECT_EQ(session.events().registrations, 0);
+  EXPECT_FALSE(coordinator.wait_for_connections(2, 300ms)) << "a wrong proof must not be retried";
+}
+
+TEST(WorkerSession, ARefusedTokenIsFatalAndNotRetried) {
+  ScriptedCoordinator coordinator;
+  RunningSession session(coordinator.at(), session_token());
+  coordinator.expect_register(0, session_token());
+  coordinator.send(0, to_message(ErrorMsg{codes::kAuthFailed, "bad proof", std::nullopt}));
+  ASSERT_TRUE(session.wait_until([](const SessionEvents& e) { return e.finished; }));
+  EXPECT_THAT(session.events().error, HasSubstr("refused the token: bad proof"));
+  EXPECT_FALSE(coordinator.wait_for_connections(2, 300ms)) << "a refused token must not be retried";
+}
+
+// After a registered link drops, the session reconnects within the initial 100 ms backoff and
+// registers again; while the coordinator keeps hanging up, the wait doubles (200, 400 ms).
+TEST(WorkerSession, ReconnectsWithDoublingBackoffAfterTheCoordinatorCloses) {
+  ScriptedCoordinator coordinator;
+  RunningSession session(coordinator.at(), session_token());
+  coordinator.registered(0, coordinator.expect_register(0, session_token()), session_token(), 1000);
+  ASSERT_TRUE(session.wait_until([](const SessionEvents& e) { return e.registrations == 1; }));
+
+  coordinator.close(0);
+  ASSERT_TRUE(session.wait_until([](const SessionEvents& e) { return e.losses == 1; }));
+  coordinator.registered(1, coordinator.expect_register(1, session_token()), session_token(), 1000);
+  ASSERT_TRUE(session.wait_until([](const SessionEvents& e) { return e.registrations == 2; }));
+
+  coordinator.hang_up_at_once = true;
+  const auto closed_at = Clock::now();
+  coordinator.close(1);
+  ASSERT_TRUE(coordinator.wait_for_connections(5));
+  const auto ms = [](Clock::duration d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); };
+  EXPECT_GE(ms(coordinator.accepted_at(2) - closed_at), 100);  // the backoff restarted at 100 ms on registering
+  EXPECT_GE(ms(coordinator.accepted_at(3) - coordinator.accepted_at(2)), 200);
+  EXPECT_GE(ms(coordinator.accepted_at(4) - coordinator.accepted_at(3)), 400);
+  EXPECT_EQ(session.events().losses, 2) << "only registered links are lost; the hung-up attempts never registered";
+  EXPECT_FALSE(session.events().finished);
+}
+
+// A coordinator that stops answering heartbeats without closing the socket (a frozen host) is
+// left after 4 x heartbeat_ms, at least 2 s, and the session connects again.
+TEST(WorkerSession, LeavesASilentCoordinatorAndConnectsAgain) {
+  ScriptedCoordinator coordinator;
+  coordinator.answer_heartbeats = false;
+  RunningSession session(coordinator.at(), session_token());
+  coordinator.registered(0, coordinator.expect_register(0, session_token()), session_token(), 100);
+  ASSERT_TRUE(session.wait_until([](const SessionEvents& e) { return e.registrations == 1; }));
+  const auto registered_at = Clock::now();
+
+  ASSERT_TRUE(session.wait_until([](const SessionEvents& e) { return e.losses == 1; }, 5000ms));
+  const auto silent_for = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - registered_at);
+  EXPECT_GE(silent_for.count(), 1900) << "the silence limit is at least 2 s, whatever heartbeat_ms says";
+  const auto error = coordinator.next(0, MessageType::Error);
+  ASSERT_TRUE(error);
+  EXPECT_EQ(read_message<ErrorMsg>(error->body).code, codes::kTimeout);
+  int beats = 0;
+  while (coordinator.next(0, MessageType::Heartbeat, 0ms)) ++beats;
+  EXPECT_GE(beats, 5) << "heartbeats went out every 100 ms while the coordinator was silent";
+  EXPECT_TRUE(coordinator.wait_for_connections(2));
 }
 
 }  // namespace

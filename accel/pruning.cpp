@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cmath>
@@ -32,6 +33,22 @@ std::vector<double> sorted_row_sq_norms(const at::Tensor& m) {
 }  // namespace
 
 std::vector<double> ffn_neuron_scores(const runtime::LayerWeights& l) {
+  return l.ffn_activation_ms.defined() ? ffn_activation_scores(l) : ffn_weight_scores(l);
+}
+
+std::vector<double> ffn_activation_scores(const runtime::LayerWeights& l) {
+  c10::InferenceMode guard;
+  if (!l.ffn_activation_ms.defined()) throw runtime::Error("pruning: the layer has no FFN activation statistics");
+  const auto d = sorted_row_sq_norms(l.down_proj.t());
+  const auto ms = l.ffn_activation_ms.to(at::kDouble).contiguous();
+  if (ms.numel() != static_cast<int64_t>(d.size())) throw runtime::Error("pruning: FFN statistics do not match the layer");
+  const double* a = ms.data_ptr<double>();
+  std::vector<double> score(d.size());
+  for (std::size_t j = 0; j < d.size(); ++j) score[j] = std::sqrt(d[j] * a[j]);
+  return score;
+}
+
+std::vector<double> ffn_weight_scores(const runtime::LayerWeights& l) {
   c10::InferenceMode guard;
   const auto norm = l.post_attention_layernorm.to(at::kFloat).unsqueeze(0);
   const auto g = sorted_row_sq_norms(l.gate_proj * norm);
@@ -52,6 +69,7 @@ PrunedModel prune_ffn(const runtime::LlamaModel& model, int percent) {
                          " FFN neurons would leave none");
   auto weights = model.weights();
   std::vector<std::vector<int64_t>> kept;
+  const bool activation = model.has_ffn_stats();
   for (auto& layer : weights.layers) {
     const auto score = ffn_neuron_scores(layer);
     std::vector<int64_t> order(score.size());
@@ -65,10 +83,11 @@ PrunedModel prune_ffn(const runtime::LlamaModel& model, int percent) {
     layer.gate_proj = layer.gate_proj.index_select(0, index).contiguous();
     layer.up_proj = layer.up_proj.index_select(0, index).contiguous();
     layer.down_proj = layer.down_proj.index_select(1, index).contiguous();
+    if (layer.ffn_activation_ms.defined()) layer.ffn_activation_ms = layer.ffn_activation_ms.index_select(0, index).contiguous();
     kept.push_back(std::move(order));
   }
   config.intermediate_size = keep;
-  return {runtime::LlamaModel(config, weights), std::move(kept)};
+  return {runtime::LlamaModel(config, weights), std::move(kept), activation};
 }
 
 namespace {
@@ -88,7 +107,11 @@ class FfnPruning final : public Acceleration {
   // The target only: the draft is already small, and its quality sets the acceptance rate.
   ModelPair prepare(const ModelPair& models) const override {
     ModelPair out = models;
-    out.target = std::make_shared<const runtime::LlamaModel>(prune_ffn(*models.target, percent_).model);
+    auto pruned = prune_ffn(*models.target, percent_);
+    spdlog::info("{}: FFN neurons scored by {}", name(),
+                 pruned.activation_scores ? "calibration activation statistics (prune_stats.safetensors)"
+                                          : "weight norms (the model has no prune_stats.safetensors)");
+    out.target = std::make_shared<const runtime::LlamaModel>(std::move(pruned.model));
     return out;
   }
 

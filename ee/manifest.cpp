@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "data/error.h"
 #include "ee/key.h"
 #include "runtime/error.h"
 
@@ -22,6 +23,13 @@ std::optional<Manifest> Manifest::read(const std::filesystem::path& model_dir) {
     m.key_fingerprint = j.at("key_fingerprint").get<std::string>();
     m.vocab_size = j.at("vocab_size").get<int64_t>();
     m.transforms = j.at("transforms").get<std::vector<std::string>>();
+    if (j.contains("quality")) {
+      try {
+        m.quality = data::quality_from_json(j.at("quality"));
+      } catch (const data::Error& e) {
+        throw runtime::Error(path.string() + ": " + e.what());
+      }
+    }
     if (m.scheme != kScheme) throw runtime::Error(path.string() + ": unknown scheme '" + m.scheme + "'");
     if (m.version != kSchemeVersion)
       throw runtime::Error(path.string() + ": EE scheme version " + std::to_string(m.version) + " is not supported");
@@ -36,7 +44,8 @@ void Manifest::write(const std::filesystem::path& model_dir) const {
                       {"version", version},
                       {"key_fingerprint", key_fingerprint},
                       {"vocab_size", vocab_size},
-                      {"transforms", transforms}};
+                      {"transforms", transforms},
+                      {"quality", data::quality_to_json(quality)}};
   std::ofstream out(model_dir / "ee.json");
   out << j.dump(2) << "\n";
   out.flush();

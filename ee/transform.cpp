@@ -108,6 +108,13 @@ LlamaConfig encrypt_config(const LlamaConfig& config, const ModelSecrets& s) {
   return c;
 }
 
+std::vector<at::Tensor> encrypt_ffn_stats(const std::vector<at::Tensor>& stats, const ModelSecrets& s) {
+  if (stats.size() != s.layers.size()) throw Error("FFN statistics do not match the model's layers");
+  std::vector<at::Tensor> out;
+  for (std::size_t l = 0; l < stats.size(); ++l) out.push_back(move(stats[l].to(at::kDouble), 0, s.layers[l].ffn));
+  return out;
+}
+
 LlamaWeights encrypt_weights(const LlamaWeights& w, const LlamaConfig& c, const ModelSecrets& s) {
   c10::InferenceMode guard;
   const int64_t hd = c.head_dim(), kv = c.num_key_value_heads, heads = c.num_attention_heads, group = c.kv_groups();
@@ -146,6 +153,9 @@ LlamaWeights encrypt_weights(const LlamaWeights& w, const LlamaConfig& c, const 
     o.gate_proj = move(reads(in.gate_proj), 0, sec.ffn);
     o.up_proj = move(reads(in.up_proj), 0, sec.ffn);
     o.down_proj = move(writes(in.down_proj), 1, sec.ffn);
+    // Calibration statistics move with their neurons, so pruning the encrypted model keeps the
+    // images of the neurons the plaintext model keeps (accel/pruning.h).
+    if (in.ffn_activation_ms.defined()) o.ffn_activation_ms = move(in.ffn_activation_ms.to(at::kDouble), 0, sec.ffn);
     out.layers.push_back(std::move(o));
   }
   return out;
@@ -156,14 +166,26 @@ runtime::LlamaModel encrypt_model(const runtime::LlamaModel& model, const Key& k
   return runtime::LlamaModel(encrypt_config(model.config(), secrets), encrypt_weights(model.weights(), model.config(), secrets));
 }
 
-EncryptDirResult encrypt_model_dir(const std::filesystem::path& in, const Key& key, const std::filesystem::path& out, bool force) {
+void check_encrypt_dirs(const std::filesystem::path& in, const std::filesystem::path& out, bool force) {
   if (Manifest::read(in)) throw Error(in.string() + " is already encrypted (it has ee.json)");
   std::error_code ec;
   if (std::filesystem::exists(out) && std::filesystem::equivalent(in, out, ec))
     throw Error("the output directory must differ from the input");
   if (!force && std::filesystem::exists(out / "model.safetensors"))
     throw Error(out.string() + " already holds a model (pass --force to overwrite)");
-  auto model = runtime::LlamaModel::load(in);
+}
+
+EncryptDirResult encrypt_model_dir(const std::filesystem::path& in, const Key& key, const std::filesystem::path& out, bool force) {
+  EncryptDirOptions options;
+  options.force = force;
+  return encrypt_model_dir(in, key, out, options);
+}
+
+EncryptDirResult encrypt_model_dir(const std::filesystem::path& in, const Key& key, const std::filesystem::path& out,
+                                   const EncryptDirOptions& options) {
+  check_encrypt_dirs(in, out, options.force);
+  std::error_code ec;
+  const auto model = options.model ? *options.model : runtime::LlamaModel::load(in);
   if (key.vocab_size() != model.config().vocab_size)
     throw Error("the key is for a vocabulary of " + std::to_string(key.vocab_size()) + " tokens, " + in.string() + " has " +
                 std::to_string(model.config().vocab_size));
@@ -174,7 +196,7 @@ EncryptDirResult encrypt_model_dir(const std::filesystem::path& in, const Key& k
   r.key_fingerprint = key.fingerprint();
   r.parameters = model.config().parameter_count();
   encrypted.save(out);
-  Manifest m{kScheme, kSchemeVersion, r.key_fingerprint, model.config().vocab_size, transform_names()};
+  Manifest m{kScheme, kSchemeVersion, r.key_fingerprint, model.config().vocab_size, transform_names(), options.quality};
   m.write(out);
   // An encrypted directory carries no tokenizer: that would hand the worker the vocabulary.
   std::filesystem::remove(out / "tokenizer.model", ec);

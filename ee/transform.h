@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "data/quality.h"
 #include "runtime/config.h"
 #include "runtime/model.h"
 
@@ -46,6 +47,8 @@ std::string model_fingerprint(const runtime::LlamaModel& model);
 runtime::LlamaWeights encrypt_weights(const runtime::LlamaWeights& weights, const runtime::LlamaConfig& config,
                                       const ModelSecrets& secrets);
 runtime::LlamaConfig encrypt_config(const runtime::LlamaConfig& config, const ModelSecrets& secrets);
+// FFN activation statistics (per layer [intermediate]) in the encrypted neuron order.
+std::vector<at::Tensor> encrypt_ffn_stats(const std::vector<at::Tensor>& stats, const ModelSecrets& secrets);
 
 // The whole model, in memory.
 runtime::LlamaModel encrypt_model(const runtime::LlamaModel& model, const Key& key, const std::string& model_label);
@@ -56,10 +59,23 @@ struct EncryptDirResult {
   int64_t parameters = 0;
 };
 
+struct EncryptDirOptions {
+  bool force = false;                    // overwrite a model already in the output directory
+  data::QualityTable quality;            // measured on the plaintext model, recorded in ee.json
+  const runtime::LlamaModel* model = nullptr;  // the plaintext model as loaded from `in` (e.g. with
+                                         // FFN statistics attached); null: load it from `in`
+};
+
 // eesched encrypt-model: plaintext model directory in, encrypted model directory out (config.json,
-// model.safetensors, ee.json; no tokenizer, no key material). Refuses an encrypted input, a key
-// for another vocabulary size, and (without `force`) an existing output model.
+// model.safetensors, ee.json, and prune_stats.safetensors permuted when the model holds FFN
+// statistics; no tokenizer, no key material). Refuses an encrypted input, a key for another
+// vocabulary size, and (without `force`) an existing output model.
 EncryptDirResult encrypt_model_dir(const std::filesystem::path& in, const Key& key, const std::filesystem::path& out,
                                    bool force);
+EncryptDirResult encrypt_model_dir(const std::filesystem::path& in, const Key& key, const std::filesystem::path& out,
+                                   const EncryptDirOptions& options);
+// The refusals of encrypt_model_dir that need no model (an encrypted input, the output being the
+// input, an existing output model without `force`): callers check before measuring anything.
+void check_encrypt_dirs(const std::filesystem::path& in, const std::filesystem::path& out, bool force);
 
 }  // namespace eesched::ee

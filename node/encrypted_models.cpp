@@ -25,6 +25,7 @@ LoadedModel load_encrypted(const std::string& name, const std::filesystem::path&
   row.weight_bytes = m.model->weight_bytes();
   row.dtype = "f32";  // computed in f32 whatever the file stores
   row.encrypted = true;
+  row.quality = manifest->quality;  // measured by the owner on plaintext (ee.json)
   m.info.key_fingerprint = manifest->key_fingerprint;
   m.info.draft = draft;
   return m;

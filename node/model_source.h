@@ -3,7 +3,9 @@
 // (config.json, model.safetensors, maybe tokenizer.model), or, for "syn25m"/"syn110m"/"syn350m"
 // without a directory, the seeded synthetic preset built in memory. With a key every model is
 // encrypted on the fly (all under the same key, so drafts share their target's vocabulary
-// permutation). Each model is loaded once and registered in the store.
+// permutation). Each model is loaded once and registered in the store, with the quality of its
+// lossy transforms: from the directory (ee.json, else quality.json), or, for a synthetic preset,
+// measured at load on a short seeded token sequence.
 #include <filesystem>
 #include <map>
 #include <memory>

@@ -8,6 +8,7 @@
 #include <map>
 
 #include "runtime/error.h"
+#include "runtime/ffn_stats.h"
 #include "runtime/gemv.h"
 #include "runtime/safetensors.h"
 
@@ -163,6 +164,8 @@ LlamaModel::LlamaModel(LlamaConfig config, const LlamaWeights& w, const WeightFo
     return out;
   };
   head_ = linear({{"lm_head.weight", config_.tie_word_embeddings ? embed_ : w.lm_head}});
+  // Activation statistics come for every layer or none (a partial set is a broken file).
+  const bool stats = std::any_of(w.layers.begin(), w.layers.end(), [](const LayerWeights& l) { return l.ffn_activation_ms.defined(); });
   for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
     const auto& l = w.layers[static_cast<std::size_t>(i)];
     check_shape(l.input_layernorm, layer_name(i, "input_layernorm.weight"), {d});
@@ -186,6 +189,10 @@ LlamaModel::LlamaModel(LlamaConfig config, const LlamaWeights& w, const WeightFo
     layer.w_gate_up = linear({{layer_name(i, "mlp.gate_proj.weight"), l.gate_proj},
                               {layer_name(i, "mlp.up_proj.weight"), l.up_proj}});
     layer.w_down = linear({{layer_name(i, "mlp.down_proj.weight"), l.down_proj}});
+    if (stats) {
+      check_shape(l.ffn_activation_ms, layer_name(i, kFfnStatsSuffix), {inter});
+      layer.ffn_activation_ms = l.ffn_activation_ms.to(at::kDouble).contiguous();
+    }
     layers_.push_back(std::move(layer));
   }
   // RoPE tables, HF convention: inv_freq[i] = theta^(-2i/hd), emb = cat(freqs, freqs).
@@ -242,6 +249,14 @@ LlamaModel LlamaModel::load(const std::filesystem::path& dir) {
   auto config = LlamaConfig::load(dir / "config.json");
   auto weights = read_weights(dir / "model.safetensors", config);
   try {
+    if (std::filesystem::exists(dir / kFfnStatsFile)) {
+      auto stats = read_ffn_stats(dir / kFfnStatsFile, config);
+      for (std::size_t i = 0; i < weights.layers.size(); ++i) weights.layers[i].ffn_activation_ms = std::move(stats[i]);
+    }
+  } catch (const Error& e) {
+    throw Error((dir / kFfnStatsFile).string() + ": " + e.what());
+  }
+  try {
     return LlamaModel(config, weights);
   } catch (const Error& e) {
     throw Error((dir / "model.safetensors").string() + ": " + e.what());
@@ -258,6 +273,18 @@ void LlamaModel::save(const std::filesystem::path& dir) const {
   LlamaConfig c = config_;
   c.torch_dtype = "float32";
   c.save(dir / "config.json");
+  // The directory mirrors the model: statistics of another model must not stay behind.
+  if (has_ffn_stats()) {
+    std::vector<at::Tensor> stats;
+    for (const auto& l : layers_) stats.push_back(l.ffn_activation_ms);
+    write_ffn_stats(dir / kFfnStatsFile, stats);
+  } else {
+    std::filesystem::remove(dir / kFfnStatsFile, ec);
+  }
+}
+
+bool LlamaModel::has_ffn_stats() const {
+  return !layers_.empty() && layers_.front().ffn_activation_ms.defined();
 }
 
 at::Tensor LlamaModel::Linear::apply(const at::Tensor& x) const {
@@ -318,6 +345,7 @@ LlamaWeights LlamaModel::weights() const {
     lw.gate_proj = l.w_gate_up.rows(0, inter);
     lw.up_proj = l.w_gate_up.rows(inter, inter);
     lw.down_proj = l.w_down.rows(0, d);
+    lw.ffn_activation_ms = l.ffn_activation_ms;
     w.layers.push_back(std::move(lw));
   }
   return w;
@@ -382,11 +410,12 @@ at::Tensor LlamaModel::head(const at::Tensor& hidden) const {
   return head_.apply(rms_norm(hidden, norm_, config_.rms_norm_eps));
 }
 
-at::Tensor LlamaModel::mlp_block(const Layer& layer, const at::Tensor& x) const {
+at::Tensor LlamaModel::mlp_block(const Layer& layer, const at::Tensor& x, int64_t index, const FfnObserver* observe) const {
   auto h = rms_norm(x, layer.post_norm, config_.rms_norm_eps);
   auto gate_up = layer.w_gate_up.apply(h);
   const int64_t inter = config_.intermediate_size;
   auto act = at::silu(gate_up.narrow(-1, 0, inter)) * gate_up.narrow(-1, inter, inter);
+  if (observe && *observe) (*observe)(index, act);
   return x + layer.w_down.apply(act);
 }
 
@@ -431,7 +460,9 @@ at::Tensor LlamaModel::attention_block(const Layer& layer, int64_t index, const 
   return x + layer.wo.apply(out);
 }
 
-at::Tensor LlamaModel::forward(const at::Tensor& ids) const {
+at::Tensor LlamaModel::forward(const at::Tensor& ids) const { return forward(ids, FfnObserver{}); }
+
+at::Tensor LlamaModel::forward(const at::Tensor& ids, const FfnObserver& observe) const {
   if (ids.dim() != 2) throw Error("forward: ids must be [batch, time]");
   const int64_t T = ids.size(1);
   if (T > config_.max_position_embeddings)
@@ -444,7 +475,7 @@ at::Tensor LlamaModel::forward(const at::Tensor& ids) const {
   if (T > 1) mask = at::full({T, T}, -std::numeric_limits<float>::infinity(), at::kFloat).triu(1).view({1, T, T});
   for (std::size_t i = 0; i < layers_.size(); ++i) {
     x = attention_block(layers_[i], static_cast<int64_t>(i), x, cos, sin, mask, nullptr, nullptr);
-    x = mlp_block(layers_[i], x);
+    x = mlp_block(layers_[i], x, static_cast<int64_t>(i), &observe);
   }
   return head(x);
 }

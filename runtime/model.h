@@ -27,6 +27,10 @@ struct LayerWeights {
   at::Tensor gate_proj;                 // [intermediate, hidden]
   at::Tensor up_proj;                   // [intermediate, hidden]
   at::Tensor down_proj;                 // [hidden, intermediate]
+  // Not a weight: the mean square of each FFN neuron's activation over calibration text
+  // ([intermediate] f64; runtime/ffn_stats.h), or undefined when none was measured. It moves
+  // with its neuron (EE, pruning), forward() never reads it, and named() leaves it out.
+  at::Tensor ffn_activation_ms;
 };
 
 // The whole model's weights: the interchange format for loading, saving and transforming
@@ -69,15 +73,21 @@ enum class LogitsAt { All, Last };
 enum class WeightFormat { F32, Int8 };
 using WeightFormatPolicy = std::function<WeightFormat(const std::string& hf_name)>;
 
+// Sees each layer's FFN activations silu(gate x) * (up x), [B, T, intermediate], during a
+// forward without cache: how calibration statistics are measured (runtime/ffn_stats.h).
+using FfnObserver = std::function<void(int64_t layer, const at::Tensor& activations)>;
+
 class LlamaModel {
  public:
   // Validates every shape against the config and takes the weights (f32 on CPU), storing each
   // linear weight in the format `formats` picks (all f32 when empty).
   LlamaModel(LlamaConfig config, const LlamaWeights& weights, const WeightFormatPolicy& formats = {});
 
-  // Reads DIR/config.json and DIR/model.safetensors (f32, f16 or bf16; computed in f32).
+  // Reads DIR/config.json and DIR/model.safetensors (f32, f16 or bf16; computed in f32), and
+  // DIR/prune_stats.safetensors when present (FFN activation statistics, runtime/ffn_stats.h).
   static LlamaModel load(const std::filesystem::path& dir);
-  // Writes DIR/config.json and DIR/model.safetensors (f32). Creates DIR if needed.
+  // Writes DIR/config.json and DIR/model.safetensors (f32), and DIR/prune_stats.safetensors
+  // when the model holds FFN activation statistics (else removes a stale one). Creates DIR.
   void save(const std::filesystem::path& dir) const;
   static LlamaWeights read_weights(const std::filesystem::path& safetensors, const LlamaConfig& config);
 
@@ -95,6 +105,10 @@ class LlamaModel {
   // Causal forward over ids [B, T] at positions 0..T-1, no cache. Returns logits [B, T, vocab].
   // Rows may be right-padded: a position never attends to later ones.
   at::Tensor forward(const at::Tensor& ids) const;
+  // The same, showing every layer's FFN activations to `observe`.
+  at::Tensor forward(const at::Tensor& ids, const FfnObserver& observe) const;
+  // Whether every layer holds FFN activation statistics.
+  bool has_ffn_stats() const;
 
   // Appends ids [B, T] to the cache: row b adds its first n_new[b] tokens (>= 1) at positions
   // cache.length(b)...; the rest of the row is padding. Returns logits [B, T, vocab] (All) or
@@ -121,11 +135,12 @@ class LlamaModel {
   struct Layer {
     at::Tensor input_norm, post_norm;
     Linear wqkv, wo, w_gate_up, w_down;
+    at::Tensor ffn_activation_ms;  // [intermediate] f64, or undefined
   };
   at::Tensor attention_block(const Layer& layer, int64_t index, const at::Tensor& x, const at::Tensor& cos,
                              const at::Tensor& sin, const at::Tensor& mask, KVCache* cache,
                              const std::vector<int64_t>* n_new) const;
-  at::Tensor mlp_block(const Layer& layer, const at::Tensor& x) const;
+  at::Tensor mlp_block(const Layer& layer, const at::Tensor& x, int64_t index = -1, const FfnObserver* observe = nullptr) const;
   at::Tensor head(const at::Tensor& hidden) const;
 
   LlamaConfig config_;

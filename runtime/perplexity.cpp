@@ -24,6 +24,7 @@ PerplexityResult perplexity(const LlamaModel& model, const std::vector<int64_t>&
   const auto all = at::tensor(ids, at::kLong);
   double nll = 0.0;
   int64_t scored = 0, windows = 0, prev_end = 1;  // token 0 has no prediction
+  std::vector<int64_t> predictions;
   for (int64_t begin = 0; prev_end < n; begin += stride) {
     const int64_t end = std::min(begin + context, n);
     const int64_t fresh = end - prev_end;  // targets at positions prev_end..end-1
@@ -32,7 +33,12 @@ PerplexityResult perplexity(const LlamaModel& model, const std::vector<int64_t>&
     auto logp = at::log_softmax(model.forward(window)[0], -1);  // [T, V]; row t predicts token t+1
     const int64_t first = prev_end - begin - 1;
     auto targets = all.slice(0, prev_end, end).view({fresh, 1});
-    nll -= logp.slice(0, first, first + fresh).gather(1, targets).sum().item<double>();
+    const auto scored_logp = logp.slice(0, first, first + fresh);
+    nll -= scored_logp.gather(1, targets).sum().item<double>();
+    if (options.predictions) {
+      const auto best = scored_logp.argmax(-1).contiguous();
+      predictions.insert(predictions.end(), best.data_ptr<int64_t>(), best.data_ptr<int64_t>() + fresh);
+    }
     scored += fresh;
     ++windows;
     prev_end = end;
@@ -43,6 +49,7 @@ PerplexityResult perplexity(const LlamaModel& model, const std::vector<int64_t>&
   r.windows = windows;
   r.mean_nll = nll / static_cast<double>(scored);
   r.perplexity = std::exp(r.mean_nll);
+  r.predictions = std::move(predictions);
   return r;
 }
 

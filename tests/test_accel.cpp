@@ -17,14 +17,19 @@
 #include "accel/arm_cache.h"
 #include "accel/int8.h"
 #include "accel/pruning.h"
+#include "accel/quality.h"
 #include "accel/registry.h"
 #include "accel/run.h"
 #include "accel/speculative.h"
 #include "data/arm.h"
+#include "data/error.h"
 #include "ee/codec.h"
 #include "ee/transform.h"
+#include "runtime/ffn_stats.h"
 #include "runtime/gemv.h"
+#include "runtime/perplexity.h"
 #include "runtime/sampling.h"
+#include "runtime/tokenizer.h"
 #include "tests/ee_fixtures.h"
 #include "tests/test_helpers.h"
 
@@ -342,6 +347,213 @@ TEST(Pruning, CommutesBitwiseWithEe) {
   const auto a = pe.model.weights().named(), b = expected.named();
   ASSERT_EQ(a.size(), b.size());
   for (std::size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(at::equal(a[i].second, b[i].second)) << a[i].first;
+}
+
+// Calibration statistics: measured on a seeded stream of ids, so the tests reproduce.
+std::vector<int64_t> seeded_ids(int64_t n, int64_t vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int64_t> pick(3, vocab - 1);
+  std::vector<int64_t> ids(static_cast<std::size_t>(n));
+  for (auto& id : ids) id = pick(rng);
+  return ids;
+}
+
+rt::LlamaModel with_calibration(const rt::LlamaModel& m, uint64_t seed = 11) {
+  rt::FfnStatsOptions o;
+  o.context = 64;
+  return rt::with_ffn_stats(m, rt::measure_ffn_stats(m, seeded_ids(300, m.config().vocab_size, seed), o));
+}
+
+TEST(Pruning, ActivationStatisticsMatchAnIndependentReference) {
+  // With layer 0's attention output zeroed, the residual stream entering layer 0's FFN is the
+  // token's embedding, so each neuron's activation can be computed by hand in float64.
+  c10::InferenceMode guard;
+  const auto base = synthetic_gqa(4);
+  auto w = base.weights();
+  w.layers[0].o_proj = at::zeros_like(w.layers[0].o_proj);
+  const rt::LlamaModel m(base.config(), w);
+  const auto ids = seeded_ids(150, m.config().vocab_size, 2);
+  rt::FfnStatsOptions o;
+  o.context = 40;  // several windows, the last one short
+  const auto stats = rt::measure_ffn_stats(m, ids, o);
+  ASSERT_EQ(stats.size(), 3u);
+
+  const auto& l = w.layers[0];
+  const auto x = w.embed_tokens.to(at::kDouble).index_select(0, at::tensor(ids, at::kLong));  // [n, hidden]
+  const auto h = x * at::rsqrt(x.pow(2).mean(-1, true) + m.config().rms_norm_eps) * l.post_attention_layernorm.to(at::kDouble);
+  const auto act = at::silu(at::matmul(h, l.gate_proj.to(at::kDouble).t())) * at::matmul(h, l.up_proj.to(at::kDouble).t());
+  const auto expected = act.pow(2).mean(0);
+  EXPECT_TRUE(at::allclose(stats[0], expected, 1e-4, 1e-9)) << (stats[0] - expected).abs().max().item<double>();
+
+  // The score is ||d_j|| * RMS(a_j).
+  auto lw = l;
+  lw.ffn_activation_ms = stats[0];
+  const auto score = accel::ffn_activation_scores(lw);
+  const auto ref = (l.down_proj.to(at::kDouble).pow(2).sum(0) * stats[0]).sqrt();
+  for (int64_t j = 0; j < 80; ++j) EXPECT_NEAR(score[static_cast<std::size_t>(j)], ref[j].item<double>(), 1e-12 * (1 + ref[j].item<double>()));
+  EXPECT_EQ(accel::ffn_neuron_scores(lw), score);           // statistics present: they decide
+  lw.ffn_activation_ms = at::Tensor();
+  EXPECT_EQ(accel::ffn_neuron_scores(lw), accel::ffn_weight_scores(lw));  // absent: weights
+}
+
+TEST(Pruning, ActivationScoresCommuteBitwiseWithEe) {
+  // prune(encrypt(M), encrypted statistics) == encrypt'(prune(M, statistics)): the statistics are
+  // measured on the plaintext and travel permuted by each layer's FFN permutation.
+  c10::InferenceMode guard;
+  const auto plain = with_calibration(synthetic_gqa(9));
+  const auto key = fixed_key(plain.config().vocab_size);
+  const auto secrets = ee::derive_secrets(key, plain.config(), "m");
+  const auto encrypted = rt::LlamaModel(ee::encrypt_config(plain.config(), secrets),
+                                        ee::encrypt_weights(plain.weights(), plain.config(), secrets));
+  ASSERT_TRUE(encrypted.has_ffn_stats());
+  const auto ps = rt::ffn_stats_of(plain), es = rt::ffn_stats_of(encrypted);
+  for (std::size_t l = 0; l < ps.size(); ++l) {
+    const auto inv = ee::inverse(secrets.layers[l].ffn);
+    EXPECT_TRUE(at::equal(es[l], ps[l].index_select(0, at::tensor(inv, at::kLong)))) << "layer " << l;
+  }
+
+  const auto pp = accel::prune_ffn(plain, 30), pe = accel::prune_ffn(encrypted, 30);
+  ASSERT_TRUE(pp.activation_scores && pe.activation_scores);
+  // The statistics change the choice (else this test would prove nothing beyond the old one).
+  const auto by_weights = accel::prune_ffn(rt::with_ffn_stats(plain, {}), 30);
+  EXPECT_FALSE(by_weights.activation_scores);
+  EXPECT_NE(by_weights.kept, pp.kept);
+
+  auto induced = secrets;
+  for (std::size_t l = 0; l < secrets.layers.size(); ++l) {
+    const auto& kept = pp.kept[l];
+    const auto& kept_enc = pe.kept[l];
+    ASSERT_EQ(kept.size(), kept_enc.size());
+    std::vector<int64_t> restricted;
+    for (const auto j : kept) {
+      const auto moved = secrets.layers[l].ffn[static_cast<std::size_t>(j)];
+      const auto at = std::lower_bound(kept_enc.begin(), kept_enc.end(), moved);
+      ASSERT_TRUE(at != kept_enc.end() && *at == moved) << "layer " << l << ": neuron " << j << " kept only in plaintext";
+      restricted.push_back(at - kept_enc.begin());
+    }
+    induced.layers[l].ffn = restricted;
+  }
+  const auto expected = ee::encrypt_weights(pp.model.weights(), pp.model.config(), induced);
+  const auto a = pe.model.weights().named(), b = expected.named();
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(at::equal(a[i].second, b[i].second)) << a[i].first;
+  // The kept neurons keep their statistics, in the same (encrypted) order.
+  const auto pruned_stats = rt::ffn_stats_of(pe.model);
+  ASSERT_EQ(pruned_stats.size(), expected.layers.size());
+  for (std::size_t l = 0; l < pruned_stats.size(); ++l) EXPECT_TRUE(at::equal(pruned_stats[l], expected.layers[l].ffn_activation_ms));
+}
+
+TEST(Pruning, ActivationScoresKeepTheTrainedTargetCloserThanWeightNorms) {
+  // On the trained target, 30% of the FFN pruned by calibration statistics costs less perplexity
+  // than pruned by weight norms, on other text than the calibration text (the repository's own
+  // prose: English, unlike random ids).
+  const auto& target = target_model();
+  const auto tokenizer = rt::Tokenizer::load(eesched::testing::tokenizer_path());
+  auto ids_of = [&](const std::string& file) {
+    auto ids = tokenizer.encode_document(eesched::testing::read_file(eesched::testing::source_dir() / file));
+    ids.resize(std::min<std::size_t>(ids.size(), 2000));
+    return ids;
+  };
+  const auto calibration = ids_of("README.md"), heldout = ids_of("docs/ee.md");
+  rt::FfnStatsOptions o;
+  o.context = 256;
+  const auto calibrated = rt::with_ffn_stats(target, rt::measure_ffn_stats(target, calibration, o));
+  rt::PerplexityOptions po;
+  po.context = 256;
+  const double base = rt::perplexity(target, heldout, po).perplexity;
+  const double act = rt::perplexity(accel::prune_ffn(calibrated, 30).model, heldout, po).perplexity;
+  const double wts = rt::perplexity(accel::prune_ffn(target, 30).model, heldout, po).perplexity;
+  EXPECT_LT(act, wts) << "ratios: activation " << act / base << ", weights " << wts / base;
+}
+
+// ---------------------------------------------------------------------------------------------
+// quality of lossy transforms
+
+TEST(Quality, DefaultTransformsAndParsing) {
+  const auto keys = accel::default_quality_transforms();
+  EXPECT_EQ(keys, (std::vector<std::string>{"int8", "prune10", "int8+prune10", "prune20", "int8+prune20", "prune30", "int8+prune30"}));
+  // Every catalog lossy arm has its key measured by default.
+  for (const auto& arm : data::arm_catalog())
+    if (!arm.lossless()) {
+      EXPECT_NE(std::find(keys.begin(), keys.end(), data::quality_key(arm)), keys.end()) << arm.name;
+    }
+  EXPECT_EQ(accel::parse_quality_transforms("int8, prune20+int8 ,prune50"), (std::vector<std::string>{"int8", "int8+prune20", "prune50"}));
+  using eesched::testing::error_of_type;
+  EXPECT_THAT(error_of_type<data::Error>([] { accel::parse_quality_transforms("kv"); }), HasSubstr("'kv' is not a lossy"));
+  EXPECT_THAT(error_of_type<data::Error>([] { accel::parse_quality_transforms("int8+spec4"); }), HasSubstr("not a lossy"));
+  EXPECT_THAT(error_of_type<data::Error>([] { accel::parse_quality_transforms("int4"); }), HasSubstr("'int4'"));
+  EXPECT_THAT(error_of_type<data::Error>([] { accel::parse_quality_transforms("int8,int8"); }), HasSubstr("twice"));
+  EXPECT_THAT(error_of_type<data::Error>([] { accel::parse_quality_transforms("int8,"); }), HasSubstr("empty entry"));
+}
+
+TEST(Quality, RatioAndAgreementMatchAnIndependentReference) {
+  // One window covers the ids, so the reference is one forward pass of each model, scored by hand.
+  c10::InferenceMode guard;
+  const auto model = with_calibration(eesched::testing::tiny_model(5));
+  const auto ids = seeded_ids(100, 1024, 3);
+  accel::QualityOptions o;
+  o.transforms = {"int8", "prune30", "int8+prune30"};
+  o.context = 128;
+  int lines = 0;
+  o.progress = [&](const std::string&) { ++lines; };
+  const auto table = accel::measure_quality(model, ids, o);
+  ASSERT_EQ(table.size(), 3u);
+  EXPECT_EQ(lines, 4);  // the lossless model, then each transform
+
+  auto score = [&](const rt::LlamaModel& m) {
+    const auto logp = at::log_softmax(m.forward(at::tensor(ids, at::kLong).view({1, -1}))[0].to(at::kDouble), -1);
+    double nll = 0;
+    std::vector<int64_t> best;
+    for (std::size_t t = 0; t + 1 < ids.size(); ++t) {
+      nll -= logp[static_cast<int64_t>(t)][ids[t + 1]].item<double>();
+      best.push_back(logp[static_cast<int64_t>(t)].argmax().item<int64_t>());
+    }
+    return std::make_pair(std::exp(nll / static_cast<double>(ids.size() - 1)), best);
+  };
+  const auto [ppl, best] = score(model);
+  const auto pruned = accel::prune_ffn(model, 30).model;
+  const std::map<std::string, rt::LlamaModel> variants = {
+      {"int8", accel::quantize_int8(model)}, {"prune30", pruned}, {"int8+prune30", accel::quantize_int8(pruned)}};
+  for (const auto& [key, m] : variants) {
+    const auto [p, b] = score(m);
+    int same = 0;
+    for (std::size_t i = 0; i < b.size(); ++i) same += b[i] == best[i];
+    EXPECT_NEAR(table.at(key).ppl_ratio, p / ppl, 1e-4) << key;
+    EXPECT_DOUBLE_EQ(table.at(key).top1_agreement, static_cast<double>(same) / static_cast<double>(b.size())) << key;
+  }
+  EXPECT_THAT(error_of([&] { accel::measure_quality(model, {5}, o); }), HasSubstr("at least 2"));
+  EXPECT_THAT(error_of([&] { accel::measure_quality(model, {5, 4096}, o); }), HasSubstr("outside the model's vocabulary"));
+}
+
+TEST(Quality, TheEncryptedModelOnEncryptedIdsMeasuresTheSame) {
+  const auto& enc = encrypted_demo();
+  const ee::Codec codec(enc.key);
+  std::vector<int64_t> ids;
+  for (const auto& p : demo_prompts(12)) ids.insert(ids.end(), p.begin(), p.end());
+  accel::QualityOptions o;
+  o.transforms = {"int8", "prune20"};
+  o.context = 64;
+  const auto plain = accel::measure_quality(target_model(), ids, o);
+  const auto secret = accel::measure_quality(enc.target, codec.encrypt(ids), o);
+  for (const auto& key : o.transforms) {
+    EXPECT_NEAR(secret.at(key).ppl_ratio, plain.at(key).ppl_ratio, 1e-4) << key;
+    EXPECT_NEAR(secret.at(key).top1_agreement, plain.at(key).top1_agreement, 1.5 / static_cast<double>(ids.size())) << key;
+  }
+}
+
+TEST(Quality, QualityFileRoundTripsAndNamesABadOne) {
+  eesched::testing::TempDir dir;
+  EXPECT_FALSE(accel::read_quality_file(dir.path()));
+  const data::QualityTable t = {{"int8", {1.004, 0.97}}, {"int8+prune20", {1.08, 0.81}}};
+  accel::write_quality_file(dir.path(), t);
+  EXPECT_EQ(accel::read_quality_file(dir.path()), t);
+  std::ofstream(dir / "quality.json") << R"({"prune20": {"ppl_ratio": 0, "top1_agreement": 0.5}})";
+  const auto why = error_of([&] { accel::read_quality_file(dir.path()); });
+  EXPECT_THAT(why, HasSubstr("quality.json"));
+  EXPECT_THAT(why, HasSubstr("prune20"));
+  EXPECT_EQ(why.find('\n'), std::string::npos);
+  std::ofstream(dir / "quality.json") << "{";
+  EXPECT_THAT(error_of([&] { accel::read_quality_file(dir.path()); }), HasSubstr("malformed"));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 
 #include "ee/codec.h"
 #include "ee/key.h"
+#include "ee/manifest.h"
 #include "runtime/model.h"
 #include "tests/test_helpers.h"
 
@@ -51,10 +52,15 @@ int count_lines(const std::string& s) {
   return n;
 }
 
+// The "quality" object of an encrypted directory's ee.json.
+nlohmann::json data_quality(const std::string& dir) {
+  return nlohmann::json::parse(eesched::testing::read_file(std::filesystem::path(dir) / "ee.json"))["quality"];
+}
+
 TEST_F(Cli, EverySubcommandHasHelp) {
   for (const char* sub : {"train-lm", "generate", "logits", "perplexity", "make-synthetic", "bench-decode", "keygen",
                           "encrypt-model", "bench-ee", "bench-arms", "make-suite", "bench", "db", "train-selector", "replay", "bench-selector",
-                          "make-token", "coordinator", "worker", "submit", "bench-dispatch"}) {
+                          "make-token", "coordinator", "worker", "submit", "bench-dispatch", "measure-quality"}) {
     auto r = run_eesched(std::string(sub) + " --help");
     EXPECT_EQ(r.exit_code, 0) << sub;
     EXPECT_THAT(r.output, HasSubstr("--")) << sub;
@@ -252,6 +258,77 @@ TEST_F(Cli, GenerateArmsAgreeWithKvAndRefuseWhatDoesNotApply) {
            {"generate" + models + " --arm kv+int8 --no-kv-cache --prompt hi", "does not combine"},
        })
     expect_one_line_error(cmd, needle);
+}
+
+// The owner's quality figures: measured on plaintext, written next to the model, carried into
+// ee.json by encrypt-model, and re-measured for an encrypted directory from its plaintext.
+TEST_F(Cli, MeasureQualityRecordsTheTableWhereWorkersReadIt) {
+  const auto src = eesched::testing::source_dir();
+  TempDir d;
+  std::filesystem::copy(model_dir_, d / "m");
+  const auto m = (d / "m").string(), enc = (d / "enc").string(), key = (d / "k.eekey").string();
+  // Calibration and held-out text differ (here: the repository's own prose).
+  const std::string inputs = " --heldout " + (src / "docs/ee.md").string() + " --calibration " + (src / "README.md").string() +
+                             " --tokens 300 --calibration-tokens 300 --context 64";
+  const std::string texts = inputs + " --transforms int8,prune20,int8+prune20";
+  auto r = run_eesched("measure-quality --model " + m + texts + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output);
+  EXPECT_EQ(j["prune_scores"], "activation");
+  EXPECT_EQ(j["heldout_tokens"], 300);
+  std::set<std::string> keys;
+  for (const auto& [k, q] : j["quality"].items()) {
+    keys.insert(k);
+    EXPECT_GT(q["ppl_ratio"].get<double>(), 0.5) << k;
+    EXPECT_GE(q["top1_agreement"].get<double>(), 0.0) << k;
+    EXPECT_LE(q["top1_agreement"].get<double>(), 1.0) << k;
+  }
+  EXPECT_EQ(keys, (std::set<std::string>{"int8", "prune20", "int8+prune20"}));
+  EXPECT_EQ(nlohmann::json::parse(eesched::testing::read_file(d / "m" / "quality.json")), j["quality"]);
+  EXPECT_TRUE(std::filesystem::exists(d / "m" / "prune_stats.safetensors"));
+  // The comparison with weight-norm pruning writes nothing.
+  const auto before = eesched::testing::read_file(d / "m" / "quality.json");
+  auto w = nlohmann::json::parse(run_eesched("measure-quality --model " + m + texts + " --prune-scores weights --json").output);
+  EXPECT_EQ(w["prune_scores"], "weights");
+  EXPECT_EQ(w["wrote"].size(), 0u);
+  EXPECT_EQ(w["quality"]["int8"], j["quality"]["int8"]);  // int8 does not depend on the scores
+  EXPECT_EQ(eesched::testing::read_file(d / "m" / "quality.json"), before);
+
+  // encrypt-model reuses the current quality.json (same transforms) and ships the statistics.
+  ASSERT_EQ(run_eesched("keygen --model " + m + " --out " + key).exit_code, 0);
+  auto e = run_eesched("encrypt-model --model " + m + " --key " + key + " --out " + enc + " --transforms int8,prune20,int8+prune20", true);
+  ASSERT_EQ(e.exit_code, 0) << e.output;
+  EXPECT_THAT(e.output, HasSubstr("measured by measure-quality"));
+  EXPECT_EQ(data_quality(enc), j["quality"]);
+  EXPECT_TRUE(std::filesystem::exists(d / "enc" / "prune_stats.safetensors"));
+  EXPECT_FALSE(std::filesystem::exists(d / "enc" / "quality.json"));
+
+  // An encrypted directory is measured from its plaintext, with the key.
+  expect_one_line_error("measure-quality --model " + enc + texts, "pass --plaintext");
+  expect_one_line_error("measure-quality --model " + enc + " --plaintext " + m + texts, "needs --key");
+  auto again = run_eesched("measure-quality --model " + enc + " --plaintext " + m + " --key " + key + inputs + " --transforms int8 --json");
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_EQ(data_quality(enc).size(), 1u);
+  EXPECT_EQ(data_quality(enc)["int8"], j["quality"]["int8"]);
+  // Another model is not its plaintext.
+  eesched::testing::tiny_model(99).save(d / "other");
+  std::filesystem::copy_file(model_dir_ / "tokenizer.model", d / "other" / "tokenizer.model");
+  expect_one_line_error("measure-quality --model " + enc + " --plaintext " + (d / "other").string() + " --key " + key + texts,
+                        "is not the plaintext of");
+
+  // Bad input: one line each.
+  std::filesystem::create_directories(d / "notok");
+  eesched::testing::tiny_model().save(d / "notok");
+  expect_one_line_error("measure-quality --model " + (d / "notok").string() + texts, "no tokenizer.model");
+  auto missing = run_eesched("measure-quality --model " + m + " --heldout /nonexistent.txt", true);
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_THAT(missing.output, HasSubstr("/nonexistent.txt"));
+  expect_one_line_error("measure-quality --model " + m + inputs + " --transforms int8,kv+spec4", "not a lossy weight transform");
+  std::ofstream(d / "ids.txt") << "1 2 3 99999";
+  expect_one_line_error("measure-quality --model " + (d / "notok").string() + " --heldout-ids " + (d / "ids.txt").string(),
+                        "'99999' is not a token id");
+  std::ofstream(d / "m" / "quality.json") << "{\"int8\": 3}";
+  expect_one_line_error("encrypt-model --force --model " + m + " --key " + key + " --out " + enc, "quality.json");
 }
 
 TEST_F(Cli, BenchArmsJsonHasOneRowPerApplicableArm) {

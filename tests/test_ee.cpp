@@ -19,6 +19,7 @@
 #include "ee/manifest.h"
 #include "ee/transform.h"
 #include "runtime/error.h"
+#include "runtime/ffn_stats.h"
 #include "runtime/generate.h"
 #include "runtime/sampling.h"
 #include "runtime/tokenizer.h"
@@ -296,6 +297,87 @@ TEST(EeModelDir, EncryptedDirectoryHasManifestNoTokenizerNoKeyBytes) {
   EXPECT_THAT(error_of([&] { ee::encrypt_model_dir(plain_dir, key, dir / "enc", false); }), HasSubstr("already holds a model"));
   EXPECT_THAT(error_of([&] { ee::encrypt_model_dir(plain_dir, ee::Key::generate(999), dir / "enc3", false); }),
               HasSubstr("vocabulary of 999"));
+}
+
+}  // namespace
+
+namespace {
+
+TEST(EeModelDir, ManifestRoundTripsQualityAndRefusesABadEntryInOneLine) {
+  TempDir dir;
+  ee::Manifest m{ee::kScheme, ee::kSchemeVersion, "ab12", 1024, ee::transform_names(), {}};
+  m.quality = {{"int8", {1.0031, 0.97}}, {"prune30", {1.21, 0.74}}, {"int8+prune30", {1.23, 0.72}}};
+  m.write(dir.path());
+  const auto back = ee::Manifest::read(dir.path());
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->quality, m.quality);
+  EXPECT_EQ(back->transforms, m.transforms);
+  // No plaintext, no key material: the quality is a map of transform names to two numbers.
+  auto j = nlohmann::json::parse(eesched::testing::read_file(dir / "ee.json"));
+  EXPECT_EQ(j["quality"]["int8"]["ppl_ratio"], 1.0031);
+
+  // An ee.json from before quality was recorded still loads, with none.
+  j.erase("quality");
+  std::ofstream(dir / "ee.json") << j.dump();
+  ASSERT_TRUE(ee::Manifest::read(dir.path()));
+  EXPECT_TRUE(ee::Manifest::read(dir.path())->quality.empty());
+
+  // A bad entry is one line naming the file and the entry.
+  for (const auto& [bad, needle] : std::vector<std::pair<nlohmann::json, std::string>>{
+           {{{"int8", {{"ppl_ratio", -1.0}, {"top1_agreement", 0.9}}}}, "'int8': ppl_ratio must be a positive number"},
+           {{{"prune30", {{"ppl_ratio", 1.1}, {"top1_agreement", 1.5}}}}, "'prune30': top1_agreement"},
+           {{{"kv", {{"ppl_ratio", 1.0}, {"top1_agreement", 1.0}}}}, "'kv'"},
+           {{{"int8", {{"ppl_ratio", "low"}}}}, "'int8' needs numeric"},
+           {nlohmann::json::array(), "must be an object"}}) {
+    j["quality"] = bad;
+    std::ofstream(dir / "ee.json") << j.dump();
+    const auto why = error_of([&] { ee::Manifest::read(dir.path()); });
+    EXPECT_THAT(why, HasSubstr("ee.json"));
+    EXPECT_THAT(why, HasSubstr(needle));
+    EXPECT_EQ(why.find('\n'), std::string::npos) << why;
+  }
+}
+
+TEST(EeModelDir, PruneStatisticsTravelPermutedWithTheEncryptedModel) {
+  TempDir dir;
+  const auto plain_dir = dir / "plain";
+  auto model = eesched::testing::tiny_model(4);
+  std::vector<at::Tensor> stats;
+  for (int64_t l = 0; l < model.config().num_hidden_layers; ++l) stats.push_back(at::rand({model.config().intermediate_size}, at::kDouble));
+  model = rt::with_ffn_stats(model, stats);
+  model.save(plain_dir);
+  ASSERT_TRUE(std::filesystem::exists(plain_dir / rt::kFfnStatsFile));
+  const auto loaded = rt::LlamaModel::load(plain_dir);
+  ASSERT_TRUE(loaded.has_ffn_stats());
+  for (std::size_t l = 0; l < stats.size(); ++l) EXPECT_TRUE(at::equal(rt::ffn_stats_of(loaded)[l], stats[l]));
+
+  const auto key = fixed_key(1024);
+  ee::EncryptDirOptions options;
+  options.quality = {{"prune20", {1.02, 0.9}}};
+  ee::encrypt_model_dir(plain_dir, key, dir / "enc", options);
+  EXPECT_EQ(ee::Manifest::read(dir / "enc")->quality, options.quality);
+  const auto enc = rt::LlamaModel::load(dir / "enc");
+  const auto secrets = ee::derive_secrets(key, model.config(), ee::model_fingerprint(model));
+  for (std::size_t l = 0; l < stats.size(); ++l) {
+    const auto moved = stats[l].index_select(0, at::tensor(ee::inverse(secrets.layers[l].ffn), at::kLong));
+    EXPECT_TRUE(at::equal(rt::ffn_stats_of(enc)[l], moved)) << "layer " << l;
+  }
+  // The statistics do not enter the fingerprint, so the secrets do not depend on them.
+  EXPECT_EQ(ee::model_fingerprint(model), ee::model_fingerprint(rt::with_ffn_stats(model, {})));
+
+  // Saving a model without statistics removes a stale file; a broken file is one line naming it.
+  rt::with_ffn_stats(model, {}).save(dir / "again");
+  std::filesystem::copy_file(plain_dir / rt::kFfnStatsFile, dir / "again" / rt::kFfnStatsFile);
+  rt::with_ffn_stats(model, {}).save(dir / "again");
+  EXPECT_FALSE(std::filesystem::exists(dir / "again" / rt::kFfnStatsFile));
+  rt::write_ffn_stats(plain_dir / rt::kFfnStatsFile, {stats[0]});  // one layer of two
+  auto why = error_of([&] { rt::LlamaModel::load(plain_dir); });
+  EXPECT_THAT(why, HasSubstr("prune_stats.safetensors"));
+  EXPECT_THAT(why, HasSubstr("model.layers.1.mlp.activation_mean_square"));
+  rt::write_ffn_stats(plain_dir / rt::kFfnStatsFile, {stats[0], -stats[1]});
+  EXPECT_THAT(error_of([&] { rt::LlamaModel::load(plain_dir); }), HasSubstr("negative"));
+  rt::write_ffn_stats(plain_dir / rt::kFfnStatsFile, {stats[0], stats[1].narrow(0, 0, 10)});
+  EXPECT_THAT(error_of([&] { rt::LlamaModel::load(plain_dir); }), HasSubstr("FFN neurons"));
 }
 
 }  // namespace

@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include "data/sqlite.h"
+#include "data/time.h"
 #include "node/task_runner.h"
 
 namespace eesched::node {

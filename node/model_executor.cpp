@@ -8,7 +8,7 @@
 #include "accel/arm_cache.h"
 #include "accel/registry.h"
 #include "data/arm.h"
-#include "data/sqlite.h"
+#include "data/time.h"
 #include "node/assignment.h"
 #include "node/task_runner.h"
 #include "runtime/threads.h"

@@ -12,6 +12,7 @@
 #include <sstream>
 #include <thread>
 
+#include "accel/quality.h"
 #include "accel/registry.h"
 #include "accel/run.h"
 #include "data/store.h"
@@ -141,7 +142,11 @@ struct EncryptedDeployment {
 
   EncryptedDeployment() {
     net::Token::write_new(dir / "token");
-    ee::encrypt_model_dir(testing::source_dir() / "models" / "target", key, target, false);
+    // The owner's measurements ship with the model (models/target/quality.json, from
+    // `eesched measure-quality`): without them no lossy arm is admitted.
+    ee::EncryptDirOptions with_quality;
+    with_quality.quality = accel::read_quality_file(testing::source_dir() / "models" / "target").value();
+    ee::encrypt_model_dir(testing::source_dir() / "models" / "target", key, target, with_quality);
     ee::encrypt_model_dir(testing::source_dir() / "models" / "draft", key, draft, false);
   }
 
@@ -166,6 +171,7 @@ struct EncryptedDeployment {
     r.stop_ids = {codec.encrypt(tokenizer.eos_id())};
     r.max_new_tokens = max_new_tokens;
     r.quality = data::Quality::Tolerant;
+    r.max_ppl_ratio = 2.0;  // every measured lossy arm: these tests are about equivariance and delivery, not quality
     r.arm = arm;
     return r;
   }

@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "accel/quality.h"
 #include "data/error.h"
 #include "data/store.h"
 #include "ee/codec.h"
@@ -27,6 +28,7 @@
 
 namespace data = eesched::data;
 namespace node = eesched::node;
+namespace accel = eesched::accel;
 using eesched::testing::run_eesched;
 using eesched::testing::TempDir;
 using ::testing::HasSubstr;
@@ -38,7 +40,15 @@ struct SweepFixture {
   TempDir dir;
   std::filesystem::path models = dir / "models", suite = dir / "suite.jsonl", db = dir / "runs.db";
   SweepFixture(int new_tokens = 6) {
-    eesched::testing::tiny_model(3).save(models / "tiny");
+    const auto tiny = eesched::testing::tiny_model(3);
+    tiny.save(models / "tiny");
+    // Its owner's measurement (the sweep admits no lossy arm without one), on seeded ids.
+    std::vector<int64_t> heldout;
+    for (int64_t i = 0; i < 200; ++i) heldout.push_back((i * 7919 + 13) % tiny.config().vocab_size);
+    accel::QualityOptions qo;
+    qo.transforms = {"int8"};
+    qo.context = 64;
+    accel::write_quality_file(models / "tiny", accel::measure_quality(tiny, heldout, qo));
     eesched::testing::tiny_model(4).save(models / "tinyd");
     std::filesystem::copy_file(eesched::testing::tokenizer_path(), models / "tiny" / "tokenizer.model");
     std::ofstream out(suite);

@@ -186,9 +186,10 @@ std::vector<double> Selector::anchored(const std::vector<data::Arm>& arms, std::
 }
 
 data::Arm Selector::choose(const TaskCase& c, const std::vector<data::Arm>& arms) const {
-  TaskCase on = c;
-  on.arms = arms;
-  return choose_worker_arm({WorkerOption{0, std::move(on), 0, 1}}).arm;
+  // choose_worker_arm() on one worker with nothing queued, without copying the case.
+  if (arms.empty()) throw std::runtime_error("no applicable arm to choose from");
+  const auto scores = anchored(arms, predict_ms(c, arms));
+  return arms[static_cast<std::size_t>(std::min_element(scores.begin(), scores.end()) - scores.begin())];
 }
 
 Choice Selector::choose_worker_arm(const std::vector<WorkerOption>& workers) const {

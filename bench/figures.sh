@@ -43,6 +43,17 @@ for t in 1 2; do
 done
 
 echo
+echo "## measure-quality (lossy transforms of models/target: pruning by weight norms, then by activations)"
+"$EESCHED" --log-level warn measure-quality --model models/target --prune-scores weights --threads 2
+"$EESCHED" --log-level warn measure-quality --model models/target --threads 2
+
+echo
+echo "## train-selector cross-validation and replay (the placement code path, quality floor applied)"
+cp models/selector.json "$work/selector.json"
+"$EESCHED" --log-level warn train-selector --db data/history/dev.db --out "$work/selector.json" --cv 5 --cv-repeats 10
+"$EESCHED" --log-level warn replay --db data/history/dev.db --selector models/selector.json
+
+echo
 echo "## bench-dispatch (coordinator alone: 16 dry-run workers, in-process, loopback)"
 for t in 1 2; do
   "$EESCHED" --log-level warn bench-dispatch --workers 16 --tasks 20000 --threads "$t"

@@ -110,7 +110,7 @@ class FfnPruning final : public Acceleration {
     auto pruned = prune_ffn(*models.target, percent_);
     spdlog::info("{}: FFN neurons scored by {}", name(),
                  pruned.activation_scores ? "calibration activation statistics (prune_stats.safetensors)"
-                                          : "weight norms (the model has no prune_stats.safetensors)");
+                                          : "weight norms (no calibration statistics came with the model)");
     out.target = std::make_shared<const runtime::LlamaModel>(std::move(pruned.model));
     return out;
   }

@@ -33,15 +33,8 @@ double agreement(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
   return static_cast<double>(same) / static_cast<double>(a.size());
 }
 
-}  // namespace
-
-std::vector<std::string> default_quality_transforms() {
-  std::vector<data::Arm> arms;
-  for (const auto& arm : data::arm_catalog())
-    if (!arm.lossless()) arms.push_back(transform_arm(data::quality_key(arm)));
-  for (const char* key : {"int8", "prune10", "prune20", "prune30", "int8+prune10", "int8+prune20", "int8+prune30"})
-    arms.push_back(transform_arm(key));
-  // By pruning level, then without int8 before with it: int8, prune10, int8+prune10, ...
+// By pruning level, then without int8 before with it: int8, prune10, int8+prune10, ...
+std::vector<std::string> in_order(std::vector<data::Arm> arms) {
   std::sort(arms.begin(), arms.end(), [](const data::Arm& a, const data::Arm& b) {
     return std::make_pair(a.prune_percent, a.int8) < std::make_pair(b.prune_percent, b.int8);
   });
@@ -51,6 +44,23 @@ std::vector<std::string> default_quality_transforms() {
     if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);
   }
   return keys;
+}
+
+}  // namespace
+
+std::vector<std::string> default_quality_transforms() {
+  std::vector<data::Arm> arms;
+  for (const auto& arm : data::arm_catalog())
+    if (!arm.lossless()) arms.push_back(transform_arm(data::quality_key(arm)));
+  for (const char* key : {"int8", "prune10", "prune20", "prune30", "int8+prune10", "int8+prune20", "int8+prune30"})
+    arms.push_back(transform_arm(key));
+  return in_order(arms);
+}
+
+std::vector<std::string> ordered_keys(const data::QualityTable& table) {
+  std::vector<data::Arm> arms;
+  for (const auto& [key, q] : table) arms.push_back(transform_arm(key));
+  return in_order(arms);
 }
 
 std::vector<std::string> parse_quality_transforms(const std::string& list) {

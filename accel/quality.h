@@ -25,6 +25,9 @@ namespace eesched::accel {
 // and int8+prune10/20/30, in a stable order.
 std::vector<std::string> default_quality_transforms();
 
+// The table's keys in that order (by pruning level, without int8 first), for printing.
+std::vector<std::string> ordered_keys(const data::QualityTable& table);
+
 // "int8,prune20,int8+prune20" -> canonical keys; throws data::Error naming an entry that is
 // not a lossy transform (or is listed twice).
 std::vector<std::string> parse_quality_transforms(const std::string& list);

@@ -451,7 +451,7 @@ TEST(Pruning, ActivationScoresKeepTheTrainedTargetCloserThanWeightNorms) {
   const auto tokenizer = rt::Tokenizer::load(eesched::testing::tokenizer_path());
   auto ids_of = [&](const std::string& file) {
     auto ids = tokenizer.encode_document(eesched::testing::read_file(eesched::testing::source_dir() / file));
-    ids.resize(std::min<std::size_t>(ids.size(), 2000));
+    ids.resize(std::min<std::size_t>(ids.size(), 1200));
     return ids;
   };
   const auto calibration = ids_of("README.md"), heldout = ids_of("docs/ee.md");
@@ -477,6 +477,8 @@ TEST(Quality, DefaultTransformsAndParsing) {
     if (!arm.lossless()) {
       EXPECT_NE(std::find(keys.begin(), keys.end(), data::quality_key(arm)), keys.end()) << arm.name;
     }
+  const data::QualityTable t = {{"prune20", {}}, {"int8+prune20", {}}, {"int8", {}}, {"prune5", {}}};
+  EXPECT_EQ(accel::ordered_keys(t), (std::vector<std::string>{"int8", "prune5", "prune20", "int8+prune20"}));
   EXPECT_EQ(accel::parse_quality_transforms("int8, prune20+int8 ,prune50"), (std::vector<std::string>{"int8", "int8+prune20", "prune50"}));
   using eesched::testing::error_of_type;
   EXPECT_THAT(error_of_type<data::Error>([] { accel::parse_quality_transforms("kv"); }), HasSubstr("'kv' is not a lossy"));

@@ -118,7 +118,8 @@ void run(const MeasureQualityArgs& a) {
   std::cout << fmt::format("{}: {} held-out tokens, window {}; pruning scored by {}\n", a.model, inputs.heldout->size(),
                            a.owner.context, scores == "activation" ? "activation statistics" : "weight norms");
   std::cout << fmt::format("{:<14} {:>9} {:>14}\n", "transform", "ppl ratio", "top-1 agreement");
-  for (const auto& [key, q] : table) std::cout << fmt::format("{:<14} {:>9.4f} {:>14.4f}\n", key, q.ppl_ratio, q.top1_agreement);
+  for (const auto& key : accel::ordered_keys(table))
+    std::cout << fmt::format("{:<14} {:>9.4f} {:>14.4f}\n", key, table.at(key).ppl_ratio, table.at(key).top1_agreement);
   for (const auto& path : wrote) std::cout << "wrote " << path << "\n";
   std::cout.flush();
 }

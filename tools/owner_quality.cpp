@@ -151,8 +151,8 @@ data::QualityTable measure_owner_quality(const runtime::LlamaModel& model, const
 
 std::string quality_summary(const data::QualityTable& table) {
   std::string s;
-  for (const auto& [key, q] : table)
-    s += fmt::format("{}{} {:.3f} (top-1 {:.2f})", s.empty() ? "" : ", ", key, q.ppl_ratio, q.top1_agreement);
+  for (const auto& key : accel::ordered_keys(table))
+    s += fmt::format("{}{} {:.3f} (top-1 {:.2f})", s.empty() ? "" : ", ", key, table.at(key).ppl_ratio, table.at(key).top1_agreement);
   return s.empty() ? "none" : s;
 }
 

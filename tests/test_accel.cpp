@@ -319,6 +319,34 @@ TEST(Pruning, ShapesShrinkAsRequested) {
   EXPECT_GT(min_kept, max_dropped);
 }
 
+// prune(encrypt(M)) == encrypt(prune(M)): the encrypted model keeps exactly the images of the
+// neurons the plaintext model keeps, and its weights are the pruned plaintext weights encrypted
+// under the permutation the FFN permutation induces on the kept neurons. Returns those weights.
+rt::LlamaWeights expect_pruning_commutes(const accel::PrunedModel& pp, const accel::PrunedModel& pe, const ee::ModelSecrets& secrets) {
+  auto induced = secrets;
+  for (std::size_t l = 0; l < secrets.layers.size(); ++l) {
+    const auto& kept = pp.kept[l];
+    const auto& kept_enc = pe.kept[l];
+    EXPECT_EQ(kept.size(), kept_enc.size());
+    std::vector<int64_t> restricted;
+    for (const auto j : kept) {
+      const auto moved = secrets.layers[l].ffn[static_cast<std::size_t>(j)];
+      const auto at = std::lower_bound(kept_enc.begin(), kept_enc.end(), moved);
+      if (at == kept_enc.end() || *at != moved) {
+        ADD_FAILURE() << "layer " << l << ": neuron " << j << " kept only in plaintext";
+        return pe.model.weights();
+      }
+      restricted.push_back(at - kept_enc.begin());
+    }
+    induced.layers[l].ffn = restricted;
+  }
+  auto expected = ee::encrypt_weights(pp.model.weights(), pp.model.config(), induced);
+  const auto a = pe.model.weights().named(), b = expected.named();
+  EXPECT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) EXPECT_TRUE(at::equal(a[i].second, b[i].second)) << a[i].first;
+  return expected;
+}
+
 TEST(Pruning, CommutesBitwiseWithEe) {
   // prune(encrypt(M)) == encrypt'(prune(M)), where encrypt' is the same transform with each
   // layer's FFN permutation restricted to the kept neurons.
@@ -329,24 +357,7 @@ TEST(Pruning, CommutesBitwiseWithEe) {
   const auto encrypted = rt::LlamaModel(ee::encrypt_config(plain.config(), secrets),
                                         ee::encrypt_weights(plain.weights(), plain.config(), secrets));
   const auto pp = accel::prune_ffn(plain, 30), pe = accel::prune_ffn(encrypted, 30);
-  auto induced = secrets;
-  for (std::size_t l = 0; l < secrets.layers.size(); ++l) {
-    const auto& kept = pp.kept[l];
-    const auto& kept_enc = pe.kept[l];
-    ASSERT_EQ(kept.size(), kept_enc.size());
-    std::vector<int64_t> restricted;
-    for (const auto j : kept) {
-      const auto moved = secrets.layers[l].ffn[static_cast<std::size_t>(j)];
-      const auto at = std::lower_bound(kept_enc.begin(), kept_enc.end(), moved);
-      ASSERT_TRUE(at != kept_enc.end() && *at == moved) << "layer " << l << ": neuron " << j << " kept only in plaintext";
-      restricted.push_back(at - kept_enc.begin());
-    }
-    induced.layers[l].ffn = restricted;
-  }
-  const auto expected = ee::encrypt_weights(pp.model.weights(), pp.model.config(), induced);
-  const auto a = pe.model.weights().named(), b = expected.named();
-  ASSERT_EQ(a.size(), b.size());
-  for (std::size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(at::equal(a[i].second, b[i].second)) << a[i].first;
+  expect_pruning_commutes(pp, pe, secrets);
 }
 
 // Calibration statistics: measured on a seeded stream of ids, so the tests reproduce.
@@ -419,24 +430,7 @@ TEST(Pruning, ActivationScoresCommuteBitwiseWithEe) {
   EXPECT_FALSE(by_weights.activation_scores);
   EXPECT_NE(by_weights.kept, pp.kept);
 
-  auto induced = secrets;
-  for (std::size_t l = 0; l < secrets.layers.size(); ++l) {
-    const auto& kept = pp.kept[l];
-    const auto& kept_enc = pe.kept[l];
-    ASSERT_EQ(kept.size(), kept_enc.size());
-    std::vector<int64_t> restricted;
-    for (const auto j : kept) {
-      const auto moved = secrets.layers[l].ffn[static_cast<std::size_t>(j)];
-      const auto at = std::lower_bound(kept_enc.begin(), kept_enc.end(), moved);
-      ASSERT_TRUE(at != kept_enc.end() && *at == moved) << "layer " << l << ": neuron " << j << " kept only in plaintext";
-      restricted.push_back(at - kept_enc.begin());
-    }
-    induced.layers[l].ffn = restricted;
-  }
-  const auto expected = ee::encrypt_weights(pp.model.weights(), pp.model.config(), induced);
-  const auto a = pe.model.weights().named(), b = expected.named();
-  ASSERT_EQ(a.size(), b.size());
-  for (std::size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(at::equal(a[i].second, b[i].second)) << a[i].first;
+  const auto expected = expect_pruning_commutes(pp, pe, secrets);
   // The kept neurons keep their statistics, in the same (encrypted) order.
   const auto pruned_stats = rt::ffn_stats_of(pe.model);
   ASSERT_EQ(pruned_stats.size(), expected.layers.size());

@@ -1,6 +1,7 @@
 #include "scheduler/placement.h"
 
 #include <algorithm>
+#include <iterator>
 #include <map>
 
 #include <fmt/format.h>
@@ -13,10 +14,13 @@ namespace {
 // of admissibility. bench-dispatch's 16 identical workers cost one decision, not 16.
 std::string profile_key(const WorkerState& w) {
   const auto& h = w.hardware;
-  const auto opt = [](const std::optional<double>& v) { return v ? fmt::format("{}", *v) : std::string("-"); };
-  return fmt::format("{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}", h.threads, h.gflops, h.copy_gbps, h.mem_total_bytes, h.mem_free_bytes,
-                     h.cpu_model, w.model.fingerprint, w.draft ? w.draft->fingerprint : "", opt(w.landmarks.acceptance_rate),
-                     opt(w.landmarks.self_acceptance_rate), w.cost_weight, data::quality_to_json(w.model.quality).dump());
+  fmt::memory_buffer key;
+  const auto opt = [](const std::optional<double>& v) { return v ? *v : -1.0; };
+  fmt::format_to(std::back_inserter(key), "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}", h.threads, h.gflops, h.copy_gbps, h.mem_total_bytes,
+                 h.mem_free_bytes, h.cpu_model, w.model.fingerprint, w.draft ? w.draft->fingerprint : "",
+                 opt(w.landmarks.acceptance_rate), opt(w.landmarks.self_acceptance_rate), w.cost_weight);
+  for (const auto& [transform, q] : w.model.quality) fmt::format_to(std::back_inserter(key), "|{}={}", transform, q.ppl_ratio);
+  return fmt::to_string(key);
 }
 
 }  // namespace
@@ -56,9 +60,19 @@ std::optional<Choice> place(const PlacementTask& task, const std::vector<WorkerS
   const auto& arms = task.pinned_arm.empty() ? candidates : pinned;
 
   std::vector<WorkerOption> options;
-  std::map<std::string, std::size_t> by_profile;
+  constexpr std::size_t kNone = static_cast<std::size_t>(-1);
+  std::map<std::string, std::size_t> by_profile;  // -> its option, or kNone when it admits no arm
   std::string why;
   for (const auto& w : workers) {
+    const auto [seen, fresh] = by_profile.emplace(profile_key(w), options.size());
+    if (!fresh) {
+      // The same decision either way: keep the one that is free sooner (the first on ties).
+      if (seen->second != kNone) {
+        auto& kept = options[seen->second];
+        if (w.queue_ms < kept.queue_ms) kept.id = w.id, kept.queue_ms = w.queue_ms, kept.task.worker_id = w.id;
+      }
+      continue;
+    }
     TaskCase c;
     c.task_id = task.task_id;
     c.worker_id = w.id;
@@ -70,12 +84,8 @@ std::optional<Choice> place(const PlacementTask& task, const std::vector<WorkerS
     c.landmarks = w.landmarks;
     c.latency = task.measured;
     c.arms = admissible_arms(arms, c.spec, w.model.quality, &why);
-    if (c.arms.empty()) continue;
-    const auto [seen, fresh] = by_profile.emplace(profile_key(w), options.size());
-    if (!fresh) {
-      // The same decision either way: keep the one that is free sooner (the first on ties).
-      auto& kept = options[seen->second];
-      if (w.queue_ms < kept.queue_ms) kept.id = w.id, kept.queue_ms = w.queue_ms, kept.task.worker_id = w.id;
+    if (c.arms.empty()) {
+      seen->second = kNone;  // its twins cannot run it either
       continue;
     }
     options.push_back(WorkerOption{w.id, std::move(c), w.queue_ms, w.cost_weight});

@@ -42,7 +42,7 @@ BenchArmsResult bench_arms(const ModelPair& base, const BenchArmsOptions& option
   task.id = "bench-arms";
   task.draft = base.draft ? "draft" : "";
   task.prompt_tokens = static_cast<int64_t>(options.prompt.size());
-  task.max_new_tokens = options.tokens;
+  task.generation.max_new_tokens = options.tokens;
   task.quality = data::Quality::Tolerant;
 
   BenchArmsResult result;
@@ -66,7 +66,7 @@ BenchArmsResult bench_arms(const ModelPair& base, const BenchArmsOptions& option
       std::find_if(prepared.begin(), prepared.end(), [](const PreparedArm& p) { return p.arm.name == "kv"; }) - prepared.begin());
 
   runtime::GenerateOptions gen;
-  gen.max_new_tokens = options.tokens;
+  gen.generation.max_new_tokens = options.tokens;
   const std::size_t n = prepared.size();
   std::vector<std::vector<double>> ms(n), ttft(n), tps(n), speedup(n), accept(n);
   for (int round = -1; round < options.repeats; ++round) {  // round -1 warms caches and allocators

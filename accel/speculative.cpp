@@ -23,7 +23,7 @@ double ms_since(Clock::time_point t) { return std::chrono::duration<double, std:
 at::Tensor row_tensor(const std::vector<int64_t>& ids) { return at::tensor(ids, at::kLong).view({1, static_cast<int64_t>(ids.size())}); }
 
 bool is_stop(const runtime::GenerateOptions& o, int64_t tok) {
-  return std::find(o.stop_ids.begin(), o.stop_ids.end(), tok) != o.stop_ids.end();
+  return std::find(o.generation.stop_ids.begin(), o.generation.stop_ids.end(), tok) != o.generation.stop_ids.end();
 }
 
 }  // namespace
@@ -60,21 +60,21 @@ runtime::GenerateResult speculative_generate(const runtime::LlamaModel& target, 
     throw runtime::Error("the draft's vocabulary (" + std::to_string(draft.config().vocab_size) + ") differs from the target's (" +
                          std::to_string(tc.vocab_size) + ")");
   if (prompt.empty()) throw runtime::Error("generate: empty prompt");
-  if (options.max_new_tokens < 1) throw runtime::Error("generate: max_new_tokens must be at least 1");
-  options.sampling.validate();
+  if (options.generation.max_new_tokens < 1) throw runtime::Error("generate: max_new_tokens must be at least 1");
+  runtime::validate(options.generation);
   for (auto id : prompt)
     if (id < 0 || id >= tc.vocab_size)
       throw runtime::Error("generate: token id " + std::to_string(id) + " outside the vocabulary of " + std::to_string(tc.vocab_size));
   const auto n = static_cast<int64_t>(prompt.size());
   const int64_t context = std::min(tc.max_position_embeddings, draft.config().max_position_embeddings);
-  if (n + options.max_new_tokens > context)
-    throw runtime::Error("generate: a prompt of " + std::to_string(n) + " tokens plus " + std::to_string(options.max_new_tokens) +
+  if (n + options.generation.max_new_tokens > context)
+    throw runtime::Error("generate: a prompt of " + std::to_string(n) + " tokens plus " + std::to_string(options.generation.max_new_tokens) +
                          " new tokens exceeds the context of " + std::to_string(context));
 
   c10::InferenceMode inference;
   const int64_t V = tc.vocab_size;
-  const auto& sp = options.sampling;
-  const int64_t capacity = std::min(context, n + options.max_new_tokens + k + 1);
+  const auto& sp = options.generation;
+  const int64_t capacity = std::min(context, n + options.generation.max_new_tokens + k + 1);
   runtime::KVCache tcache(tc, 1, capacity), dcache(draft.config(), 1, capacity);
   std::seed_seq seq{sp.seed, uint64_t{0}};
   std::mt19937_64 rng(seq);
@@ -101,14 +101,14 @@ runtime::GenerateResult speculative_generate(const runtime::LlamaModel& target, 
   if (n > 1) draft.forward(row_tensor(std::vector<int64_t>(prompt.begin(), prompt.end() - 1)), {n - 1}, dcache, runtime::LogitsAt::Last);
 
   bool stopped = false;
-  while (!stopped && static_cast<int64_t>(out.size()) < options.max_new_tokens) {
+  while (!stopped && static_cast<int64_t>(out.size()) < options.generation.max_new_tokens) {
     if (options.time_limit_ms > 0 && ms_since(start) > options.time_limit_ms) {
       result.finish_reason[0] = "timeout";
       break;
     }
     const auto round_start = Clock::now();
     const auto c = static_cast<int64_t>(seqn.size());  // target cache holds c - 1 tokens
-    const int64_t remaining = options.max_new_tokens - static_cast<int64_t>(out.size());
+    const int64_t remaining = options.generation.max_new_tokens - static_cast<int64_t>(out.size());
     const int64_t kr = std::min<int64_t>({k, remaining - 1, capacity - c});
 
     // Draft: catch up on committed tokens it has not seen, then propose kr tokens.
@@ -182,7 +182,7 @@ runtime::GenerateResult speculative_generate(const runtime::LlamaModel& target, 
       out.push_back(tok);
       seqn.push_back(tok);
       ++emitted;
-      if (static_cast<int64_t>(out.size()) == options.max_new_tokens) break;
+      if (static_cast<int64_t>(out.size()) == options.generation.max_new_tokens) break;
     }
     // One decoding step per emitted token, sharing the round's time.
     const double round_ms = ms_since(round_start);

@@ -79,7 +79,7 @@ std::vector<double> compute_features(const FeatureInputs& in) {
   const auto& m = *in.model;
   const auto& hw = *in.hardware;
   const auto& a = *in.arm;
-  const double prompt = static_cast<double>(t.prompt_tokens), fresh = static_cast<double>(t.max_new_tokens);
+  const double prompt = static_cast<double>(t.prompt_tokens), fresh = static_cast<double>(t.generation.max_new_tokens);
   const double weight_mb = static_cast<double>(m.weight_bytes) / 1e6;
   const double params_m = static_cast<double>(m.parameters) / 1e6;
   std::vector<double> f = {
@@ -89,8 +89,8 @@ std::vector<double> compute_features(const FeatureInputs& in) {
       log2p(fresh),
       static_cast<double>(t.batch),
       t.greedy() ? 1.0 : 0.0,
-      t.temperature,
-      t.top_p,
+      t.generation.temperature,
+      t.generation.top_p,
       t.quality == Quality::Exact ? 1.0 : 0.0,
       params_m,
       static_cast<double>(m.layers),

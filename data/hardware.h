@@ -19,6 +19,8 @@ struct HardwareProfile {
   int64_t mem_total_bytes = 0;  // /proc/meminfo MemTotal
   int64_t mem_free_bytes = 0;   // /proc/meminfo MemAvailable (what a new model could still use)
   std::string measured_at;      // iso_utc() of the measurement
+
+  bool operator==(const HardwareProfile&) const = default;
 };
 
 // Measures this machine with `threads` threads (<= 0: all hardware threads). Takes ~0.5 s.

@@ -62,12 +62,12 @@ std::vector<TaskSpec> make_suite(const MakeSuiteOptions& o) {
     } else {
       t.prompt_tokens = tokens;
     }
-    t.max_new_tokens = log_uniform(rng, o.min_new, o.max_new);
+    t.generation.max_new_tokens = log_uniform(rng, o.min_new, o.max_new);
     const double b = u01(rng);
     t.batch = b < 0.6 ? 1 : b < 0.75 ? 2 : b < 0.9 ? 4 : 8;
     if (u01(rng) < 0.4) {
-      t.temperature = std::round((0.6 + 0.5 * u01(rng)) * 100) / 100;
-      t.top_p = u01(rng) < 0.5 ? 1.0 : 0.9;
+      t.generation.temperature = std::round((0.6 + 0.5 * u01(rng)) * 100) / 100;
+      t.generation.top_p = u01(rng) < 0.5 ? 1.0 : 0.9;
     }
     t.quality = u01(rng) < 0.5 ? Quality::Exact : Quality::Tolerant;
     out.push_back(std::move(t));

@@ -44,7 +44,7 @@ RooflineEstimate estimate_roofline(const TaskSpec& task, const ModelRow& model, 
                                    const Arm& arm, std::optional<double> acceptance) {
   const Shape target = shape_of(model, arm.int8, arm.prune_percent);
   const double prompt = static_cast<double>(std::max<int64_t>(1, task.prompt_tokens));
-  const double fresh = static_cast<double>(std::max<int64_t>(1, task.max_new_tokens));
+  const double fresh = static_cast<double>(std::max<int64_t>(1, task.generation.max_new_tokens));
   const double batch = static_cast<double>(std::max<int64_t>(1, task.batch));
   const double mid_context = prompt + fresh / 2;
   RooflineEstimate e;

@@ -32,10 +32,8 @@ TaskSpec task_spec(const TaskRow& row) {
   TaskSpec s;
   s.id = row.ext_id;
   s.prompt_tokens = row.prompt_tokens;
-  s.max_new_tokens = row.max_new_tokens;
   s.batch = row.batch;
-  s.temperature = row.temperature;
-  s.top_p = row.top_p;
+  s.generation = row.generation;
   s.quality = row.quality;
   s.max_ppl_ratio = row.max_ppl_ratio;
   if (row.draft_model_id) s.draft = "draft";  // the arm rules only ask whether there is one
@@ -70,10 +68,8 @@ TaskRow task_row(const TaskSpec& spec, int64_t model_id, std::optional<int64_t> 
   t.model_id = model_id;
   t.draft_model_id = draft_model_id;
   t.prompt_tokens = spec.prompt_tokens;
-  t.max_new_tokens = spec.max_new_tokens;
   t.batch = spec.batch;
-  t.temperature = spec.temperature;
-  t.top_p = spec.top_p;
+  t.generation = spec.generation;
   t.quality = spec.quality;
   t.max_ppl_ratio = spec.max_ppl_ratio;
   return t;

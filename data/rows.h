@@ -28,6 +28,8 @@ struct ModelRow {
   std::string dtype;        // "f32", "f16", "bf16"
   bool encrypted = false;
   QualityTable quality;     // measured quality of its lossy transforms (data/quality.h); empty: none measured
+
+  bool operator==(const ModelRow&) const = default;
 };
 
 // A worker is a name on a hardware profile: the profile's fields are its columns.
@@ -38,21 +40,42 @@ struct WorkerRow {
 };
 WorkerRow worker_row(const std::string& name, const HardwareProfile& hw);
 
+// How a finished task ended, as the coordinator answered it: kept as data (columns), so the
+// answer to a client that reattaches is rebuilt from it, whatever the protocol version.
+struct TaskOutcome {
+  std::vector<std::vector<int64_t>> tokens;  // ENCRYPTED new ids per batch row; empty unless done
+  std::string error;                         // why it failed or was cancelled
+  std::string worker, arm;                   // of the last attempt; empty if none started
+  bool explored = false;
+  int64_t attempts = 0;
+  double predicted_ms = 0;
+  std::optional<double> ppl_ratio;           // the arm's measured perplexity ratio (lossy arms)
+  std::optional<int64_t> run_id;             // the run that answered: its measurements
+
+  bool operator==(const TaskOutcome&) const = default;
+};
+
 struct TaskRow {
   int64_t id = 0;      // set by the store
   std::string ext_id;  // the suite's or the client's id; unique
   int64_t model_id = 0;
   std::optional<int64_t> draft_model_id;
-  int64_t prompt_tokens = 0, max_new_tokens = 0, batch = 1;
-  double temperature = 0, top_p = 1;
+  int64_t prompt_tokens = 0, batch = 1;
+  GenerationParams generation;                   // as the task asked; stop ids as the model sees them
   Quality quality = Quality::Exact;
   double max_ppl_ratio = kDefaultMaxPplRatio;    // the tolerant bound (data/quality.h)
   std::vector<std::vector<int64_t>> prompt_ids;  // ENCRYPTED prompt ids, one list per batch row; never plaintext
   std::string features;                          // JSON text from the feature module; may be empty
   TaskStatus status = TaskStatus::Pending;
   std::string created_at, updated_at;            // set by the store when empty
-  std::string request;  // JSON text: the rest of a client's request (encrypted stop ids, seed, ...); "{}" if none
-  std::string result;   // JSON text: the (encrypted) answer once finished; empty before
+  // A client's task (submitted to a coordinator, which re-queues it after a restart): the key
+  // its ids are encrypted under and the arm it pinned, if any. Suites' and workers' logs are not.
+  bool from_client = false;
+  std::string key_fingerprint;
+  std::string pinned_arm;
+  TaskOutcome outcome;  // once finished
+
+  bool operator==(const TaskRow&) const = default;
 };
 // A task row for `spec` (its prompt text is not stored: only the encrypted ids are).
 TaskRow task_row(const TaskSpec& spec, int64_t model_id, std::optional<int64_t> draft_model_id = std::nullopt);
@@ -72,6 +95,8 @@ struct RunMeasurement {
   int64_t new_tokens = 0;
   int64_t peak_rss_bytes = 0; // the process's peak resident set so far
   std::optional<double> acceptance_rate;  // speculative arms only
+
+  bool operator==(const RunMeasurement&) const = default;
 };
 
 struct RunRow {

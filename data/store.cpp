@@ -81,6 +81,48 @@ ALTER TABLE tasks ADD COLUMN result TEXT NOT NULL DEFAULT '';
 ALTER TABLE models ADD COLUMN quality TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE tasks ADD COLUMN max_ppl_ratio REAL NOT NULL DEFAULT 1.05;
 )sql"},
+    // v5: the store keeps data, not frames. The rest of a client's request and the answer it got
+    // (v3's JSON text) become columns, so an answer is rebuilt from data whatever the protocol
+    // version; stored requests and answers are carried over.
+    {5, R"sql(
+ALTER TABLE tasks ADD COLUMN top_k INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN seed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN stop_ids TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE tasks ADD COLUMN from_client INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN key_fingerprint TEXT NOT NULL DEFAULT '';
+ALTER TABLE tasks ADD COLUMN pinned_arm TEXT NOT NULL DEFAULT '';
+ALTER TABLE tasks ADD COLUMN answer_ids TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE tasks ADD COLUMN error TEXT NOT NULL DEFAULT '';
+ALTER TABLE tasks ADD COLUMN worker TEXT NOT NULL DEFAULT '';
+ALTER TABLE tasks ADD COLUMN arm TEXT NOT NULL DEFAULT '';
+ALTER TABLE tasks ADD COLUMN explored INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN predicted_ms REAL NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN ppl_ratio REAL;
+ALTER TABLE tasks ADD COLUMN run_id INTEGER REFERENCES runs(id);
+UPDATE tasks SET
+  top_k = ifnull(json_extract(request, '$.top_k'), 0),
+  seed = CAST(ifnull(json_extract(request, '$.seed'), 0) AS INTEGER),
+  stop_ids = ifnull(json_extract(request, '$.stop_ids'), '[]'),
+  from_client = json_extract(request, '$.model') IS NOT NULL,
+  key_fingerprint = ifnull(json_extract(request, '$.key_fingerprint'), ''),
+  pinned_arm = ifnull(json_extract(request, '$.arm'), '')
+WHERE json_valid(request);
+UPDATE tasks SET
+  answer_ids = ifnull(json_extract(result, '$.report.tokens'), json_extract(result, '$.tokens')),
+  error = ifnull(json_extract(result, '$.report.error'), ''),
+  worker = ifnull(json_extract(result, '$.worker'), ''),
+  arm = ifnull(json_extract(result, '$.arm'), ''),
+  explored = ifnull(json_extract(result, '$.explored'), 0),
+  attempts = ifnull(json_extract(result, '$.attempts'), 0),
+  predicted_ms = ifnull(json_extract(result, '$.predicted_ms'), 0),
+  ppl_ratio = json_extract(result, '$.ppl_ratio'),
+  run_id = (SELECT max(r.id) FROM runs r WHERE r.task_id = tasks.id AND r.ok = 1)
+WHERE result != '' AND json_valid(result);
+UPDATE tasks SET answer_ids = '[]' WHERE answer_ids IS NULL;
+ALTER TABLE tasks DROP COLUMN request;
+ALTER TABLE tasks DROP COLUMN result;
+)sql"},
 };
 
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
@@ -151,7 +193,8 @@ constexpr const char* kWorkerCols =
     "id, name, host, cpu_model, threads, gflops, copy_gbps, mem_total_bytes, mem_free_bytes, measured_at";
 constexpr const char* kTaskCols =
     "id, ext_id, model_id, draft_model_id, prompt_tokens, max_new_tokens, batch, temperature, top_p, quality, prompt_ids, "
-    "features, status, created_at, updated_at, request, result, max_ppl_ratio";
+    "features, status, created_at, updated_at, max_ppl_ratio, top_k, seed, stop_ids, from_client, key_fingerprint, "
+    "pinned_arm, answer_ids, error, worker, arm, explored, attempts, predicted_ms, ppl_ratio, run_id";
 constexpr const char* kRunCols =
     "id, task_id, worker_id, arm, policy, explored, repeat_index, started_at, ended_at, latency_ms, ttft_ms, ms_per_token, "
     "tokens_per_s, new_tokens, peak_rss_bytes, acceptance_rate, quality, ok, error";
@@ -195,30 +238,51 @@ WorkerRow read_worker(const sql::Statement& st) {
   return w;
 }
 
+// A JSON id column: encrypted ids are stored as JSON arrays, not as frames.
+template <class T>
+T id_column(const sql::Statement& st, int col, const std::string& path, const TaskRow& t, const char* name) {
+  try {
+    return nlohmann::json::parse(st.column_text(col)).get<T>();
+  } catch (const nlohmann::json::exception&) {
+    throw Error(path + ": task '" + t.ext_id + "': " + name + " is not a JSON array of ids");
+  }
+}
+
 TaskRow read_task(const sql::Statement& st, const std::string& path) {
+  using Rows = std::vector<std::vector<int64_t>>;
   TaskRow t;
   t.id = st.column_int64(0);
   t.ext_id = st.column_text(1);
   t.model_id = st.column_int64(2);
   t.draft_model_id = opt_int64(st, 3);
   t.prompt_tokens = st.column_int64(4);
-  t.max_new_tokens = st.column_int64(5);
+  t.generation.max_new_tokens = st.column_int64(5);
   t.batch = st.column_int64(6);
-  t.temperature = st.column_double(7);
-  t.top_p = st.column_double(8);
+  t.generation.temperature = st.column_double(7);
+  t.generation.top_p = st.column_double(8);
   t.quality = parse_quality(st.column_text(9));
-  try {
-    t.prompt_ids = nlohmann::json::parse(st.column_text(10)).get<std::vector<std::vector<int64_t>>>();
-  } catch (const nlohmann::json::exception&) {
-    throw Error(path + ": task '" + t.ext_id + "': prompt_ids is not a JSON array of id arrays");
-  }
+  t.prompt_ids = id_column<Rows>(st, 10, path, t, "prompt_ids");
   t.features = st.column_text(11);
   t.status = parse_task_status(st.column_text(12));
   t.created_at = st.column_text(13);
   t.updated_at = st.column_text(14);
-  t.request = st.column_text(15);
-  t.result = st.column_text(16);
-  t.max_ppl_ratio = st.column_double(17);
+  t.max_ppl_ratio = st.column_double(15);
+  t.generation.top_k = st.column_int64(16);
+  t.generation.seed = static_cast<uint64_t>(st.column_int64(17));  // stored as its two's complement bits
+  t.generation.stop_ids = id_column<std::vector<int64_t>>(st, 18, path, t, "stop_ids");
+  t.from_client = st.column_int64(19) != 0;
+  t.key_fingerprint = st.column_text(20);
+  t.pinned_arm = st.column_text(21);
+  auto& o = t.outcome;
+  o.tokens = id_column<Rows>(st, 22, path, t, "answer_ids");
+  o.error = st.column_text(23);
+  o.worker = st.column_text(24);
+  o.arm = st.column_text(25);
+  o.explored = st.column_int64(26) != 0;
+  o.attempts = st.column_int64(27);
+  o.predicted_ms = st.column_double(28);
+  o.ppl_ratio = opt_double(st, 29);
+  o.run_id = opt_int64(st, 30);
   return t;
 }
 
@@ -330,17 +394,22 @@ int64_t Store::insert_task(const TaskRow& t) {
     if (exists.step()) throw Error(path() + ": task '" + t.ext_id + "' already exists");
   }
   const std::string now = iso_utc_now();
+  if (auto why = generation_refusal(t.generation)) throw Error(path() + ": task '" + t.ext_id + "': " + *why);
   auto st = db_.prepare(
       "INSERT INTO tasks (ext_id, model_id, draft_model_id, prompt_tokens, max_new_tokens, batch, temperature, top_p, quality, "
-      "prompt_ids, features, status, created_at, updated_at, request, max_ppl_ratio) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+      "prompt_ids, features, status, created_at, updated_at, max_ppl_ratio, top_k, seed, stop_ids, from_client, "
+      "key_fingerprint, pinned_arm) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  const auto& g = t.generation;
   st.bind_text(1, t.ext_id).bind_int64(2, t.model_id);
   bind_opt(st, 3, t.draft_model_id);
-  st.bind_int64(4, t.prompt_tokens).bind_int64(5, t.max_new_tokens).bind_int64(6, t.batch);
-  st.bind_double(7, t.temperature).bind_double(8, t.top_p).bind_text(9, quality_name(t.quality));
+  st.bind_int64(4, t.prompt_tokens).bind_int64(5, g.max_new_tokens).bind_int64(6, t.batch);
+  st.bind_double(7, g.temperature).bind_double(8, g.top_p).bind_text(9, quality_name(t.quality));
   st.bind_text(10, nlohmann::json(t.prompt_ids).dump()).bind_text(11, t.features).bind_text(12, task_status_name(t.status));
   st.bind_text(13, t.created_at.empty() ? now : t.created_at).bind_text(14, t.updated_at.empty() ? now : t.updated_at);
-  st.bind_text(15, t.request.empty() ? "{}" : t.request).bind_double(16, t.max_ppl_ratio);
+  st.bind_double(15, t.max_ppl_ratio).bind_int64(16, g.top_k).bind_int64(17, static_cast<int64_t>(g.seed));
+  st.bind_text(18, nlohmann::json(g.stop_ids).dump()).bind_int64(19, t.from_client);
+  st.bind_text(20, t.key_fingerprint).bind_text(21, t.pinned_arm);
   st.run();
   const int64_t id = db_.last_insert_rowid();
   tx.commit();
@@ -363,24 +432,52 @@ void Store::set_task_status(int64_t task_id, TaskStatus status) {
   tx.commit();
 }
 
-void Store::finish_task(int64_t task_id, TaskStatus status, const std::string& result) {
-  sql::Transaction tx(db_);
-  auto st = db_.prepare("UPDATE tasks SET status = ?, result = ?, updated_at = ? WHERE id = ?");
-  st.bind_text(1, task_status_name(status)).bind_text(2, result).bind_text(3, iso_utc_now()).bind_int64(4, task_id);
+void Store::finish_task_in(int64_t task_id, TaskStatus status, const TaskOutcome& o) {
+  auto st = db_.prepare(
+      "UPDATE tasks SET status = ?, updated_at = ?, answer_ids = ?, error = ?, worker = ?, arm = ?, explored = ?, attempts = ?, "
+      "predicted_ms = ?, ppl_ratio = ?, run_id = ? WHERE id = ?");
+  st.bind_text(1, task_status_name(status)).bind_text(2, iso_utc_now()).bind_text(3, nlohmann::json(o.tokens).dump());
+  st.bind_text(4, o.error).bind_text(5, o.worker).bind_text(6, o.arm).bind_int64(7, o.explored).bind_int64(8, o.attempts);
+  st.bind_double(9, o.predicted_ms);
+  bind_opt(st, 10, o.ppl_ratio);
+  bind_opt(st, 11, o.run_id);
+  st.bind_int64(12, task_id);
   st.run();
   if (db_.changes() == 0) throw Error(path() + ": no task with id " + std::to_string(task_id));
+}
+
+void Store::finish_task(int64_t task_id, TaskStatus status, const TaskOutcome& outcome) {
+  sql::Transaction tx(db_);
+  finish_task_in(task_id, status, outcome);
   tx.commit();
 }
 
-bool Store::finish_task_with_run(int64_t task_id, TaskStatus status, const std::string& result, const RunRow& run) {
+bool Store::finish_task_with_run(int64_t task_id, TaskStatus status, TaskOutcome outcome, const RunRow& run) {
   sql::Transaction tx(db_);
   const bool inserted = insert_run_in(run);
-  auto st = db_.prepare("UPDATE tasks SET status = ?, result = ?, updated_at = ? WHERE id = ?");
-  st.bind_text(1, task_status_name(status)).bind_text(2, result).bind_text(3, iso_utc_now()).bind_int64(4, task_id);
-  st.run();
-  if (db_.changes() == 0) throw Error(path() + ": no task with id " + std::to_string(task_id));
+  outcome.run_id = run_id(run);
+  finish_task_in(task_id, status, outcome);
   tx.commit();
   return inserted;
+}
+
+std::optional<int64_t> Store::run_id(const RunRow& r) {
+  // Spelled like the unique index so SQLite can use it.
+  auto st = db_.prepare(
+      "SELECT id FROM runs WHERE task_id = ? AND ifnull(worker_id, 0) = ifnull(?, 0) AND arm = ? AND policy = ? AND "
+      "repeat_index = ?");
+  st.bind_int64(1, r.task_id);
+  bind_opt(st, 2, r.worker_id);
+  st.bind_text(3, r.arm).bind_text(4, r.policy).bind_int64(5, r.repeat_index);
+  if (!st.step()) return std::nullopt;
+  return st.column_int64(0);
+}
+
+std::optional<RunRow> Store::find_run(int64_t id) {
+  auto st = db_.prepare(std::string("SELECT ") + kRunCols + " FROM runs WHERE id = ?");
+  st.bind_int64(1, id);
+  if (!st.step()) return std::nullopt;
+  return read_run(st);
 }
 
 std::vector<TaskRow> Store::tasks_with_status(TaskStatus status) {

@@ -69,11 +69,14 @@ class Store {
   std::optional<TaskRow> find_task_by_ext_id(const std::string& ext_id);
   void set_task_status(int64_t task_id, TaskStatus status);  // throws if no such task
   std::vector<TaskRow> tasks_with_status(TaskStatus status);  // by id
-  // Sets the final status and the result JSON of a task.
-  void finish_task(int64_t task_id, TaskStatus status, const std::string& result);
+  // Sets the final status and how the task ended (no run: failed before any, or cancelled).
+  void finish_task(int64_t task_id, TaskStatus status, const TaskOutcome& outcome);
   // The same and the run that produced it, in one transaction (a crash keeps both or neither).
-  // Returns insert_run()'s answer.
-  bool finish_task_with_run(int64_t task_id, TaskStatus status, const std::string& result, const RunRow& run);
+  // Returns insert_run()'s answer; records the run's id as outcome.run_id.
+  bool finish_task_with_run(int64_t task_id, TaskStatus status, TaskOutcome outcome, const RunRow& run);
+  // The id of the run recorded under r's unique key (task, worker, arm, policy, repeat), if any.
+  std::optional<int64_t> run_id(const RunRow& r);
+  std::optional<RunRow> find_run(int64_t id);
 
   // False, writing nothing, when (task, worker, arm, policy, repeat_index) is already recorded:
   // a resumed sweep simply retries everything. Other failures (unknown task) throw.
@@ -105,6 +108,7 @@ class Store {
  private:
   explicit Store(sql::Database db) : db_(std::move(db)) {}
   bool insert_run_in(const RunRow& r);  // insert_run() inside the caller's transaction
+  void finish_task_in(int64_t task_id, TaskStatus status, const TaskOutcome& outcome);
   sql::Database db_;
 };
 

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -22,7 +23,7 @@ constexpr size_t kMaxListed = 100;  // bad lines listed in one error; the count 
 
 const std::set<std::string>& known_keys() {
   static const std::set<std::string> keys{"id",    "model", "draft",       "prompt", "prompt_tokens", "max_new_tokens",
-                                          "batch", "temperature", "top_p", "quality", "max_ppl_ratio"};
+                                          "batch", "temperature", "top_k", "top_p", "seed", "quality", "max_ppl_ratio"};
   return keys;
 }
 
@@ -107,20 +108,23 @@ std::vector<std::string> check(const json& j, TaskSpec& out) {
   }
   if (auto n = get_int(j, "prompt_tokens", 1, 1'000'000, problems)) out.prompt_tokens = *n;
 
+  auto& g = out.generation;
   if (auto n = get_int(j, "max_new_tokens", 1, 4096, problems))
-    out.max_new_tokens = *n;
+    g.max_new_tokens = *n;
   else if (!j.contains("max_new_tokens"))
     problems.push_back("missing max_new_tokens");
   if (auto n = get_int(j, "batch", 1, 64, problems)) out.batch = *n;
 
   if (auto t = get_number(j, "temperature", problems)) {
     if (*t < 0) problems.push_back("temperature must be >= 0");
-    out.temperature = *t;
+    g.temperature = *t;
   }
+  if (auto k = get_int(j, "top_k", 0, 1'000'000, problems)) g.top_k = *k;
   if (auto p = get_number(j, "top_p", problems)) {
     if (!(*p > 0 && *p <= 1)) problems.push_back("top_p must be in (0, 1]");
-    out.top_p = *p;
+    g.top_p = *p;
   }
+  if (auto seed = get_int(j, "seed", 0, std::numeric_limits<int64_t>::max(), problems)) g.seed = static_cast<uint64_t>(*seed);
   if (auto q = get_string(j, "quality", problems)) {
     try {
       out.quality = parse_quality(*q);
@@ -145,10 +149,12 @@ Json make_json(const TaskSpec& t) {
     j["prompt"] = t.prompt;
   else
     j["prompt_tokens"] = t.prompt_tokens;
-  j["max_new_tokens"] = t.max_new_tokens;
+  j["max_new_tokens"] = t.generation.max_new_tokens;
   j["batch"] = t.batch;
-  j["temperature"] = t.temperature;
-  j["top_p"] = t.top_p;
+  j["temperature"] = t.generation.temperature;
+  if (t.generation.top_k != 0) j["top_k"] = t.generation.top_k;
+  j["top_p"] = t.generation.top_p;
+  if (t.generation.seed != 0) j["seed"] = t.generation.seed;
   j["quality"] = quality_name(t.quality);
   if (t.max_ppl_ratio != kDefaultMaxPplRatio) j["max_ppl_ratio"] = t.max_ppl_ratio;
   return j;

@@ -1,10 +1,11 @@
 #pragma once
 // Task suites: JSONL files, one task per line,
 //   {"id": str, "model": str, "draft": str, "prompt": str | "prompt_tokens": int,
-//    "max_new_tokens": int, "batch": int, "temperature": float, "top_p": float,
-//    "quality": "exact" | "tolerant"}
+//    "max_new_tokens": int, "batch": int, "temperature": float, "top_k": int, "top_p": float,
+//    "seed": int, "quality": "exact" | "tolerant", "max_ppl_ratio": float}
 // Required: id, model, exactly one of prompt / prompt_tokens, max_new_tokens. Optional, with
-// these defaults: draft (none), batch 1, temperature 0 (greedy), top_p 1, quality "exact".
+// these defaults: draft (none), batch 1, temperature 0 (greedy), top_k 0 (off), top_p 1, seed 0,
+// quality "exact", max_ppl_ratio 1.05.
 // Ranges: max_new_tokens 1..4096, batch 1..64, prompt_tokens >= 1, temperature >= 0,
 // top_p in (0, 1]. Unknown keys are errors (a typo must not silently become a default).
 // Blank lines and lines starting with '#' are skipped.

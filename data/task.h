@@ -1,9 +1,11 @@
 #pragma once
-// A task as the scheduler sees it: which model, how long a prompt, how many new tokens, how it
-// is sampled and which quality floor it accepts. Plain data, no LibTorch: the coordinator uses
+// A task as the scheduler sees it: which model, how long a prompt, how it generates (data/
+// generation.h) and which quality floor it accepts. Plain data, no LibTorch: the coordinator uses
 // it without a runtime.
 #include <cstdint>
 #include <string>
+
+#include "data/generation.h"
 
 namespace eesched::data {
 
@@ -24,15 +26,12 @@ struct TaskSpec {
   std::string draft;             // optional draft model for speculative arms (same rules)
   std::string prompt;            // prompt text; empty when only prompt_tokens is given
   int64_t prompt_tokens = 0;     // prompt length in tokens (filled in once tokenized)
-  int64_t max_new_tokens = 32;
   int64_t batch = 1;
-  double temperature = 0.0;      // <= 0: greedy
-  double top_p = 1.0;
+  GenerationParams generation;   // sampling and limits, carried unchanged to the runtime
   Quality quality = Quality::Exact;
   double max_ppl_ratio = kDefaultMaxPplRatio;  // tolerant only: the bound on a lossy arm's measured ratio
-  uint64_t seed = 0;             // sampling seed (the same seed gives the same sample)
 
-  bool greedy() const { return temperature <= 0.0; }
+  bool greedy() const { return generation.greedy(); }
   bool has_draft() const { return !draft.empty(); }
 };
 

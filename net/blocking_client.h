@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "net/endpoint.h"
-#include "net/protocol.h"
+#include "net/messages.h"
 
 namespace eesched::net {
 

@@ -19,7 +19,7 @@
 #include <asio/steady_timer.hpp>
 #include <nlohmann/json.hpp>
 
-#include "net/protocol.h"
+#include "net/messages.h"
 
 namespace eesched::net {
 

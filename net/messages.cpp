@@ -73,15 +73,31 @@ std::vector<std::vector<int64_t>> id_rows(const json& j, const char* name, bool 
 }
 
 constexpr int64_t kMaxBatch = 64;
-constexpr int64_t kMaxNewTokens = 1 << 20;
 
-void check_sampling(int64_t max_new_tokens, double temperature, double top_p, std::size_t batch) {
-  if (max_new_tokens < 0 || max_new_tokens > kMaxNewTokens) bad("max_new_tokens must be in [0, 1048576]");
-  if (!(temperature >= 0) || temperature > 100) bad("temperature must be in [0, 100]");
-  if (!(top_p > 0) || top_p > 1) bad("top_p must be in (0, 1]");
+// GenerationParams travel as fields of the message that carries them (Submit's task, Assign):
+// written and read here, once for both.
+void put_generation(json& j, const data::GenerationParams& g) {
+  j["max_new_tokens"] = g.max_new_tokens;
+  j["temperature"] = g.temperature;
+  j["top_k"] = g.top_k;
+  j["top_p"] = g.top_p;
+  j["seed"] = g.seed;
+  j["stop_ids"] = g.stop_ids;
+}
+
+data::GenerationParams read_generation(const json& j, std::size_t batch) {
+  data::GenerationParams g;
+  g.max_new_tokens = field_or<int64_t>(j, "max_new_tokens", g.max_new_tokens);
+  g.temperature = field_or<double>(j, "temperature", g.temperature);
+  g.top_k = field_or<int64_t>(j, "top_k", g.top_k);
+  g.top_p = field_or<double>(j, "top_p", g.top_p);
+  g.seed = field_or<uint64_t>(j, "seed", g.seed);
+  if (has(j, "stop_ids")) g.stop_ids = id_list(j["stop_ids"], "stop_ids");
+  if (auto why = data::generation_refusal(g)) bad(*why);
   if (batch == 0 || static_cast<int64_t>(batch) > kMaxBatch) bad("prompt_ids must hold 1 to 64 rows");
   // The answer must fit in one frame too (a few bytes per id in JSON).
-  if (static_cast<int64_t>(batch) * max_new_tokens > kMaxNewTokens) bad("rows x max_new_tokens must be at most 1048576");
+  if (static_cast<int64_t>(batch) * g.max_new_tokens > data::kMaxNewTokens) bad("rows x max_new_tokens must be at most 1048576");
+  return g;
 }
 
 json base(MessageType t) { return make_message(t); }
@@ -128,12 +144,13 @@ void from_json(const json& j, ModelInfo& m) {
 }
 
 void to_json(json& j, const TaskRequest& r) {
-  j = json{{"request_id", r.request_id},   {"model", r.model},
-           {"key_fingerprint", r.key_fingerprint}, {"prompt_ids", r.prompt_ids},
-           {"stop_ids", r.stop_ids},       {"max_new_tokens", r.max_new_tokens},
-           {"temperature", r.temperature}, {"top_p", r.top_p},
-           {"seed", r.seed},               {"quality", data::quality_name(r.quality)},
+  j = json{{"request_id", r.request_id},
+           {"model", r.model},
+           {"key_fingerprint", r.key_fingerprint},
+           {"prompt_ids", r.prompt_ids},
+           {"quality", data::quality_name(r.quality)},
            {"max_ppl_ratio", r.max_ppl_ratio}};
+  put_generation(j, r.generation);
   if (!r.arm.empty()) j["arm"] = r.arm;
 }
 
@@ -145,11 +162,7 @@ void from_json(const json& j, TaskRequest& r) {
   if (r.model.empty()) bad("field \"model\" is empty");
   r.key_fingerprint = field_or<std::string>(j, "key_fingerprint", "");
   r.prompt_ids = id_rows(j, "prompt_ids", /*allow_empty_rows=*/false);
-  r.stop_ids = has(j, "stop_ids") ? id_list(j["stop_ids"], "stop_ids") : std::vector<int64_t>{};
-  r.max_new_tokens = field_or<int64_t>(j, "max_new_tokens", 32);
-  r.temperature = field_or<double>(j, "temperature", 0.0);
-  r.top_p = field_or<double>(j, "top_p", 1.0);
-  r.seed = field_or<uint64_t>(j, "seed", 0);
+  r.generation = read_generation(j, r.prompt_ids.size());
   try {
     r.quality = data::parse_quality(field_or<std::string>(j, "quality", "exact"));
   } catch (const data::Error& e) {
@@ -158,7 +171,6 @@ void from_json(const json& j, TaskRequest& r) {
   r.max_ppl_ratio = field_or<double>(j, "max_ppl_ratio", data::kDefaultMaxPplRatio);
   if (!(r.max_ppl_ratio >= 1) || r.max_ppl_ratio > 1000) bad("max_ppl_ratio must be in [1, 1000]");
   r.arm = field_or<std::string>(j, "arm", "");
-  check_sampling(r.max_new_tokens, r.temperature, r.top_p, r.prompt_ids.size());
 }
 
 void to_json(json& j, const RunReport& r) {
@@ -246,11 +258,7 @@ json to_message(const Assign& m) {
   j["model"] = m.model;
   j["draft"] = m.draft;
   j["prompt_ids"] = m.prompt_ids;
-  j["stop_ids"] = m.stop_ids;
-  j["max_new_tokens"] = m.max_new_tokens;
-  j["temperature"] = m.temperature;
-  j["top_p"] = m.top_p;
-  j["seed"] = m.seed;
+  put_generation(j, m.generation);
   j["time_limit_ms"] = m.time_limit_ms;
   return j;
 }
@@ -340,13 +348,10 @@ Assign read_message<Assign>(const json& j) {
   m.model = field<std::string>(j, "model");
   m.draft = field_or<std::string>(j, "draft", "");
   m.prompt_ids = id_rows(j, "prompt_ids", /*allow_empty_rows=*/false);
-  m.stop_ids = has(j, "stop_ids") ? id_list(j["stop_ids"], "stop_ids") : std::vector<int64_t>{};
-  m.max_new_tokens = field<int64_t>(j, "max_new_tokens");
-  m.temperature = field_or<double>(j, "temperature", 0.0);
-  m.top_p = field_or<double>(j, "top_p", 1.0);
-  m.seed = field_or<uint64_t>(j, "seed", 0);
+  member(j, "max_new_tokens");  // a coordinator always says how long the answer may be
+  m.generation = read_generation(j, m.prompt_ids.size());
   m.time_limit_ms = field_or<double>(j, "time_limit_ms", 0.0);
-  check_sampling(m.max_new_tokens, m.temperature, m.top_p, m.prompt_ids.size());
+  if (!(m.time_limit_ms >= 0)) bad("time_limit_ms must not be negative");
   return m;
 }
 
@@ -385,25 +390,32 @@ ErrorMsg read_message<ErrorMsg>(const json& j) {
   return m;
 }
 
-void validate_fields(MessageType type, const json& j) {
+namespace {
+
+template <class T>
+Payload decode(const json& j) {
+  return read_message<T>(j);
+}
+
+}  // namespace
+
+Message parse_message(std::string_view body) {
+  Envelope e = parse_envelope(body);
+  static constexpr Payload (*kDecoders[])(const json&) = {
+      decode<Hello>,    decode<Register>, decode<Registered>, decode<Heartbeat>, decode<Submit>,
+      decode<Accepted>, decode<Assign>,   decode<Result>,     decode<Cancel>,    decode<ErrorMsg>};
+  static_assert(std::size(kDecoders) == std::variant_size_v<Payload>);
   try {
-    switch (type) {
-      case MessageType::Hello: read_message<Hello>(j); break;
-      case MessageType::Register: read_message<Register>(j); break;
-      case MessageType::Registered: read_message<Registered>(j); break;
-      case MessageType::Heartbeat: read_message<Heartbeat>(j); break;
-      case MessageType::Submit: read_message<Submit>(j); break;
-      case MessageType::Accepted: read_message<Accepted>(j); break;
-      case MessageType::Assign: read_message<Assign>(j); break;
-      case MessageType::Result: read_message<Result>(j); break;
-      case MessageType::Cancel: read_message<Cancel>(j); break;
-      case MessageType::Error: read_message<ErrorMsg>(j); break;
-    }
+    return {e.type, kDecoders[static_cast<std::size_t>(e.type)](e.body)};
   } catch (const ProtocolError&) {
     throw;
-  } catch (const std::exception& e) {  // a nested get<> on a wrong type
-    bad(std::string(message_type_name(type)) + ": " + e.what());
+  } catch (const std::exception& ex) {  // a nested get<> on a wrong type
+    bad(std::string(message_type_name(e.type)) + ": " + ex.what());
   }
+}
+
+json to_message(const Payload& payload) {
+  return std::visit([](const auto& m) { return to_message(m); }, payload);
 }
 
 }  // namespace eesched::net

@@ -1,17 +1,21 @@
 #pragma once
-// The messages, typed. Every field a peer relies on is read through these from_json functions,
-// which throw ProtocolError(bad_message) naming the field, so a malformed message is refused
-// before any handler sees it (parse_message calls validate_fields).
+// The messages, typed. Each type's fields are spelled once, in one writer (to_message / to_json)
+// and one reader (read_message / from_json) that is also its validation: the reader throws
+// ProtocolError(bad_message) naming the field. parse_message decodes each frame once into its
+// typed payload, so a malformed message is refused before any handler sees it, and a handler
+// never reads JSON.
 //
 // Token ids in Submit, Assign and Result are ENCRYPTED ids: the client encrypts before Submit and
 // decrypts after Result; nothing else ever holds the key.
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "data/generation.h"
 #include "data/hardware.h"
 #include "data/rows.h"
 #include "data/task.h"
@@ -23,6 +27,8 @@ namespace eesched::net {
 struct Hello {
   std::string nonce;  // hex; a worker's Register proves the token over it
   std::string server;
+
+  bool operator==(const Hello&) const = default;
 };
 
 // A model a worker holds (encrypted), as it registers it.
@@ -30,6 +36,8 @@ struct ModelInfo {
   data::ModelRow row;           // shape and fingerprint (of the encrypted weights); id unset
   std::string key_fingerprint;  // from the model's ee.json: which key it was encrypted under
   bool draft = false;           // offered as the draft for speculative arms
+
+  bool operator==(const ModelInfo&) const = default;
 };
 
 // Register (worker -> coordinator).
@@ -40,6 +48,8 @@ struct Register {
   bool dry_run = false;             // answers immediately without running a model (bench-dispatch)
   std::string nonce;                // the worker's challenge to the coordinator (mutual authentication)
   std::string proof;                // HMAC(token, Hello.nonce, name)
+
+  bool operator==(const Register&) const = default;
 };
 
 // Registered (coordinator -> worker).
@@ -47,11 +57,15 @@ struct Registered {
   int64_t worker_id = 0;
   std::string proof;                // HMAC(token, Register.nonce, name) under the coordinator label
   int64_t heartbeat_ms = 1000;      // how often the worker should send Heartbeat
+
+  bool operator==(const Registered&) const = default;
 };
 
 // Heartbeat (worker -> coordinator).
 struct Heartbeat {
   int64_t queued = 0;  // tasks waiting or running on the worker
+
+  bool operator==(const Heartbeat&) const = default;
 };
 
 // What a client asks for (inside Submit; persisted in the task's request).
@@ -60,24 +74,26 @@ struct TaskRequest {
   std::string model;                 // model name, as workers register it
   std::string key_fingerprint;       // the client's key; only models encrypted under it qualify
   std::vector<std::vector<int64_t>> prompt_ids;  // encrypted, one list per batch row
-  std::vector<int64_t> stop_ids;     // encrypted
-  int64_t max_new_tokens = 32;
-  double temperature = 0;
-  double top_p = 1;
-  uint64_t seed = 0;
+  data::GenerationParams generation;  // sampling and limits; its stop ids are encrypted
   data::Quality quality = data::Quality::Exact;
   double max_ppl_ratio = data::kDefaultMaxPplRatio;  // tolerant: the bound on a lossy arm's measured ratio
   std::string arm;                   // optional: pin an arm instead of asking the selector
+
+  bool operator==(const TaskRequest&) const = default;
 };
 
 struct Submit {
   TaskRequest task;
+
+  bool operator==(const Submit&) const = default;
 };
 
 // Accepted (coordinator -> client): the task is persisted and will be dispatched.
 struct Accepted {
   int64_t task_id = 0;
   std::string request_id;
+
+  bool operator==(const Accepted&) const = default;
 };
 
 // Assign (coordinator -> worker).
@@ -88,17 +104,17 @@ struct Assign {
   std::string model;
   std::string draft;                 // the worker's draft model for speculative arms, or empty
   std::vector<std::vector<int64_t>> prompt_ids;
-  std::vector<int64_t> stop_ids;
-  int64_t max_new_tokens = 32;
-  double temperature = 0;
-  double top_p = 1;
-  uint64_t seed = 0;
+  data::GenerationParams generation;  // the client's, unchanged
   double time_limit_ms = 0;          // 0: none
+
+  bool operator==(const Assign&) const = default;
 };
 
 // What a run measured (Result, worker -> coordinator, and forwarded to the client).
 struct RunReport : data::RunMeasurement {
   std::vector<std::vector<int64_t>> tokens;  // encrypted new ids per batch row
+
+  bool operator==(const RunReport&) const = default;
 };
 
 // Result. From a worker: task_id, attempt, report. To a client: also request_id, status,
@@ -115,18 +131,24 @@ struct Result {
   int64_t attempts = 0;
   double predicted_ms = 0;
   std::optional<double> ppl_ratio;  // lossy arms: the arm's measured perplexity ratio on the model
+
+  bool operator==(const Result&) const = default;
 };
 
 // Cancel (client -> coordinator by task_id or request_id; coordinator -> worker by task_id).
 struct Cancel {
   int64_t task_id = 0;
   std::string request_id;
+
+  bool operator==(const Cancel&) const = default;
 };
 
 // Error.
 struct ErrorMsg {
   std::string code, message;
   std::optional<int64_t> task_id;
+
+  bool operator==(const ErrorMsg&) const = default;
 };
 
 void to_json(nlohmann::json& j, const ModelInfo& m);
@@ -162,7 +184,29 @@ template <> Result read_message<Result>(const nlohmann::json& j);
 template <> Cancel read_message<Cancel>(const nlohmann::json& j);
 template <> ErrorMsg read_message<ErrorMsg>(const nlohmann::json& j);
 
-// Checks the fields of a message of `type` (throws ProtocolError(bad_message)).
-void validate_fields(MessageType type, const nlohmann::json& j);
+// One frame, decoded: its type and its typed fields.
+using Payload = std::variant<Hello, Register, Registered, Heartbeat, Submit, Accepted, Assign, Result, Cancel, ErrorMsg>;
+struct Message {
+  MessageType type = MessageType::Hello;
+  Payload payload;
+
+  // The payload as the type the handler switched on; ProtocolError(unexpected) if it is another.
+  template <class T>
+  const T& as() const {
+    if (const T* p = std::get_if<T>(&payload)) return *p;
+    throw ProtocolError(codes::kUnexpected, std::string("a ") + message_type_name(type) + " is not the message expected here");
+  }
+  template <class T>
+  T& as() {
+    return const_cast<T&>(static_cast<const Message&>(*this).as<T>());
+  }
+};
+
+// Parses one frame body: its envelope (net/protocol.h), then its fields, decoded once by the
+// type's reader. Throws ProtocolError with the matching code.
+Message parse_message(std::string_view body);
+
+// The frame JSON of a decoded payload (to_message of the type it holds).
+nlohmann::json to_message(const Payload& payload);
 
 }  // namespace eesched::net

@@ -99,7 +99,7 @@ bool nests_too_deep(std::string_view body) {
 
 }  // namespace
 
-Message parse_message(std::string_view body) {
+Envelope parse_envelope(std::string_view body) {
   if (nests_too_deep(body)) throw ProtocolError(codes::kBadJson, "frame nests deeper than " + std::to_string(kMaxNesting) + " levels");
   nlohmann::json j = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) throw ProtocolError(codes::kBadJson, "frame is not valid JSON");
@@ -114,7 +114,6 @@ Message parse_message(std::string_view body) {
   if (t == j.end() || !t->is_string()) throw ProtocolError(codes::kUnknownType, "frame has no \"type\"");
   const auto type = parse_message_type(t->get_ref<const std::string&>());
   if (!type) throw ProtocolError(codes::kUnknownType, "unknown message type \"" + t->get<std::string>() + "\"");
-  validate_fields(*type, j);
   return {*type, std::move(j)};
 }
 

@@ -64,13 +64,14 @@ std::string encode_frame(const nlohmann::json& message, std::size_t max_frame_by
 // The body length a header announces; throws ProtocolError(too_large) for 0 or over the limit.
 std::size_t frame_body_length(const uint8_t* header, std::size_t max_frame_bytes);
 
-struct Message {
+// A frame body's envelope: a JSON object, our version, a known type. Its fields are decoded once,
+// by net/messages.h's parse_message, which calls this first.
+struct Envelope {
   MessageType type;
-  nlohmann::json body;  // the whole object, "type" and "v" included; its fields validated for `type`
+  nlohmann::json body;  // the whole object, "type" and "v" included
 };
 
-// Parses and validates one frame body: a JSON object, our version, a known type, and the
-// fields that type requires (net/messages.h). Throws ProtocolError with the matching code.
-Message parse_message(std::string_view body);
+// Throws ProtocolError with the matching code (bad_json, bad_version, unknown_type).
+Envelope parse_envelope(std::string_view body);
 
 }  // namespace eesched::net

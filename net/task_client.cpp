@@ -39,13 +39,13 @@ Result submit_and_wait(const Endpoint& coordinator, TaskRequest request, const S
         if (m->type == MessageType::Hello) continue;
         if (m->type == MessageType::Accepted) {
           backoff = std::chrono::milliseconds(100);
-          if (!accepted && options.on_accepted) options.on_accepted(read_message<Accepted>(m->body));
+          if (!accepted && options.on_accepted) options.on_accepted(m->as<Accepted>());
           accepted = true;
           continue;
         }
-        if (m->type == MessageType::Result) return read_message<Result>(m->body);
+        if (m->type == MessageType::Result) return m->as<Result>();
         if (m->type == MessageType::Error) {
-          const auto e = read_message<ErrorMsg>(m->body);
+          const auto e = m->as<ErrorMsg>();
           // A draining coordinator will be back: wait and resubmit, like a lost connection.
           if (e.code == codes::kShuttingDown) throw std::runtime_error(e.message);
           throw Refused("coordinator refused the task: " + e.message + " (" + e.code + ")");

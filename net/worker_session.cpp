@@ -221,12 +221,12 @@ struct WorkerSession::Impl {
     if (c != current()) return;
     try {
       switch (m.type) {
-        case MessageType::Hello: return on_hello(c, read_message<Hello>(m.body));
-        case MessageType::Registered: return on_registered(c, read_message<Registered>(m.body));
-        case MessageType::Assign: return on_assign(c, read_message<Assign>(m.body));
-        case MessageType::Cancel: return on_cancel(read_message<Cancel>(m.body));
+        case MessageType::Hello: return on_hello(c, m.as<Hello>());
+        case MessageType::Registered: return on_registered(c, m.as<Registered>());
+        case MessageType::Assign: return on_assign(c, m.as<Assign>());
+        case MessageType::Cancel: return on_cancel(m.as<Cancel>());
         case MessageType::Heartbeat: return;  // the coordinator is alive; the idle timer restarted
-        case MessageType::Error: return on_error(read_message<ErrorMsg>(m.body));
+        case MessageType::Error: return on_error(m.as<ErrorMsg>());
         default:
           return c->fail(codes::kUnexpected, std::string("a worker does not accept ") + message_type_name(m.type));
       }

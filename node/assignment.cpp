@@ -17,11 +17,8 @@ data::TaskSpec task_spec(const net::Endpoint& coordinator, const net::Assign& a,
   spec.model = a.model;
   spec.draft = a.draft;
   for (const auto& row : a.prompt_ids) spec.prompt_tokens = std::max<int64_t>(spec.prompt_tokens, static_cast<int64_t>(row.size()));
-  spec.max_new_tokens = a.max_new_tokens;
   spec.batch = static_cast<int64_t>(a.prompt_ids.size());
-  spec.temperature = a.temperature;
-  spec.top_p = a.top_p;
-  spec.seed = a.seed;
+  spec.generation = a.generation;
   spec.quality = arm.lossless() ? data::Quality::Exact : data::Quality::Tolerant;
   return spec;
 }

@@ -18,7 +18,7 @@ void DryRunExecutor::assign(net::Assign a, net::WorkerSession::ConnectionId from
     m.error = "this worker has no model '" + a.model + "'";
   } else {
     m.ok = true;
-    const auto n = std::clamp<int64_t>(a.max_new_tokens, 0, 4);
+    const auto n = std::clamp<int64_t>(a.generation.max_new_tokens, 0, 4);
     for (const auto& row : a.prompt_ids) {
       m.tokens.emplace_back(row.empty() ? 0 : static_cast<std::size_t>(n), row.empty() ? 0 : row.back());
       m.new_tokens += static_cast<int64_t>(m.tokens.back().size());

@@ -146,7 +146,7 @@ RunMetrics ModelExecutor::execute(const net::Assign& a) {
                                 draft ? draft->info.key_fingerprint : ""};
     if (auto why = accel::arm_refusal(arm, spec, pair)) throw std::runtime_error("arm " + arm.name + " cannot run here: " + *why);
     const auto prepared = cache_->get(target->info.row.fingerprint + "|" + (draft ? draft->info.row.fingerprint : ""), arm, pair);
-    return execute_task(*prepared, spec, a.prompt_ids, RunLimits{a.time_limit_ms, a.stop_ids});
+    return execute_task(*prepared, spec, a.prompt_ids, a.time_limit_ms);
   } catch (const std::exception& e) {
     return failed_run(e.what());
   } catch (...) {

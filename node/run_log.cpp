@@ -39,12 +39,15 @@ void RunLog::record(const net::Assign& a, const RunMetrics& m) {
       auto row = data::task_row(task_spec(coordinator_, a, arm.value_or(data::Arm{})), model_ids_.at(target->info.row.fingerprint),
                                 draft ? std::optional<int64_t>(model_ids_.at(draft->info.row.fingerprint)) : std::nullopt);
       row.prompt_ids = a.prompt_ids;  // encrypted, as received
-      row.request = nlohmann::json{{"stop_ids", a.stop_ids}, {"seed", a.seed}, {"time_limit_ms", a.time_limit_ms}}.dump();
       task_id = store_.insert_task(row);
     }
-    const auto result = nlohmann::json{{"tokens", m.tokens}}.dump();
+    data::TaskOutcome outcome;
+    outcome.tokens = m.tokens;  // encrypted
+    outcome.error = m.error;
+    outcome.arm = arm_name;
+    outcome.attempts = a.attempt;
     const auto run = data::run_row(m, task_id, worker_id_, arm_name, "coordinator", a.attempt);
-    if (!store_.finish_task_with_run(task_id, m.ok ? data::TaskStatus::Done : data::TaskStatus::Failed, result, run))
+    if (!store_.finish_task_with_run(task_id, m.ok ? data::TaskStatus::Done : data::TaskStatus::Failed, outcome, run))
       spdlog::debug("task {} attempt {}: already logged in {}", a.task_id, a.attempt, store_.path());
   } catch (const std::exception& e) {
     spdlog::warn("task {} attempt {}: cannot log the run in {}: {}", a.task_id, a.attempt, store_.path(), e.what());

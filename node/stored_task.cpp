@@ -41,12 +41,10 @@ RunMetrics StoredTaskRunner::run(const data::TaskRow& task, const data::Arm& arm
   const auto spec = data::task_spec(task);
   const accel::ModelPair pair{target.model, draft ? draft->model : nullptr, "", ""};
   const auto prepared = cache_.get(std::to_string(task.model_id) + "|" + (draft ? std::to_string(*task.draft_model_id) : ""), arm, pair);
-  RunLimits limits;
-  limits.time_limit_ms = time_limit_ms;
   auto warm = spec;
-  warm.max_new_tokens = std::min<int64_t>(spec.max_new_tokens, 4);
-  execute_task(*prepared, warm, task.prompt_ids, limits);
-  const auto m = execute_task(*prepared, spec, task.prompt_ids, limits);
+  warm.generation.max_new_tokens = std::min<int64_t>(spec.generation.max_new_tokens, 4);
+  execute_task(*prepared, warm, task.prompt_ids, time_limit_ms);
+  const auto m = execute_task(*prepared, spec, task.prompt_ids, time_limit_ms);
   auto row = data::run_row(m, task.id, worker_id_, arm.name, policy, 0);
   // Replays of the same task accumulate: the next free repeat index.
   for (row.repeat_index = 0; !store_.insert_run(row); ++row.repeat_index) {

@@ -112,8 +112,8 @@ SweepSummary run_sweep(const SweepOptions& o) {
       ids = synthetic_prompt(spec.id, spec.prompt_tokens, config.vocab_size);
     }
     // Keep the prompt's end when it would not fit with the new tokens (and speculative slack).
-    const int64_t room = config.max_position_embeddings - spec.max_new_tokens - 17;
-    if (room < 1) throw data::Error("task " + spec.id + ": " + std::to_string(spec.max_new_tokens) + " new tokens exceed the context");
+    const int64_t room = config.max_position_embeddings - spec.generation.max_new_tokens - 17;
+    if (room < 1) throw data::Error("task " + spec.id + ": " + std::to_string(spec.generation.max_new_tokens) + " new tokens exceed the context");
     if (static_cast<int64_t>(ids.size()) > room) ids.erase(ids.begin(), ids.end() - room);
     if (codec) ids = codec->encrypt(ids);
     p.spec.prompt_tokens = static_cast<int64_t>(ids.size());
@@ -183,15 +183,14 @@ SweepSummary run_sweep(const SweepOptions& o) {
             summary.skipped += 1;
           } else {
             const auto prepared = cache.get(models_id, *arm, pair);
-            RunLimits limits;
-            limits.time_limit_ms = run_limit_ms(measured, o.cap, limit_ms);
-            const bool capped = limits.time_limit_ms < limit_ms;
+            const double run_limit = run_limit_ms(measured, o.cap, limit_ms);
+            const bool capped = run_limit < limit_ms;
             if (warmed.insert(arm->name).second) {  // a short discarded run: first touch of the variant, allocator warm-up
               auto warm = p.spec;
-              warm.max_new_tokens = std::min<int64_t>(warm.max_new_tokens, 4);
-              execute_task(*prepared, warm, p.prompts, limits);
+              warm.generation.max_new_tokens = std::min<int64_t>(warm.generation.max_new_tokens, 4);
+              execute_task(*prepared, warm, p.prompts, run_limit);
             }
-            auto m = execute_task(*prepared, p.spec, p.prompts, limits);
+            auto m = execute_task(*prepared, p.spec, p.prompts, run_limit);
             if (capped && !m.ok && m.error.rfind("timeout", 0) == 0) {
               std::ostringstream cap;
               cap << o.cap;  // "3", not to_string's "3.000000"

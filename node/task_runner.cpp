@@ -11,17 +11,13 @@
 namespace eesched::node {
 
 RunMetrics execute_task(const accel::PreparedArm& arm, const data::TaskSpec& task,
-                        const std::vector<std::vector<int64_t>>& prompts, const RunLimits& limits) {
+                        const std::vector<std::vector<int64_t>>& prompts, double time_limit_ms) {
   RunMetrics m;
   m.started_at = data::iso_utc_now();
   try {
     runtime::GenerateOptions o;
-    o.max_new_tokens = task.max_new_tokens;
-    o.sampling.temperature = task.temperature;
-    o.sampling.top_p = task.top_p;
-    o.sampling.seed = task.seed;
-    o.stop_ids = limits.stop_ids;
-    o.time_limit_ms = limits.time_limit_ms;
+    o.generation = task.generation;
+    o.time_limit_ms = time_limit_ms;
     const auto r = accel::run_arm(arm, prompts, o);
     const auto& g = r.generation;
     m.latency_ms = g.total_ms;
@@ -33,7 +29,7 @@ RunMetrics execute_task(const accel::PreparedArm& arm, const data::TaskSpec& tas
     m.tokens = g.tokens;
     const bool timed_out = std::find(g.finish_reason.begin(), g.finish_reason.end(), "timeout") != g.finish_reason.end();
     m.ok = !timed_out;
-    if (timed_out) m.error = "timeout after " + std::to_string(static_cast<int64_t>(limits.time_limit_ms)) + " ms";
+    if (timed_out) m.error = "timeout after " + std::to_string(static_cast<int64_t>(time_limit_ms)) + " ms";
   } catch (const std::exception& e) {
     m.ok = false;
     m.error = e.what();

@@ -17,15 +17,11 @@ struct RunMetrics : data::RunMeasurement {
   std::vector<std::vector<int64_t>> tokens;  // per batch row
 };
 
-struct RunLimits {
-  double time_limit_ms = 0;            // 0: none
-  std::vector<int64_t> stop_ids;       // ids as the model sees them; empty: run to max_new_tokens
-};
-
-// Runs `task` (sampling, max_new_tokens) on `prompts` with the arm. Never throws for a failure
-// of the run itself: that is recorded in the metrics.
+// Runs `task` (its GenerationParams exactly as the client gave them) on `prompts` with the arm,
+// stopping after the step that crosses time_limit_ms (0: none). Never throws for a failure of the
+// run itself: that is recorded in the metrics.
 RunMetrics execute_task(const accel::PreparedArm& arm, const data::TaskSpec& task,
-                        const std::vector<std::vector<int64_t>>& prompts, const RunLimits& limits);
+                        const std::vector<std::vector<int64_t>>& prompts, double time_limit_ms = 0);
 
 
 // The ids a task without text uses: `n` ids drawn from [3, vocab) seeded by the task id, so every

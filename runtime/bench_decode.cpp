@@ -47,7 +47,7 @@ DecodeBenchResult bench_decode(const LlamaModel& model, const DecodeBenchOptions
   r.weight_bytes = static_cast<double>(model.weight_bytes());
 
   GenerateOptions g;
-  g.max_new_tokens = std::min<int64_t>(8, o.new_tokens);
+  g.generation.max_new_tokens = std::min<int64_t>(8, o.new_tokens);
   generate(model, {prompt}, g);  // warm-up: allocator, thread pools, page faults
 
   {
@@ -57,7 +57,7 @@ DecodeBenchResult bench_decode(const LlamaModel& model, const DecodeBenchOptions
     model.forward(at::tensor(prompt, at::kLong).view({1, -1}), {o.prompt_tokens}, cache, LogitsAt::Last);
     r.prefill_tokens_per_s = static_cast<double>(o.prompt_tokens) / seconds_since(t);
   }
-  g.max_new_tokens = o.new_tokens;
+  g.generation.max_new_tokens = o.new_tokens;
   // Our kernel and BLAS's, alternated (best of three each) so both see the same machine state.
   double ours = 1e30, blas = 1e30;
   for (int i = 0; i < 3; ++i) {

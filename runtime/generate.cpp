@@ -46,8 +46,8 @@ GenerateResult generate(const LlamaModel& model, const std::vector<std::vector<i
                         const GenerateOptions& options) {
   const auto& config = model.config();
   if (prompts.empty()) throw Error("generate: no prompts");
-  if (options.max_new_tokens < 1) throw Error("generate: max_new_tokens must be at least 1");
-  options.sampling.validate();
+  if (options.generation.max_new_tokens < 1) throw Error("generate: max_new_tokens must be at least 1");
+  validate(options.generation);
   std::size_t longest = 0;
   for (const auto& p : prompts) {
     if (p.empty()) throw Error("generate: empty prompt");
@@ -56,9 +56,9 @@ GenerateResult generate(const LlamaModel& model, const std::vector<std::vector<i
         throw Error("generate: token id " + std::to_string(id) + " outside the vocabulary of " + std::to_string(config.vocab_size));
     longest = std::max(longest, p.size());
   }
-  const int64_t capacity = static_cast<int64_t>(longest) + options.max_new_tokens;
+  const int64_t capacity = static_cast<int64_t>(longest) + options.generation.max_new_tokens;
   if (capacity > config.max_position_embeddings)
-    throw Error("generate: a prompt of " + std::to_string(longest) + " tokens plus " + std::to_string(options.max_new_tokens) +
+    throw Error("generate: a prompt of " + std::to_string(longest) + " tokens plus " + std::to_string(options.generation.max_new_tokens) +
                 " new tokens exceeds the model's context of " + std::to_string(config.max_position_embeddings));
 
   c10::InferenceMode inference;
@@ -69,7 +69,7 @@ GenerateResult generate(const LlamaModel& model, const std::vector<std::vector<i
   std::vector<bool> done(prompts.size(), false);
   std::vector<std::mt19937_64> rngs;
   for (int64_t b = 0; b < B; ++b) {
-    std::seed_seq seq{options.sampling.seed, static_cast<uint64_t>(b)};
+    std::seed_seq seq{options.generation.seed, static_cast<uint64_t>(b)};
     rngs.emplace_back(seq);
   }
   const auto start = Clock::now();
@@ -95,7 +95,7 @@ GenerateResult generate(const LlamaModel& model, const std::vector<std::vector<i
 
   const std::vector<int64_t> ones(prompts.size(), 1);
   auto last_token = start;
-  for (int64_t step = 0; step < options.max_new_tokens; ++step) {
+  for (int64_t step = 0; step < options.generation.max_new_tokens; ++step) {
     logits = logits.contiguous();
     const float* data = logits.data_ptr<float>();
     std::vector<int64_t> next(prompts.size(), 0);
@@ -103,8 +103,8 @@ GenerateResult generate(const LlamaModel& model, const std::vector<std::vector<i
     for (int64_t b = 0; b < B; ++b) {
       const auto ub = static_cast<std::size_t>(b);
       if (done[ub]) continue;
-      const int64_t tok = sample(data + b * config.vocab_size, config.vocab_size, options.sampling, rngs[ub]);
-      if (std::find(options.stop_ids.begin(), options.stop_ids.end(), tok) != options.stop_ids.end()) {
+      const int64_t tok = sample(data + b * config.vocab_size, config.vocab_size, options.generation, rngs[ub]);
+      if (std::find(options.generation.stop_ids.begin(), options.generation.stop_ids.end(), tok) != options.generation.stop_ids.end()) {
         done[ub] = true;
         result.finish_reason[ub] = "stop";
         continue;
@@ -117,7 +117,7 @@ GenerateResult generate(const LlamaModel& model, const std::vector<std::vector<i
     if (step == 0) result.ttft_ms = ms_since(start);
     else result.step_ms.push_back(ms_since(last_token));
     last_token = Clock::now();
-    if (all_done || step + 1 == options.max_new_tokens) break;
+    if (all_done || step + 1 == options.generation.max_new_tokens) break;
     if (options.time_limit_ms > 0 && ms_since(start) > options.time_limit_ms) {
       for (int64_t b = 0; b < B; ++b)
         if (!done[static_cast<std::size_t>(b)]) result.finish_reason[static_cast<std::size_t>(b)] = "timeout";

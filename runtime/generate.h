@@ -1,6 +1,6 @@
 #pragma once
 // The generation loop: prefill, then one token per step per sequence, with or without the KV
-// cache, until max_new_tokens or a stop id. Works on plaintext and encrypted models alike: it
+// cache, until the task's max_new_tokens or one of its stop ids. Works on plaintext and encrypted models alike: it
 // only ever sees token ids.
 #include <cstdint>
 #include <string>
@@ -13,9 +13,7 @@ namespace eesched::runtime {
 class LlamaModel;
 
 struct GenerateOptions {
-  int64_t max_new_tokens = 64;
-  SamplingParams sampling;
-  std::vector<int64_t> stop_ids;  // generation of a sequence ends at any of these (not emitted)
+  GenerationParams generation;    // the task's sampling and limits, as the client asked (data/generation.h)
   bool kv_cache = true;           // false: recompute the whole sequence every step (`plain`)
   double time_limit_ms = 0;       // > 0: stop after the step that crosses it, finish_reason "timeout"
 };

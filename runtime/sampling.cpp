@@ -19,10 +19,8 @@ std::vector<int64_t> ranked(const float* values, int64_t n) {
 
 }  // namespace
 
-void SamplingParams::validate() const {
-  if (!std::isfinite(temperature)) throw Error("temperature must be finite");
-  if (top_k < 0) throw Error("top-k must be >= 0");
-  if (!(top_p > 0.0 && top_p <= 1.0)) throw Error("top-p must be in (0, 1]");
+void validate(const GenerationParams& params) {
+  if (auto why = data::generation_refusal(params)) throw Error(*why);
 }
 
 int64_t argmax(const float* logits, int64_t n) {
@@ -33,7 +31,7 @@ int64_t argmax(const float* logits, int64_t n) {
   return best;
 }
 
-std::vector<float> sampling_distribution(const float* logits, int64_t n, const SamplingParams& p) {
+std::vector<float> sampling_distribution(const float* logits, int64_t n, const GenerationParams& p) {
   std::vector<float> probs(static_cast<std::size_t>(n), 0.0f);
   if (p.greedy()) {
     probs[static_cast<std::size_t>(argmax(logits, n))] = 1.0f;
@@ -80,7 +78,7 @@ int64_t draw(const std::vector<float>& probs, std::mt19937_64& rng) {
   return order[0];  // u fell past the last candidate through rounding
 }
 
-int64_t sample(const float* logits, int64_t n, const SamplingParams& params, std::mt19937_64& rng) {
+int64_t sample(const float* logits, int64_t n, const GenerationParams& params, std::mt19937_64& rng) {
   if (params.greedy()) return argmax(logits, n);
   return draw(sampling_distribution(logits, n, params), rng);
 }

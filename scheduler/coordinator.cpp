@@ -30,48 +30,15 @@
 #include "scheduler/placement.h"
 #include "scheduler/policies.h"
 #include "scheduler/selector.h"
+#include "scheduler/task_table.h"
+#include "scheduler/worker_pool.h"
 
 namespace eesched::scheduler {
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using ConnPtr = std::shared_ptr<net::Connection>;
 
 double us_since(Clock::time_point t) { return std::chrono::duration<double, std::micro>(Clock::now() - t).count(); }
-
-// A registered worker and what the coordinator has given it.
-struct Worker {
-  ConnPtr conn;
-  int64_t id = 0;  // store id
-  std::string name;
-  data::HardwareProfile hardware;
-  std::vector<net::ModelInfo> models;   // row.id set to the store id
-  std::optional<net::ModelInfo> draft;
-  bool dry_run = false;
-  std::deque<int64_t> outstanding;      // task ids assigned and unfinished, in assignment order
-  double queue_ms = 0;                  // predicted work outstanding
-};
-
-struct Task {
-  data::TaskRow row;
-  net::TaskRequest request;
-  std::string model_name;
-  int64_t attempts = 0;                  // attempts started
-  std::optional<uint64_t> worker_conn;   // assigned to (connection id), while running
-  std::string worker_name;
-  std::string arm;
-  bool explored = false;
-  double predicted_ms = 0;
-  std::optional<double> ppl_ratio;       // the assigned arm's measured ratio (lossy arms)
-  std::string policy;
-  Clock::time_point submitted_at;
-  // When the attempt should have started: workers run one task at a time, so a queued task's
-  // timeout counts from the moment the one before it on that worker finished.
-  std::optional<Clock::time_point> started_at;
-  std::set<int64_t> failed_on;           // worker ids where an attempt failed
-  std::string last_error;
-  std::vector<std::weak_ptr<net::Connection>> waiters;  // clients to answer
-};
 
 // What a connection is, once it says so.
 enum class Role { Unknown, Worker, Client };
@@ -98,11 +65,9 @@ struct Coordinator::Impl {
   std::condition_variable state_cv;  // stop() requested, or a running task finished
   data::Store store;
   std::map<uint64_t, Peer> peers;        // by connection id
-  std::map<uint64_t, Worker> workers;    // by connection id
-  std::map<int64_t, Task> tasks;         // unfinished, by task id
-  std::deque<int64_t> pending;           // waiting for a worker, FIFO
+  WorkerPool workers{store};             // registered workers (scheduler/worker_pool.h)
+  TaskTable tasks{store, options.max_attempts};  // unfinished tasks (scheduler/task_table.h)
   std::map<std::string, data::ModelRow> known_models;  // by name: the latest registered
-  std::map<std::pair<int64_t, int64_t>, std::optional<double>> acceptance;  // landmark cache
   History train_history;  // --train-db: what single-best and knn were fitted on (knn answers from it)
   std::mt19937_64 rng;
   bool draining = false;    // stop() called: no new Submits, no new assignments
@@ -150,7 +115,7 @@ struct Coordinator::Impl {
     }
   }
 
-  // ---- connections -------------------------------------------------------------------------
+  // ---- connections and roles ---------------------------------------------------------------
 
   void on_accept(asio::ip::tcp::socket socket) {
     net::Connection::Options co;
@@ -167,30 +132,31 @@ struct Coordinator::Impl {
     conn->send(net::to_message(net::Hello{nonce, "eesched-coordinator"}));
   }
 
+  // Each message was decoded once, by the connection (net/messages.h); here it meets its role.
   void on_message(const ConnPtr& conn, net::Message m) {
     std::unique_lock lock(mu);
     auto peer = peers.find(conn->id());
     if (peer == peers.end()) return;  // closing
     try {
       switch (m.type) {
-        case net::MessageType::Register: return on_register(conn, peer->second, net::read_message<net::Register>(m.body));
+        case net::MessageType::Register: return on_register(conn, peer->second, std::move(m.as<net::Register>()));
         case net::MessageType::Heartbeat:
           if (peer->second.role != Role::Worker) return conn->fail(net::codes::kUnexpected, "Heartbeat before Register");
           // Answered, so the worker can tell a silent coordinator from an idle one.
-          conn->send(net::to_message(net::Heartbeat{static_cast<int64_t>(workers.at(conn->id()).outstanding.size())}));
+          conn->send(net::to_message(net::Heartbeat{static_cast<int64_t>(workers.find(conn->id())->outstanding.size())}));
           return;
         case net::MessageType::Submit:
           if (peer->second.role == Role::Worker) return conn->fail(net::codes::kUnexpected, "a worker cannot submit tasks");
           peer->second.role = Role::Client;
-          return on_submit(conn, peer->second, net::read_message<net::Submit>(m.body).task);
+          return on_submit(conn, peer->second, std::move(m.as<net::Submit>().task));
         case net::MessageType::Result:
           if (peer->second.role != Role::Worker) return conn->fail(net::codes::kUnexpected, "only a registered worker sends Result");
-          return on_result(conn, net::read_message<net::Result>(m.body));
+          return on_result(conn, m.as<net::Result>());
         case net::MessageType::Cancel:
           if (peer->second.role == Role::Worker) return conn->fail(net::codes::kUnexpected, "a worker cannot cancel tasks");
-          return on_cancel(conn, net::read_message<net::Cancel>(m.body));
+          return on_cancel(conn, m.as<net::Cancel>());
         case net::MessageType::Error: {
-          const auto e = net::read_message<net::ErrorMsg>(m.body);
+          const auto& e = m.as<net::ErrorMsg>();
           spdlog::warn("{} reported an error: {}: {}", conn->peer(), e.code, e.message);
           return;
         }
@@ -217,17 +183,25 @@ struct Coordinator::Impl {
 
   void forget(const ConnPtr& conn, const std::string& reason) {
     peers.erase(conn->id());
-    const auto w = workers.find(conn->id());
-    if (w == workers.end()) return;
-    spdlog::warn("worker {} is gone ({}); {} task(s) to reassign", w->second.name, reason, w->second.outstanding.size());
-    const auto outstanding = w->second.outstanding;
-    workers.erase(w);
-    for (const int64_t id : outstanding) {
-      const auto t = tasks.find(id);
-      if (t != tasks.end()) t->second.worker_conn.reset();
+    const auto w = workers.remove(conn->id());
+    if (!w) return;
+    spdlog::warn("worker {} is gone ({}); {} task(s) to reassign", w->name, reason, w->outstanding.size());
+    for (const int64_t id : w->outstanding) {
+      if (Task* t = tasks.find(id)) t->worker_conn.reset();
       retry(id, "worker " + conn->peer() + " lost: " + reason, std::nullopt);
     }
     dispatch();
+  }
+
+  // A client waiting on a task may stay silent as long as it takes; an idle one is closed after
+  // the handshake timeout, so refused or finished clients cannot pile up connections.
+  void add_waiter(Task& t, const ConnPtr& conn, Peer& peer) {
+    t.waiters.push_back(conn);
+    if (++peer.waiting == 1) conn->set_idle_timeout(std::chrono::milliseconds(0));
+  }
+  void drop_waiter(const ConnPtr& conn) {
+    const auto peer = peers.find(conn->id());
+    if (peer != peers.end() && --peer->second.waiting == 0) conn->set_idle_timeout(options.handshake_timeout);
   }
 
   // ---- workers -----------------------------------------------------------------------------
@@ -265,21 +239,16 @@ struct Coordinator::Impl {
     for (const auto& m : w.models) names += (names.empty() ? "" : ", ") + m.row.name;
     spdlog::info("worker {} registered from {} ({} threads, {:.0f} GFLOP/s): {}{}{}", w.name, conn->peer(), w.hardware.threads,
                  w.hardware.gflops, names, w.draft ? ", draft " + w.draft->row.name : "", w.dry_run ? " [dry run]" : "");
-    workers[conn->id()] = std::move(w);
+    workers.add(conn->id(), std::move(w));
     dispatch();
   }
 
   // ---- clients -----------------------------------------------------------------------------
 
-  // Does a worker's model serve this request (name, and key when both sides name one)?
-  static bool serves(const net::ModelInfo& m, const net::TaskRequest& r) {
-    return m.row.name == r.model && (r.key_fingerprint.empty() || m.key_fingerprint.empty() || m.key_fingerprint == r.key_fingerprint);
-  }
-
   // The model row a new task refers to, or why it cannot be accepted.
   std::optional<data::ModelRow> model_for(const net::TaskRequest& r, std::string& why) {
     std::string other_key;
-    for (const auto& [id, w] : workers)
+    for (const auto& [id, w] : workers.all())
       for (const auto& m : w.models) {
         if (serves(m, r)) return m.row;
         if (m.row.name == r.model) other_key = m.key_fingerprint;
@@ -293,17 +262,6 @@ struct Coordinator::Impl {
     if (known != known_models.end()) return known->second;  // a worker that held it may come back
     why = "no worker has registered model '" + r.model + "'";
     return std::nullopt;
-  }
-
-  // A client waiting on a task may stay silent as long as it takes; an idle one is closed after
-  // the handshake timeout, so refused or finished clients cannot pile up connections.
-  void add_waiter(Task& t, const ConnPtr& conn, Peer& peer) {
-    t.waiters.push_back(conn);
-    if (++peer.waiting == 1) conn->set_idle_timeout(std::chrono::milliseconds(0));
-  }
-  void drop_waiter(const ConnPtr& conn) {
-    const auto peer = peers.find(conn->id());
-    if (peer != peers.end() && --peer->second.waiting == 0) conn->set_idle_timeout(options.handshake_timeout);
   }
 
   void on_submit(const ConnPtr& conn, Peer& peer, net::TaskRequest r) {
@@ -326,35 +284,27 @@ struct Coordinator::Impl {
     const auto model = model_for(r, why);
     if (!model) return void(conn->send(net::make_error(net::codes::kNoWorker, why)));
     if (r.request_id.empty()) r.request_id = "req-" + net::make_nonce().substr(0, 24);
-
-    Task t;
-    t.request = r;
-    t.model_name = r.model;
-    t.submitted_at = received;
-    t.row = data::task_row(spec_of(r), model->id);
-    t.row.prompt_ids = r.prompt_ids;  // encrypted, as the client sent them
-    t.row.request = request_json(r).dump();
-    t.row.id = store.insert_task(t.row);  // persisted before anything else happens to it
-    t.row.prompt_ids.clear();             // the request keeps the one copy in memory
-    const int64_t id = t.row.id;
-    add_waiter(tasks.emplace(id, std::move(t)).first->second, conn, peer);
-    pending.push_back(id);
+    const auto spec = spec_of(r);
+    Task& t = tasks.accept(std::move(r), spec, model->id, received);
+    add_waiter(t, conn, peer);
     ++counters.accepted;
-    conn->send(net::to_message(net::Accepted{id, r.request_id}));
+    conn->send(net::to_message(net::Accepted{t.row.id, t.request.request_id}));
     dispatch();
   }
 
-  // A request_id we know: answer from the store, or wait with the others.
+  // A request_id we know: wait with the others, or the answer rebuilt from the stored task.
   void reattach(const ConnPtr& conn, Peer& peer, const data::TaskRow& row) {
-    const auto live = tasks.find(row.id);
-    if (live != tasks.end()) {
-      add_waiter(live->second, conn, peer);
+    if (Task* live = tasks.find(row.id)) {
+      add_waiter(*live, conn, peer);
       conn->send(net::to_message(net::Accepted{row.id, row.ext_id}));
       return;
     }
-    if (!row.result.empty()) {
+    const bool finished = row.status == data::TaskStatus::Done || row.status == data::TaskStatus::Failed ||
+                          row.status == data::TaskStatus::Cancelled;
+    if (finished && row.from_client) {
+      const auto run = row.outcome.run_id ? store.find_run(*row.outcome.run_id) : std::nullopt;
       conn->send(net::to_message(net::Accepted{row.id, row.ext_id}));
-      conn->send(nlohmann::json::parse(row.result));
+      conn->send(net::to_message(stored_result(row, run)));
       return;
     }
     conn->send(net::make_error(net::codes::kNotFound, "task '" + row.ext_id + "' is " + data::task_status_name(row.status) +
@@ -367,28 +317,26 @@ struct Coordinator::Impl {
       const auto row = store.find_task_by_ext_id(c.request_id);
       if (row) id = row->id;
     }
-    const auto it = tasks.find(id);
-    if (it == tasks.end()) return void(conn->send(net::make_error(net::codes::kNotFound, "no unfinished task to cancel", id)));
-    Task& t = it->second;
+    Task* t = tasks.find(id);
+    if (!t) return void(conn->send(net::make_error(net::codes::kNotFound, "no unfinished task to cancel", id)));
     // Task ids are sequential, so anyone could name one: by id, only a client waiting on the
     // task may cancel it; a request id is the client's own secret-enough handle.
-    const bool waiter = std::any_of(t.waiters.begin(), t.waiters.end(), [&](const std::weak_ptr<net::Connection>& w) {
+    const bool waiter = std::any_of(t->waiters.begin(), t->waiters.end(), [&](const std::weak_ptr<net::Connection>& w) {
       const auto c = w.lock();
       return c && c->id() == conn->id();
     });
     if (c.request_id.empty() && !waiter)
       return void(conn->send(net::make_error(net::codes::kNotFound, "no unfinished task of this connection to cancel", id)));
-    if (t.worker_conn) {
-      const auto w = workers.find(*t.worker_conn);
-      if (w != workers.end()) {
-        w->second.conn->send(net::to_message(net::Cancel{id, ""}));
-        unassign(w->second, t);
+    if (t->worker_conn) {
+      if (Worker* w = workers.find(*t->worker_conn)) {
+        w->conn->send(net::to_message(net::Cancel{id, ""}));
+        unassign(*w, *t);
       }
     }
-    pending.erase(std::remove(pending.begin(), pending.end(), id), pending.end());
-    net::Result res = result_of(t, "cancelled");
+    tasks.drop_pending(id);
+    net::Result res = tasks.result_of(*t, "cancelled");
     res.report.error = "cancelled";
-    finish(id, data::TaskStatus::Cancelled, res, std::nullopt);
+    answer(tasks.finish(id, data::TaskStatus::Cancelled, std::move(res), std::nullopt));
     ++counters.cancelled;
     dispatch();
   }
@@ -397,29 +345,28 @@ struct Coordinator::Impl {
 
   void on_result(const ConnPtr& conn, const net::Result& r) {
     const auto received = Clock::now();
-    auto w = workers.find(conn->id());
-    if (w == workers.end()) return;
-    const auto it = tasks.find(r.task_id);
+    Worker* w = workers.find(conn->id());
+    if (!w) return;
+    Task* t = tasks.find(r.task_id);
     // Late answers of superseded attempts (reassigned, cancelled) are dropped: one result per task.
-    if (it == tasks.end() || it->second.worker_conn != conn->id() || it->second.attempts != r.attempt) {
-      spdlog::debug("dropping a stale result for task {} attempt {} from {}", r.task_id, r.attempt, w->second.name);
+    if (!t || t->worker_conn != conn->id() || t->attempts != r.attempt) {
+      spdlog::debug("dropping a stale result for task {} attempt {} from {}", r.task_id, r.attempt, w->name);
       return;
     }
-    Task& t = it->second;
-    unassign(w->second, t);
-    data::RunRow run = run_row(t, w->second.id, r.report);
+    unassign(*w, *t);
+    auto run = data::run_row(r.report, t->row.id, w->id, t->arm, t->policy, t->attempts);  // one row per attempt
+    run.explored = t->explored;
     if (!r.report.ok) {
-      spdlog::warn("task {} attempt {} failed on {} ({}): {}", t.row.id, t.attempts, w->second.name, t.arm, r.report.error);
+      spdlog::warn("task {} attempt {} failed on {} ({}): {}", t->row.id, t->attempts, w->name, t->arm, r.report.error);
       store.insert_run(run);
-      t.failed_on.insert(w->second.id);
-      retry(t.row.id, r.report.error, w->second.id);
+      retry(t->row.id, r.report.error, w->id);
       dispatch();
       return;
     }
-    if (r.report.acceptance_rate) acceptance.clear();  // the landmark moved
-    net::Result res = result_of(t, "done");
+    if (r.report.acceptance_rate) workers.landmarks_changed();
+    net::Result res = tasks.result_of(*t, "done");
     res.report = r.report;
-    finish(t.row.id, data::TaskStatus::Done, res, run);
+    answer(tasks.finish(t->row.id, data::TaskStatus::Done, std::move(res), run));
     ++counters.completed;
     if (options.record_timings) counters.result_to_reply_us.push_back(us_since(received));
     dispatch();
@@ -427,115 +374,54 @@ struct Coordinator::Impl {
 
   // An attempt ended without a result: try again elsewhere, or fail the task.
   void retry(int64_t id, const std::string& error, std::optional<int64_t> failed_worker) {
-    const auto it = tasks.find(id);
-    if (it == tasks.end()) return;
-    Task& t = it->second;
-    t.worker_conn.reset();
-    t.last_error = error;
-    if (failed_worker) t.failed_on.insert(*failed_worker);
-    if (t.attempts >= options.max_attempts) {
-      net::Result res = result_of(t, "failed");
-      res.report.error = "failed after " + std::to_string(t.attempts) + " attempt(s): " + error;
-      finish(id, data::TaskStatus::Failed, res, std::nullopt);
+    const bool known = tasks.find(id) != nullptr;
+    if (auto done = tasks.retry(id, error, failed_worker)) {
+      answer(std::move(*done));
       ++counters.failed;
-      return;
+    } else if (known) {
+      ++counters.reassigned;
     }
-    ++counters.reassigned;
-    pending.push_front(id);  // it has waited longest
   }
 
-  // Records the final state (with its run, in one transaction) and answers every waiter.
-  void finish(int64_t id, data::TaskStatus status, const net::Result& res, const std::optional<data::RunRow>& run) {
-    const auto it = tasks.find(id);
-    const auto body = net::to_message(res);
-    try {
-      if (run) {
-        store.finish_task_with_run(id, status, body.dump(), *run);
-      } else {
-        store.finish_task(id, status, body.dump());
-      }
-    } catch (const std::exception& e) {
-      // The client still gets its answer; the store will re-run the task after a restart.
-      spdlog::error("task {}: cannot record its result: {}", id, e.what());
-    }
-    const auto waiters = std::move(it->second.waiters);
-    tasks.erase(it);
+  // Answers every client waiting on a finished task.
+  void answer(const Finished& f) {
     if (draining) state_cv.notify_all();
-    for (const auto& weak : waiters) {
+    if (f.waiters.empty()) return;
+    const auto body = net::to_message(f.result);
+    for (const auto& weak : f.waiters) {
       const auto c = weak.lock();
       if (!c) continue;
       drop_waiter(c);
       try {
         c->send(body);
       } catch (const net::ProtocolError& e) {  // a result over the frame limit
-        c->send(net::make_error(net::codes::kTaskFailed, std::string("the result cannot be sent: ") + e.what(), id));
+        c->send(net::make_error(net::codes::kTaskFailed, std::string("the result cannot be sent: ") + e.what(), f.task_id));
       }
     }
   }
 
-  net::Result result_of(const Task& t, const std::string& status) const {
-    net::Result r;
-    r.task_id = t.row.id;
-    r.attempt = t.attempts;
-    r.request_id = t.request.request_id;
-    r.status = status;
-    r.worker = t.worker_name;
-    r.arm = t.arm;
-    r.explored = t.explored;
-    r.attempts = t.attempts;
-    r.predicted_ms = t.predicted_ms;
-    r.ppl_ratio = t.ppl_ratio;
-    r.report.error = t.last_error;
-    return r;
-  }
-
-  data::RunRow run_row(const Task& t, int64_t worker_id, const net::RunReport& rep) const {
-    auto run = data::run_row(rep, t.row.id, worker_id, t.arm, t.policy, t.attempts);  // one row per attempt
-    run.explored = t.explored;
-    return run;
-  }
-
   void unassign(Worker& w, Task& t) {
-    w.outstanding.erase(std::remove(w.outstanding.begin(), w.outstanding.end(), t.row.id), w.outstanding.end());
-    w.queue_ms = std::max(0.0, w.queue_ms - t.predicted_ms);
+    const auto next = workers.unassign(w, t.row.id, t.predicted_ms);
     t.worker_conn.reset();
     t.started_at.reset();
-    if (!w.outstanding.empty()) {  // the next one on that worker starts now
-      const auto next = tasks.find(w.outstanding.front());
-      if (next != tasks.end() && !next->second.started_at) next->second.started_at = Clock::now();
+    if (next) {  // the next one on that worker starts now
+      Task* n = tasks.find(*next);
+      if (n && !n->started_at) n->started_at = Clock::now();
     }
   }
 
-  // ---- scheduling --------------------------------------------------------------------------
+  // ---- placement ---------------------------------------------------------------------------
 
   static data::TaskSpec spec_of(const net::TaskRequest& r) {
     data::TaskSpec s;
     s.id = r.request_id;
     s.model = r.model;
     s.prompt_tokens = r.prompt_ids.empty() ? 0 : static_cast<int64_t>(r.prompt_ids.front().size());
-    s.max_new_tokens = r.max_new_tokens;
     s.batch = static_cast<int64_t>(r.prompt_ids.size());
-    s.temperature = r.temperature;
-    s.top_p = r.top_p;
+    s.generation = r.generation;
     s.quality = r.quality;
-    s.seed = r.seed;
     s.max_ppl_ratio = r.max_ppl_ratio;
     return s;
-  }
-
-  // The request minus its prompt ids (stored in their own column).
-  static nlohmann::json request_json(const net::TaskRequest& r) {
-    nlohmann::json j = r;
-    j.erase("prompt_ids");
-    return j;
-  }
-
-  // draft_id nullopt: the model drafting itself (qspecK arms).
-  std::optional<double> landmark(int64_t model_id, std::optional<int64_t> draft_id) {
-    const auto key = std::make_pair(model_id, draft_id.value_or(-1));
-    const auto it = acceptance.find(key);
-    if (it != acceptance.end()) return it->second;
-    return acceptance[key] = store.mean_acceptance(model_id, draft_id);
   }
 
   struct Pick {
@@ -547,85 +433,61 @@ struct Coordinator::Impl {
   // The (worker, arm) for a task among the workers that can take it now, or none: placement
   // (scheduler/placement.h) decides, exactly as replay and cross-validation evaluate it.
   std::optional<Pick> pick(const Task& t) {
-    std::vector<Worker*> candidates;
-    for (auto& [cid, w] : workers) {
-      if (static_cast<int>(w.outstanding.size()) >= options.max_outstanding) continue;
-      if (std::none_of(w.models.begin(), w.models.end(), [&](const net::ModelInfo& m) { return serves(m, t.request); })) continue;
-      candidates.push_back(&w);
-    }
-    // Prefer workers where it has not failed yet; fall back to them rather than wait forever.
-    std::vector<Worker*> fresh;
-    for (auto* w : candidates)
-      if (!t.failed_on.count(w->id)) fresh.push_back(w);
-    if (!fresh.empty()) candidates.swap(fresh);
+    const auto candidates = workers.candidates(t.request, t.failed_on, options.max_outstanding);
     if (candidates.empty()) return std::nullopt;
-
-    std::vector<WorkerState> states;
-    states.reserve(candidates.size());
-    for (Worker* w : candidates) {
-      const auto& model = *std::find_if(w->models.begin(), w->models.end(), [&](const net::ModelInfo& m) { return serves(m, t.request); });
-      WorkerState s;
-      s.id = static_cast<int64_t>(w->conn->id());
-      s.hardware = w->hardware;
-      s.model = model.row;
-      if (w->draft) {
-        s.draft = w->draft->row;
-        s.landmarks.acceptance_rate = landmark(model.row.id, w->draft->row.id);
-      }
-      s.landmarks.self_acceptance_rate = landmark(model.row.id, std::nullopt);
-      s.queue_ms = w->queue_ms;
-      states.push_back(std::move(s));
-    }
     const PlacementTask task{t.row.id, spec_of(t.request), t.request.arm, {}};
-    const auto choice = place(task, states, candidates_arms, *policy, options.explore, rng);
+    const auto choice = place(task, candidates, candidates_arms, *policy, options.explore, rng);
     if (!choice) return std::nullopt;
     Pick p;
-    p.worker = &workers.at(static_cast<uint64_t>(choice->worker));
+    p.worker = workers.find(static_cast<uint64_t>(choice->worker));
     p.choice = *choice;
-    const auto& model = *std::find_if(p.worker->models.begin(), p.worker->models.end(),
-                                      [&](const net::ModelInfo& m) { return serves(m, t.request); });
-    const auto q = model.row.quality.find(data::quality_key(choice->arm));
-    if (q != model.row.quality.end()) p.ppl_ratio = q->second.ppl_ratio;
+    const auto& quality = workers.model_for(*p.worker, t.request).row.quality;
+    const auto q = quality.find(data::quality_key(choice->arm));
+    if (q != quality.end()) p.ppl_ratio = q->second.ppl_ratio;
     return p;
   }
 
   // Assigns as many pending tasks as workers can take, oldest first.
   void dispatch() {
     if (draining) return;
-    std::deque<int64_t> waiting;
+    std::deque<int64_t> queue = tasks.take_pending(), waiting;
     std::set<std::string> blocked;  // (model, key) with no worker free this pass: skip their other tasks
-    while (!pending.empty()) {
-      const int64_t id = pending.front();
-      pending.pop_front();
-      const auto it = tasks.find(id);
-      if (it == tasks.end()) continue;
-      Task& t = it->second;
-      const std::string group = t.request.model + "/" + t.request.key_fingerprint;
+    while (!queue.empty()) {
+      const int64_t id = queue.front();
+      queue.pop_front();
+      Task* t = tasks.find(id);
+      if (!t) continue;
+      const std::string group = t->request.model + "/" + t->request.key_fingerprint;
       if (blocked.count(group)) {
         waiting.push_back(id);
         continue;
       }
       try {
-        const auto p = pick(t);
+        const auto p = pick(*t);
         if (p) {
-          assign(t, *p);
+          assign(*t, *p);
           continue;
         }
         // Tasks that failed on every free worker may still fit elsewhere; others of the group cannot.
-        if (t.failed_on.empty()) blocked.insert(group);
+        if (t->failed_on.empty()) blocked.insert(group);
         waiting.push_back(id);
       } catch (const std::exception& e) {
         // No worker can ever run it (an arm that does not apply, a broken selector input):
         // fail this task now; the others go on.
-        t.attempts = options.max_attempts;
         try {
-          retry(id, std::string("cannot schedule: ") + e.what(), std::nullopt);
+          if (auto done = tasks.fail_now(id, std::string("cannot schedule: ") + e.what())) {
+            answer(std::move(*done));
+            ++counters.failed;
+          }
         } catch (const std::exception& again) {
           spdlog::error("task {}: {}", id, again.what());
         }
       }
     }
-    pending.swap(waiting);
+    // What retries re-queued meanwhile goes first: it has waited longest.
+    auto requeued = tasks.take_pending();
+    requeued.insert(requeued.end(), waiting.begin(), waiting.end());
+    tasks.requeue(std::move(requeued));
   }
 
   void assign(Task& t, const Pick& p) {
@@ -639,8 +501,7 @@ struct Coordinator::Impl {
     t.ppl_ratio = p.ppl_ratio;
     t.policy = !t.request.arm.empty() ? "client" : policy_label;
     if (w.outstanding.empty()) t.started_at = Clock::now();
-    w.outstanding.push_back(t.row.id);
-    w.queue_ms += p.choice.predicted_ms;
+    workers.assign(w, t.row.id, p.choice.predicted_ms);
     // The store keeps such a task `pending` until its result: a restart re-queues it either way,
     // and one write fewer per task is throughput.
 
@@ -648,27 +509,27 @@ struct Coordinator::Impl {
     a.task_id = t.row.id;
     a.attempt = t.attempts;
     a.arm = p.choice.arm.name;
-    a.model = t.model_name;
+    a.model = t.request.model;
     if (p.choice.arm.needs_draft() && w.draft) a.draft = w.draft->row.name;
     a.prompt_ids = t.request.prompt_ids;
-    a.stop_ids = t.request.stop_ids;
-    a.max_new_tokens = t.request.max_new_tokens;
-    a.temperature = t.request.temperature;
-    a.top_p = t.request.top_p;
-    a.seed = t.request.seed;
+    a.generation = t.request.generation;  // the client's, unchanged
     a.time_limit_ms = static_cast<double>(options.task_timeout.count());
     try {
       w.conn->send(net::to_message(a));
     } catch (const net::ProtocolError& e) {
       unassign(w, t);
-      t.attempts = options.max_attempts;
-      retry(t.row.id, std::string("the task cannot be sent to a worker: ") + e.what(), std::nullopt);
+      if (auto done = tasks.fail_now(t.row.id, std::string("the task cannot be sent to a worker: ") + e.what())) {
+        answer(std::move(*done));
+        ++counters.failed;
+      }
       return;
     }
     if (options.record_timings) counters.submit_to_assign_us.push_back(us_since(t.submitted_at));
     spdlog::debug("task {} attempt {} -> {} ({}, predicted {:.1f} ms{})", t.row.id, t.attempts, w.name, t.arm, t.predicted_ms,
                   t.explored ? ", explored" : "");
   }
+
+  // ---- deadlines and recovery --------------------------------------------------------------
 
   // Every 250 ms: attempts past task_timeout are reassigned.
   void sweep() {
@@ -692,16 +553,15 @@ struct Coordinator::Impl {
   void reassign_late() {
     const auto now = Clock::now();
     std::vector<int64_t> late;
-    for (auto& [id, t] : tasks)
+    for (auto& [id, t] : tasks.tasks())
       if (t.worker_conn && t.started_at && now - *t.started_at > options.task_timeout) late.push_back(id);
     for (const int64_t id : late) {
-      Task& t = tasks.at(id);
-      const auto w = workers.find(*t.worker_conn);
+      Task& t = *tasks.find(id);
       int64_t wid = 0;
-      if (w != workers.end()) {
-        w->second.conn->send(net::to_message(net::Cancel{id, ""}));
-        wid = w->second.id;
-        unassign(w->second, t);
+      if (Worker* w = workers.find(*t.worker_conn)) {
+        w->conn->send(net::to_message(net::Cancel{id, ""}));
+        wid = w->id;
+        unassign(*w, t);
       }
       spdlog::warn("task {} attempt {} timed out on {}", id, t.attempts, t.worker_name);
       retry(id, "timed out after " + std::to_string(options.task_timeout.count()) + " ms on " + t.worker_name, wid);
@@ -712,32 +572,7 @@ struct Coordinator::Impl {
   // Tasks accepted before a crash or stop and never finished: back in the queue.
   void recover() {
     std::lock_guard lock(mu);
-    std::map<int64_t, std::string> model_names;
-    for (const auto& m : store.models()) model_names[m.id] = m.name;
-    for (const auto status : {data::TaskStatus::Running, data::TaskStatus::Pending}) {
-      for (auto& row : store.tasks_with_status(status)) {
-        Task t;
-        try {
-          auto req = nlohmann::json::parse(row.request);
-          req["prompt_ids"] = row.prompt_ids;
-          if (!req.contains("model")) continue;  // not a client's task (e.g. a sweep's)
-          t.request = req.get<net::TaskRequest>();
-        } catch (const std::exception& e) {
-          spdlog::warn("task {} cannot be recovered ({}); marking it failed", row.id, e.what());
-          store.finish_task(row.id, data::TaskStatus::Failed, "");
-          continue;
-        }
-        t.model_name = t.request.model;
-        t.row = row;
-        t.row.prompt_ids.clear();  // the request keeps the one copy in memory
-        t.submitted_at = Clock::now();
-        const int64_t id = row.id;
-        tasks.emplace(id, std::move(t));
-        pending.push_back(id);
-        ++counters.recovered;
-      }
-    }
-    std::sort(pending.begin(), pending.end());
+    counters.recovered = tasks.recover();
     if (counters.recovered > 0) spdlog::info("recovered {} unfinished task(s) from {}", counters.recovered, store.path());
   }
 };
@@ -801,13 +636,14 @@ void Coordinator::run() {
     // store for the next start.
     std::unique_lock lock(s.mu);
     const auto idle = [&s] {
-      return std::none_of(s.tasks.begin(), s.tasks.end(), [](const auto& kv) { return kv.second.worker_conn.has_value(); });
+      return std::none_of(s.tasks.tasks().begin(), s.tasks.tasks().end(),
+                          [](const auto& kv) { return kv.second.worker_conn.has_value(); });
     };
     if (!idle()) spdlog::info("draining: waiting up to {} ms for running tasks", s.options.drain_timeout.count());
     const auto deadline = std::chrono::steady_clock::now() + s.options.drain_timeout;
     while (!idle() && !s.force_stop && std::chrono::steady_clock::now() < deadline) s.state_cv.wait_for(lock, std::chrono::milliseconds(100));
     s.stopped = true;
-    for (auto& [id, w] : s.workers) w.conn->close("coordinator stopping");
+    for (auto& [id, w] : s.workers.all()) w.conn->close("coordinator stopping");
     s.sweep_timer.cancel();
     spdlog::info("stopped; {} unfinished task(s) kept for the next start", s.tasks.size());
   }
@@ -832,7 +668,7 @@ CoordinatorStats Coordinator::stats() const {
   std::lock_guard lock(impl_->mu);
   CoordinatorStats st = impl_->counters;
   st.live_workers = static_cast<int64_t>(impl_->workers.size());
-  st.pending = static_cast<int64_t>(impl_->pending.size());
+  st.pending = static_cast<int64_t>(impl_->tasks.pending_count());
   st.running = static_cast<int64_t>(impl_->tasks.size()) - st.pending;
   return st;
 }

@@ -8,10 +8,8 @@
 #include <nlohmann/json.hpp>
 
 namespace eesched::scheduler {
-namespace {
 
-// What makes two workers indistinguishable to a policy: every input of the task's features and
-// of admissibility. bench-dispatch's 16 identical workers cost one decision, not 16.
+// bench-dispatch's 16 identical workers cost one decision, not 16.
 std::string profile_key(const WorkerState& w) {
   const auto& h = w.hardware;
   fmt::memory_buffer key;
@@ -22,8 +20,6 @@ std::string profile_key(const WorkerState& w) {
   for (const auto& [transform, q] : w.model.quality) fmt::format_to(std::back_inserter(key), "|{}={}", transform, q.ppl_ratio);
   return fmt::to_string(key);
 }
-
-}  // namespace
 
 std::vector<data::Arm> admissible_arms(const std::vector<data::Arm>& candidates, const data::TaskSpec& spec,
                                        const data::QualityTable& quality, std::string* why_none) {
@@ -54,6 +50,15 @@ WorkerState worker_state(const TaskCase& c) {
 std::optional<Choice> place(const PlacementTask& task, const std::vector<WorkerState>& workers,
                             const std::vector<data::Arm>& candidates, const Policy& policy, double explore,
                             std::mt19937_64& rng) {
+  std::vector<const WorkerState*> pointers;
+  pointers.reserve(workers.size());
+  for (const auto& w : workers) pointers.push_back(&w);
+  return place(task, pointers, candidates, policy, explore, rng);
+}
+
+std::optional<Choice> place(const PlacementTask& task, const std::vector<const WorkerState*>& workers,
+                            const std::vector<data::Arm>& candidates, const Policy& policy, double explore,
+                            std::mt19937_64& rng) {
   if (workers.empty()) return std::nullopt;
   std::vector<data::Arm> pinned;
   if (!task.pinned_arm.empty()) pinned.push_back(data::parse_arm(task.pinned_arm));
@@ -63,8 +68,9 @@ std::optional<Choice> place(const PlacementTask& task, const std::vector<WorkerS
   constexpr std::size_t kNone = static_cast<std::size_t>(-1);
   std::map<std::string, std::size_t> by_profile;  // -> its option, or kNone when it admits no arm
   std::string why;
-  for (const auto& w : workers) {
-    const auto [seen, fresh] = by_profile.emplace(profile_key(w), options.size());
+  for (const WorkerState* ws : workers) {
+    const WorkerState& w = *ws;
+    const auto [seen, fresh] = by_profile.emplace(w.profile.empty() ? profile_key(w) : w.profile, options.size());
     if (!fresh) {
       // The same decision either way: keep the one that is free sooner (the first on ties).
       if (seen->second != kNone) {

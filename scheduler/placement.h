@@ -33,7 +33,12 @@ struct WorkerState {
   data::Landmarks landmarks;            // measured acceptance rates of its draft pairs
   double queue_ms = 0;                  // predicted work queued on it
   double cost_weight = 1;
+  std::string profile;                  // profile_key(*this), when the caller caches it; empty: computed per decision
 };
+
+// What makes two workers indistinguishable to a policy: every input of the task's features and
+// of admissibility (not the queue). Alike workers are scored once.
+std::string profile_key(const WorkerState& w);
 
 struct PlacementTask {
   int64_t task_id = 0;
@@ -62,6 +67,9 @@ std::vector<data::Arm> admissible_arms(const std::vector<data::Arm>& candidates,
 // tasks only) another admissible arm on the chosen worker is run instead, marked explored, so
 // history keeps covering every arm. Workers alike in everything the policy sees are scored once.
 // Throws Unplaceable (see above).
+std::optional<Choice> place(const PlacementTask& task, const std::vector<const WorkerState*>& workers,
+                            const std::vector<data::Arm>& candidates, const Policy& policy, double explore,
+                            std::mt19937_64& rng);
 std::optional<Choice> place(const PlacementTask& task, const std::vector<WorkerState>& workers,
                             const std::vector<data::Arm>& candidates, const Policy& policy, double explore,
                             std::mt19937_64& rng);

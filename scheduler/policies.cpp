@@ -90,15 +90,15 @@ class Heuristic final : public Policy {
     const bool memory_bound = c.model.weight_bytes > 100'000'000;  // beyond L3: bytes per token rule
     // Speculative decoding pays off on long greedy generations with a draft that is accepted often.
     const bool good_draft = c.landmarks.acceptance_rate.value_or(0.0) >= 0.5;
-    if (t.batch == 1 && t.greedy() && t.max_new_tokens >= 32 && good_draft) {
+    if (t.batch == 1 && t.greedy() && t.generation.max_new_tokens >= 32 && good_draft) {
       if (tolerant && has(c, "kv+int8+spec4")) return "kv+int8+spec4";
       if (has(c, "kv+spec4")) return "kv+spec4";
     }
     if (tolerant && memory_bound && has(c, "kv+int8")) return "kv+int8";
     // Lossless and memory-bound: the model's own int8 copy drafts ~4x cheaper than a step and is
     // almost always right, so long generations gain; the draft's extra prefill loses on short ones.
-    if (t.batch == 1 && t.greedy() && t.max_new_tokens >= 32 && memory_bound && has(c, "kv+qspec6")) return "kv+qspec6";
-    if (t.max_new_tokens <= 1 && has(c, "plain")) return "plain";  // one token: the cache buys nothing
+    if (t.batch == 1 && t.greedy() && t.generation.max_new_tokens >= 32 && memory_bound && has(c, "kv+qspec6")) return "kv+qspec6";
+    if (t.generation.max_new_tokens <= 1 && has(c, "plain")) return "plain";  // one token: the cache buys nothing
     return has(c, "kv") ? "kv" : c.arms.front().name;
   }
 };

@@ -8,7 +8,7 @@ cd "${1:-$(dirname "$0")/..}" || exit 2
 declare -A allowed=(
   [data]="data"
   [net]="net data"
-  [runtime]="runtime"
+  [runtime]="runtime data"  # data: only the header-only data/generation.h (checked below)
   [ee]="ee runtime data"  # data: the manifest records data::QualityTable (DESIGN.md to follow)
   [accel]="accel runtime data"
   [node]="node runtime ee accel net data"
@@ -28,6 +28,15 @@ for folder in "${!allowed[@]}"; do
     esac
   done < <(grep -rnE '^[[:space:]]*#include "[a-z_]+/' "$folder" --include='*.h' --include='*.cpp')
 done
+# The runtime takes the task's GenerationParams as they are, and nothing else of data/.
+if hits=$(grep -rnE '^[[:space:]]*#include "data/' runtime --include='*.h' --include='*.cpp' | grep -v '"data/generation.h"'); then
+  echo "$hits" | sed 's/$/  (runtime\/ may include only data\/generation.h)/'
+  bad=1
+fi
+if grep -qE '^[[:space:]]*#include "data/' data/generation.h; then
+  echo "data/generation.h: includes data/ headers; the runtime uses it without linking data/"
+  bad=1
+fi
 for folder in $torch_free; do
   [ -d "$folder" ] || continue
   if hits=$(grep -rnE '#include <(torch|ATen|c10)/' "$folder"); then

@@ -34,6 +34,8 @@
 #include "tests/test_helpers.h"
 
 namespace rt = eesched::runtime;
+using eesched::testing::sampling;
+using eesched::testing::with_sampling;
 namespace ee = eesched::ee;
 namespace accel = eesched::accel;
 namespace data = eesched::data;
@@ -568,7 +570,7 @@ TEST(Arms, EveryCatalogArmDecryptsToThePlaintextArm) {
     ASSERT_FALSE(accel::arm_refusal(arm, task, enc_pair)) << arm.name;
     const auto pa = accel::build_arm(arm, plain_pair), ea = accel::build_arm(arm, enc_pair);
     rt::GenerateOptions o;
-    o.max_new_tokens = 12;
+    o.generation.max_new_tokens = 12;
     for (const auto& p : prompts) {
       const auto a = accel::run_arm(pa, {p}, o);
       const auto b = accel::run_arm(ea, {codec.encrypt(p)}, o);
@@ -584,8 +586,8 @@ TEST(Arms, EveryCatalogArmDecryptsToThePlaintextArm) {
 void expect_speculative_greedy_matches(const rt::LlamaModel& target, const rt::LlamaModel& draft, int k, double min_accept) {
   const auto prompts = demo_prompts(32);
   rt::GenerateOptions o;
-  o.max_new_tokens = 20;
-  o.stop_ids = {2};
+  o.generation.max_new_tokens = 20;
+  o.generation.stop_ids = {2};
   const auto plain = rt::generate(target, prompts, o);
   double accepted = 0, proposed = 0;
   for (std::size_t i = 0; i < prompts.size(); ++i) {
@@ -658,7 +660,7 @@ TEST(Speculative, SampledTokensFollowTheTargetDistributionEndToEnd) {
   c10::InferenceMode guard;
   const auto target = small_lm(11), draft = small_lm(12);
   const std::vector<int64_t> prompt{1, 7, 3};
-  rt::SamplingParams sp;
+  rt::GenerationParams sp;
   sp.temperature = 1.0;
   auto dist = [&](const rt::LlamaModel& m, const std::vector<int64_t>& ids) {
     const auto logits = m.forward(at::tensor(ids, at::kLong).view({1, -1}))[0][-1].contiguous();
@@ -680,9 +682,9 @@ TEST(Speculative, SampledTokensFollowTheTargetDistributionEndToEnd) {
   double accept = 0;
   for (int s = 0; s < n; ++s) {
     rt::GenerateOptions o;
-    o.max_new_tokens = 3;
-    o.sampling = sp;
-    o.sampling.seed = static_cast<uint64_t>(s);
+    o.generation.max_new_tokens = 3;
+    o.generation = with_sampling(o.generation, sp.temperature, sp.top_k, sp.top_p, sp.seed);
+    o.generation.seed = static_cast<uint64_t>(s);
     accel::SpeculativeStats stats;
     const auto r = accel::speculative_generate(target, draft, prompt, o, 3, &stats);
     ASSERT_EQ(r.tokens[0].size(), 3u);
@@ -705,10 +707,10 @@ TEST(Speculative, EncryptedSamplingDecryptsToPlaintextSamplingForTheSameSeed) {
   const ee::Codec codec(key);
   for (uint64_t seed = 0; seed < 30; ++seed) {
     rt::GenerateOptions o;
-    o.max_new_tokens = 10;
-    o.sampling.temperature = 0.8;
-    o.sampling.top_p = 0.95;
-    o.sampling.seed = seed;
+    o.generation.max_new_tokens = 10;
+    o.generation.temperature = 0.8;
+    o.generation.top_p = 0.95;
+    o.generation.seed = seed;
     const auto a = accel::speculative_generate(target, draft, {1, 5, 9}, o, 3);
     const auto b = accel::speculative_generate(et, ed, codec.encrypt({1, 5, 9}), o, 3);
     EXPECT_EQ(codec.decrypt(b.tokens[0]), a.tokens[0]) << "seed " << seed;
@@ -719,13 +721,13 @@ TEST(Speculative, StopsAtStopIdsAndRespectsTheBudget) {
   const auto& t = target_model();
   const auto prompt = demo_prompts(3)[2];
   rt::GenerateOptions o;
-  o.max_new_tokens = 9;
+  o.generation.max_new_tokens = 9;
   const auto plain = rt::generate(t, {prompt}, o);
   const auto spec = accel::speculative_generate(t, draft_model(), prompt, o, 8);
   EXPECT_EQ(spec.tokens[0], plain.tokens[0]);
   EXPECT_EQ(spec.tokens[0].size(), 9u);
   ASSERT_GE(plain.tokens[0].size(), 4u);
-  o.stop_ids = {plain.tokens[0][3]};
+  o.generation.stop_ids = {plain.tokens[0][3]};
   const auto stopped = accel::speculative_generate(t, draft_model(), prompt, o, 8);
   const auto plain_stopped = rt::generate(t, {prompt}, o);
   EXPECT_EQ(stopped.tokens[0], plain_stopped.tokens[0]);

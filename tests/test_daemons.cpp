@@ -127,7 +127,7 @@ net::TaskRequest dry_request(const std::string& id) {
   r.request_id = id;
   r.model = "dry";
   r.prompt_ids = {{5, 6, 7, 8}};
-  r.max_new_tokens = 4;
+  r.generation.max_new_tokens = 4;
   r.quality = data::Quality::Tolerant;
   return r;
 }
@@ -168,8 +168,8 @@ struct EncryptedDeployment {
     r.model = "target";
     r.key_fingerprint = key.fingerprint();
     r.prompt_ids = {codec.encrypt(plain_prompt)};
-    r.stop_ids = {codec.encrypt(tokenizer.eos_id())};
-    r.max_new_tokens = max_new_tokens;
+    r.generation.stop_ids = {codec.encrypt(tokenizer.eos_id())};
+    r.generation.max_new_tokens = max_new_tokens;
     r.quality = data::Quality::Tolerant;
     r.max_ppl_ratio = 2.0;  // every measured lossy arm: these tests are about equivariance and delivery, not quality
     r.arm = arm;
@@ -177,7 +177,7 @@ struct EncryptedDeployment {
   }
 };
 
-// What plaintext inference gives for the prompt with the arm, on this machine.
+// What plaintext inference gives for the prompt with the arm, on this machine (eos < 0: no stop).
 std::vector<int64_t> local_plaintext(const std::vector<int64_t>& prompt, const std::string& arm_name, int64_t max_new_tokens,
                                      int64_t eos) {
   accel::ModelPair plain;
@@ -185,8 +185,8 @@ std::vector<int64_t> local_plaintext(const std::vector<int64_t>& prompt, const s
   plain.draft = std::shared_ptr<const runtime::LlamaModel>(&testing::draft_model(), [](const runtime::LlamaModel*) {});
   const auto arm = accel::build_arm(data::parse_arm(arm_name), plain);
   runtime::GenerateOptions o;
-  o.max_new_tokens = max_new_tokens;
-  o.stop_ids = {eos};
+  o.generation.max_new_tokens = max_new_tokens;
+  if (eos >= 0) o.generation.stop_ids = {eos};
   return accel::run_arm(arm, {prompt}, o).generation.tokens.front();
 }
 
@@ -208,8 +208,8 @@ void expect_error_then_close(net::BlockingClient& c, const std::string& code) {
     m = c.receive(5s);
     ASSERT_TRUE(m) << "no answer";
   } while (m->type == net::MessageType::Hello);
-  ASSERT_EQ(m->type, net::MessageType::Error) << m->body.dump();
-  EXPECT_EQ(m->body["code"], code) << m->body.dump();
+  ASSERT_EQ(m->type, net::MessageType::Error) << net::to_message(m->payload).dump();
+  EXPECT_EQ(m->as<net::ErrorMsg>().code, code) << m->as<net::ErrorMsg>().message;
   EXPECT_THROW(
       {
         while (c.receive(5s)) {
@@ -310,7 +310,7 @@ TEST(Daemons, TaskOfAKilledWorkerFinishesElsewhereExactlyOnce) {
 
   const auto prompt = d.tokenizer.encode("The state of the Union is");
   auto request = d.request(prompt, "kv", 1000);  // long enough to kill it mid-way
-  request.stop_ids.clear();
+  request.generation.stop_ids.clear();
   auto pending = std::async(std::launch::async, [&] { return net::submit_and_wait(at, request); });
   for (int i = 0; i < 500 && coordinator->stats().running == 0; ++i) std::this_thread::sleep_for(10ms);
   ASSERT_EQ(coordinator->stats().running, 1);
@@ -369,7 +369,7 @@ TEST(Daemons, AcceptedTasksSurviveACoordinatorKill) {
     while (accepted < 3) {
       const auto m = client.receive(5s);
       ASSERT_TRUE(m);
-      ASSERT_NE(m->type, net::MessageType::Error) << m->body.dump();
+      ASSERT_NE(m->type, net::MessageType::Error) << m->as<net::ErrorMsg>().message;
       accepted += m->type == net::MessageType::Accepted;
     }
     first.signal(SIGKILL);
@@ -527,7 +527,7 @@ TEST(Daemons, CancelUnknownModelWrongKeyAndImpossibleArm) {
   while (!result) {
     const auto m = client.receive(5s);
     ASSERT_TRUE(m);
-    if (m->type == net::MessageType::Result) result = net::read_message<net::Result>(m->body);
+    if (m->type == net::MessageType::Result) result = m->as<net::Result>();
   }
   EXPECT_EQ(result->status, "cancelled");
   EXPECT_EQ(data::Store::open(dir / "coordinator.db").tasks_with_status(data::TaskStatus::Cancelled).size(), 1u);
@@ -572,7 +572,7 @@ class ScriptedWorker {
   ScriptedWorker(const net::Endpoint& at, const net::Token& token, const std::string& name, const data::HardwareProfile& hw,
                  std::vector<net::ModelInfo> models)
       : client_(net::BlockingClient::connect(at, 2s)) {
-    const auto hello = net::read_message<net::Hello>(next(net::MessageType::Hello).body);
+    const auto hello = next(net::MessageType::Hello).as<net::Hello>();
     net::Register r;
     r.name = name;
     r.hardware = hw;
@@ -582,7 +582,7 @@ class ScriptedWorker {
     client_.send(net::to_message(r));
     next(net::MessageType::Registered);
   }
-  net::Assign next_assign() { return net::read_message<net::Assign>(next(net::MessageType::Assign).body); }
+  net::Assign next_assign() { return next(net::MessageType::Assign).as<net::Assign>(); }
   void answer(const net::Assign& a) {
     net::Result r;
     r.task_id = a.task_id;
@@ -599,7 +599,7 @@ class ScriptedWorker {
       auto m = client_.receive(5s);
       if (!m) throw std::runtime_error(std::string("no ") + net::message_type_name(type) + " within 5 s");
       if (m->type == type) return *m;
-      if (m->type == net::MessageType::Error) throw std::runtime_error("the coordinator said: " + m->body.dump());
+      if (m->type == net::MessageType::Error) throw std::runtime_error("the coordinator said: " + m->as<net::ErrorMsg>().message);
     }
   }
   net::BlockingClient client_;
@@ -648,9 +648,9 @@ TEST(Daemons, TheCoordinatorPlacesAStoredTaskAsReplayDoes) {
     r.request_id = "same-" + std::to_string(i);
     r.model = c.model.name;
     r.prompt_ids.assign(static_cast<std::size_t>(c.spec.batch), std::vector<int64_t>(static_cast<std::size_t>(c.spec.prompt_tokens), 1));
-    r.max_new_tokens = c.spec.max_new_tokens;
-    r.temperature = c.spec.temperature;
-    r.top_p = c.spec.top_p;
+    r.generation.max_new_tokens = c.spec.generation.max_new_tokens;
+    r.generation.temperature = c.spec.generation.temperature;
+    r.generation.top_p = c.spec.generation.top_p;
     r.quality = c.spec.quality;
     r.max_ppl_ratio = c.spec.max_ppl_ratio;
     auto client = net::BlockingClient::connect(coordinator.at(), 2s);

@@ -125,9 +125,9 @@ struct FeatureFixture {
   HardwareProfile hw;
   FeatureFixture() {
     task.prompt_tokens = 100;
-    task.max_new_tokens = 32;
-    task.temperature = 0.7;
-    task.top_p = 0.9;
+    task.generation.max_new_tokens = 32;
+    task.generation.temperature = 0.7;
+    task.generation.top_p = 0.9;
     task.quality = Quality::Tolerant;
     model.layers = 12, model.hidden = 768, model.intermediate = 2304, model.heads = 12, model.kv_heads = 4;
     model.vocab = 32000, model.parameters = 107'000'000, model.weight_bytes = 428'000'000, model.encrypted = true;
@@ -226,9 +226,9 @@ TEST(Roofline, StreamsTheArmsBytesAndRanksArmsAsPhysicsSays) {
   const auto self = estimate_roofline(fx.task, fx.model, nullptr, fx.hw, parse_arm("kv+qspec6"), std::nullopt);
   EXPECT_DOUBLE_EQ(self.total_ms, est("kv+qspec6", kPriorSelfAcceptance).total_ms);
   EXPECT_GT(self.prefill_ms, kv.prefill_ms);
-  fx.task.max_new_tokens = 256;
+  fx.task.generation.max_new_tokens = 256;
   EXPECT_LT(est("kv+qspec6").total_ms, est("kv").total_ms);
-  fx.task.prompt_tokens = 1000, fx.task.max_new_tokens = 4;
+  fx.task.prompt_tokens = 1000, fx.task.generation.max_new_tokens = 4;
   EXPECT_GT(est("kv+qspec6").total_ms, est("kv").total_ms);
   fx.task.batch = 8;
   EXPECT_GT(est("kv").step_ms, kv.step_ms);
@@ -254,8 +254,8 @@ TEST(MakeSuite, IsSeededVariedAndReadsBack) {
     batches.insert(t.batch);
     sampled += !t.greedy();
     exact += t.quality == Quality::Exact;
-    EXPECT_GE(t.max_new_tokens, 1);
-    EXPECT_LE(t.max_new_tokens, 256);
+    EXPECT_GE(t.generation.max_new_tokens, 1);
+    EXPECT_LE(t.generation.max_new_tokens, 256);
     if (t.model == "target") {
       EXPECT_FALSE(t.prompt.empty());
       EXPECT_EQ(t.draft, "draft");

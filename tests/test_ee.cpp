@@ -27,6 +27,8 @@
 #include "tests/test_helpers.h"
 
 namespace rt = eesched::runtime;
+using eesched::testing::sampling;
+using eesched::testing::with_sampling;
 namespace ee = eesched::ee;
 using eesched::testing::error_of;
 using eesched::testing::TempDir;
@@ -46,10 +48,10 @@ void expect_equivariant_generation(const rt::LlamaModel& plain, const ee::Key& k
   const auto encrypted = ee::encrypt_model(plain, key, ee::model_fingerprint(plain));
   const ee::Codec codec(key);
   rt::GenerateOptions o;
-  o.max_new_tokens = new_tokens;
-  o.stop_ids = {2};
+  o.generation.max_new_tokens = new_tokens;
+  o.generation.stop_ids = {2};
   rt::GenerateOptions oe = o;
-  oe.stop_ids = codec.encrypt(o.stop_ids);
+  oe.generation.stop_ids = codec.encrypt(o.generation.stop_ids);
   int checked = 0;
   for (std::size_t start = 0; start < prompts.size(); start += 10) {
     std::vector<std::vector<int64_t>> batch(prompts.begin() + static_cast<std::ptrdiff_t>(start),
@@ -211,7 +213,7 @@ TEST(EeTransform, SamplingDistributionIsThePermutedPlaintextDistribution) {
   auto a = plain.forward(at::tensor(prompt, at::kLong).view({1, -1}))[0][-1].contiguous();
   auto b = encrypted.forward(at::tensor(codec.encrypt(prompt), at::kLong).view({1, -1}))[0][-1].contiguous();
   const int64_t V = plain.config().vocab_size;
-  for (const rt::SamplingParams& p : {rt::SamplingParams{1.0, 0, 1.0, 0}, rt::SamplingParams{0.7, 40, 0.9, 0}}) {
+  for (const rt::GenerationParams& p : {sampling(1.0, 0, 1.0, 0), sampling(0.7, 40, 0.9, 0)}) {
     const auto pa = rt::sampling_distribution(a.data_ptr<float>(), V, p);
     const auto pb = rt::sampling_distribution(b.data_ptr<float>(), V, p);
     double mass = 0;
@@ -223,8 +225,8 @@ TEST(EeTransform, SamplingDistributionIsThePermutedPlaintextDistribution) {
   }
   // And seeded sampling through the whole loop draws the permuted tokens.
   rt::GenerateOptions o;
-  o.max_new_tokens = 20;
-  o.sampling = {0.9, 0, 0.95, 77};
+  o.generation.max_new_tokens = 20;
+  o.generation = with_sampling(o.generation, 0.9, 0, 0.95, 77);
   auto sa = rt::generate(plain, {prompt}, o);
   auto sb = rt::generate(encrypted, {codec.encrypt(prompt)}, o);
   EXPECT_EQ(codec.decrypt(sb.tokens[0]), sa.tokens[0]);
@@ -257,7 +259,7 @@ TEST(EeTransform, DifferentKeyGivesDifferentWeightsAndGarbage) {
   EXPECT_FALSE(at::allclose(e1.weights().embed_tokens, e2.weights().embed_tokens));
   const std::vector<int64_t> prompt{1, 10, 20, 30, 40};
   rt::GenerateOptions o;
-  o.max_new_tokens = 16;
+  o.generation.max_new_tokens = 16;
   const auto truth = rt::generate(plain, {prompt}, o).tokens[0];
   // The right key's wire ids on the wrong key's model, decrypted with the right key.
   const auto wrong = ee::Codec(k1).decrypt(rt::generate(e2, {ee::Codec(k1).encrypt(prompt)}, o).tokens[0]);

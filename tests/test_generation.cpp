@@ -18,6 +18,8 @@
 #include "tests/test_helpers.h"
 
 namespace rt = eesched::runtime;
+using eesched::testing::sampling;
+using eesched::testing::with_sampling;
 using eesched::testing::TempDir;
 using eesched::testing::tiny_model;
 using ::testing::HasSubstr;
@@ -30,7 +32,7 @@ using eesched::testing::error_of;
 TEST(Sampling, GreedyIsArgmaxAndTemperatureZeroIgnoresRng) {
   std::vector<float> logits{0.1f, 2.5f, -1.0f, 2.4f};
   std::mt19937_64 rng(1);
-  rt::SamplingParams p;
+  rt::GenerationParams p;
   EXPECT_EQ(rt::sample(logits.data(), 4, p, rng), 1);
   auto probs = rt::sampling_distribution(logits.data(), 4, p);
   EXPECT_EQ(probs, (std::vector<float>{0, 1, 0, 0}));
@@ -38,7 +40,7 @@ TEST(Sampling, GreedyIsArgmaxAndTemperatureZeroIgnoresRng) {
 
 TEST(Sampling, TopKAndTopPKeepTheRightSet) {
   std::vector<float> logits{1.0f, 3.0f, 2.0f, 0.0f, -5.0f};
-  rt::SamplingParams p{1.0, 2, 1.0, 0};
+  const auto p = sampling(1.0, 2, 1.0, 0);
   auto probs = rt::sampling_distribution(logits.data(), 5, p);
   EXPECT_GT(probs[1], 0);
   EXPECT_GT(probs[2], 0);
@@ -48,7 +50,7 @@ TEST(Sampling, TopKAndTopPKeepTheRightSet) {
   EXPECT_NEAR(probs[1] / probs[2], std::exp(1.0), 1e-4);
 
   // Softmax of {3,2,1,0,-5}: 0.644, 0.237, 0.087, ... top-p 0.85 keeps the first two.
-  rt::SamplingParams nucleus{1.0, 0, 0.85, 0};
+  const auto nucleus = sampling(1.0, 0, 0.85, 0);
   probs = rt::sampling_distribution(logits.data(), 5, nucleus);
   EXPECT_GT(probs[1], 0.7);
   EXPECT_GT(probs[2], 0.2);
@@ -58,7 +60,7 @@ TEST(Sampling, TopKAndTopPKeepTheRightSet) {
 
 TEST(Sampling, DrawsFollowTheDistribution) {
   std::vector<float> logits{0.0f, std::log(3.0f)};  // p = 0.25, 0.75
-  rt::SamplingParams p{1.0, 0, 1.0, 0};
+  const auto p = sampling(1.0, 0, 1.0, 0);
   std::mt19937_64 rng(42);
   int ones = 0;
   const int n = 20000;
@@ -78,27 +80,27 @@ TEST(Sampling, PermutedLogitsDrawThePermutedToken) {
   std::shuffle(perm.begin(), perm.end(), gen);
   std::vector<float> permuted(n);
   for (int64_t t = 0; t < n; ++t) permuted[perm[t]] = logits[t];
-  rt::SamplingParams p{0.8, 20, 0.9, 0};
+  const auto p = sampling(0.8, 20, 0.9, 0);
   std::mt19937_64 a(11), b(11);
   for (int i = 0; i < 200; ++i) EXPECT_EQ(perm[rt::sample(logits.data(), n, p, a)], rt::sample(permuted.data(), n, p, b));
 }
 
 TEST(Sampling, RejectsBadParameters) {
-  EXPECT_THROW((rt::SamplingParams{1.0, -1, 1.0, 0}.validate()), rt::Error);
-  EXPECT_THROW((rt::SamplingParams{1.0, 0, 0.0, 0}.validate()), rt::Error);
-  EXPECT_THROW((rt::SamplingParams{1.0, 0, 1.5, 0}.validate()), rt::Error);
+  EXPECT_THROW(rt::validate(sampling(1.0, -1, 1.0, 0)), rt::Error);
+  EXPECT_THROW(rt::validate(sampling(1.0, 0, 0.0, 0)), rt::Error);
+  EXPECT_THROW(rt::validate(sampling(1.0, 0, 1.5, 0)), rt::Error);
 }
 
 TEST(Generate, DeterministicUnderASeedAndDifferentAcrossSeeds) {
   auto model = tiny_model();
   rt::GenerateOptions o;
-  o.max_new_tokens = 24;
-  o.sampling = {1.0, 0, 1.0, 1234};
+  o.generation.max_new_tokens = 24;
+  o.generation = with_sampling(o.generation, 1.0, 0, 1.0, 1234);
   const std::vector<std::vector<int64_t>> prompt{{1, 50, 60, 70}};
   auto a = rt::generate(model, prompt, o);
   auto b = rt::generate(model, prompt, o);
   EXPECT_EQ(a.tokens, b.tokens);
-  o.sampling.seed = 99;
+  o.generation.seed = 99;
   auto c = rt::generate(model, prompt, o);
   EXPECT_NE(a.tokens, c.tokens);
 }
@@ -107,7 +109,7 @@ TEST(Generate, MaxNewTokensIsRespected) {
   auto model = tiny_model();
   for (int64_t n : {1, 5, 17}) {
     rt::GenerateOptions o;
-    o.max_new_tokens = n;
+    o.generation.max_new_tokens = n;
     auto r = rt::generate(model, {{1, 2, 3}, {1, 9}}, o);
     ASSERT_EQ(r.tokens.size(), 2u);
     for (const auto& t : r.tokens) EXPECT_EQ(static_cast<int64_t>(t.size()), n);
@@ -120,13 +122,13 @@ TEST(Generate, MaxNewTokensIsRespected) {
 TEST(Generate, StopIdsStopAndAreNotEmitted) {
   auto model = tiny_model();
   rt::GenerateOptions o;
-  o.max_new_tokens = 20;
+  o.generation.max_new_tokens = 20;
   auto free_run = rt::generate(model, {{1, 5, 6}}, o).tokens[0];
   ASSERT_GE(free_run.size(), 6u);
   // Stop at the 4th token greedy decoding would produce (first occurrence).
   const int64_t stop = free_run[3];
   const auto first = std::find(free_run.begin(), free_run.end(), stop) - free_run.begin();
-  o.stop_ids = {stop};
+  o.generation.stop_ids = {stop};
   auto r = rt::generate(model, {{1, 5, 6}}, o);
   EXPECT_EQ(r.finish_reason[0], "stop");
   EXPECT_EQ(r.tokens[0], std::vector<int64_t>(free_run.begin(), free_run.begin() + first));
@@ -137,7 +139,7 @@ TEST(Generate, RejectsBadInput) {
   rt::GenerateOptions o;
   EXPECT_THAT(error_of([&] { rt::generate(model, {{}}, o); }), HasSubstr("empty prompt"));
   EXPECT_THAT(error_of([&] { rt::generate(model, {{1, 5000}}, o); }), HasSubstr("outside the vocabulary"));
-  o.max_new_tokens = 500;
+  o.generation.max_new_tokens = 500;
   EXPECT_THAT(error_of([&] { rt::generate(model, {{1, 2}}, o); }), HasSubstr("exceeds the model's context"));
 }
 

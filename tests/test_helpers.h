@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "data/generation.h"
 #include "runtime/config.h"
 #include "runtime/error.h"
 #include "runtime/model.h"
@@ -24,6 +25,18 @@
 #include "tests/expect_error.h"
 
 namespace eesched::testing {
+
+// `g` with its sampling set (temperature, top-k, top-p, seed); its limits are kept.
+inline data::GenerationParams with_sampling(data::GenerationParams g, double temperature, int64_t top_k, double top_p, uint64_t seed) {
+  g.temperature = temperature;
+  g.top_k = top_k;
+  g.top_p = top_p;
+  g.seed = seed;
+  return g;
+}
+inline data::GenerationParams sampling(double temperature, int64_t top_k, double top_p, uint64_t seed) {
+  return with_sampling({}, temperature, top_k, top_p, seed);
+}
 
 // Runs fn, expects a runtime::Error and returns its message; any other outcome fails the test.
 inline std::string error_of(const std::function<void()>& fn) { return error_of_type<runtime::Error>(fn); }

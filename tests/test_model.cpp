@@ -358,8 +358,8 @@ class ModelTest : public ::testing::Test {
 
 GenerateOptions greedy(int64_t n, bool kv_cache) {
   GenerateOptions o;
-  o.max_new_tokens = n;
-  o.sampling.temperature = 0.0;
+  o.generation.max_new_tokens = n;
+  o.generation.temperature = 0.0;
   o.kv_cache = kv_cache;
   return o;
 }

@@ -26,6 +26,7 @@
 #include "scheduler/policies.h"
 #include "scheduler/replay.h"
 #include "scheduler/selector.h"
+#include "scheduler/task_table.h"
 
 namespace data = eesched::data;
 namespace sch = eesched::scheduler;
@@ -62,9 +63,9 @@ sch::History synthetic_history(int n, uint64_t seed) {
     c.worker_id = 1;
     c.spec.id = fmt_id(i);
     c.spec.prompt_tokens = 4 + static_cast<int64_t>(u(rng) * 500);
-    c.spec.max_new_tokens = u(rng) < 0.2 ? 1 : 8 + static_cast<int64_t>(u(rng) * 200);
+    c.spec.generation.max_new_tokens = u(rng) < 0.2 ? 1 : 8 + static_cast<int64_t>(u(rng) * 200);
     c.spec.batch = u(rng) < 0.7 ? 1 : 4;
-    c.spec.temperature = u(rng) < 0.5 ? 0.0 : 0.8;
+    c.spec.generation.temperature = u(rng) < 0.5 ? 0.0 : 0.8;
     c.spec.quality = u(rng) < 0.5 ? data::Quality::Exact : data::Quality::Tolerant;
     const bool big = u(rng) < 0.5;
     c.model = model(big ? "big" : "small", big ? 400 : 20);
@@ -74,14 +75,14 @@ sch::History synthetic_history(int n, uint64_t seed) {
       c.landmarks.acceptance_rate = 0.7;
     }
     c.hardware.threads = 2, c.hardware.gflops = 40, c.hardware.copy_gbps = 25, c.hardware.mem_free_bytes = 8'000'000'000;
-    const double base = (big ? 20.0 : 2.0) * static_cast<double>(c.spec.max_new_tokens) + 0.05 * static_cast<double>(c.spec.prompt_tokens);
+    const double base = (big ? 20.0 : 2.0) * static_cast<double>(c.spec.generation.max_new_tokens) + 0.05 * static_cast<double>(c.spec.prompt_tokens);
     for (const char* name : {"plain", "kv", "kv+int8", "kv+spec4"}) {
       const auto arm = data::parse_arm(name);
       if (data::arm_refusal(arm, c.spec)) continue;
       double f = 1.0;
-      if (arm.name == "plain") f = c.spec.max_new_tokens == 1 ? 0.8 : 3.0;
+      if (arm.name == "plain") f = c.spec.generation.max_new_tokens == 1 ? 0.8 : 3.0;
       if (arm.name == "kv+int8") f = big ? 0.55 : 1.05;
-      if (arm.name == "kv+spec4") f = (c.spec.greedy() && c.spec.max_new_tokens >= 32) ? 0.6 : 1.3;
+      if (arm.name == "kv+spec4") f = (c.spec.greedy() && c.spec.generation.max_new_tokens >= 32) ? 0.6 : 1.3;
       c.arms.push_back(arm);
       c.latency[arm.name] = base * f * (1.0 + 0.05 * (u(rng) - 0.5));
     }
@@ -110,7 +111,7 @@ TEST(Selector, FindsTheBestArmWhereItIsKnownByConstruction) {
   // Spot checks of the regions.
   for (const auto& c : test.cases) {
     const auto pick = selector.choose(c, c.arms).name;
-    if (c.spec.max_new_tokens == 1) continue;
+    if (c.spec.generation.max_new_tokens == 1) continue;
     if (c.model.name == "big" && c.spec.quality == data::Quality::Tolerant && !(c.spec.greedy() && c.draft && c.spec.batch == 1)) {
       EXPECT_EQ(pick, "kv+int8") << c.spec.id;
     }
@@ -265,7 +266,7 @@ TEST(History, LoadsEachArmsFastestRunFromTheStore) {
     m.dtype = "f32";
     const int64_t model_id = store.upsert_model(m);
     data::TaskRow t;
-    t.ext_id = "t1", t.model_id = model_id, t.prompt_tokens = 16, t.max_new_tokens = 8, t.quality = data::Quality::Exact;
+    t.ext_id = "t1", t.model_id = model_id, t.prompt_tokens = 16, t.generation.max_new_tokens = 8, t.quality = data::Quality::Exact;
     const int64_t task_id = store.insert_task(t);
     t.ext_id = "t2";
     const int64_t incomplete_id = store.insert_task(t);
@@ -449,7 +450,7 @@ TEST(Policies, RooflinePicksTheArmOfLeastEstimate) {
     };
     for (const auto& a : c.arms) EXPECT_LE(est(data::parse_arm(pick)), est(a)) << pick << " vs " << a.name;
     // Batch 1 decoding is memory-bound: int8 streams a third of the bytes, the estimate knows it.
-    if (c.spec.batch == 1 && c.spec.quality == data::Quality::Tolerant && c.spec.max_new_tokens > 1 && !c.draft) {
+    if (c.spec.batch == 1 && c.spec.quality == data::Quality::Tolerant && c.spec.generation.max_new_tokens > 1 && !c.draft) {
       EXPECT_EQ(pick, "kv+int8");
     }
   }
@@ -546,7 +547,7 @@ TEST(Placement, QueueLengthMovesATaskToTheIdleWorker) {
     EXPECT_EQ(second->worker, 1) << name;
     EXPECT_GT(second->predicted_ms, 0) << name;
   }
-  EXPECT_FALSE(sch::place(task_of(c), {}, c.arms, *sch::make_policy("roofline", nullptr), 0, rng));
+  EXPECT_FALSE(sch::place(task_of(c), std::vector<sch::WorkerState>{}, c.arms, *sch::make_policy("roofline", nullptr), 0, rng));
 }
 
 // A pinned arm runs as pinned; one that no worker can run (speculative with no draft anywhere,
@@ -655,4 +656,104 @@ TEST(Placement, ReplayScoresPlacementsDecisions) {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The task table: the store keeps data, not frames.
+
+struct TableFixture {
+  std::filesystem::path dir = std::filesystem::temp_directory_path() / ("eesched-table-" + std::to_string(std::random_device{}()));
+  data::Store store;
+  int64_t model_id = 0, worker_id = 0;
+  TableFixture() : store((std::filesystem::create_directories(dir), data::Store::open(dir / "c.db"))) {
+    auto m = model("target", 20);
+    m.fingerprint = "fp-target";
+    model_id = store.upsert_model(m);
+    worker_id = store.upsert_worker(data::worker_row("w1", data::HardwareProfile{}));
+  }
+  ~TableFixture() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+  static eesched::net::TaskRequest request(const std::string& id) {
+    eesched::net::TaskRequest r;
+    r.request_id = id;
+    r.model = "target";
+    r.key_fingerprint = "k1";
+    r.prompt_ids = {{5, 6, 7}};
+    r.generation = {12, 0.7, 40, 0.9, 99, {2}};
+    r.quality = data::Quality::Tolerant;
+    r.max_ppl_ratio = 1.02;
+    r.arm = "kv+int8";
+    return r;
+  }
+  static data::TaskSpec spec(const eesched::net::TaskRequest& r) {
+    data::TaskSpec s;
+    s.id = r.request_id;
+    s.prompt_tokens = 3;
+    s.generation = r.generation;
+    s.quality = r.quality;
+    s.max_ppl_ratio = r.max_ppl_ratio;
+    return s;
+  }
+};
+
+// A client that reattaches after its task finished gets the Result rebuilt from stored columns
+// and the run that answered: equal, field for field, to the one sent when it finished.
+TEST(TaskTable, AFinishedTasksAnswerIsRebuiltFromStoredFields) {
+  TableFixture fx;
+  sch::TaskTable table(fx.store, 3);
+  auto& t = table.accept(TableFixture::request("req-1"), TableFixture::spec(TableFixture::request("req-1")), fx.model_id,
+                         sch::Clock::now());
+  t.attempts = 2, t.worker_name = "w1", t.arm = "kv+int8", t.explored = true, t.predicted_ms = 12.5, t.ppl_ratio = 1.004;
+  t.policy = "client";
+  auto sent = table.result_of(t, "done");
+  sent.report.ok = true;
+  sent.report.tokens = {{11, 12, 13}};
+  sent.report.latency_ms = 42.5, sent.report.ttft_ms = 5.25, sent.report.ms_per_token = 3.5, sent.report.tokens_per_s = 70.5;
+  sent.report.new_tokens = 3, sent.report.peak_rss_bytes = 123456, sent.report.acceptance_rate = 0.75;
+  sent.report.started_at = "2026-01-01T00:00:00.000Z", sent.report.ended_at = "2026-01-01T00:00:00.043Z";
+  const int64_t id = t.row.id;
+  const auto run = data::run_row(sent.report, id, fx.worker_id, t.arm, t.policy, t.attempts);
+  const auto finished = table.finish(id, data::TaskStatus::Done, sent, run);
+  EXPECT_TRUE(finished.result == sent);
+  EXPECT_EQ(table.size(), 0u);
+
+  const auto row = fx.store.find_task_by_ext_id("req-1");
+  ASSERT_TRUE(row && row->outcome.run_id);
+  const auto rebuilt = sch::stored_result(*row, fx.store.find_run(*row->outcome.run_id));
+  EXPECT_TRUE(rebuilt == sent) << eesched::net::to_message(rebuilt).dump() << "\n" << eesched::net::to_message(sent).dump();
+}
+
+// A failed task's answer (no run) is rebuilt too; a restart re-queues an unfinished client task
+// with its request exactly as the client sent it, and leaves a suite's task alone.
+TEST(TaskTable, RecoveryRestoresTheRequestAndFailuresAreRebuilt) {
+  TableFixture fx;
+  {
+    sch::TaskTable table(fx.store, 1);
+    table.accept(TableFixture::request("req-open"), TableFixture::spec(TableFixture::request("req-open")), fx.model_id,
+                 sch::Clock::now());
+    auto& failing = table.accept(TableFixture::request("req-fail"), TableFixture::spec(TableFixture::request("req-fail")),
+                                 fx.model_id, sch::Clock::now());
+    failing.attempts = 1, failing.worker_name = "w1", failing.arm = "kv+int8";
+    const auto done = table.retry(failing.row.id, "boom", fx.worker_id);
+    ASSERT_TRUE(done);
+    EXPECT_EQ(done->result.status, "failed");
+    const auto row = fx.store.find_task_by_ext_id("req-fail");
+    ASSERT_TRUE(row);
+    EXPECT_EQ(row->status, data::TaskStatus::Failed);
+    EXPECT_TRUE(sch::stored_result(*row, std::nullopt) == done->result);
+  }
+  auto suite_task = data::task_row(TableFixture::spec(TableFixture::request("suite-1")), fx.model_id);
+  suite_task.prompt_ids = {{1}};
+  fx.store.insert_task(suite_task);
+
+  sch::TaskTable after(fx.store, 3);
+  EXPECT_EQ(after.recover(), 1);
+  const auto pending = after.take_pending();
+  ASSERT_EQ(pending.size(), 1u);
+  const auto* t = after.find(pending.front());
+  ASSERT_TRUE(t);
+  EXPECT_TRUE(t->request == TableFixture::request("req-open"));
+}
+
 }  // namespace
+

@@ -88,7 +88,7 @@ class StoreTest : public ::testing::Test {
     t.ext_id = ext_id;
     t.model_id = model_id;
     t.prompt_tokens = 16;
-    t.max_new_tokens = 8;
+    t.generation.max_new_tokens = 8;
     return t;
   }
   static RunRow run(int64_t task_id, std::optional<int64_t> worker, const std::string& arm, double ms, int64_t repeat = 0,
@@ -217,6 +217,97 @@ TEST_F(StoreTest, UpgradesVersionOneKeepingData) {
   EXPECT_EQ(runs[1].quality, 1.0);
 }
 
+// A client's task keeps its whole GenerationParams, its key, its pinned arm and, once finished,
+// how it ended, as columns: what goes in comes back whole.
+TEST_F(StoreTest, AClientTaskAndItsOutcomeRoundTripWhole) {
+  auto store = Store::open(file("s.db"));
+  const int64_t m = store.upsert_model(model("fp"));
+  const int64_t w = store.upsert_worker(worker_row("w1", HardwareProfile{}));
+  TaskRow t = task("req-1", m);
+  t.generation = {48, 0.75, 40, 0.5, UINT64_MAX, {2, 99}};  // a seed beyond int64 must survive
+  t.batch = 2;
+  t.prompt_ids = {{5, 6, 7}, {8, 9, 10}};
+  t.quality = Quality::Tolerant;
+  t.max_ppl_ratio = 1.02;
+  t.from_client = true;
+  t.key_fingerprint = "ab12";
+  t.pinned_arm = "kv+int8";
+  t.id = store.insert_task(t);
+  auto back = store.find_task_by_ext_id("req-1");
+  ASSERT_TRUE(back);
+  t.created_at = back->created_at, t.updated_at = back->updated_at;
+  EXPECT_EQ(*back, t);
+
+  TaskOutcome o;
+  o.tokens = {{11, 12}, {13}};
+  o.worker = "w1";
+  o.arm = "kv+int8";
+  o.explored = true;
+  o.attempts = 2;
+  o.predicted_ms = 12.5;
+  o.ppl_ratio = 1.004;
+  auto r = run(t.id, w, "kv+int8", 30.0);
+  ASSERT_TRUE(store.finish_task_with_run(t.id, TaskStatus::Done, o, r));
+  back = store.find_task_by_ext_id("req-1");
+  ASSERT_TRUE(back && back->outcome.run_id);
+  EXPECT_EQ(back->status, TaskStatus::Done);
+  o.run_id = back->outcome.run_id;
+  EXPECT_EQ(back->outcome, o);
+  const auto stored_run = store.find_run(*o.run_id);
+  ASSERT_TRUE(stored_run);
+  EXPECT_EQ(stored_run->latency_ms, 30.0);
+  EXPECT_EQ(stored_run->arm, "kv+int8");
+}
+
+// Version 4 kept a client's request and answer as JSON text; version 5 moves them into columns.
+TEST_F(StoreTest, UpgradesVersionFourRequestsAndAnswersIntoColumns) {
+  const auto path = file("v4.db");
+  {
+    auto v5 = Store::open(path);  // the shape, then rolled back to v4's by hand
+    const int64_t m = v5.upsert_model(model("fp"));
+    v5.upsert_worker(worker_row("w1", HardwareProfile{}));
+    TaskRow client = task("req-old", m), sweep = task("suite-1", m);
+    client.prompt_ids = {{3, 4}};
+    client.id = v5.insert_task(client);
+    sweep.id = v5.insert_task(sweep);
+    ASSERT_TRUE(v5.insert_run(run(client.id, 1, "kv", 42.0)));
+  }
+  {
+    sql::Database raw(path.string());
+    raw.exec(R"sql(
+      ALTER TABLE tasks ADD COLUMN request TEXT NOT NULL DEFAULT '{}';
+      ALTER TABLE tasks ADD COLUMN result TEXT NOT NULL DEFAULT '';
+      UPDATE tasks SET request = '{"request_id":"req-old","model":"target","key_fingerprint":"k1","stop_ids":[2],"seed":7,"arm":"kv"}',
+        status = 'done',
+        result = '{"type":"Result","v":1,"task_id":1,"attempt":1,"report":{"ok":true,"tokens":[[9,8]],"latency_ms":42.0},"worker":"w1","arm":"kv","explored":false,"attempts":1,"predicted_ms":40.5}'
+        WHERE ext_id = 'req-old';
+      UPDATE schema_version SET version = 4;
+    )sql");
+    for (const char* column : {"top_k", "seed", "stop_ids", "from_client", "key_fingerprint", "pinned_arm", "answer_ids", "error", "worker",
+                               "arm", "explored", "attempts", "predicted_ms", "ppl_ratio", "run_id"})
+      raw.exec(std::string("ALTER TABLE tasks DROP COLUMN ") + column);
+  }
+  auto store = Store::open(path);
+  EXPECT_EQ(store.schema_version(), Store::code_schema_version());
+  const auto client = store.find_task_by_ext_id("req-old");
+  ASSERT_TRUE(client);
+  EXPECT_TRUE(client->from_client);
+  EXPECT_EQ(client->key_fingerprint, "k1");
+  EXPECT_EQ(client->pinned_arm, "kv");
+  EXPECT_EQ(client->generation.seed, 7u);
+  EXPECT_EQ(client->generation.stop_ids, (std::vector<int64_t>{2}));
+  EXPECT_EQ(client->outcome.tokens, (std::vector<std::vector<int64_t>>{{9, 8}}));
+  EXPECT_EQ(client->outcome.worker, "w1");
+  EXPECT_EQ(client->outcome.attempts, 1);
+  EXPECT_EQ(client->outcome.predicted_ms, 40.5);
+  ASSERT_TRUE(client->outcome.run_id);
+  EXPECT_EQ(store.find_run(*client->outcome.run_id)->latency_ms, 42.0);
+  const auto sweep = store.find_task_by_ext_id("suite-1");
+  ASSERT_TRUE(sweep);
+  EXPECT_FALSE(sweep->from_client);
+  EXPECT_TRUE(sweep->outcome.tokens.empty());
+}
+
 TEST_F(StoreTest, RefusesNewerSchemaAndForeignFiles) {
   const auto newer = file("newer.db");
   {
@@ -274,10 +365,10 @@ TEST_F(StoreTest, ModelsWorkersAndTasks) {
   TaskSpec spec;
   spec.id = "t1";
   spec.prompt_tokens = 12;
-  spec.max_new_tokens = 5;
+  spec.generation.max_new_tokens = 5;
   spec.batch = 2;
-  spec.temperature = 0.7;
-  spec.top_p = 0.9;
+  spec.generation.temperature = 0.7;
+  spec.generation.top_p = 0.9;
   spec.quality = Quality::Tolerant;
   auto row = task_row(spec, m, m2);
   row.prompt_ids = {{10, 11}, {12, 13}};
@@ -290,7 +381,7 @@ TEST_F(StoreTest, ModelsWorkersAndTasks) {
   EXPECT_EQ(found->id, t);
   EXPECT_EQ(found->draft_model_id, m2);
   EXPECT_EQ(found->batch, 2);
-  EXPECT_EQ(found->temperature, 0.7);
+  EXPECT_EQ(found->generation.temperature, 0.7);
   EXPECT_EQ(found->quality, Quality::Tolerant);
   EXPECT_EQ(found->prompt_ids, row.prompt_ids);
   EXPECT_EQ(found->features, row.features);
@@ -649,20 +740,20 @@ TEST_F(StoreTest, SuiteRoundTrip) {
   tasks[0].id = "a";
   tasks[0].model = "models/target";
   tasks[0].prompt = "Once upon a time \"quoted\"\n";
-  tasks[0].max_new_tokens = 16;
+  tasks[0].generation.max_new_tokens = 16;
   tasks[1].id = "b";
   tasks[1].model = "synthetic-110m";
   tasks[1].draft = "models/target";
   tasks[1].prompt_tokens = 512;
-  tasks[1].max_new_tokens = 256;
+  tasks[1].generation.max_new_tokens = 256;
   tasks[1].batch = 8;
-  tasks[1].temperature = 0.8;
-  tasks[1].top_p = 0.95;
+  tasks[1].generation.temperature = 0.8;
+  tasks[1].generation.top_p = 0.95;
   tasks[1].quality = Quality::Tolerant;
   tasks[2].id = "c";
   tasks[2].model = "m";
   tasks[2].prompt_tokens = 4;
-  tasks[2].max_new_tokens = 1;
+  tasks[2].generation.max_new_tokens = 1;
 
   const auto path = file("suite.jsonl");
   write_suite(path, tasks);
@@ -675,10 +766,10 @@ TEST_F(StoreTest, SuiteRoundTrip) {
     EXPECT_EQ(back[i].draft, tasks[i].draft);
     EXPECT_EQ(back[i].prompt, tasks[i].prompt);
     EXPECT_EQ(back[i].prompt_tokens, tasks[i].prompt_tokens);
-    EXPECT_EQ(back[i].max_new_tokens, tasks[i].max_new_tokens);
+    EXPECT_EQ(back[i].generation.max_new_tokens, tasks[i].generation.max_new_tokens);
     EXPECT_EQ(back[i].batch, tasks[i].batch);
-    EXPECT_EQ(back[i].temperature, tasks[i].temperature);
-    EXPECT_EQ(back[i].top_p, tasks[i].top_p);
+    EXPECT_EQ(back[i].generation.temperature, tasks[i].generation.temperature);
+    EXPECT_EQ(back[i].generation.top_p, tasks[i].generation.top_p);
     EXPECT_EQ(back[i].quality, tasks[i].quality);
   }
   // Key order is the documented one, for people reading the file.
@@ -692,8 +783,8 @@ TEST_F(StoreTest, SuiteRoundTrip) {
   const auto one = read_suite(path);
   ASSERT_EQ(one.size(), 1u);
   EXPECT_EQ(one[0].batch, 1);
-  EXPECT_EQ(one[0].temperature, 0.0);
-  EXPECT_EQ(one[0].top_p, 1.0);
+  EXPECT_EQ(one[0].generation.temperature, 0.0);
+  EXPECT_EQ(one[0].generation.top_p, 1.0);
   EXPECT_EQ(one[0].quality, Quality::Exact);
 
   // Writing an invalid task fails and leaves the old file alone.

@@ -55,7 +55,7 @@ void client_loop(const net::Endpoint& at, int count, int window, int client_inde
   net::TaskRequest r;
   r.model = "syn110m";
   r.prompt_ids = {{11, 12, 13, 14, 15, 16, 17, 18}};
-  r.max_new_tokens = 16;
+  r.generation.max_new_tokens = 16;
   r.quality = data::Quality::Tolerant;
   int sent = 0, done = 0;
   const auto submit = [&] {
@@ -66,7 +66,7 @@ void client_loop(const net::Endpoint& at, int count, int window, int client_inde
   while (done < count) {
     const auto m = c.receive(std::chrono::seconds(30));
     if (!m) throw std::runtime_error("bench-dispatch: no answer for 30 s");
-    if (m->type == net::MessageType::Error) throw std::runtime_error("bench-dispatch: " + m->body.value("message", ""));
+    if (m->type == net::MessageType::Error) throw std::runtime_error("bench-dispatch: " + m->as<net::ErrorMsg>().message);
     if (m->type != net::MessageType::Result) continue;
     ++done;
     if (sent < count) submit();

@@ -27,11 +27,7 @@ namespace {
 
 struct GenerateArgs {
   std::string model, prompt, tokenizer, key, draft, arm = "kv";
-  int64_t max_new_tokens = 64;
-  double temperature = 0.0, top_p = 1.0;
-  int64_t top_k = 0;
-  uint64_t seed = 0;
-  std::vector<int64_t> stop_ids;
+  data::GenerationParams generation{64};  // its stop ids: plaintext extras (EOS is added)
   bool no_kv_cache = false, json = false, ignore_eos = false, show_wire = false;
   int threads = 0;
 };
@@ -53,9 +49,7 @@ void run(const GenerateArgs& a) {
   data::TaskSpec task;
   task.model = a.model;
   task.draft = a.draft;
-  task.max_new_tokens = a.max_new_tokens;
-  task.temperature = a.temperature;
-  task.top_p = a.top_p;
+  task.generation = a.generation;
   task.quality = data::Quality::Tolerant;  // asking for an arm by name accepts its quality
   if (auto why = accel::arm_refusal(arm, task, loaded.models)) throw std::runtime_error("arm " + arm.name + " does not apply: " + *why);
   const auto prepared = accel::build_arm(arm, loaded.models);
@@ -63,12 +57,11 @@ void run(const GenerateArgs& a) {
 
   // Client side: plaintext ids, then (with a key) their encrypted form for the model.
   const auto prompt = tokenizer.encode(a.prompt);
-  auto stops = a.stop_ids;
+  auto stops = a.generation.stop_ids;
   if (!a.ignore_eos) stops.push_back(tokenizer.eos_id());
   runtime::GenerateOptions opts;
-  opts.max_new_tokens = a.max_new_tokens;
-  opts.sampling = {a.temperature, a.top_k, a.top_p, a.seed};
-  opts.stop_ids = codec ? codec->encrypt(stops) : stops;
+  opts.generation = a.generation;
+  opts.generation.stop_ids = codec ? codec->encrypt(stops) : stops;
   const auto wire_prompt = codec ? codec->encrypt(prompt) : prompt;
 
   // Worker side: only wire ids.
@@ -80,7 +73,7 @@ void run(const GenerateArgs& a) {
   const auto text = tokenizer.decode(ids);
   if (a.show_wire) {
     std::fprintf(stderr, "wire -> worker: prompt %s, stop ids %s\n", fmt::format("{}", wire_prompt).c_str(),
-                 fmt::format("{}", opts.stop_ids).c_str());
+                 fmt::format("{}", opts.generation.stop_ids).c_str());
     std::fprintf(stderr, "wire <- worker: %s\n", fmt::format("{}", wire_out).c_str());
   }
   if (a.json) {
@@ -93,7 +86,7 @@ void run(const GenerateArgs& a) {
                         {"tokens_per_s", r.tokens_per_s()},
                         {"arm", arm.name}};
     if (ran.acceptance_rate) j["acceptance_rate"] = *ran.acceptance_rate;
-    if (codec) j["wire"] = {{"to_worker", wire_prompt}, {"stop_ids", opts.stop_ids}, {"from_worker", wire_out}};
+    if (codec) j["wire"] = {{"to_worker", wire_prompt}, {"stop_ids", opts.generation.stop_ids}, {"from_worker", wire_out}};
     std::cout << j.dump() << std::endl;
   } else {
     std::cout << text << std::endl;
@@ -115,12 +108,12 @@ void register_generate(CLI::App& app) {
       ->check(CLI::ExistingFile);
   add_key_option(cmd, args->key, "EE key: MODEL is encrypted with it; ids are encrypted before and decrypted after", /*optional=*/true);
   cmd->add_flag("--show-wire", args->show_wire, "print (to stderr) the encrypted ids that cross the wire each way");
-  cmd->add_option("--max-new-tokens", args->max_new_tokens, "tokens to generate at most")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--temperature", args->temperature, "0 = greedy")->capture_default_str()->check(CLI::Range(0.0, 100.0));
-  cmd->add_option("--top-k", args->top_k, "keep the k most likely tokens (0 = off)")->capture_default_str()->check(CLI::NonNegativeNumber);
-  cmd->add_option("--top-p", args->top_p, "nucleus sampling mass (1 = off)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--seed", args->seed, "sampling seed")->capture_default_str();
-  cmd->add_option("--stop-id", args->stop_ids, "extra (plaintext) token ids that end generation (EOS always does)");
+  cmd->add_option("--max-new-tokens", args->generation.max_new_tokens, "tokens to generate at most")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--temperature", args->generation.temperature, "0 = greedy")->capture_default_str()->check(CLI::Range(0.0, 100.0));
+  cmd->add_option("--top-k", args->generation.top_k, "keep the k most likely tokens (0 = off)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-p", args->generation.top_p, "nucleus sampling mass (1 = off)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--seed", args->generation.seed, "sampling seed")->capture_default_str();
+  cmd->add_option("--stop-id", args->generation.stop_ids, "extra (plaintext) token ids that end generation (EOS always does)");
   cmd->add_flag("--ignore-eos", args->ignore_eos, "do not stop at the tokenizer's EOS");
   cmd->add_option("--arm", args->arm, "acceleration arm: plain, kv, kv+int8, kv+prune30, kv+spec4, kv+int8+spec4, ...")
       ->capture_default_str();

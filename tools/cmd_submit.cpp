@@ -19,9 +19,8 @@ namespace {
 
 struct SubmitArgs {
   std::string coordinator = "127.0.0.1:7700", key, tokenizer, model, prompt, quality = "exact", arm, request_id;
-  int64_t max_new_tokens = 32;
-  double temperature = 0, top_p = 1, timeout_s = 600, max_ppl_ratio = data::kDefaultMaxPplRatio;
-  uint64_t seed = 0;
+  data::GenerationParams generation;  // sent as given (its stop ids: the encrypted EOS)
+  double timeout_s = 600, max_ppl_ratio = data::kDefaultMaxPplRatio;
   bool json = false, ignore_eos = false;
 };
 
@@ -39,11 +38,8 @@ void run(const SubmitArgs& a) {
   r.model = a.model;
   r.key_fingerprint = key.fingerprint();
   r.prompt_ids = {codec.encrypt(prompt)};  // all the coordinator and worker ever see
-  if (!a.ignore_eos) r.stop_ids = {codec.encrypt(tokenizer.eos_id())};
-  r.max_new_tokens = a.max_new_tokens;
-  r.temperature = a.temperature;
-  r.top_p = a.top_p;
-  r.seed = a.seed;
+  r.generation = a.generation;
+  if (!a.ignore_eos) r.generation.stop_ids = {codec.encrypt(tokenizer.eos_id())};
   r.quality = data::parse_quality(a.quality);
   r.max_ppl_ratio = a.max_ppl_ratio;
   r.arm = a.arm;
@@ -85,16 +81,17 @@ void register_submit(CLI::App& app) {
   cmd->add_option("--tokenizer", a->tokenizer, "tokenizer.model of the plaintext model")->required()->check(CLI::ExistingFile);
   cmd->add_option("--model", a->model, "model name, as the workers registered it")->required();
   cmd->add_option("--prompt", a->prompt, "prompt text")->required();
-  cmd->add_option("--max-new-tokens", a->max_new_tokens, "tokens to generate at most")->capture_default_str()->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("--max-new-tokens", a->generation.max_new_tokens, "tokens to generate at most")->capture_default_str()->check(CLI::Range(0, 1 << 20));
   cmd->add_option("--quality", a->quality, "exact: lossless arms only; tolerant: int8 and pruning allowed")
       ->capture_default_str()->check(CLI::IsMember({"exact", "tolerant"}));
   cmd->add_option("--max-ppl-ratio", a->max_ppl_ratio,
                   "tolerant: admit a lossy arm only if its measured perplexity ratio (vs the lossless model) is at most this")
       ->capture_default_str()
       ->check(CLI::Range(1.0, 1000.0));
-  cmd->add_option("--temperature", a->temperature, "0: greedy")->capture_default_str()->check(CLI::Range(0.0, 100.0));
-  cmd->add_option("--top-p", a->top_p, "nucleus sampling mass")->capture_default_str()->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--seed", a->seed, "sampling seed")->capture_default_str();
+  cmd->add_option("--temperature", a->generation.temperature, "0: greedy")->capture_default_str()->check(CLI::Range(0.0, 100.0));
+  cmd->add_option("--top-k", a->generation.top_k, "keep the k most likely tokens (0 = off)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-p", a->generation.top_p, "nucleus sampling mass")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--seed", a->generation.seed, "sampling seed")->capture_default_str();
   cmd->add_option("--arm", a->arm, "run this arm instead of the selector's choice");
   cmd->add_option("--request-id", a->request_id, "idempotency key: resubmitting it returns the same task's result");
   cmd->add_option("--timeout-s", a->timeout_s, "give up after this long")->capture_default_str()->check(CLI::Range(0.1, 86400.0));

@@ -53,9 +53,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
     off += take;
     try {
       const net::Message m = net::parse_message(body);
-      if (!m.body.is_object() || m.body.value("type", "") != net::message_type_name(m.type) ||
-          m.body.value("v", 0) != net::kProtocolVersion)
-        fail("parse_message accepted a body whose envelope does not name its type: " + eesched::fuzz::excerpt(m.body));
+      const auto j = nlohmann::json::parse(body);  // it parsed, so it is JSON
+      if (!j.is_object() || j.value("type", "") != net::message_type_name(m.type) || j.value("v", 0) != net::kProtocolVersion ||
+          m.payload.index() != static_cast<std::size_t>(m.type))
+        fail("parse_message accepted a body whose envelope does not name its type: " + eesched::fuzz::excerpt(j));
     } catch (const net::ProtocolError& e) {
       if (!eesched::fuzz::is_parse_code(e.code())) fail(std::string("parse_message refused with code '") + e.code() + "'");
       return 0;  // the connection closes after the first bad frame

@@ -69,11 +69,12 @@ std::vector<Seed> seeds() {
   task.model = "llama-tiny";
   task.key_fingerprint = "key-1f3a";
   task.prompt_ids = {{1, 15043, 29892, 920}, {1, 306, 626}};
-  task.stop_ids = {2, 13};
-  task.max_new_tokens = 64;
-  task.temperature = 0.7;
-  task.top_p = 0.9;
-  task.seed = 18446744073709551615ull;
+  task.generation.stop_ids = {2, 13};
+  task.generation.max_new_tokens = 64;
+  task.generation.temperature = 0.7;
+  task.generation.top_k = 40;
+  task.generation.top_p = 0.9;
+  task.generation.seed = 18446744073709551615ull;
   task.quality = data::Quality::Tolerant;
   task.arm = "kv+spec4";
   add("full", net::Submit{task});
@@ -92,11 +93,7 @@ std::vector<Seed> seeds() {
   assign.model = "llama-tiny";
   assign.draft = "llama-draft";
   assign.prompt_ids = task.prompt_ids;
-  assign.stop_ids = task.stop_ids;
-  assign.max_new_tokens = 64;
-  assign.temperature = 0.7;
-  assign.top_p = 0.9;
-  assign.seed = 1234;
+  assign.generation = task.generation;  // the client's, unchanged
   assign.time_limit_ms = 30000;
   add("full", assign);
 

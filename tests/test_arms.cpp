@@ -14,16 +14,21 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
+#include <functional>
+#include <nlohmann/json.hpp>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "data/arm.h"
+#include "data/arm_components.h"
 #include "data/error.h"
 #include "data/features.h"
 #include "data/quality.h"
 #include "data/roofline.h"
+#include "tests/expect_error.h"
 
 namespace eesched::data {
 namespace {
@@ -157,6 +162,170 @@ TEST(ArmGolden, FeaturesRooflineAndRulesAreBitIdentical) {
     ASSERT_EQ(more_w, more_g) << "the golden file and the computed text differ in length at line " << line;
     ASSERT_EQ(w, g) << "line " << line;
   }
+}
+
+// Removes a registered component kind when the test ends, pass or fail.
+struct Registered {
+  explicit Registered(ComponentKind kind) : prefix(kind.prefix) { register_component(std::move(kind)); }
+  ~Registered() { unregister_component(prefix); }
+  std::string prefix;
+};
+
+std::string error_of(const std::function<void()>& f) { return eesched::testing::error_of_type<Error>(f); }
+
+double feature(const std::vector<double>& f, const std::string& name) {
+  const auto& names = feature_names();
+  const auto it = std::find(names.begin(), names.end(), name);
+  if (it == names.end()) throw std::runtime_error("no feature " + name);
+  return f[static_cast<std::size_t>(it - names.begin())];
+}
+
+// The built-in rows, as the grammar and the messages show them.
+TEST(ArmComponents, TheTableHoldsTheBuiltins) {
+  std::vector<std::string> patterns;
+  for (const auto& kind : component_kinds()) patterns.push_back(kind->pattern());
+  EXPECT_EQ(patterns, (std::vector<std::string>{"kv", "int8", "pruneNN", "specK", "qspecK"}));
+  EXPECT_EQ(known_components(), "plain, kv, int8, pruneNN, specK, qspecK");
+  EXPECT_EQ(lossy_components(), "int8, pruneNN");
+  // The columns components may set are feature columns.
+  const auto& names = feature_names();
+  for (const auto column : kArmFeatureNames) EXPECT_NE(std::find(names.begin(), names.end(), column), names.end()) << column;
+  const auto m = match_component("prune30");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->kind->prefix, "prune");
+  EXPECT_EQ(m->number, 30);
+  EXPECT_EQ(m->name(), "prune30");
+  EXPECT_FALSE(match_component("int4"));
+  EXPECT_NE(error_of([] { match_component("spec17"); }).find("1..16"), std::string::npos);
+}
+
+TEST(ArmComponents, ARowMustBeWellFormed) {
+  auto row = [](std::string prefix) {
+    ComponentKind k;
+    k.prefix = std::move(prefix);
+    k.effects = [](int) { return ArmEffects{}; };
+    return k;
+  };
+  EXPECT_NE(error_of([&] { register_component(row("int8")); }).find("already registered"), std::string::npos);
+  EXPECT_NE(error_of([&] { register_component(row("plain")); }).find("'plain'"), std::string::npos);
+  EXPECT_NE(error_of([&] { register_component(row("Fp16")); }).find("lowercase"), std::string::npos);
+  EXPECT_NE(error_of([&] { register_component(row("")); }).find("prefix"), std::string::npos);
+  auto no_effects = row("fp16");
+  no_effects.effects = nullptr;
+  EXPECT_NE(error_of([&] { register_component(no_effects); }).find("no effects"), std::string::npos);
+  auto bad_range = row("lowrank");
+  bad_range.number = ComponentKind::Number{50, 10, "NN"};
+  EXPECT_NE(error_of([&] { register_component(bad_range); }).find("range"), std::string::npos);
+  auto bad_exclusion = row("fp16");
+  bad_exclusion.excludes = {{"int4", "why"}};
+  EXPECT_NE(error_of([&] { register_component(bad_exclusion); }).find("no registered kind"), std::string::npos);
+  EXPECT_FALSE(unregister_component("fp16"));  // none of them was added
+  EXPECT_EQ(known_components(), "plain, kv, int8, pruneNN, specK, qspecK");
+}
+
+// The open set: two new kinds, added as rows at run time, are parsed, canonicalized, refused,
+// featured and estimated from their rows alone; the parser, the features and the roofline
+// are not touched. (tests/test_accel.cpp adds an implementation too, and runs one.)
+TEST(ArmComponents, NewKindsAreParsedFeaturedAndEstimatedFromTheirRows) {
+  // A weight format: every matmul but q/k in 2 bytes; lossy, and one format per arm.
+  ComponentKind fp16;
+  fp16.prefix = "fp16";
+  fp16.order = 11;
+  fp16.lossless = false;
+  fp16.excludes = {{"int8", "fp16 and int8 are both weight formats"}};
+  fp16.effects = [](int) {
+    ArmEffects e;
+    e.weight_bytes = 2.0;
+    return e;
+  };
+  // A drafting scheme: the f32 target drafts K tokens itself (lookahead decoding), batch 1, one
+  // drafting scheme per arm.
+  ComponentKind lookahead;
+  lookahead.prefix = "lookahead";
+  lookahead.number = ComponentKind::Number{2, 8, "K"};
+  lookahead.order = 30;
+  lookahead.group = "draft";
+  lookahead.group_conflict = "drafts twice: lookaheadK drafts with the target itself";
+  lookahead.batch_one = true;
+  lookahead.effects = [](int k) {
+    ArmEffects e;
+    e.set(ArmFeature::SpecK, k);
+    e.draft_tokens = k;
+    e.self_draft_weight_bytes = 4.0;
+    e.prior_acceptance = 0.7;
+    return e;
+  };
+  const Registered r1(fp16), r2(lookahead);
+
+  EXPECT_EQ(known_components(), "plain, kv, int8, fp16, pruneNN, specK, qspecK, lookaheadK");
+  EXPECT_EQ(lossy_components(), "int8, fp16, pruneNN");
+  const auto a = parse_arm("lookahead3+prune20+fp16+kv");
+  EXPECT_EQ(a.name, "kv+fp16+prune20+lookahead3");
+  EXPECT_EQ(a.components(), (std::vector<std::string>{"kv", "fp16", "prune20", "lookahead3"}));
+  EXPECT_FALSE(a.lossless());
+  EXPECT_FALSE(a.needs_draft());
+  EXPECT_EQ(quality_key(a), "fp16+prune20");
+  EXPECT_EQ(parse_arm_list("kv,kv+fp16").size(), 2u);
+  EXPECT_EQ(quality_from_json(nlohmann::json{{"fp16", {{"ppl_ratio", 1.001}, {"top1_agreement", 0.99}}}}).count("fp16"), 1u);
+  EXPECT_NE(error_of([] { parse_arm("kv+int8+fp16"); }).find("arm 'kv+int8+fp16': fp16 and int8 are both weight formats"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { parse_arm("kv+spec4+lookahead3"); }).find("drafts twice: lookaheadK"), std::string::npos);
+  EXPECT_NE(error_of([] { parse_arm("kv+lookahead9"); }).find("2..8"), std::string::npos);
+  EXPECT_NE(error_of([] { parse_arm("kv+fp16+fp16"); }).find("twice"), std::string::npos);
+
+  TaskSpec task;
+  task.prompt_tokens = 100, task.max_new_tokens = 32, task.quality = Quality::Tolerant;
+  EXPECT_FALSE(arm_refusal(a, task));
+  task.batch = 2;
+  EXPECT_NE(arm_refusal(a, task).value_or("").find("batch 1"), std::string::npos);
+  task.batch = 1;
+  task.quality = Quality::Exact;
+  EXPECT_NE(arm_refusal(parse_arm("kv+fp16"), task).value_or("").find("lossy"), std::string::npos);
+  EXPECT_FALSE(arm_refusal(parse_arm("kv+lookahead4"), task));
+  task.quality = Quality::Tolerant;
+
+  // Features and roofline take the declared terms. The features test's model: 12 layers, hidden
+  // 768, k/v 256 wide, FFN 2304, vocab 32000, 4 bytes a weight: q/k hold 9,437,184 weights,
+  // the other matmuls 97,714,176.
+  ModelRow model;
+  model.layers = 12, model.hidden = 768, model.intermediate = 2304, model.heads = 12, model.kv_heads = 4;
+  model.vocab = 32000, model.parameters = 107'000'000, model.weight_bytes = 428'000'000;
+  HardwareProfile hw;
+  hw.threads = 2, hw.gflops = 50, hw.copy_gbps = 25;
+  auto features_of = [&](const Arm& arm) {
+    FeatureInputs in{&task, &model, nullptr, &hw, &arm, {}};
+    return compute_features(in);
+  };
+  const auto f = features_of(parse_arm("kv+fp16"));
+  EXPECT_DOUBLE_EQ(feature(f, "arm_weight_mb"), (4.0 * 9437184 + 2.0 * 97714176) / 1e6);
+  EXPECT_EQ(feature(f, "arm_int8"), 0);
+  EXPECT_EQ(feature(f, "arm_lossless"), 0);
+  EXPECT_LT(feature(f, "arm_roofline_vs_kv"), 1.0);
+  EXPECT_GT(feature(f, "arm_roofline_vs_kv"), feature(features_of(parse_arm("kv+int8")), "arm_roofline_vs_kv"));
+  const auto g = features_of(parse_arm("kv+lookahead4"));
+  EXPECT_EQ(feature(g, "arm_spec_k"), 4);
+  EXPECT_EQ(feature(g, "decode_rows"), 5);
+  EXPECT_EQ(feature(g, "arm_self_draft"), 0);  // the column qspecK sets; this row does not
+  EXPECT_EQ(feature(g, "arm_lossless"), 1);
+  // Its roofline: the target drafts itself at 4 bytes a weight with the prior 0.7 until measured.
+  const auto est = estimate_roofline(task, model, nullptr, hw, parse_arm("kv+lookahead4"), std::nullopt);
+  const double per_iteration = (1 - std::pow(0.7, 5)) / (1 - 0.7), iterations = 31 / per_iteration;
+  EXPECT_DOUBLE_EQ(est.forward_passes, 2 + iterations * 5);
+  EXPECT_DOUBLE_EQ(est.total_ms, estimate_roofline(task, model, nullptr, hw, parse_arm("kv+lookahead4"), 0.7).total_ms);
+  EXPECT_NE(est.total_ms, estimate_roofline(task, model, nullptr, hw, parse_arm("kv+lookahead4"), 0.5).total_ms);
+}
+
+// After the kinds are gone, the grammar is the built-in one again.
+TEST(ArmComponents, AnUnregisteredKindIsUnknownAgain) {
+  {
+    ComponentKind k;
+    k.prefix = "fp16";
+    k.effects = [](int) { return ArmEffects{}; };
+    const Registered r(k);
+    EXPECT_EQ(parse_arm("kv+fp16").name, "kv+fp16");
+  }
+  EXPECT_NE(error_of([] { parse_arm("kv+fp16"); }).find("unknown component 'fp16' (known: plain, kv, int8, pruneNN, specK, qspecK)"),
+            std::string::npos);
 }
 
 }  // namespace

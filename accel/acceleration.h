@@ -39,7 +39,8 @@ class Acceleration {
   virtual ~Acceleration() = default;
   // The arm component it implements: "kv", "int8", "prune30", "spec4".
   virtual std::string name() const = 0;
-  virtual bool lossless() const = 0;
+  // Default: what the component's row in data/arm_components.h says (it is described once).
+  virtual bool lossless() const;
   // Order of application: transforms that change shapes (pruning) run before those that change
   // storage formats (int8), which run before decoding hooks.
   virtual int stage() const = 0;

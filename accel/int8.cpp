@@ -21,7 +21,6 @@ namespace {
 class Int8Weights final : public Acceleration {
  public:
   std::string name() const override { return "int8"; }
-  bool lossless() const override { return false; }
   int stage() const override { return kStageFormat; }
   // The target only: a draft is small enough that its speed is dispatch, not bytes.
   ModelPair prepare(const ModelPair& models) const override {
@@ -34,7 +33,7 @@ class Int8Weights final : public Acceleration {
 }  // namespace
 
 std::unique_ptr<Acceleration> make_int8(const std::string& component) {
-  if (component != "int8") return nullptr;
+  if (!component_number(component, "int8")) return nullptr;
   return std::make_unique<Int8Weights>();
 }
 

@@ -9,7 +9,6 @@ namespace {
 class KvCache final : public Acceleration {
  public:
   std::string name() const override { return "kv"; }
-  bool lossless() const override { return true; }
   int stage() const override { return kStageDecode; }
   void configure(DecodePlan& plan) const override { plan.kv_cache = true; }
 };
@@ -17,7 +16,7 @@ class KvCache final : public Acceleration {
 }  // namespace
 
 std::unique_ptr<Acceleration> make_kv_cache(const std::string& component) {
-  if (component != "kv") return nullptr;
+  if (!component_number(component, "kv")) return nullptr;
   return std::make_unique<KvCache>();
 }
 

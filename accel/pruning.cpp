@@ -96,7 +96,6 @@ class FfnPruning final : public Acceleration {
  public:
   explicit FfnPruning(int percent) : percent_(percent) {}
   std::string name() const override { return "prune" + std::to_string(percent_); }
-  bool lossless() const override { return false; }
   int stage() const override { return kStageShape; }
   std::optional<std::string> refusal(const data::TaskSpec&, const ModelPair& models) const override {
     const auto inter = models.target->config().intermediate_size;
@@ -123,8 +122,7 @@ class FfnPruning final : public Acceleration {
 
 std::unique_ptr<Acceleration> make_pruning(const std::string& component) {
   const auto percent = component_number(component, "prune");
-  if (!percent) return nullptr;
-  if (*percent < 1 || *percent > 99) throw runtime::Error("'" + component + "': pruning percent must be in 1..99");
+  if (!percent) return nullptr;  // its range (5..90) is the table's
   return std::make_unique<FfnPruning>(*percent);
 }
 

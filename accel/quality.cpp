@@ -4,10 +4,12 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
 #include "accel/registry.h"
+#include "accel/registry_internal.h"
 #include "data/arm.h"
 #include "data/error.h"
 #include "runtime/error.h"
@@ -33,11 +35,29 @@ double agreement(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
   return static_cast<double>(same) / static_cast<double>(a.size());
 }
 
-// By pruning level, then without int8 before with it: int8, prune10, int8+prune10, ...
+// A lossy transform split by stage: the components that change the model's shape (pruning) and
+// those applied on top of it (int8): "int8+prune20" -> {"prune20", "int8"}.
+struct Split {
+  std::string shape, rest;
+};
+Split split_by_stage(const data::Arm& arm) {
+  Split out;
+  for (const auto& c : arm.components()) {
+    const auto a = make_acceleration(c);
+    if (a->lossless()) continue;
+    auto& to = a->stage() == kStageShape ? out.shape : out.rest;
+    to += (to.empty() ? "" : "+") + c;
+  }
+  return out;
+}
+
+// By pruning level (the FFN neurons removed), then fewer transforms first: int8, prune10,
+// int8+prune10, ...
 std::vector<std::string> in_order(std::vector<data::Arm> arms) {
-  std::sort(arms.begin(), arms.end(), [](const data::Arm& a, const data::Arm& b) {
-    return std::make_pair(a.prune_percent, a.int8) < std::make_pair(b.prune_percent, b.int8);
-  });
+  auto rank = [](const data::Arm& a) {
+    return std::make_tuple(a.effects.ffn_prune_percent, std::count(a.lossy_key.begin(), a.lossy_key.end(), '+'), a.lossy_key);
+  };
+  std::sort(arms.begin(), arms.end(), [&](const data::Arm& a, const data::Arm& b) { return rank(a) < rank(b); });
   std::vector<std::string> keys;
   for (const auto& arm : arms) {
     const auto key = data::quality_key(arm);
@@ -69,7 +89,8 @@ std::vector<std::string> parse_quality_transforms(const std::string& list) {
   while (true) {
     const auto comma = list.find(',', start);
     const auto entry = trim(list.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
-    const std::string bad = "'" + entry + "' is not a lossy weight transform (int8, pruneNN, int8+pruneNN)";
+    const std::string bad =
+        "'" + entry + "' is not a lossy weight transform (" + data::lossy_components() + ", or several joined by '+')";
     if (entry.empty()) throw data::Error("empty entry in the transform list '" + list + "'");
     data::Arm arm;
     try {
@@ -98,12 +119,13 @@ data::QualityTable measure_quality(const runtime::LlamaModel& model, const std::
                            std::to_string(c.vocab_size));
   if (options.context < 2) throw runtime::Error("quality: the perplexity window must be at least 2 tokens");
   std::vector<std::string> keys = options.transforms.empty() ? default_quality_transforms() : options.transforms;
-  // Grouped by pruning level, so each pruned model is built once and dropped before the next.
-  std::map<int, std::vector<data::Arm>> by_prune;
+  // Grouped by their shape-changing part (the pruning level), so each pruned model is built once
+  // and dropped before the next; the rest (int8) is applied on top of it.
+  std::map<std::pair<int, std::string>, std::vector<data::Arm>> by_level;
   for (const auto& key : keys) {
     const auto arm = transform_arm(key);
     if (arm.lossless() || data::quality_key(arm) != key) throw runtime::Error("quality: '" + key + "' is not a canonical lossy transform");
-    by_prune[arm.prune_percent].push_back(arm);
+    by_level[{arm.effects.ffn_prune_percent, split_by_stage(arm).shape}].push_back(arm);
   }
   auto progress = [&](const std::string& what) {
     if (options.progress) options.progress(what);
@@ -118,11 +140,13 @@ data::QualityTable measure_quality(const runtime::LlamaModel& model, const std::
   const auto reference = runtime::perplexity(*base.target, heldout, po);
 
   data::QualityTable table;
-  for (const auto& [percent, arms] : by_prune) {
-    const ModelPair level = percent == 0 ? base : build_arm(data::parse_arm("kv+prune" + std::to_string(percent)), base).models;
+  for (const auto& [level_key, arms] : by_level) {
+    const auto& shape = level_key.second;
+    const ModelPair level = shape.empty() ? base : build_arm(transform_arm(shape), base).models;
     for (const auto& arm : arms) {
       const auto key = data::quality_key(arm);
-      const auto target = arm.int8 ? build_arm(data::parse_arm("kv+int8"), level).models.target : level.target;
+      const auto rest = split_by_stage(arm).rest;
+      const auto target = rest.empty() ? level.target : build_arm(transform_arm(rest), level).models.target;
       progress("scoring " + key);
       const auto r = runtime::perplexity(*target, heldout, po);
       table[key] = {r.perplexity / reference.perplexity, agreement(reference.predictions, r.predictions)};

@@ -1,11 +1,11 @@
 #include "accel/registry.h"
 
 #include <algorithm>
-#include <charconv>
 #include <chrono>
 #include <mutex>
 
 #include "accel/registry_internal.h"
+#include "data/arm_components.h"
 #include "runtime/error.h"
 #include "runtime/model.h"
 
@@ -28,14 +28,17 @@ std::optional<std::string> Acceleration::refusal(const data::TaskSpec&, const Mo
 ModelPair Acceleration::prepare(const ModelPair& models) const { return models; }
 void Acceleration::configure(DecodePlan&) const {}
 
+bool Acceleration::lossless() const {
+  const auto component = name();
+  const auto match = data::match_component(component);
+  if (!match) throw runtime::Error("the acceleration '" + component + "' has no row in the component table (data/arm_components.h)");
+  return match->kind->lossless;
+}
+
 std::optional<int> component_number(const std::string& component, const std::string& prefix) {
-  if (component.compare(0, prefix.size(), prefix) != 0 || component.size() == prefix.size()) return std::nullopt;
-  int value = 0;
-  const char* begin = component.data() + prefix.size();
-  const char* end = component.data() + component.size();
-  const auto [ptr, ec] = std::from_chars(begin, end, value);
-  if (ec != std::errc() || ptr != end) return std::nullopt;
-  return value;
+  const auto match = data::match_component(component);
+  if (!match || match->kind->prefix != prefix) return std::nullopt;
+  return match->number;
 }
 
 void register_acceleration(Factory factory) {

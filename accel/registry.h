@@ -1,7 +1,11 @@
 #pragma once
-// Where accelerations are registered and arms are built. Adding an acceleration: implement
-// Acceleration in accel/, add its factory to builtin_factories() in registry.cpp, and name its
-// component in data/arm.{h,cpp} (the catalog the coordinator reads without LibTorch).
+// Where accelerations are registered and arms are built. Adding an acceleration: describe its
+// component kind once, as a row of data/arm_components.cpp (name pattern, lossless, exclusions,
+// refusal rules, feature and roofline effects: what the coordinator reads without LibTorch);
+// implement Acceleration in its own accel/ file, with a factory that recognizes its components
+// through that table (component_number in registry_internal.h); add the factory to the built-in
+// list in registry.cpp (or register_acceleration it). The parser, the features and the runner
+// stay as they are (README, "Accelerations and arms").
 #include <functional>
 #include <memory>
 #include <optional>

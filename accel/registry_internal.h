@@ -18,7 +18,10 @@ std::unique_ptr<Acceleration> make_int8(const std::string& component);
 std::unique_ptr<Acceleration> make_pruning(const std::string& component);
 std::unique_ptr<Acceleration> make_speculative(const std::string& component);
 
-// "spec4" -> 4 for prefix "spec"; nullopt when the prefix differs or no number follows.
+// The component's number when it is of the kind `prefix` in data/arm_components.h's table
+// ("spec4" -> 4 for "spec", "int8" -> 0 for "int8"), nullopt when it is another kind or none.
+// The table holds the pattern and range: a factory spells only the kind it implements. Throws
+// data::Error for a number outside the kind's range.
 std::optional<int> component_number(const std::string& component, const std::string& prefix);
 
 }  // namespace eesched::accel

@@ -200,7 +200,6 @@ class Speculation : public Acceleration {
  public:
   Speculation(std::string prefix, int k) : prefix_(std::move(prefix)), k_(k) {}
   std::string name() const override { return prefix_ + std::to_string(k_); }
-  bool lossless() const override { return true; }
   int stage() const override { return kStageDecode; }
   void configure(DecodePlan& plan) const override { plan.spec_k = k_; }
 
@@ -249,17 +248,12 @@ class SelfSpeculativeDecoding final : public Speculation {
   }
 };
 
-int draft_tokens(const std::string& component, int k) {
-  if (k < 1 || k > 16) throw runtime::Error("'" + component + "': draft tokens per step must be in 1..16");
-  return k;
-}
-
 }  // namespace
 
 std::unique_ptr<Acceleration> make_speculative(const std::string& component) {
-  if (const auto k = component_number(component, "spec")) return std::make_unique<SpeculativeDecoding>(draft_tokens(component, *k));
-  if (const auto k = component_number(component, "qspec"))
-    return std::make_unique<SelfSpeculativeDecoding>(draft_tokens(component, *k));
+  // The range of K (1..16) is the component table's.
+  if (const auto k = component_number(component, "spec")) return std::make_unique<SpeculativeDecoding>(*k);
+  if (const auto k = component_number(component, "qspec")) return std::make_unique<SelfSpeculativeDecoding>(*k);
   return nullptr;
 }
 

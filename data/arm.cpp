@@ -1,7 +1,9 @@
 #include "data/arm.h"
 
-#include <charconv>
+#include <algorithm>
 #include <cmath>
+#include <tuple>
+#include <utility>
 
 #include "data/error.h"
 
@@ -14,16 +16,29 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
-// "spec4" with prefix "spec" -> 4 when it lies in [lo, hi]; nullopt when the prefix differs.
-std::optional<int> numbered(std::string_view part, std::string_view prefix, int lo, int hi, std::string_view arm) {
-  if (part.substr(0, prefix.size()) != prefix) return std::nullopt;
-  const auto digits = part.substr(prefix.size());
-  int value = 0;
-  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
-  if (digits.empty() || ec != std::errc() || end != digits.data() + digits.size() || value < lo || value > hi)
-    throw Error("arm '" + std::string(arm) + "': '" + std::string(part) + "' needs a number in " + std::to_string(lo) + ".." +
-                std::to_string(hi) + " after '" + std::string(prefix) + "'");
-  return value;
+// Adds one component's effects to the arm's; a term two components set is refused (the table's
+// groups and exclusions catch every built-in clash first, with their own reasons).
+void merge(ArmEffects& into, const ArmEffects& e, std::string_view arm, const std::string& part) {
+  auto clash = [&](std::string_view term) {
+    throw Error("arm '" + std::string(arm) + "': '" + part + "' sets " + std::string(term) + ", which another of its components sets too");
+  };
+  for (std::size_t i = 0; i < kArmFeatureCount; ++i) {
+    if (e.features[i] == 0) continue;
+    if (into.features[i] != 0) clash(kArmFeatureNames[i]);
+    into.features[i] = e.features[i];
+  }
+  auto take = [&](auto& to, const auto& from, bool set_to, bool set_from, std::string_view term) {
+    if (!set_from) return;
+    if (set_to) clash(term);
+    to = from;
+  };
+  take(into.weight_bytes, e.weight_bytes, into.weight_bytes.has_value(), e.weight_bytes.has_value(), "the weight format");
+  take(into.ffn_prune_percent, e.ffn_prune_percent, into.ffn_prune_percent != 0, e.ffn_prune_percent != 0, "the FFN width");
+  take(into.draft_tokens, e.draft_tokens, into.draft_tokens != 0, e.draft_tokens != 0, "the draft tokens per step");
+  take(into.self_draft_weight_bytes, e.self_draft_weight_bytes, into.self_draft_weight_bytes.has_value(),
+       e.self_draft_weight_bytes.has_value(), "the self-draft's weight format");
+  take(into.prior_acceptance, e.prior_acceptance, into.prior_acceptance.has_value(), e.prior_acceptance.has_value(),
+       "the prior acceptance rate");
 }
 
 }  // namespace
@@ -38,10 +53,14 @@ Quality parse_quality(const std::string& name) {
 
 std::vector<std::string> Arm::components() const {
   if (!kv_cache) return {"plain"};
-  std::vector<std::string> out{"kv"};
-  if (int8) out.emplace_back("int8");
-  if (prune_percent) out.push_back("prune" + std::to_string(prune_percent));
-  if (spec_k) out.push_back((self_draft ? "qspec" : "spec") + std::to_string(spec_k));
+  std::vector<std::string> out;
+  std::string_view rest = name;
+  while (true) {
+    const auto plus = rest.find('+');
+    out.emplace_back(rest.substr(0, plus));
+    if (plus == std::string_view::npos) break;
+    rest = rest.substr(plus + 1);
+  }
   return out;
 }
 
@@ -53,53 +72,44 @@ Arm parse_arm(std::string_view text) {
     arm.name = "plain";
     return arm;
   }
-  bool seen_kv = false;
+  const std::string arm_name(name);
+  const auto kinds = component_table();  // one snapshot for the whole name
+  std::vector<ComponentMatch> parts;
   std::string_view rest = name;
   while (true) {
     const auto plus = rest.find('+');
     const auto part = rest.substr(0, plus);
-    auto twice = [&](bool already) {
-      if (already) throw Error("arm '" + std::string(name) + "' names '" + std::string(part) + "' twice");
-    };
-    // One drafting scheme per arm: specK (a separate model) or qspecK (the target's int8 copy).
-    auto drafted = [&](bool self) {
-      if (arm.spec_k == 0) return;
-      if (arm.self_draft == self) twice(true);
-      throw Error("arm '" + std::string(name) + "' drafts twice: specK drafts with a separate model, qspecK with the target's own int8 weights");
-    };
-    if (part == "kv") {
-      twice(seen_kv);
-      seen_kv = true;
-    } else if (part == "int8") {
-      twice(arm.int8);
-      arm.int8 = true;
-    } else if (auto p = numbered(part, "prune", 5, 90, name)) {
-      twice(arm.prune_percent != 0);
-      arm.prune_percent = *p;
-    } else if (auto k = numbered(part, "spec", 1, 16, name)) {
-      drafted(false);
-      arm.spec_k = *k;
-    } else if (auto q = numbered(part, "qspec", 1, 16, name)) {
-      drafted(true);
-      arm.spec_k = *q;
-      arm.self_draft = true;
-    } else if (part == "plain") {
-      throw Error("arm '" + std::string(name) + "': 'plain' (no KV cache) combines with nothing");
-    } else {
-      throw Error("arm '" + std::string(name) + "': unknown component '" + std::string(part) +
-                  "' (known: plain, kv, int8, pruneNN, specK, qspecK)");
+    if (part == "plain") throw Error("arm '" + arm_name + "': 'plain' (no KV cache) combines with nothing");
+    auto match = match_component(*kinds, part, name);
+    if (!match) throw Error("arm '" + arm_name + "': unknown component '" + std::string(part) + "' (known: " + known_components() + ")");
+    for (const auto& seen : parts) {
+      if (seen.kind == match->kind) throw Error("arm '" + arm_name + "' names '" + std::string(part) + "' twice");
+      if (!seen.kind->group.empty() && seen.kind->group == match->kind->group)
+        throw Error("arm '" + arm_name + "' " + match->kind->group_conflict);
     }
+    parts.push_back(std::move(*match));
     if (plus == std::string_view::npos) break;
     rest = rest.substr(plus + 1);
   }
-  if (arm.self_draft && arm.int8)
-    throw Error("arm '" + std::string(name) + "': qspecK drafts with the int8 copy of an f32 target, so it does not combine with int8");
-  if (!seen_kv)
-    throw Error("arm '" + std::string(name) + "' must include 'kv' (every acceleration builds on the KV cache; 'plain' has none)");
+  for (const auto& p : parts)
+    for (const auto& [other, why] : p.kind->excludes)
+      if (std::any_of(parts.begin(), parts.end(), [&](const ComponentMatch& q) { return q.kind->prefix == other; }))
+        throw Error("arm '" + arm_name + "': " + why);
+  if (std::none_of(parts.begin(), parts.end(), [](const ComponentMatch& p) { return p.kind->kv_cache; }))
+    throw Error("arm '" + arm_name + "' must include 'kv' (every acceleration builds on the KV cache; 'plain' has none)");
+  // Canonical order: the KV cache first, then by the table's order (ties by prefix).
+  std::sort(parts.begin(), parts.end(), [](const ComponentMatch& a, const ComponentMatch& b) {
+    return std::make_tuple(!a.kind->kv_cache, a.kind->order, a.kind->prefix) < std::make_tuple(!b.kind->kv_cache, b.kind->order, b.kind->prefix);
+  });
   arm.kv_cache = true;
-  std::string canonical;
-  for (const auto& c : arm.components()) canonical += (canonical.empty() ? "" : "+") + c;
-  arm.name = canonical;
+  for (const auto& p : parts) {
+    const auto component = p.name();
+    arm.name += (arm.name.empty() ? "" : "+") + component;
+    if (!p.kind->lossless) arm.lossy_key += (arm.lossy_key.empty() ? "" : "+") + component;
+    arm.separate_draft = arm.separate_draft || p.kind->needs_draft;
+    arm.batch_one = arm.batch_one || p.kind->batch_one;
+    merge(arm.effects, p.kind->effects(p.number), name, component);
+  }
   return arm;
 }
 
@@ -132,10 +142,8 @@ std::vector<Arm> parse_arm_list(std::string_view list) {
 std::optional<std::string> arm_refusal(const Arm& arm, const TaskSpec& task) {
   if (task.quality == Quality::Exact && !arm.lossless())
     return "the task asks for exact quality and " + arm.name + " is lossy";
-  if (arm.spec_k > 0) {
-    if (arm.needs_draft() && !task.has_draft()) return arm.name + " needs a draft model and the task names none";
-    if (task.batch != 1) return arm.name + " runs batch 1 only (the task has batch " + std::to_string(task.batch) + ")";
-  }
+  if (arm.needs_draft() && !task.has_draft()) return arm.name + " needs a draft model and the task names none";
+  if (arm.batch_one && task.batch != 1) return arm.name + " runs batch 1 only (the task has batch " + std::to_string(task.batch) + ")";
   return std::nullopt;
 }
 

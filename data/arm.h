@@ -7,29 +7,35 @@
 // small model) or `+qspecK` (self-speculative: the target's own int8 weights draft K tokens and
 // the f32 target verifies them, so the output stays exactly the target's). Components may be
 // written in any order; the canonical name orders them kv, int8, prune, spec: `kv+int8+spec4`.
+// Every component kind, its pattern, order, exclusions and effects are rows of one table
+// (data/arm_components.h); the parser reads only the table.
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "data/arm_components.h"
 #include "data/task.h"
 
 namespace eesched::data {
 
 struct Arm {
-  std::string name;       // canonical
+  std::string name;  // canonical
   bool kv_cache = false;
-  bool int8 = false;      // per-output-channel int8 weights
-  int prune_percent = 0;  // structured FFN pruning, 0 = off
-  int spec_k = 0;         // speculative decoding with k draft tokens, 0 = off
-  bool self_draft = false;  // with spec_k: the draft is the target quantized to int8 (`qspecK`)
+  // Its lossy components in canonical order, '+'-joined ("int8+prune30"): what the model's
+  // measured quality of this arm is keyed by (data/quality.h). Empty for a lossless arm.
+  std::string lossy_key;
+  bool separate_draft = false;  // some component drafts with a separate draft model
+  bool batch_one = false;       // some component runs batch 1 only
+  // What its components contribute to the features and the roofline, merged.
+  ArmEffects effects;
 
   // Lossless arms give the model's own output: greedy token for token, sampling with the same
   // distribution. int8 and pruning change the model.
-  bool lossless() const { return !int8 && prune_percent == 0; }
+  bool lossless() const { return lossy_key.empty(); }
   // A separate draft model; a self-drafting arm builds its draft from the target.
-  bool needs_draft() const { return spec_k > 0 && !self_draft; }
+  bool needs_draft() const { return separate_draft; }
   // The components in canonical order: {"plain"} or e.g. {"kv", "int8", "spec4"}.
   std::vector<std::string> components() const;
 };

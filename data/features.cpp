@@ -79,6 +79,7 @@ std::vector<double> compute_features(const FeatureInputs& in) {
   const auto& m = *in.model;
   const auto& hw = *in.hardware;
   const auto& a = *in.arm;
+  const auto& fx = a.effects;  // what the arm's components contribute (data/arm_components.h)
   const double prompt = static_cast<double>(t.prompt_tokens), fresh = static_cast<double>(t.generation.max_new_tokens);
   const double weight_mb = static_cast<double>(m.weight_bytes) / 1e6;
   const double params_m = static_cast<double>(m.parameters) / 1e6;
@@ -110,9 +111,9 @@ std::vector<double> compute_features(const FeatureInputs& in) {
       hw.copy_gbps > 0 ? weight_mb / hw.copy_gbps : kMissing,  // MB / (GB/s) = ms
       hw.gflops > 0 ? 2.0 * params_m * 1e6 * static_cast<double>(t.batch) / (hw.gflops * 1e9) * 1e3 : kMissing,
       a.kv_cache ? 1.0 : 0.0,
-      a.int8 ? 1.0 : 0.0,
-      static_cast<double>(a.prune_percent),
-      static_cast<double>(a.spec_k),
+      fx.feature(ArmFeature::Int8),
+      fx.feature(ArmFeature::PrunePercent),
+      fx.feature(ArmFeature::SpecK),
       a.lossless() ? 1.0 : 0.0,
       in.landmarks.acceptance_rate ? *in.landmarks.acceptance_rate : kMissing,
   };
@@ -123,8 +124,8 @@ std::vector<double> compute_features(const FeatureInputs& in) {
                      std::log2(std::max(1e-6, roofline.total_ms)),
                      kv.total_ms > 0 ? roofline.total_ms / kv.total_ms : kMissing,
                      prompt * static_cast<double>(t.batch),
-                     static_cast<double>(t.batch) * (1.0 + (a.kv_cache ? a.spec_k : 0)),
-                     a.self_draft ? 1.0 : 0.0,
+                     static_cast<double>(t.batch) * (1.0 + (a.kv_cache ? fx.draft_tokens : 0)),
+                     fx.feature(ArmFeature::SelfDraft),
                      in.landmarks.self_acceptance_rate ? *in.landmarks.self_acceptance_rate : kMissing});
   if (f.size() != feature_names().size()) throw Error("compute_features: the vector and feature_names() disagree");
   return f;

@@ -24,7 +24,7 @@ struct Landmarks {
   std::optional<double> acceptance_rate;       // measured for this draft/target pair (specK arms)
   std::optional<double> self_acceptance_rate;  // measured for this target drafting itself (qspecK arms)
   // The one that applies to `arm`.
-  std::optional<double> acceptance_for(const Arm& arm) const { return arm.self_draft ? self_acceptance_rate : acceptance_rate; }
+  std::optional<double> acceptance_for(const Arm& arm) const { return arm.effects.self_draft() ? self_acceptance_rate : acceptance_rate; }
 };
 
 struct FeatureInputs {

@@ -9,12 +9,8 @@
 
 namespace eesched::data {
 
-std::string quality_key(const Arm& arm) {
-  std::string key;
-  if (arm.int8) key = "int8";
-  if (arm.prune_percent > 0) key += (key.empty() ? "" : "+") + std::string("prune") + std::to_string(arm.prune_percent);
-  return key;
-}
+// The lossy components in canonical order, as parse_arm derived them from the component table.
+std::string quality_key(const Arm& arm) { return arm.lossy_key; }
 
 std::optional<std::string> quality_refusal(const Arm& arm, const TaskSpec& task, const QualityTable& measured) {
   const std::string key = quality_key(arm);
@@ -56,7 +52,7 @@ QualityTable quality_from_json(const nlohmann::json& j) {
     try {
       arm = parse_arm("kv+" + key);
     } catch (const Error&) {
-      throw Error("quality key '" + key + "' is not a lossy transform (int8, pruneNN, int8+pruneNN)");
+      throw Error("quality key '" + key + "' is not a lossy transform (" + lossy_components() + ", or several joined by '+')");
     }
     if (quality_key(arm) != key) throw Error("quality key '" + key + "' is not canonical (want '" + quality_key(arm) + "')");
     out[key] = q;

@@ -13,17 +13,19 @@ struct Shape {
   double layers = 0, hidden = 0;
 };
 
-Shape shape_of(const ModelRow& m, bool int8, int prune_percent) {
+// `rest_bytes`: bytes per weight of every matmul but q/k (unset: the model's own format);
+// `prune_percent`: FFN neurons removed.
+Shape shape_of(const ModelRow& m, std::optional<double> rest_bytes, int prune_percent) {
   const double h = static_cast<double>(m.hidden), layers = static_cast<double>(m.layers);
   const double head_dim = m.heads > 0 ? h / static_cast<double>(m.heads) : h;
   const double kv_dim = head_dim * static_cast<double>(m.kv_heads > 0 ? m.kv_heads : m.heads);
   const double ffn = static_cast<double>(pruned_intermediate(m.intermediate, prune_percent));
-  const double qk = layers * (h * h + h * kv_dim);           // stays f32 under int8 (RoPE rotation)
+  const double qk = layers * (h * h + h * kv_dim);           // stays f32 in any weight format (RoPE rotation)
   const double rest = layers * (h * kv_dim + h * h + 3 * h * ffn) + static_cast<double>(m.vocab) * h;
   const double f32_bytes = m.parameters > 0 ? static_cast<double>(m.weight_bytes) / static_cast<double>(m.parameters) : 4.0;
   Shape s;
   s.linear_params = qk + rest;
-  s.bytes = int8 ? f32_bytes * qk + 1.0 * rest : f32_bytes * (qk + rest);
+  s.bytes = rest_bytes ? f32_bytes * qk + *rest_bytes * rest : f32_bytes * (qk + rest);
   s.layers = layers;
   s.hidden = h;
   return s;
@@ -42,7 +44,8 @@ double pass_ms(const Shape& s, double tokens, double batch, double context, cons
 
 RooflineEstimate estimate_roofline(const TaskSpec& task, const ModelRow& model, const ModelRow* draft, const HardwareProfile& hw,
                                    const Arm& arm, std::optional<double> acceptance) {
-  const Shape target = shape_of(model, arm.int8, arm.prune_percent);
+  const auto& fx = arm.effects;  // the roofline terms of the arm's components (data/arm_components.h)
+  const Shape target = shape_of(model, fx.weight_bytes, fx.ffn_prune_percent);
   const double prompt = static_cast<double>(std::max<int64_t>(1, task.prompt_tokens));
   const double fresh = static_cast<double>(std::max<int64_t>(1, task.generation.max_new_tokens));
   const double batch = static_cast<double>(std::max<int64_t>(1, task.batch));
@@ -57,15 +60,14 @@ RooflineEstimate estimate_roofline(const TaskSpec& task, const ModelRow& model, 
     e.total_ms = fresh * pass_ms(target, mid_context, batch, mid_context / 2, hw);
     return e;
   }
-  if (arm.spec_k > 0 && (draft || arm.self_draft)) {
+  if (fx.draft_tokens > 0 && (draft || fx.self_draft())) {
     // Each iteration: k draft steps, one target pass verifying k + 1 positions; it yields
     // (1 - a^(k+1)) / (1 - a) tokens on average when each draft token is accepted with rate a.
-    const double k = arm.spec_k;
-    const double prior = arm.self_draft ? kPriorSelfAcceptance : kPriorAcceptance;
-    const double a = std::clamp(acceptance.value_or(prior), 0.0, 0.999);
+    const double k = fx.draft_tokens;
+    const double a = std::clamp(acceptance.value_or(fx.prior_acceptance.value_or(kPriorAcceptance)), 0.0, 0.999);
     const double per_iteration = (1 - std::pow(a, k + 1)) / (1 - a);
     const double iterations = std::max(0.0, fresh - 1) / per_iteration;
-    const Shape d = arm.self_draft ? shape_of(model, true, arm.prune_percent) : shape_of(*draft, false, 0);
+    const Shape d = fx.self_draft() ? shape_of(model, fx.self_draft_weight_bytes, fx.ffn_prune_percent) : shape_of(*draft, std::nullopt, 0);
     e.prefill_ms += pass_ms(d, prompt, batch, prompt / 2, hw);
     const double iteration_ms = pass_ms(target, k + 1, batch, mid_context, hw) + k * pass_ms(d, 1, batch, mid_context, hw);
     e.forward_passes = 2 + iterations * (1 + k);

@@ -21,12 +21,12 @@ struct RooflineEstimate {
   double total_ms = 0;        // prefill + decoding
 };
 
-// Speculative arms use `acceptance` (the measured rate of the draft/target pair, or of the target
-// drafting itself for qspecK) or, before any measurement, the prior: a separately trained small
-// draft agrees with the target about half the time, the target's own int8 copy almost always.
-// A specK arm without `draft` is estimated as kv.
-inline constexpr double kPriorAcceptance = 0.5;
-inline constexpr double kPriorSelfAcceptance = 0.9;
+// The arm enters only through its effects (Arm::effects, data/arm_components.h): the weight
+// format of the matmuls but q/k, the FFN neurons removed, the draft tokens per step, whether the
+// target drafts itself and in which format, and the prior acceptance. Speculative arms use
+// `acceptance` (the measured rate of the draft/target pair, or of the target drafting itself for
+// qspecK) or, before any measurement, their component's prior (kPriorAcceptance,
+// kPriorSelfAcceptance). An arm drafting with a separate model, without `draft`, is estimated as kv.
 RooflineEstimate estimate_roofline(const TaskSpec& task, const ModelRow& model, const ModelRow* draft, const HardwareProfile& hw,
                                    const Arm& arm, std::optional<double> acceptance);
 

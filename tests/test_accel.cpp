@@ -22,6 +22,8 @@
 #include "accel/run.h"
 #include "accel/speculative.h"
 #include "data/arm.h"
+#include "data/arm_components.h"
+#include "data/quality.h"
 #include "data/error.h"
 #include "ee/codec.h"
 #include "ee/transform.h"
@@ -575,7 +577,7 @@ TEST(Arms, EveryCatalogArmDecryptsToThePlaintextArm) {
       const auto a = accel::run_arm(pa, {p}, o);
       const auto b = accel::run_arm(ea, {codec.encrypt(p)}, o);
       EXPECT_EQ(codec.decrypt(b.generation.tokens[0]), a.generation.tokens[0]) << arm.name << ", prompt of " << p.size();
-      EXPECT_EQ(a.acceptance_rate.has_value(), arm.spec_k > 0);
+      EXPECT_EQ(a.acceptance_rate.has_value(), arm.effects.draft_tokens > 0);
     }
   }
 }
@@ -808,6 +810,83 @@ TEST(Arms, CacheBuildsEachArmOnce) {
     threads.emplace_back([&, i] { seen[static_cast<std::size_t>(i)] = cache.get("m", data::parse_arm("kv+prune50"), base).get(); });
   for (auto& t : threads) t.join();
   for (auto* p : seen) EXPECT_EQ(p, seen[0]);
+}
+
+// The open set: an acceleration is its row in data/'s component table and its factory here. This
+// one (a test plugin) rounds every weight to fp16 precision; nothing in the parser, the features,
+// the roofline or the runner knows it, yet its arm parses, builds, runs, commutes with EE, and is
+// refused where a lossy arm is.
+class Fp16Rounding final : public accel::Acceleration {
+ public:
+  std::string name() const override { return "fp16"; }
+  int stage() const override { return 1; }  // a storage format, after shape changes
+  accel::ModelPair prepare(const accel::ModelPair& models) const override {
+    auto w = models.target->weights();
+    for (const auto& [name, t] : w.named()) slot(w, name) = t.to(at::kHalf).to(at::kFloat);
+    accel::ModelPair out = models;
+    out.target = std::make_shared<const rt::LlamaModel>(models.target->config(), w);
+    return out;
+  }
+};
+
+TEST(Arms, ANewAccelerationIsItsTableRowAndItsFactory) {
+  using eesched::testing::error_of_type;
+  c10::InferenceMode guard;
+  data::ComponentKind row;
+  row.prefix = "fp16";
+  row.order = 11;
+  row.lossless = false;
+  row.excludes = {{"int8", "fp16 and int8 are both weight formats"}};
+  row.effects = [](int) {
+    data::ArmEffects e;
+    e.weight_bytes = 2.0;
+    return e;
+  };
+  data::register_component(row);
+  struct Unregister {
+    ~Unregister() { data::unregister_component("fp16"); }
+  } unregister;
+  accel::register_acceleration([](const std::string& c) -> std::unique_ptr<accel::Acceleration> {
+    if (c != "fp16") return nullptr;
+    return std::make_unique<Fp16Rounding>();
+  });
+
+  const auto arm = data::parse_arm("fp16+kv");
+  EXPECT_EQ(arm.name, "kv+fp16");
+  EXPECT_FALSE(arm.lossless());
+  EXPECT_EQ(data::quality_key(arm), "fp16");
+  EXPECT_FALSE(accel::make_acceleration("fp16")->lossless());  // the table's word, not repeated in the plugin
+  EXPECT_THAT(error_of_type<data::Error>([] { data::parse_arm("kv+int8+fp16"); }), HasSubstr("both weight formats"));
+
+  const auto& enc = encrypted_demo();
+  const ee::Codec codec(enc.key);
+  const auto pa = accel::build_arm(arm, pair_of(target_model()));
+  const auto ea = accel::build_arm(arm, pair_of(enc.target, nullptr, enc.key.fingerprint()));
+  for (const auto& [name, t] : pa.models.target->weights().named()) EXPECT_TRUE(at::equal(t, t.to(at::kHalf).to(at::kFloat))) << name;
+  rt::GenerateOptions o;
+  o.generation.max_new_tokens = 8;
+  for (const auto& p : demo_prompts(6)) {
+    const auto a = accel::run_arm(pa, {p}, o);
+    const auto b = accel::run_arm(ea, {codec.encrypt(p)}, o);
+    EXPECT_EQ(codec.decrypt(b.generation.tokens[0]), a.generation.tokens[0]);
+  }
+  data::TaskSpec task;
+  task.quality = data::Quality::Exact;
+  const auto why = accel::arm_refusal(arm, task, pair_of(target_model()));
+  ASSERT_TRUE(why);
+  EXPECT_THAT(*why, HasSubstr("lossy"));
+  task.quality = data::Quality::Tolerant;
+  EXPECT_FALSE(accel::arm_refusal(arm, task, pair_of(target_model())));
+}
+
+// Every built-in acceleration says what its row says, and each row has an implementation.
+TEST(Arms, EveryTableRowHasAnAcceleration) {
+  for (const auto& kind : data::component_kinds()) {
+    const auto component = kind->component_name(kind->number ? kind->number->lo : 0);
+    const auto a = accel::make_acceleration(component);
+    EXPECT_EQ(a->name(), component);
+    EXPECT_EQ(a->lossless(), kind->lossless) << component;
+  }
 }
 
 }  // namespace

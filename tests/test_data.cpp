@@ -27,9 +27,11 @@ TEST(Arm, ParsesAndCanonicalizes) {
   auto a = parse_arm("spec4+int8+kv");
   EXPECT_EQ(a.name, "kv+int8+spec4");
   EXPECT_TRUE(a.kv_cache);
-  EXPECT_TRUE(a.int8);
-  EXPECT_EQ(a.spec_k, 4);
-  EXPECT_EQ(a.prune_percent, 0);
+  EXPECT_EQ(a.effects.feature(ArmFeature::Int8), 1);
+  EXPECT_EQ(a.effects.weight_bytes, 1.0);
+  EXPECT_EQ(a.effects.draft_tokens, 4);
+  EXPECT_EQ(a.effects.ffn_prune_percent, 0);
+  EXPECT_EQ(a.lossy_key, "int8");
   EXPECT_FALSE(a.lossless());
   EXPECT_TRUE(a.needs_draft());
   EXPECT_EQ(a.components(), (std::vector<std::string>{"kv", "int8", "spec4"}));
@@ -38,17 +40,17 @@ TEST(Arm, ParsesAndCanonicalizes) {
   EXPECT_FALSE(p.kv_cache);
   EXPECT_TRUE(p.lossless());
   EXPECT_EQ(p.components(), std::vector<std::string>{"plain"});
-  EXPECT_EQ(parse_arm(" kv+prune30 ").prune_percent, 30);
+  EXPECT_EQ(parse_arm(" kv+prune30 ").effects.ffn_prune_percent, 30);
   EXPECT_TRUE(parse_arm("kv+spec8").lossless());
 
   // Self-speculative: lossless, drafts with the target's int8 copy, so it needs no draft model.
   auto q = parse_arm("qspec6+kv");
   EXPECT_EQ(q.name, "kv+qspec6");
-  EXPECT_EQ(q.spec_k, 6);
-  EXPECT_TRUE(q.self_draft);
+  EXPECT_EQ(q.effects.draft_tokens, 6);
+  EXPECT_TRUE(q.effects.self_draft());
   EXPECT_TRUE(q.lossless());
   EXPECT_FALSE(q.needs_draft());
-  EXPECT_FALSE(q.int8);
+  EXPECT_FALSE(q.effects.weight_bytes);
   EXPECT_EQ(parse_arm("kv+prune30+qspec4").name, "kv+prune30+qspec4");
 }
 

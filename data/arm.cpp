@@ -92,9 +92,9 @@ Arm parse_arm(std::string_view text) {
     rest = rest.substr(plus + 1);
   }
   for (const auto& p : parts)
-    for (const auto& [other, why] : p.kind->excludes)
-      if (std::any_of(parts.begin(), parts.end(), [&](const ComponentMatch& q) { return q.kind->prefix == other; }))
-        throw Error("arm '" + arm_name + "': " + why);
+    for (const auto& exclusion : p.kind->excludes)  // (clang 14 cannot capture a structured binding)
+      if (std::any_of(parts.begin(), parts.end(), [&](const ComponentMatch& q) { return q.kind->prefix == exclusion.first; }))
+        throw Error("arm '" + arm_name + "': " + exclusion.second);
   if (std::none_of(parts.begin(), parts.end(), [](const ComponentMatch& p) { return p.kind->kv_cache; }))
     throw Error("arm '" + arm_name + "' must include 'kv' (every acceleration builds on the KV cache; 'plain' has none)");
   // Canonical order: the KV cache first, then by the table's order (ties by prefix).

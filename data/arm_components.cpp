@@ -113,8 +113,9 @@ void check_row(const ComponentKind& k, const Kinds& table) {
   if (!k.group.empty() && k.group_conflict.empty()) throw Error(who + ": group '" + k.group + "' needs its conflict message");
   for (const auto& row : table)
     if (row->prefix == k.prefix) throw Error(who + " is already registered");
-  for (const auto& [other, why] : k.excludes) {
-    if (why.empty()) throw Error(who + ": excluding '" + other + "' needs a reason");
+  for (const auto& exclusion : k.excludes) {
+    const std::string& other = exclusion.first;  // not a structured binding: clang 14 (make fuzz) cannot capture one
+    if (exclusion.second.empty()) throw Error(who + ": excluding '" + other + "' needs a reason");
     if (other != k.prefix && std::none_of(table.begin(), table.end(), [&](const auto& row) { return row->prefix == other; }))
       throw Error(who + " excludes '" + other + "', which is no registered kind");
   }

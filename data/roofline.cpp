@@ -10,31 +10,36 @@ namespace {
 struct Shape {
   double linear_params = 0;  // every matmul weight, lm_head included (it runs every step)
   double bytes = 0;          // those weights as the arm stores them
-  double layers = 0, hidden = 0;
+  double layers = 0;
+  double attention_width = 0;  // heads x head_dim: the width q.k and the weighted sum of v run over
 };
 
 // `rest_bytes`: bytes per weight of every matmul but q/k (unset: the model's own format);
 // `prune_percent`: FFN neurons removed.
 Shape shape_of(const ModelRow& m, std::optional<double> rest_bytes, int prune_percent) {
   const double h = static_cast<double>(m.hidden), layers = static_cast<double>(m.layers);
-  const double head_dim = m.heads > 0 ? h / static_cast<double>(m.heads) : h;
+  // An explicit head_dim (Qwen3: 128 with hidden 1024 and 16 heads) makes q and o wider than
+  // the residual stream; without one, heads x head_dim is the hidden size.
+  const bool explicit_head_dim = m.head_dim > 0 && m.head_dim * m.heads != m.hidden;
+  const double head_dim = explicit_head_dim ? static_cast<double>(m.head_dim) : m.heads > 0 ? h / static_cast<double>(m.heads) : h;
+  const double q_dim = explicit_head_dim ? head_dim * static_cast<double>(m.heads) : h;
   const double kv_dim = head_dim * static_cast<double>(m.kv_heads > 0 ? m.kv_heads : m.heads);
   const double ffn = static_cast<double>(pruned_intermediate(m.intermediate, prune_percent));
-  const double qk = layers * (h * h + h * kv_dim);           // stays f32 in any weight format (RoPE rotation)
-  const double rest = layers * (h * kv_dim + h * h + 3 * h * ffn) + static_cast<double>(m.vocab) * h;
+  const double qk = layers * (h * q_dim + h * kv_dim);       // stays f32 in any weight format (RoPE rotation)
+  const double rest = layers * (h * kv_dim + q_dim * h + 3 * h * ffn) + static_cast<double>(m.vocab) * h;
   const double f32_bytes = m.parameters > 0 ? static_cast<double>(m.weight_bytes) / static_cast<double>(m.parameters) : 4.0;
   Shape s;
   s.linear_params = qk + rest;
   s.bytes = rest_bytes ? f32_bytes * qk + *rest_bytes * rest : f32_bytes * (qk + rest);
   s.layers = layers;
-  s.hidden = h;
+  s.attention_width = q_dim;
   return s;
 }
 
 // One forward pass over `tokens` new positions per sequence, `batch` sequences, attending to
 // `context` positions on average: the slower of streaming the weights and computing.
 double pass_ms(const Shape& s, double tokens, double batch, double context, const HardwareProfile& hw) {
-  const double flops = batch * tokens * (2 * s.linear_params + 4 * s.layers * s.hidden * context);
+  const double flops = batch * tokens * (2 * s.linear_params + 4 * s.layers * s.attention_width * context);
   const double compute_ms = hw.gflops > 0 ? flops / (hw.gflops * 1e6) : 0;
   const double memory_ms = hw.copy_gbps > 0 ? s.bytes / (hw.copy_gbps * 1e6) : 0;
   return std::max(compute_ms, memory_ms);

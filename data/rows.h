@@ -22,7 +22,9 @@ struct ModelRow {
   int64_t id = 0;           // set by the store
   std::string name;
   std::string fingerprint;  // identity: same weights (plaintext or encrypted) -> same fingerprint
+  std::string architecture = "llama";  // config.json's model_type: llama, mistral, qwen2, qwen3
   int64_t layers = 0, hidden = 0, intermediate = 0, heads = 0, kv_heads = 0, vocab = 0;
+  int64_t head_dim = 0;     // attention head width when the config names one; 0: hidden / heads
   int64_t parameters = 0;
   int64_t weight_bytes = 0;
   std::string dtype;        // "f32", "f16", "bf16"

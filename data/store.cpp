@@ -81,10 +81,13 @@ ALTER TABLE tasks ADD COLUMN result TEXT NOT NULL DEFAULT '';
 ALTER TABLE models ADD COLUMN quality TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE tasks ADD COLUMN max_ppl_ratio REAL NOT NULL DEFAULT 1.05;
 )sql"},
-    // v5: the store keeps data, not frames. The rest of a client's request and the answer it got
+    // v5: models name their architecture and an explicit head width (real model families), and
+    // the store keeps data, not frames. The rest of a client's request and the answer it got
     // (v3's JSON text) become columns, so an answer is rebuilt from data whatever the protocol
     // version; stored requests and answers are carried over.
     {5, R"sql(
+ALTER TABLE models ADD COLUMN architecture TEXT NOT NULL DEFAULT 'llama';
+ALTER TABLE models ADD COLUMN head_dim INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE tasks ADD COLUMN top_k INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE tasks ADD COLUMN seed INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE tasks ADD COLUMN stop_ids TEXT NOT NULL DEFAULT '[]';
@@ -188,7 +191,7 @@ std::optional<double> opt_double(const sql::Statement& st, int col) {
 
 constexpr const char* kModelCols =
     "id, name, fingerprint, layers, hidden, intermediate, heads, kv_heads, vocab, parameters, weight_bytes, dtype, encrypted, "
-    "quality";
+    "quality, architecture, head_dim";
 constexpr const char* kWorkerCols =
     "id, name, host, cpu_model, threads, gflops, copy_gbps, mem_total_bytes, mem_free_bytes, measured_at";
 constexpr const char* kTaskCols =
@@ -219,6 +222,8 @@ ModelRow read_model(const sql::Statement& st) {
   } catch (const std::exception& e) {
     throw Error("model '" + m.name + "': stored quality is malformed: " + e.what());
   }
+  m.architecture = st.column_text(14);
+  m.head_dim = st.column_int64(15);
   return m;
 }
 
@@ -332,17 +337,17 @@ int64_t Store::upsert_model(const ModelRow& m) {
   sql::Transaction tx(db_);
   auto st = db_.prepare(
       "INSERT INTO models (name, fingerprint, layers, hidden, intermediate, heads, kv_heads, vocab, parameters, weight_bytes, "
-      "dtype, encrypted, quality) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+      "dtype, encrypted, quality, architecture, head_dim) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
       "ON CONFLICT (fingerprint) DO UPDATE SET name = excluded.name, layers = excluded.layers, hidden = excluded.hidden, "
       "intermediate = excluded.intermediate, heads = excluded.heads, kv_heads = excluded.kv_heads, vocab = excluded.vocab, "
       "parameters = excluded.parameters, weight_bytes = excluded.weight_bytes, dtype = excluded.dtype, "
-      "encrypted = excluded.encrypted, "
+      "encrypted = excluded.encrypted, architecture = excluded.architecture, head_dim = excluded.head_dim, "
       // A registration without measurements keeps what an earlier one measured.
       "quality = CASE WHEN excluded.quality = '{}' THEN models.quality ELSE excluded.quality END RETURNING id");
   st.bind_text(1, m.name).bind_text(2, m.fingerprint).bind_int64(3, m.layers).bind_int64(4, m.hidden);
   st.bind_int64(5, m.intermediate).bind_int64(6, m.heads).bind_int64(7, m.kv_heads).bind_int64(8, m.vocab);
   st.bind_int64(9, m.parameters).bind_int64(10, m.weight_bytes).bind_text(11, m.dtype).bind_int64(12, m.encrypted);
-  st.bind_text(13, quality_to_json(m.quality).dump());
+  st.bind_text(13, quality_to_json(m.quality).dump()).bind_text(14, m.architecture).bind_int64(15, m.head_dim);
   st.step();
   const int64_t id = st.column_int64(0);
   st.reset();

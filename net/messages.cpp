@@ -111,7 +111,7 @@ void to_json(json& j, const ModelInfo& m) {
            {"kv_heads", r.kv_heads},  {"vocab", r.vocab},             {"parameters", r.parameters},
            {"weight_bytes", r.weight_bytes}, {"dtype", r.dtype},      {"encrypted", r.encrypted},
            {"key_fingerprint", m.key_fingerprint}, {"draft", m.draft},
-           {"quality", data::quality_to_json(r.quality)}};
+           {"quality", data::quality_to_json(r.quality)}, {"architecture", r.architecture}, {"head_dim", r.head_dim}};
 }
 
 void from_json(const json& j, ModelInfo& m) {
@@ -130,8 +130,11 @@ void from_json(const json& j, ModelInfo& m) {
   r.weight_bytes = field<int64_t>(j, "weight_bytes");
   r.dtype = field<std::string>(j, "dtype");
   r.encrypted = field<bool>(j, "encrypted");
-  if (r.layers <= 0 || r.hidden <= 0 || r.vocab <= 0 || r.heads <= 0 || r.kv_heads <= 0)
+  r.architecture = field_or<std::string>(j, "architecture", "llama");
+  r.head_dim = field_or<int64_t>(j, "head_dim", 0);
+  if (r.layers <= 0 || r.hidden <= 0 || r.vocab <= 0 || r.heads <= 0 || r.kv_heads <= 0 || r.head_dim < 0)
     bad("model '" + r.name + "' has a non-positive dimension");
+  if (r.architecture.empty() || r.architecture.size() > 64) bad("model '" + r.name + "': architecture must be 1 to 64 characters");
   m.key_fingerprint = field_or<std::string>(j, "key_fingerprint", "");
   m.draft = field_or<bool>(j, "draft", false);
   if (has(j, "quality")) {

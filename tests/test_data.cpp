@@ -236,6 +236,32 @@ TEST(Roofline, StreamsTheArmsBytesAndRanksArmsAsPhysicsSays) {
   EXPECT_GT(est("kv").step_ms, kv.step_ms);
 }
 
+// A model with an explicit head width (Qwen3-0.6B: 16 heads of 128 over a 1024-wide residual,
+// 8 KV heads) streams its real q/k/v/o shapes; naming the default width changes nothing.
+TEST(Roofline, AnExplicitHeadWidthShapesQKVAndO) {
+  FeatureFixture fx;
+  ModelRow qwen3;
+  qwen3.architecture = "qwen3";
+  qwen3.layers = 28, qwen3.hidden = 1024, qwen3.intermediate = 3072, qwen3.heads = 16, qwen3.kv_heads = 8, qwen3.vocab = 151936;
+  qwen3.head_dim = 128;
+  // Per layer: q 1024x2048, k and v 1024x1024, o 2048x1024, the FFN 3 x 1024x3072; the tied head
+  // 151936 x 1024 once.
+  const double per_layer = 1024.0 * 2048 + 2 * 1024.0 * 1024 + 2048.0 * 1024 + 3 * 1024.0 * 3072;
+  const double matmul_weights = 28 * per_layer + 151936.0 * 1024;
+  qwen3.parameters = static_cast<int64_t>(matmul_weights), qwen3.weight_bytes = 2 * qwen3.parameters;  // bf16
+  const auto kv = estimate_roofline(fx.task, qwen3, nullptr, fx.hw, parse_arm("kv"), std::nullopt);
+  EXPECT_NEAR(kv.weight_mb, 2 * matmul_weights / 1e6, 1e-6);
+
+  ModelRow named = fx.model, implicit = fx.model;
+  named.head_dim = fx.model.hidden / fx.model.heads;
+  for (const auto* arm : {"kv", "kv+int8", "kv+prune30", "plain"}) {
+    const auto a = estimate_roofline(fx.task, named, &fx.draft, fx.hw, parse_arm(arm), 0.7);
+    const auto b = estimate_roofline(fx.task, implicit, &fx.draft, fx.hw, parse_arm(arm), 0.7);
+    EXPECT_EQ(a.total_ms, b.total_ms) << arm;
+    EXPECT_EQ(a.weight_mb, b.weight_mb) << arm;
+  }
+}
+
 TEST(MakeSuite, IsSeededVariedAndReadsBack) {
   MakeSuiteOptions o;
   o.count = 300;

@@ -286,6 +286,7 @@ TEST_F(StoreTest, UpgradesVersionFourRequestsAndAnswersIntoColumns) {
     for (const char* column : {"top_k", "seed", "stop_ids", "from_client", "key_fingerprint", "pinned_arm", "answer_ids", "error", "worker",
                                "arm", "explored", "attempts", "predicted_ms", "ppl_ratio", "run_id"})
       raw.exec(std::string("ALTER TABLE tasks DROP COLUMN ") + column);
+    for (const char* column : {"architecture", "head_dim"}) raw.exec(std::string("ALTER TABLE models DROP COLUMN ") + column);
   }
   auto store = Store::open(path);
   EXPECT_EQ(store.schema_version(), Store::code_schema_version());
@@ -302,6 +303,9 @@ TEST_F(StoreTest, UpgradesVersionFourRequestsAndAnswersIntoColumns) {
   EXPECT_EQ(client->outcome.predicted_ms, 40.5);
   ASSERT_TRUE(client->outcome.run_id);
   EXPECT_EQ(store.find_run(*client->outcome.run_id)->latency_ms, 42.0);
+  ASSERT_EQ(store.models().size(), 1u);
+  EXPECT_EQ(store.models()[0].architecture, "llama");  // what every model before v5 was
+  EXPECT_EQ(store.models()[0].head_dim, 0);
   const auto sweep = store.find_task_by_ext_id("suite-1");
   ASSERT_TRUE(sweep);
   EXPECT_FALSE(sweep->from_client);
@@ -340,11 +344,16 @@ TEST_F(StoreTest, ModelsWorkersAndTasks) {
   auto changed = model("fp1");
   changed.name = "renamed";
   EXPECT_EQ(store.upsert_model(changed), m);  // same fingerprint, same row
-  const int64_t m2 = store.upsert_model(model("fp2"));
+  auto qwen = model("fp2");
+  qwen.architecture = "qwen3", qwen.head_dim = 128;
+  qwen.quality = {{"int8", {1.004, 0.97}}};
+  const int64_t m2 = store.upsert_model(qwen);
   EXPECT_NE(m2, m);
   const auto models = store.models();
   ASSERT_EQ(models.size(), 2u);
   EXPECT_EQ(models[0].name, "renamed");
+  qwen.id = m2;
+  EXPECT_TRUE(models[1] == qwen);  // every field, the architecture and head width included
   EXPECT_EQ(models[0].kv_heads, 4);
 
   HardwareProfile hw;

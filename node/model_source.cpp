@@ -51,7 +51,8 @@ const SweepModel& ModelSource::get(const std::string& name, data::Store& store) 
   std::shared_ptr<runtime::LlamaModel> plain;
   if (std::filesystem::is_directory(path)) {
     plain = std::make_shared<runtime::LlamaModel>(runtime::LlamaModel::load(path));
-    if (std::filesystem::exists(path / "tokenizer.model")) m.tokenizer = runtime::Tokenizer::load(path / "tokenizer.model");
+    if (std::filesystem::exists(path / "tokenizer.json") || std::filesystem::exists(path / "tokenizer.model"))
+      m.tokenizer = runtime::Tokenizer::load(path);  // tokenizer.json preferred
     // What the owner measured: ee.json of an encrypted directory, quality.json of a plaintext one.
     if (const auto manifest = ee::Manifest::read(path)) m.row.quality = manifest->quality;
     else if (auto quality = accel::read_quality_file(path)) m.row.quality = std::move(*quality);

@@ -10,6 +10,7 @@
 
 #include "runtime/error.h"
 #include "runtime/spm_module.h"
+#include "runtime/tokenizer_json.h"
 
 #ifndef EESCHED_SPM_MODULE
 #define EESCHED_SPM_MODULE "libeesched_spm.so"
@@ -38,20 +39,34 @@ std::unique_ptr<SpmModule> new_spm_module() {
 
 }  // namespace
 
-Tokenizer::Tokenizer() : sp_(new_spm_module()) {}
+Tokenizer::Tokenizer() = default;
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::~Tokenizer() = default;
 
-Tokenizer Tokenizer::load(const std::filesystem::path& model_file) {
+std::filesystem::path find_tokenizer_file(const std::filesystem::path& path) {
+  if (!std::filesystem::is_directory(path)) return path;
+  for (const char* name : {"tokenizer.json", "tokenizer.model"})
+    if (std::filesystem::is_regular_file(path / name)) return path / name;
+  throw Error("tokenizer: " + path.string() + " holds neither tokenizer.json nor tokenizer.model");
+}
+
+Tokenizer Tokenizer::load(const std::filesystem::path& path) {
+  const auto model_file = find_tokenizer_file(path);
   if (!std::filesystem::is_regular_file(model_file)) throw Error("tokenizer " + model_file.string() + " does not exist");
   Tokenizer t;
+  if (model_file.extension() == ".json") {
+    t.hf_ = std::make_unique<HfTokenizer>(HfTokenizer::load(model_file));
+    return t;
+  }
+  t.sp_ = new_spm_module();
   if (auto err = t.sp_->load(model_file.string()); !err.empty())
     throw Error("cannot load tokenizer " + model_file.string() + ": " + err);
   return t;
 }
 
 std::vector<int64_t> Tokenizer::encode(const std::string& text, bool add_bos) const {
+  if (hf_) return hf_->encode(text, add_bos);
   std::vector<int> pieces;
   if (auto err = sp_->encode(text, pieces); !err.empty()) throw Error("tokenizer: " + err);
   std::vector<int64_t> ids;
@@ -61,7 +76,13 @@ std::vector<int64_t> Tokenizer::encode(const std::string& text, bool add_bos) co
   return ids;
 }
 
+std::string Tokenizer::decode(const std::vector<int64_t>& ids, bool skip_special) const {
+  if (hf_) return hf_->decode(ids, skip_special);
+  return decode(ids);
+}
+
 std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
+  if (hf_) return hf_->decode(ids, true);
   std::vector<int> pieces;
   pieces.reserve(ids.size());
   const int64_t n = vocab_size();
@@ -75,9 +96,10 @@ std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
   return text;
 }
 
-int64_t Tokenizer::vocab_size() const { return sp_->piece_size(); }
-int64_t Tokenizer::bos_id() const { return sp_->bos_id(); }
-int64_t Tokenizer::eos_id() const { return sp_->eos_id(); }
+int64_t Tokenizer::vocab_size() const { return hf_ ? hf_->vocab_size() : sp_->piece_size(); }
+int64_t Tokenizer::bos_id() const { return hf_ ? hf_->bos_id() : sp_->bos_id(); }
+int64_t Tokenizer::eos_id() const { return hf_ ? hf_->eos_id() : sp_->eos_id(); }
+const HfTokenizer* Tokenizer::hf() const { return hf_.get(); }
 
 namespace {
 

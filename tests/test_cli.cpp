@@ -60,7 +60,7 @@ nlohmann::json data_quality(const std::string& dir) {
 TEST_F(Cli, EverySubcommandHasHelp) {
   for (const char* sub : {"train-lm", "generate", "logits", "perplexity", "make-synthetic", "bench-decode", "keygen",
                           "encrypt-model", "bench-ee", "bench-arms", "make-suite", "bench", "db", "train-selector", "replay", "bench-selector",
-                          "make-token", "coordinator", "worker", "submit", "bench-dispatch", "measure-quality"}) {
+                          "make-token", "coordinator", "worker", "submit", "bench-dispatch", "measure-quality", "tokenize"}) {
     auto r = run_eesched(std::string(sub) + " --help");
     EXPECT_EQ(r.exit_code, 0) << sub;
     EXPECT_THAT(r.output, HasSubstr("--")) << sub;
@@ -367,3 +367,33 @@ TEST_F(Cli, BenchArmsJsonHasOneRowPerApplicableArm) {
 }
 
 }  // namespace
+
+// tokenize: a tokenizer.model (always here) and, when fetched, a real tokenizer.json directory.
+TEST_F(Cli, TokenizeEncodesDecodesAndRendersChats) {
+  const auto spm = eesched::testing::tokenizer_path().string();
+  auto enc = run_eesched("tokenize --tokenizer " + spm + " --text 'Call me Ishmael.' --json");
+  ASSERT_EQ(enc.exit_code, 0) << enc.output;
+  const auto ids = nlohmann::json::parse(enc.output)["ids"].get<std::vector<int64_t>>();
+  ASSERT_GT(ids.size(), 2u);
+  std::string list;
+  for (auto id : ids) list += (list.empty() ? "" : ",") + std::to_string(id);
+  auto dec = run_eesched("tokenize --tokenizer " + model() + " --ids " + list);  // a directory: its tokenizer.model
+  EXPECT_EQ(dec.exit_code, 0);
+  EXPECT_EQ(dec.output, "Call me Ishmael.\n");
+  expect_one_line_error("tokenize --tokenizer " + spm, "--text");
+  expect_one_line_error("tokenize --tokenizer /nonexistent --text x", "nonexistent");
+
+  const auto qwen = eesched::testing::source_dir() / "tokenizers" / "qwen3";
+  if (!std::filesystem::exists(qwen / "tokenizer.json")) GTEST_SKIP() << "tokenizers not fetched (tools/fetch-tokenizers.sh)";
+  auto hf = run_eesched("tokenize --tokenizer " + qwen.string() + " --text 'Hello world<|im_end|>'");
+  EXPECT_EQ(hf.exit_code, 0);
+  EXPECT_EQ(hf.output, "9707 1879 151645\n");  // the reference's ids (tests/data/tokenizers/qwen3.json)
+  TempDir tmp;
+  const auto chat = tmp.path() / "chat.json";
+  std::ofstream(chat) << R"([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])";
+  auto r = run_eesched("tokenize --tokenizer " + qwen.string() + " --chat " + chat.string() + " --add-generation-prompt");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output);
+  EXPECT_EQ(j["text"], "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(j["ids"].front(), 151644);
+}

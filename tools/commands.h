@@ -26,5 +26,6 @@ void register_coordinator(CLI::App& app);
 void register_worker(CLI::App& app);
 void register_submit(CLI::App& app);
 void register_bench_dispatch(CLI::App& app);
+void register_tokenize(CLI::App& app);
 
 }  // namespace eesched::tools

@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
   eesched::tools::register_worker(app);
   eesched::tools::register_submit(app);
   eesched::tools::register_bench_dispatch(app);
+  eesched::tools::register_tokenize(app);
 
   // CLI11 reports an unknown subcommand as "a subcommand is required"; name it instead.
   for (int i = 1; i < argc; ++i) {

@@ -54,6 +54,15 @@ LlamaModel random_model(const LlamaConfig& config, uint64_t seed) {
     l.gate_proj = normal({inter, d}, std);
     l.up_proj = normal({inter, d}, std);
     l.down_proj = normal({d, inter}, out_std);
+    if (config.qkv_bias) {
+      l.q_bias = normal({config.num_attention_heads * hd}, std);
+      l.k_bias = normal({config.num_key_value_heads * hd}, std);
+      l.v_bias = normal({config.num_key_value_heads * hd}, std);
+    }
+    if (config.qk_norm) {
+      l.q_norm = at::ones({hd}, at::kFloat);
+      l.k_norm = at::ones({hd}, at::kFloat);
+    }
     w.layers.push_back(std::move(l));
   }
   w.norm = at::ones({d}, at::kFloat);

@@ -1189,6 +1189,48 @@ TEST_F(ModelTest, ShardedCheckpointLoadsLikeOneFile) {
   std::ofstream(d / "model.safetensors.index.json") << nlohmann::json{{"weight_map", {{"model.norm.weight", "model-00002-of-00003.safetensors"}}}}.dump();
   EXPECT_THAT(error_of([&] { LlamaModel::load(d); }), HasSubstr("model-00002-of-00003.safetensors"));
 }
+
+TEST_F(ModelTest, RealArchitecturePresetsAndShardedWriter) {
+  // The presets' configs are what the real models' config.json files say (spot checks), and
+  // survive config.json; the big weights themselves are for benchmarks, not tests.
+  const auto llama = eesched::runtime::synthetic_config("llama3.2-1b");
+  EXPECT_EQ(llama.vocab_size, 128256);
+  EXPECT_EQ(llama.rope_scaling.type, "llama3");
+  EXPECT_TRUE(llama.tie_word_embeddings);
+  EXPECT_NEAR(static_cast<double>(llama.parameter_count()), 1.236e9, 0.01e9);
+  const auto qwen25 = eesched::runtime::synthetic_config("qwen2.5-0.5b");
+  EXPECT_TRUE(qwen25.qkv_bias);
+  EXPECT_NEAR(static_cast<double>(qwen25.parameter_count()), 0.494e9, 0.01e9);
+  const auto qwen3 = eesched::runtime::synthetic_config("qwen3-0.6b");
+  EXPECT_EQ(qwen3.head_dim(), 128);
+  EXPECT_NEAR(static_cast<double>(qwen3.parameter_count()), 0.596e9, 0.01e9);
+  const auto smol = eesched::runtime::synthetic_config("smollm2-360m");
+  EXPECT_NEAR(static_cast<double>(smol.parameter_count()), 0.362e9, 0.01e9);
+  for (const auto& c : {llama, qwen25, qwen3, smol}) {
+    EXPECT_EQ(c.torch_dtype, "bfloat16");
+    const auto back = LlamaConfig::from_json(c.to_json());
+    EXPECT_EQ(back.parameter_count(), c.parameter_count());
+    EXPECT_EQ(back.rope_scaling, c.rope_scaling);
+  }
+  // The writer: bf16 in shards when over the limit, loading back to the bf16-rounded model.
+  LlamaConfig tiny = families()[1].config;  // qwen3: q/k norms
+  tiny.torch_dtype = "bfloat16";
+  const LlamaModel model = make_model(tiny, 141);
+  eesched::runtime::save_checkpoint(model, dir_ / "sharded", 4096);
+  EXPECT_TRUE(fs::exists(dir_ / "sharded" / "model.safetensors.index.json"));
+  EXPECT_FALSE(fs::exists(dir_ / "sharded" / "model.safetensors"));
+  EXPECT_TRUE(fs::exists(dir_ / "sharded" / "model-00002-of-00003.safetensors") ||
+              fs::exists(dir_ / "sharded" / "model-00002-of-00004.safetensors") ||
+              fs::exists(dir_ / "sharded" / "model-00002-of-00005.safetensors"));
+  eesched::runtime::save_checkpoint(model, dir_ / "single");
+  EXPECT_TRUE(fs::exists(dir_ / "single" / "model.safetensors"));
+  const auto ids = row_tensor(random_ids(7, tiny.vocab_size, 142));
+  const auto a = LlamaModel::load(dir_ / "sharded").forward(ids);
+  EXPECT_TRUE(at::equal(a, LlamaModel::load(dir_ / "single").forward(ids)));
+  EXPECT_LT(max_abs_diff(a, model.forward(ids)), 0.5);  // bf16 rounding only
+  EXPECT_EQ(eesched::runtime::SafetensorsFile::open(dir_ / "single" / "model.safetensors").tensors()[0].dtype,
+            eesched::runtime::DType::BF16);
+}
 }  // namespace
 
 namespace {

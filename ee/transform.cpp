@@ -5,6 +5,7 @@
 #include <sodium.h>
 
 #include <chrono>
+#include <numbers>
 
 #include "ee/key.h"
 #include "ee/manifest.h"
@@ -42,7 +43,10 @@ at::Tensor rotate_pairs(const at::Tensor& w, int64_t per_group, int64_t hd, cons
   std::vector<double> flat;
   for (const auto& g : angles) flat.insert(flat.end(), g.begin(), g.end());
   auto theta = at::tensor(flat, at::kDouble).view({groups, 1, half, 1});
+  // Exact zeros where the angle is a multiple of pi (qk-norm models use only 0 and pi).
   auto cos = theta.cos(), sin = theta.sin();
+  cos = at::where(cos.abs() < 1e-12, at::zeros_like(cos), cos);
+  sin = at::where(sin.abs() < 1e-12, at::zeros_like(sin), sin);
   auto x = w.to(at::kDouble).view({groups, per_group, hd, in});
   auto a = x.narrow(2, 0, half), b = x.narrow(2, half, half);
   return at::cat({cos * a - sin * b, sin * a + cos * b}, 2).view({groups * per_group * hd, in}).to(at::kFloat);
@@ -53,6 +57,13 @@ at::Tensor rotate_pairs(const at::Tensor& w, int64_t per_group, int64_t hd, cons
 std::vector<std::string> transform_names() {
   return {"vocab_permutation", "residual_permutation", "ffn_permutation", "attention_head_permutation",
           "v_o_head_dim_permutation", "q_k_rope_pair_rotation"};
+}
+
+std::vector<std::string> transform_names(const LlamaConfig& c) {
+  auto names = transform_names();
+  if (c.qk_norm) names.back() = "q_k_rope_pair_sign_flip";  // see derive_secrets
+  if (c.qkv_bias) names.push_back("q_k_v_bias_rows");
+  return names;
 }
 
 ModelSecrets derive_secrets(const Key& key, const LlamaConfig& c, const std::string& model) {
@@ -74,7 +85,20 @@ ModelSecrets derive_secrets(const Key& key, const LlamaConfig& c, const std::str
       for (int64_t j = 0; j < group; ++j)
         layer.q_heads[static_cast<std::size_t>(g * group + j)] = layer.kv_heads[static_cast<std::size_t>(g)] * group + within[static_cast<std::size_t>(j)];
       layer.v_dims.push_back(key.permutation("v-dims/" + gl, hd));
-      layer.qk_angles.push_back(key.angles("qk-rotation/" + gl, hd / 2));
+      // q/k head-dim maps with per-head q/k RMSNorm (Qwen3). A map M of a head's dims must
+      // (1) commute with RoPE: M acts on each pair (i, i + hd/2) as a rotation (rotate_pairs);
+      // (2) keep scores: the same M on q and k, M orthogonal; and (3) commute with the norm
+      //     x -> x / rms(x) * g: rms is kept by any orthogonal M, but the elementwise weight g
+      //     ([hd], shared by every head) needs M diag(g) = diag(g') M, and a pair rotation by
+      //     theta does that only when g_i == g_{i+hd/2} or theta is 0 or pi (then M = +-I on
+      //     the pair, which commutes with every diagonal). Real q_norm/k_norm weights differ
+      //     across a pair, so qk-norm models get only theta in {0, pi}: a secret sign flip per
+      //     pair (shared by a GQA group's q heads and its k head), g unchanged. Head
+      //     permutations stay (g is the same for every head); v/o head dims are not normed.
+      auto angles = key.angles("qk-rotation/" + gl, hd / 2);
+      if (c.qk_norm)
+        for (auto& a : angles) a = a < std::numbers::pi ? 0.0 : std::numbers::pi;
+      layer.qk_angles.push_back(std::move(angles));
     }
     s.layers.push_back(std::move(layer));
   }
@@ -149,6 +173,15 @@ LlamaWeights encrypt_weights(const LlamaWeights& w, const LlamaConfig& c, const 
     o.q_proj = move(rotate_pairs(reads(in.q_proj), group, hd, sec.qk_angles), 0, q_rows);
     o.k_proj = move(rotate_pairs(reads(in.k_proj), 1, hd, sec.qk_angles), 0, k_rows);
     o.v_proj = move(reads(in.v_proj), 0, v_rows);
+    // Biases are one more input column of their matrix: they take the rows' maps (rotation of
+    // q/k pairs, then the head moves; v's head-dim permutation), never the residual's.
+    auto column = [](const at::Tensor& b) { return b.to(at::kFloat).view({-1, 1}); };
+    if (in.q_bias.defined()) o.q_bias = move(rotate_pairs(column(in.q_bias), group, hd, sec.qk_angles), 0, q_rows).view({-1});
+    if (in.k_bias.defined()) o.k_bias = move(rotate_pairs(column(in.k_bias), 1, hd, sec.qk_angles), 0, k_rows).view({-1});
+    if (in.v_bias.defined()) o.v_bias = move(column(in.v_bias), 0, v_rows).view({-1});
+    // Per-head norm weights: shared by all heads and untouched by sign flips (see derive_secrets).
+    if (in.q_norm.defined()) o.q_norm = f32(in.q_norm).clone();
+    if (in.k_norm.defined()) o.k_norm = f32(in.k_norm).clone();
     o.o_proj = move(writes(in.o_proj), 1, o_cols);
     o.gate_proj = move(reads(in.gate_proj), 0, sec.ffn);
     o.up_proj = move(reads(in.up_proj), 0, sec.ffn);
@@ -196,10 +229,11 @@ EncryptDirResult encrypt_model_dir(const std::filesystem::path& in, const Key& k
   r.key_fingerprint = key.fingerprint();
   r.parameters = model.config().parameter_count();
   encrypted.save(out);
-  Manifest m{kScheme, kSchemeVersion, r.key_fingerprint, model.config().vocab_size, transform_names(), options.quality};
+  Manifest m{kScheme, kSchemeVersion, r.key_fingerprint, model.config().vocab_size, transform_names(model.config()), options.quality};
   m.write(out);
   // An encrypted directory carries no tokenizer: that would hand the worker the vocabulary.
-  std::filesystem::remove(out / "tokenizer.model", ec);
+  for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "model.safetensors.index.json"})
+    std::filesystem::remove(out / f, ec);
   return r;
 }
 

@@ -33,6 +33,9 @@ struct ModelSecrets {
 
 // The names of the transforms, as listed in ee.json.
 std::vector<std::string> transform_names();
+// Those applied to a model of this config (qk-norm models: pair sign flips instead of
+// rotations; biased ones: bias rows).
+std::vector<std::string> transform_names(const runtime::LlamaConfig& config);
 
 // Derives the secrets for a model of this shape. `model_label` separates the hidden
 // permutations of different models under one key; the vocabulary permutation depends on the

@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
 #include <limits>
 #include <map>
+
+#include <nlohmann/json.hpp>
 
 #include "runtime/error.h"
 #include "runtime/ffn_stats.h"
@@ -72,6 +75,33 @@ void check_shape(const at::Tensor& t, const std::string& name, std::vector<int64
 
 at::Tensor as_f32(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
 
+// Parts stacked along dim 0 as one f32 tensor: a view when they already lie back to back in
+// one buffer (read_weights lays q|k|v and gate|up out so), else a copy.
+at::Tensor stacked(const std::vector<at::Tensor>& parts) {
+  if (parts.size() == 1) return as_f32(parts[0]);
+  bool adjacent = true;
+  int64_t rows = 0;
+  for (std::size_t i = 0; i < parts.size() && adjacent; ++i) {
+    const auto& t = parts[i];
+    adjacent = t.scalar_type() == at::kFloat && t.is_contiguous() && !t.requires_grad() &&
+               t.sizes().slice(1) == parts[0].sizes().slice(1) && t.storage().is_alias_of(parts[0].storage()) &&
+               (i == 0 || t.storage_offset() == parts[i - 1].storage_offset() + parts[i - 1].numel());
+    rows += t.size(0);
+  }
+  if (!adjacent) return at::cat(parts, 0).to(at::kFloat).contiguous();
+  auto sizes = parts[0].sizes().vec();
+  sizes[0] = rows;
+  return parts[0].as_strided(sizes, parts[0].strides());
+}
+
+const std::vector<std::pair<const char*, at::Tensor LayerWeights::*>>& optional_layer_tensors() {
+  static const std::vector<std::pair<const char*, at::Tensor LayerWeights::*>> v = {
+      {"self_attn.q_proj.bias", &LayerWeights::q_bias}, {"self_attn.k_proj.bias", &LayerWeights::k_bias},
+      {"self_attn.v_proj.bias", &LayerWeights::v_bias}, {"self_attn.q_norm.weight", &LayerWeights::q_norm},
+      {"self_attn.k_norm.weight", &LayerWeights::k_norm}};
+  return v;
+}
+
 }  // namespace
 
 std::vector<std::pair<std::string, at::Tensor>> LlamaWeights::named() const {
@@ -85,6 +115,8 @@ std::vector<std::pair<std::string, at::Tensor>> LlamaWeights::named() const {
     out.emplace_back(layer_name(n, "self_attn.k_proj.weight"), l.k_proj);
     out.emplace_back(layer_name(n, "self_attn.v_proj.weight"), l.v_proj);
     out.emplace_back(layer_name(n, "self_attn.o_proj.weight"), l.o_proj);
+    for (const auto& [suffix, member] : optional_layer_tensors())
+      if ((l.*member).defined()) out.emplace_back(layer_name(n, suffix), l.*member);
     out.emplace_back(layer_name(n, "post_attention_layernorm.weight"), l.post_attention_layernorm);
     out.emplace_back(layer_name(n, "mlp.gate_proj.weight"), l.gate_proj);
     out.emplace_back(layer_name(n, "mlp.up_proj.weight"), l.up_proj);
@@ -147,7 +179,7 @@ LlamaModel::LlamaModel(LlamaConfig config, const LlamaWeights& w, const WeightFo
     auto flush = [&]() {
       if (run.empty()) return;
       Linear::Block block;
-      auto f32 = run.size() == 1 ? as_f32(run[0]) : at::cat(run, 0).to(at::kFloat).contiguous();
+      auto f32 = stacked(run);
       block.rows = f32.size(0);
       if (run_format == WeightFormat::Int8) block.int8 = quantize_rows_int8(f32);
       else block.f32 = f32;
@@ -177,6 +209,15 @@ LlamaModel::LlamaModel(LlamaConfig config, const LlamaWeights& w, const WeightFo
     check_shape(l.gate_proj, layer_name(i, "mlp.gate_proj.weight"), {inter, d});
     check_shape(l.up_proj, layer_name(i, "mlp.up_proj.weight"), {inter, d});
     check_shape(l.down_proj, layer_name(i, "mlp.down_proj.weight"), {d, inter});
+    auto check_optional = [&](const at::Tensor& t, const char* suffix, bool wanted, int64_t size) {
+      if (wanted) check_shape(t, layer_name(i, suffix), {size});
+      else if (t.defined()) throw Error("tensor '" + layer_name(i, suffix) + "' is not used by a " + config_.model_type + " model");
+    };
+    check_optional(l.q_bias, "self_attn.q_proj.bias", config_.qkv_bias, qd);
+    check_optional(l.k_bias, "self_attn.k_proj.bias", config_.qkv_bias, kvd);
+    check_optional(l.v_bias, "self_attn.v_proj.bias", config_.qkv_bias, kvd);
+    check_optional(l.q_norm, "self_attn.q_norm.weight", config_.qk_norm, hd);
+    check_optional(l.k_norm, "self_attn.k_norm.weight", config_.qk_norm, hd);
     // Fused storage: q, k, v in one matrix and gate, up in another, so that decoding runs one
     // matrix-vector product for each instead of three and two. weights() hands out views.
     Layer layer;
@@ -185,6 +226,11 @@ LlamaModel::LlamaModel(LlamaConfig config, const LlamaWeights& w, const WeightFo
                          {layer_name(i, "self_attn.k_proj.weight"), l.k_proj},
                          {layer_name(i, "self_attn.v_proj.weight"), l.v_proj}});
     layer.wo = linear({{layer_name(i, "self_attn.o_proj.weight"), l.o_proj}});
+    if (config_.qkv_bias) layer.bqkv = stacked({l.q_bias, l.k_bias, l.v_bias});
+    if (config_.qk_norm) {
+      layer.q_norm = as_f32(l.q_norm);
+      layer.k_norm = as_f32(l.k_norm);
+    }
     layer.post_norm = as_f32(l.post_attention_layernorm);
     layer.w_gate_up = linear({{layer_name(i, "mlp.gate_proj.weight"), l.gate_proj},
                               {layer_name(i, "mlp.up_proj.weight"), l.up_proj}});
@@ -195,8 +241,8 @@ LlamaModel::LlamaModel(LlamaConfig config, const LlamaWeights& w, const WeightFo
     }
     layers_.push_back(std::move(layer));
   }
-  // RoPE tables, HF convention: inv_freq[i] = theta^(-2i/hd), emb = cat(freqs, freqs).
-  auto inv_freq = at::pow(config_.rope_theta, at::arange(0, hd, 2, at::kDouble) / static_cast<double>(hd)).reciprocal();
+  // RoPE tables, HF convention: inv_freq[i] = theta^(-2i/hd) (then rope_scaling), emb = cat(freqs, freqs).
+  auto inv_freq = at::tensor(config_.rope_inv_freq(), at::kDouble);
   auto pos = at::arange(config_.max_position_embeddings, at::kDouble);
   auto freqs = at::outer(pos, inv_freq);
   auto emb = at::cat({freqs, freqs}, -1);
@@ -205,49 +251,139 @@ LlamaModel::LlamaModel(LlamaConfig config, const LlamaWeights& w, const WeightFo
 }
 
 LlamaWeights LlamaModel::read_weights(const std::filesystem::path& path, const LlamaConfig& config) {
-  auto file = SafetensorsFile::open(path);
-  const std::string origin = path.filename().string();
+  // The files, and which one holds each tensor: one file, or the shards an index names.
+  std::vector<SafetensorsFile> files;
+  std::map<std::string, std::size_t> where;
+  std::string origin = path.filename().string();
+  if (path.extension() == ".json") {
+    std::ifstream in(path);
+    if (!in) throw Error("cannot open " + path.string());
+    nlohmann::json index;
+    try {
+      index = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception&) {
+      throw Error(path.string() + ": not valid JSON");
+    }
+    if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
+      throw Error(path.string() + ": no weight_map object");
+    std::map<std::string, std::size_t> shard_index;
+    for (const auto& [name, shard] : index["weight_map"].items()) {
+      if (!shard.is_string()) throw Error(path.string() + ": weight_map entry '" + name + "' is not a file name");
+      const auto file = shard.get<std::string>();
+      if (file.empty() || file.find('/') != std::string::npos || file == "..")
+        throw Error(path.string() + ": shard name '" + file + "' is not a plain file name");
+      auto [it, fresh] = shard_index.emplace(file, files.size());
+      if (fresh) files.push_back(SafetensorsFile::open(path.parent_path() / file));
+      where[name] = it->second;
+    }
+    for (const auto& [name, f] : where)
+      if (!files[f].contains(name))
+        throw Error(files[f].path().filename().string() + ": missing tensor '" + name + "' (the index places it there)");
+    for (std::size_t f = 0; f < files.size(); ++f)
+      for (const auto& info : files[f].tensors())
+        if (!where.count(info.name)) where[info.name] = f;  // unindexed: reported as unexpected below
+  } else {
+    files.push_back(SafetensorsFile::open(path));
+    for (const auto& info : files[0].tensors()) where[info.name] = 0;
+  }
   std::map<std::string, bool> used;
-  auto take = [&](const std::string& name) -> at::Tensor {
+  auto file_of = [&](const std::string& name) -> const SafetensorsFile& {
+    auto it = where.find(name);
+    if (it == where.end()) throw Error(origin + ": missing tensor '" + name + "'");
+    const SafetensorsFile& file = files[it->second];
     const TensorInfo* info = file.find(name);
-    if (!info) throw Error(origin + ": missing tensor '" + name + "'");
     if (info->dtype != DType::F32 && info->dtype != DType::F16 && info->dtype != DType::BF16)
-      throw Error(origin + ": tensor '" + name + "' has dtype " + dtype_name(info->dtype) + " (F32, F16 or BF16 expected)");
+      throw Error(file.path().filename().string() + ": tensor '" + name + "' has dtype " + dtype_name(info->dtype) +
+                  " (F32, F16 or BF16 expected)");
     used[name] = true;
-    return file.load(name);
+    return file;
   };
+  // One f32 tensor per name; several names stacked along dim 0 in one buffer (fused layout).
+  auto take_stacked = [&](const std::vector<std::string>& names) -> std::vector<at::Tensor> {
+    std::vector<const TensorInfo*> infos;
+    int64_t rows = 0;
+    for (const auto& n : names) {
+      const TensorInfo* info = file_of(n).find(n);
+      if (info->shape.empty() || (!infos.empty() && std::vector<int64_t>(info->shape.begin() + 1, info->shape.end()) !=
+                                                         std::vector<int64_t>(infos[0]->shape.begin() + 1, infos[0]->shape.end()))) {
+        std::vector<at::Tensor> out;  // shapes that cannot stack: separate (the constructor names the bad one)
+        for (const auto& m : names) {
+          const auto& f = file_of(m);
+          out.push_back(at::empty(f.find(m)->shape, at::kFloat));
+          f.read_into(m, out.back());
+        }
+        return out;
+      }
+      infos.push_back(info);
+      rows += info->shape[0];
+    }
+    auto sizes = infos[0]->shape;
+    sizes[0] = rows;
+    auto buffer = at::empty(sizes, at::kFloat);
+    std::vector<at::Tensor> out;
+    int64_t offset = 0;
+    for (std::size_t i = 0; i < names.size(); ++i) {
+      auto part = buffer.narrow(0, offset, infos[i]->shape[0]);
+      file_of(names[i]).read_into(names[i], part);
+      out.push_back(part);
+      offset += infos[i]->shape[0];
+    }
+    return out;
+  };
+  auto take = [&](const std::string& name) { return take_stacked({name})[0]; };
   LlamaWeights w;
   w.embed_tokens = take("model.embed_tokens.weight");
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
     LayerWeights l;
     l.input_layernorm = take(layer_name(i, "input_layernorm.weight"));
-    l.q_proj = take(layer_name(i, "self_attn.q_proj.weight"));
-    l.k_proj = take(layer_name(i, "self_attn.k_proj.weight"));
-    l.v_proj = take(layer_name(i, "self_attn.v_proj.weight"));
+    auto qkv = take_stacked({layer_name(i, "self_attn.q_proj.weight"), layer_name(i, "self_attn.k_proj.weight"),
+                             layer_name(i, "self_attn.v_proj.weight")});
+    l.q_proj = qkv[0];
+    l.k_proj = qkv[1];
+    l.v_proj = qkv[2];
+    if (config.qkv_bias) {
+      auto b = take_stacked({layer_name(i, "self_attn.q_proj.bias"), layer_name(i, "self_attn.k_proj.bias"),
+                             layer_name(i, "self_attn.v_proj.bias")});
+      l.q_bias = b[0];
+      l.k_bias = b[1];
+      l.v_bias = b[2];
+    }
+    if (config.qk_norm) {
+      l.q_norm = take(layer_name(i, "self_attn.q_norm.weight"));
+      l.k_norm = take(layer_name(i, "self_attn.k_norm.weight"));
+    }
     l.o_proj = take(layer_name(i, "self_attn.o_proj.weight"));
     l.post_attention_layernorm = take(layer_name(i, "post_attention_layernorm.weight"));
-    l.gate_proj = take(layer_name(i, "mlp.gate_proj.weight"));
-    l.up_proj = take(layer_name(i, "mlp.up_proj.weight"));
+    auto gate_up = take_stacked({layer_name(i, "mlp.gate_proj.weight"), layer_name(i, "mlp.up_proj.weight")});
+    l.gate_proj = gate_up[0];
+    l.up_proj = gate_up[1];
     l.down_proj = take(layer_name(i, "mlp.down_proj.weight"));
     w.layers.push_back(std::move(l));
   }
   w.norm = take("model.norm.weight");
   if (!config.tie_word_embeddings) w.lm_head = take("lm_head.weight");
-  else if (file.contains("lm_head.weight")) used["lm_head.weight"] = true;  // tied: HF may store a copy
-  for (const auto& info : file.tensors()) {
-    if (used.count(info.name)) continue;
-    if (info.name.find("rotary_emb.inv_freq") != std::string::npos) continue;  // older HF exports
-    throw Error(origin + ": unexpected tensor '" + info.name + "' for a " + std::to_string(config.num_hidden_layers) +
-                "-layer Llama");
+  else if (where.count("lm_head.weight")) used["lm_head.weight"] = true;  // tied: HF may store a copy
+  for (const auto& [name, f] : where) {
+    if (used.count(name)) continue;
+    if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;  // older HF exports
+    throw Error(files[f].path().filename().string() + ": unexpected tensor '" + name + "' for a " +
+                std::to_string(config.num_hidden_layers) + "-layer " + config.model_type + " model");
   }
   // Shapes are checked against the config by the constructor, naming the tensor.
   return w;
 }
 
+std::filesystem::path LlamaModel::checkpoint_path(const std::filesystem::path& dir) {
+  const auto index = dir / "model.safetensors.index.json";
+  if (!std::filesystem::exists(dir / "model.safetensors") && std::filesystem::exists(index)) return index;
+  return dir / "model.safetensors";
+}
+
 LlamaModel LlamaModel::load(const std::filesystem::path& dir) {
   if (!std::filesystem::is_directory(dir)) throw Error("model directory " + dir.string() + " does not exist");
   auto config = LlamaConfig::load(dir / "config.json");
-  auto weights = read_weights(dir / "model.safetensors", config);
+  const auto checkpoint = checkpoint_path(dir);
+  auto weights = read_weights(checkpoint, config);
   try {
     if (std::filesystem::exists(dir / kFfnStatsFile)) {
       auto stats = read_ffn_stats(dir / kFfnStatsFile, config);
@@ -259,7 +395,7 @@ LlamaModel LlamaModel::load(const std::filesystem::path& dir) {
   try {
     return LlamaModel(config, weights);
   } catch (const Error& e) {
-    throw Error((dir / "model.safetensors").string() + ": " + e.what());
+    throw Error(checkpoint.string() + ": " + e.what());
   }
 }
 
@@ -341,6 +477,13 @@ LlamaWeights LlamaModel::weights() const {
     lw.k_proj = l.wqkv.rows(qd, kvd);
     lw.v_proj = l.wqkv.rows(qd + kvd, kvd);
     lw.o_proj = l.wo.rows(0, d);
+    if (l.bqkv.defined()) {
+      lw.q_bias = l.bqkv.narrow(0, 0, qd);
+      lw.k_bias = l.bqkv.narrow(0, qd, kvd);
+      lw.v_bias = l.bqkv.narrow(0, qd + kvd, kvd);
+    }
+    lw.q_norm = l.q_norm;
+    lw.k_norm = l.k_norm;
     lw.post_attention_layernorm = l.post_norm;
     lw.gate_proj = l.w_gate_up.rows(0, inter);
     lw.up_proj = l.w_gate_up.rows(inter, inter);
@@ -393,6 +536,8 @@ std::vector<at::Tensor> LlamaModel::parameters() const {
   if (!config_.tie_word_embeddings) add(head_);
   for (const auto& l : layers_) {
     p.insert(p.end(), {l.input_norm, l.post_norm});
+    for (const auto* t : {&l.bqkv, &l.q_norm, &l.k_norm})
+      if (t->defined()) p.push_back(*t);
     for (const auto* lin : {&l.wqkv, &l.wo, &l.w_gate_up, &l.w_down}) add(*lin);
   }
   return p;
@@ -403,6 +548,9 @@ int64_t LlamaModel::weight_bytes() const {
   for (const auto& l : layers_)
     total += (l.input_norm.numel() + l.post_norm.numel()) * 4 + l.wqkv.bytes() + l.wo.bytes() + l.w_gate_up.bytes() +
              l.w_down.bytes();
+  for (const auto& l : layers_)
+    for (const auto* t : {&l.bqkv, &l.q_norm, &l.k_norm})
+      if (t->defined()) total += t->numel() * 4;
   return total;
 }
 
@@ -427,8 +575,15 @@ at::Tensor LlamaModel::attention_block(const Layer& layer, int64_t index, const 
   const int64_t G = H / KV;
   auto h = rms_norm(x, layer.input_norm, config_.rms_norm_eps);
   auto qkv = layer.wqkv.apply(h);  // [B, T, (H + 2 KV) hd]
-  auto q = qkv.narrow(-1, 0, H * hd).view({B, T, H, hd}).transpose(1, 2);
-  auto k = qkv.narrow(-1, H * hd, KV * hd).view({B, T, KV, hd}).transpose(1, 2);
+  if (layer.bqkv.defined()) qkv = qkv + layer.bqkv;  // after the kernel: the gemv paths stay as they are
+  auto q = qkv.narrow(-1, 0, H * hd).view({B, T, H, hd});
+  auto k = qkv.narrow(-1, H * hd, KV * hd).view({B, T, KV, hd});
+  if (layer.q_norm.defined()) {  // Qwen3: RMSNorm over each head's vector, before RoPE
+    q = rms_norm(q, layer.q_norm, config_.rms_norm_eps);
+    k = rms_norm(k, layer.k_norm, config_.rms_norm_eps);
+  }
+  q = q.transpose(1, 2);
+  k = k.transpose(1, 2);
   auto v = qkv.narrow(-1, (H + KV) * hd, KV * hd).view({B, T, KV, hd}).transpose(1, 2);
   q = apply_rope(q, cos, sin) * (1.0 / std::sqrt(static_cast<double>(hd)));
   k = apply_rope(k, cos, sin);

@@ -27,6 +27,13 @@ struct LayerWeights {
   at::Tensor gate_proj;                 // [intermediate, hidden]
   at::Tensor up_proj;                   // [intermediate, hidden]
   at::Tensor down_proj;                 // [hidden, intermediate]
+  // Optional by family (undefined otherwise): q/k/v biases (qwen2), per-head RMSNorm weights
+  // of q and k applied before RoPE (qwen3).
+  at::Tensor q_bias;                    // [heads*head_dim]
+  at::Tensor k_bias;                    // [kv_heads*head_dim]
+  at::Tensor v_bias;                    // [kv_heads*head_dim]
+  at::Tensor q_norm;                    // [head_dim]
+  at::Tensor k_norm;                    // [head_dim]
   // Not a weight: the mean square of each FFN neuron's activation over calibration text
   // ([intermediate] f64; runtime/ffn_stats.h), or undefined when none was measured. It moves
   // with its neuron (EE, pruning), forward() never reads it, and named() leaves it out.
@@ -83,13 +90,20 @@ class LlamaModel {
   // linear weight in the format `formats` picks (all f32 when empty).
   LlamaModel(LlamaConfig config, const LlamaWeights& weights, const WeightFormatPolicy& formats = {});
 
-  // Reads DIR/config.json and DIR/model.safetensors (f32, f16 or bf16; computed in f32), and
+  // Reads DIR/config.json and DIR/model.safetensors, or the shards that
+  // DIR/model.safetensors.index.json names (f32, f16 or bf16; widened to f32 at load, tensor by
+  // tensor from the memory-mapped files, so loading holds about one copy of the weights), and
   // DIR/prune_stats.safetensors when present (FFN activation statistics, runtime/ffn_stats.h).
   static LlamaModel load(const std::filesystem::path& dir);
   // Writes DIR/config.json and DIR/model.safetensors (f32), and DIR/prune_stats.safetensors
   // when the model holds FFN activation statistics (else removes a stale one). Creates DIR.
   void save(const std::filesystem::path& dir) const;
-  static LlamaWeights read_weights(const std::filesystem::path& safetensors, const LlamaConfig& config);
+  // `path`: a .safetensors file or a model.safetensors.index.json. Returns f32 weights; q|k|v and
+  // gate|up are laid out fused (adjacent views of one buffer) so the constructor takes them
+  // without another copy.
+  static LlamaWeights read_weights(const std::filesystem::path& path, const LlamaConfig& config);
+  // DIR/model.safetensors, or DIR/model.safetensors.index.json when only that exists.
+  static std::filesystem::path checkpoint_path(const std::filesystem::path& dir);
 
   const LlamaConfig& config() const { return config_; }
   // Named views into the model's own storage (no copy); int8 weights come back dequantized
@@ -135,6 +149,8 @@ class LlamaModel {
   struct Layer {
     at::Tensor input_norm, post_norm;
     Linear wqkv, wo, w_gate_up, w_down;
+    at::Tensor bqkv;              // [(H + 2 KV) hd] q|k|v bias, or undefined
+    at::Tensor q_norm, k_norm;    // [hd] per-head RMSNorm weights, or undefined
     at::Tensor ffn_activation_ms;  // [intermediate] f64, or undefined
   };
   at::Tensor attention_block(const Layer& layer, int64_t index, const at::Tensor& x, const at::Tensor& cos,

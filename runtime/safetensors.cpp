@@ -4,6 +4,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
 #include <c10/core/ScalarType.h>
 
 #include <fcntl.h>
@@ -375,6 +376,24 @@ at::Tensor SafetensorsFile::load(const std::string& name) const {
       at::empty(info->shape, at::TensorOptions().dtype(to_scalar_type(info->dtype)));
   if (nbytes > 0) std::memcpy(out.data_ptr(), src, nbytes);
   return out;
+}
+
+void SafetensorsFile::read_into(const std::string& name, const at::Tensor& dst) const {
+  const TensorInfo* info = find(name);
+  if (info == nullptr) throw Error(path_.string() + ": no tensor named '" + one_line(name) + "'");
+  if (!map_) throw Error(path_.string() + ": file is not open");
+  if (dst.sizes().vec() != info->shape)
+    throw Error(path_.string() + ": tensor '" + one_line(name) + "' does not have the expected shape");
+  const std::size_t nbytes = static_cast<std::size_t>(info->end - info->begin);
+  if (nbytes == 0) return;
+  auto* src = const_cast<unsigned char*>(map_->bytes() + map_->data_offset + info->begin);
+  const auto view = at::from_blob(src, info->shape, at::TensorOptions().dtype(to_scalar_type(info->dtype)));
+  dst.copy_(view);  // never writes to `view`: the mapping is read-only
+  // A private read-only file mapping: MADV_DONTNEED only forgets clean pages (reread on demand).
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto lo = (reinterpret_cast<uintptr_t>(src) + page - 1) / page * page;
+  const auto hi = (reinterpret_cast<uintptr_t>(src) + nbytes) / page * page;
+  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
 }
 
 // ---------------------------------------------------------------------------------------------

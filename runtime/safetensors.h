@@ -47,6 +47,10 @@ class SafetensorsFile {
   // Copies one tensor out of the mapping into an owned, contiguous CPU tensor of its stored
   // dtype. Throws if the name is absent.
   at::Tensor load(const std::string& name) const;
+  // Copies one tensor into `dst` (same shape, any floating dtype: converted on the way, e.g.
+  // bf16 widened to f32), then drops the source pages from this process's resident set, so
+  // reading a whole checkpoint tensor by tensor never holds the file and its copy at once.
+  void read_into(const std::string& name, const at::Tensor& dst) const;
 
  private:
   SafetensorsFile() = default;

@@ -1,6 +1,7 @@
 #pragma once
 // Seeded random-init Llama models of realistic shapes, for speed work (not for text).
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -11,11 +12,18 @@ namespace eesched::runtime {
 class LlamaModel;
 
 // "25m", "110m", "350m": Llama-style shapes with grouped-query attention and a 32000 vocabulary.
+// "llama3.2-1b", "qwen2.5-0.5b", "qwen3-0.6b", "smollm2-360m": the real models' architectures,
+// shapes, vocabularies and config keys (bf16 on disk), random weights.
 LlamaConfig synthetic_config(const std::string& preset);
 std::vector<std::string> synthetic_presets();
 
 // Normal(0, 0.02) linear and embedding weights (output projections scaled by 1/sqrt(2 layers),
 // as GPT-2 does), unit norm weights. The same seed gives the same model.
 LlamaModel random_model(const LlamaConfig& config, uint64_t seed);
+
+// Writes DIR/config.json (torch_dtype = config's) and the weights in that dtype ("float32",
+// "bfloat16" or "float16"): one model.safetensors, or shards of at most `shard_bytes` with
+// model.safetensors.index.json (HF names: model-00001-of-0000N.safetensors) when larger.
+void save_checkpoint(const LlamaModel& model, const std::filesystem::path& dir, int64_t shard_bytes = int64_t{1} << 30);
 
 }  // namespace eesched::runtime

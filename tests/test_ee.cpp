@@ -266,6 +266,125 @@ TEST(EeTransform, DifferentKeyGivesDifferentWeightsAndGarbage) {
   EXPECT_NE(wrong, truth);
 }
 
+// Tiny models of each family (biases, q/k norms with head_dim != hidden/heads, rope_scaling,
+// tied and untied heads), weights spread as in synthetic_gqa so greedy choices are not ties.
+rt::LlamaModel family_model(const std::string& family, uint64_t seed) {
+  rt::LlamaConfig c;
+  c.vocab_size = 300;
+  c.hidden_size = 48;
+  c.intermediate_size = 80;
+  c.num_hidden_layers = 3;
+  c.num_attention_heads = 6;
+  c.num_key_value_heads = 2;
+  c.max_position_embeddings = 256;
+  c.tie_word_embeddings = true;
+  if (family == "qwen2") {
+    c.model_type = "qwen2", c.qkv_bias = true, c.tie_word_embeddings = false;
+  } else if (family == "qwen3") {
+    c.model_type = "qwen3", c.qk_norm = true, c.explicit_head_dim = 16;  // 6 x 16 = 96 != 48
+  } else if (family == "llama3") {
+    c.explicit_head_dim = 12;
+    c.rope_scaling.type = "llama3", c.rope_scaling.factor = 8, c.rope_scaling.low_freq_factor = 1;
+    c.rope_scaling.high_freq_factor = 4, c.rope_scaling.original_max_position_embeddings = 64;
+  } else if (family == "mistral") {
+    c.model_type = "mistral", c.tie_word_embeddings = false;
+    c.rope_scaling.type = "linear", c.rope_scaling.factor = 2;
+  }
+  auto m = rt::random_model(c, seed);
+  auto w = m.weights();
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed + 1);
+  auto jitter = [&](const at::Tensor& t) { return 1.0 + 0.2 * at::empty(t.sizes(), at::kFloat).normal_(0, 1, gen); };
+  w.embed_tokens = w.embed_tokens * 10;
+  if (w.lm_head.defined()) w.lm_head = w.lm_head * 10;
+  w.norm = jitter(w.norm);
+  for (auto& l : w.layers) {
+    l.input_layernorm = jitter(l.input_layernorm);
+    l.post_attention_layernorm = jitter(l.post_attention_layernorm);
+    l.q_proj = l.q_proj * 5;
+    l.k_proj = l.k_proj * 5;
+    for (at::Tensor* b : {&l.q_bias, &l.k_bias, &l.v_bias})
+      if (b->defined()) *b = at::empty(b->sizes(), at::kFloat).normal_(0, 1, gen);
+    for (at::Tensor* n : {&l.q_norm, &l.k_norm})
+      if (n->defined()) *n = jitter(*n);  // differs across each RoPE pair, as real ones do
+  }
+  return rt::LlamaModel(c, w);
+}
+
+const std::vector<std::string> kFamilies = {"qwen2", "qwen3", "llama3", "mistral"};
+
+TEST(EeFamilies, LogitsArePermutedPlaintextLogits) {
+  uint64_t seed = 40;
+  for (const auto& family : kFamilies) {
+    SCOPED_TRACE(family);
+    const auto plain = family_model(family, seed++);
+    const auto key = fixed_key(plain.config().vocab_size);
+    const auto encrypted = ee::encrypt_model(plain, key, "m-" + family);
+    EXPECT_EQ(encrypted.config().model_type, plain.config().model_type);
+    const ee::Codec codec(key);
+    std::vector<int64_t> ids;
+    for (int64_t i = 0; i < 40; ++i) ids.push_back((i * 37 + 11) % plain.config().vocab_size);
+    c10::InferenceMode guard;
+    auto a = plain.forward(at::tensor(ids, at::kLong).view({1, -1}))[0];
+    auto b = encrypted.forward(at::tensor(codec.encrypt(ids), at::kLong).view({1, -1}))[0];
+    std::vector<int64_t> pv;
+    for (int64_t t = 0; t < plain.config().vocab_size; ++t) pv.push_back(codec.encrypt(t));
+    EXPECT_LT((b.index_select(1, at::tensor(pv, at::kLong)) - a).abs().max().item<double>(), 1e-4);
+    EXPECT_GT(a.abs().max().item<double>(), 0.5);
+    // The attention weights did change (biases and q/k rows included).
+    const auto pw = plain.weights().layers[0], ew = encrypted.weights().layers[0];
+    EXPECT_FALSE(at::allclose(pw.q_proj, ew.q_proj));
+    EXPECT_FALSE(at::allclose(pw.v_proj, ew.v_proj));
+    if (pw.q_bias.defined()) {
+      EXPECT_FALSE(at::allclose(pw.q_bias, ew.q_bias));
+      EXPECT_FALSE(at::allclose(pw.k_bias, ew.k_bias));
+      EXPECT_FALSE(at::allclose(pw.v_bias, ew.v_bias));
+    }
+    if (pw.q_norm.defined()) {
+      EXPECT_TRUE(at::equal(pw.q_norm, ew.q_norm));  // shared by heads, flips commute
+    }
+  }
+}
+
+TEST(EeFamilies, GreedyGenerationDecryptsToPlaintext) {
+  uint64_t seed = 60;
+  for (const auto& family : kFamilies) {
+    SCOPED_TRACE(family);
+    const auto plain = family_model(family, seed++);
+    expect_equivariant_generation(plain, fixed_key(plain.config().vocab_size), varied_prompts(50, plain.config().vocab_size, 5), 10);
+  }
+}
+
+// Why qk-norm models get sign flips, not rotations: a rotation of a RoPE pair does not commute
+// with the per-head norm's elementwise weight, and the encrypted model would be wrong.
+TEST(EeFamilies, PairRotationsWouldBreakQkNormSignFlipsDoNot) {
+  const auto plain = family_model("qwen3", 80);
+  const auto& c = plain.config();
+  const auto key = fixed_key(c.vocab_size);
+  auto secrets = ee::derive_secrets(key, c, "m");
+  for (const auto& l : secrets.layers)
+    for (const auto& g : l.qk_angles)
+      for (double a : g) EXPECT_TRUE(a == 0.0 || a == M_PI) << a;
+  const auto names = ee::transform_names(c);
+  EXPECT_NE(std::find(names.begin(), names.end(), "q_k_rope_pair_sign_flip"), names.end());
+  const ee::Codec codec(key);
+  std::vector<int64_t> ids;
+  for (int64_t i = 0; i < 20; ++i) ids.push_back((i * 31 + 7) % c.vocab_size);
+  c10::InferenceMode guard;
+  const auto a = plain.forward(at::tensor(ids, at::kLong).view({1, -1}))[0];
+  std::vector<int64_t> pv;
+  for (int64_t t = 0; t < c.vocab_size; ++t) pv.push_back(codec.encrypt(t));
+  auto error_with = [&](const ee::ModelSecrets& s) {
+    rt::LlamaModel e(ee::encrypt_config(c, s), ee::encrypt_weights(plain.weights(), c, s));
+    const auto b = e.forward(at::tensor(codec.encrypt(ids), at::kLong).view({1, -1}))[0];
+    return (b.index_select(1, at::tensor(pv, at::kLong)) - a).abs().max().item<double>();
+  };
+  EXPECT_LT(error_with(secrets), 1e-4);
+  for (auto& l : secrets.layers)
+    for (auto& g : l.qk_angles)
+      for (auto& x : g) x = 0.7;  // a generic rotation
+  EXPECT_GT(error_with(secrets), 1e-2);
+}
+
 TEST(EeModelDir, EncryptedDirectoryHasManifestNoTokenizerNoKeyBytes) {
   TempDir dir;
   const auto plain_dir = dir / "plain";

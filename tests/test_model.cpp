@@ -22,6 +22,8 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "runtime/config.h"
 #include "runtime/error.h"
 #include "tests/test_helpers.h"
@@ -105,6 +107,11 @@ LlamaModel make_model(const LlamaConfig& config, uint64_t seed) {
     l.gate_proj = scaled(l.gate_proj);
     l.up_proj = scaled(l.up_proj);
     l.down_proj = scaled(l.down_proj);
+    // Biases of order 1 and non-trivial per-head norm weights, so that each feature shows.
+    for (at::Tensor* b : {&l.q_bias, &l.k_bias, &l.v_bias})
+      if (b->defined()) *b = at::randn(b->sizes(), gen, at::kFloat);
+    for (at::Tensor* n : {&l.q_norm, &l.k_norm})
+      if (n->defined()) *n = norm(*n);
   }
   return LlamaModel(config, w);
 }
@@ -120,7 +127,8 @@ LlamaWeights cloned_weights(const LlamaModel& model) {
   c(w.lm_head);
   for (auto& l : w.layers) {
     for (at::Tensor* t : {&l.input_layernorm, &l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj,
-                          &l.post_attention_layernorm, &l.gate_proj, &l.up_proj, &l.down_proj})
+                          &l.post_attention_layernorm, &l.gate_proj, &l.up_proj, &l.down_proj, &l.q_bias,
+                          &l.k_bias, &l.v_bias, &l.q_norm, &l.k_norm})
       c(*t);
   }
   return w;
@@ -202,6 +210,8 @@ Vec to_vec(const at::Tensor& t) {
 struct RefLayer {
   Vec input_norm, post_norm;
   Matrix q, k, v, o, gate, up, down;
+  Vec q_bias, k_bias, v_bias;  // empty: none
+  Vec q_norm, k_norm;          // empty: none
 };
 
 struct RefModel {
@@ -229,6 +239,15 @@ RefModel reference_of(const LlamaModel& model) {
     rl.gate = to_matrix(l.gate_proj);
     rl.up = to_matrix(l.up_proj);
     rl.down = to_matrix(l.down_proj);
+    if (l.q_bias.defined()) {
+      rl.q_bias = to_vec(l.q_bias);
+      rl.k_bias = to_vec(l.k_bias);
+      rl.v_bias = to_vec(l.v_bias);
+    }
+    if (l.q_norm.defined()) {
+      rl.q_norm = to_vec(l.q_norm);
+      rl.k_norm = to_vec(l.k_norm);
+    }
     r.layers.push_back(std::move(rl));
   }
   return r;
@@ -255,13 +274,32 @@ Vec rms_norm(const Vec& x, const Vec& w, double eps) {
   return y;
 }
 
-// HF RoPE on one head vector at position p: pairs (i, i + hd/2), inv_freq[i] = theta^(-2i/hd).
-Vec rope(const Vec& x, int64_t p, double theta) {
+// inv_freq[j] = theta^(-2j/hd), then rope_scaling as transformers computes it
+// (_compute_linear_scaling_rope_parameters: inv_freq / factor; _compute_llama3_parameters).
+double ref_inv_freq(const LlamaConfig& c, std::size_t j, std::size_t hd) {
+  double f = std::pow(c.rope_theta, -2.0 * static_cast<double>(j) / static_cast<double>(hd));
+  const auto& s = c.rope_scaling;
+  if (s.type == "linear") return f / s.factor;
+  if (s.type == "llama3") {
+    const double old_len = static_cast<double>(s.original_max_position_embeddings);
+    const double low_freq_wavelen = old_len / s.low_freq_factor, high_freq_wavelen = old_len / s.high_freq_factor;
+    const double wavelen = 2 * M_PI / f;
+    const double llama = wavelen > low_freq_wavelen ? f / s.factor : f;
+    const double smooth = (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+    const double smoothed = (1 - smooth) * llama / s.factor + smooth * llama;
+    const bool medium = !(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen);
+    return medium ? smoothed : llama;
+  }
+  return f;
+}
+
+// HF RoPE on one head vector at position p: pairs (i, i + hd/2).
+Vec rope(const Vec& x, int64_t p, const LlamaConfig& c) {
   const std::size_t hd = x.size(), half = hd / 2;
   Vec y(hd);
   for (std::size_t i = 0; i < hd; ++i) {
     const std::size_t j = i % half;
-    const double inv_freq = std::pow(theta, -2.0 * static_cast<double>(j) / static_cast<double>(hd));
+    const double inv_freq = ref_inv_freq(c, j, hd);
     const double angle = static_cast<double>(p) * inv_freq;
     const double rotated = i < half ? -x[i + half] : x[i - half];
     y[i] = x[i] * std::cos(angle) + rotated * std::sin(angle);
@@ -274,7 +312,7 @@ std::vector<Vec> reference_logits(const RefModel& m, const std::vector<int64_t>&
   const auto& c = m.config;
   const int64_t T = static_cast<int64_t>(ids.size());
   const int64_t H = c.num_attention_heads, KV = c.num_key_value_heads;
-  const int64_t hd = c.hidden_size / H, group = H / KV, d = c.hidden_size;
+  const int64_t hd = c.explicit_head_dim > 0 ? c.explicit_head_dim : c.hidden_size / H, group = H / KV, d = c.hidden_size;
   const double eps = c.rms_norm_eps;
   std::vector<Vec> x(static_cast<std::size_t>(T));
   for (int64_t t = 0; t < T; ++t) {
@@ -289,10 +327,16 @@ std::vector<Vec> reference_logits(const RefModel& m, const std::vector<int64_t>&
     std::vector<std::vector<Vec>> q(static_cast<std::size_t>(T)), k(static_cast<std::size_t>(T)), v(static_cast<std::size_t>(T));
     for (int64_t t = 0; t < T; ++t) {
       const Vec h = rms_norm(x[static_cast<std::size_t>(t)], layer.input_norm, eps);
-      const Vec qf = matvec(layer.q, h), kf = matvec(layer.k, h), vf = matvec(layer.v, h);
-      for (int64_t hh = 0; hh < H; ++hh) q[static_cast<std::size_t>(t)].push_back(rope(head_slice(qf, hh), t, c.rope_theta));
+      Vec qf = matvec(layer.q, h), kf = matvec(layer.k, h), vf = matvec(layer.v, h);
+      if (!layer.q_bias.empty())
+        for (std::size_t i = 0; i < qf.size(); ++i) qf[i] += layer.q_bias[i];
+      if (!layer.k_bias.empty())
+        for (std::size_t i = 0; i < kf.size(); ++i) kf[i] += layer.k_bias[i], vf[i] += layer.v_bias[i];
+      // Qwen3: each head's vector RMS-normalized with the shared [hd] weight, before RoPE.
+      auto qk_norm = [&](const Vec& x, const Vec& w) { return w.empty() ? x : rms_norm(x, w, eps); };
+      for (int64_t hh = 0; hh < H; ++hh) q[static_cast<std::size_t>(t)].push_back(rope(qk_norm(head_slice(qf, hh), layer.q_norm), t, c));
       for (int64_t hh = 0; hh < KV; ++hh) {
-        k[static_cast<std::size_t>(t)].push_back(rope(head_slice(kf, hh), t, c.rope_theta));
+        k[static_cast<std::size_t>(t)].push_back(rope(qk_norm(head_slice(kf, hh), layer.k_norm), t, c));
         v[static_cast<std::size_t>(t)].push_back(head_slice(vf, hh));
       }
     }
@@ -925,6 +969,268 @@ TEST_F(ModelTest, LoadErrors) {
   }
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// 8. Model families: each architecture feature against the naive reference, the cache, a
+//    save/load round trip, config.json parsing and refusals, and sharded checkpoints.
+
+struct Family {
+  const char* name;
+  LlamaConfig config;
+};
+
+std::vector<Family> families() {
+  std::vector<Family> out;
+  auto base = [](bool gqa, bool tied) { return tiny_config(gqa, tied); };
+  {
+    LlamaConfig c = base(true, false);
+    c.model_type = "qwen2";  // q/k/v biases
+    c.qkv_bias = true;
+    out.push_back({"qwen2_bias_untied", c});
+  }
+  {
+    LlamaConfig c = base(true, true);
+    c.model_type = "qwen3";  // q/k norms, head_dim 8 != 16 / 4
+    c.qk_norm = true;
+    c.explicit_head_dim = 8;
+    out.push_back({"qwen3_qknorm_head_dim_tied", c});
+  }
+  {
+    LlamaConfig c = base(true, true);
+    c.explicit_head_dim = 8;  // 4 frequencies: 6.3, 30, 140, 660 positions per turn
+    c.rope_scaling.type = "llama3";
+    c.rope_scaling.factor = 8;
+    c.rope_scaling.low_freq_factor = 1;
+    c.rope_scaling.high_freq_factor = 4;
+    c.rope_scaling.original_max_position_embeddings = 64;  // bands: < 16 kept, 16..64 blended, > 64 / 8
+    out.push_back({"llama3_rope_head_dim_tied", c});
+  }
+  {
+    LlamaConfig c = base(false, false);
+    c.rope_scaling.type = "linear";
+    c.rope_scaling.factor = 4;
+    out.push_back({"linear_rope_untied", c});
+  }
+  {
+    LlamaConfig c = base(true, false);
+    c.model_type = "mistral";
+    out.push_back({"mistral_untied", c});
+  }
+  for (auto& f : out) f.config.validate();
+  return out;
+}
+
+TEST_F(ModelTest, FamiliesMatchNaiveReference) {
+  uint64_t seed = 101;
+  for (const auto& fam : families()) {
+    SCOPED_TRACE(fam.name);
+    const LlamaConfig& config = fam.config;
+    const LlamaModel model = make_model(config, seed++);
+    const auto w = model.weights();
+    EXPECT_EQ(w.layers[0].q_bias.defined(), config.qkv_bias);
+    EXPECT_EQ(w.layers[0].q_norm.defined(), config.qk_norm);
+    const auto ids = random_ids(12, config.vocab_size, seed++);
+    const auto expected = reference_logits(reference_of(model), ids);
+    const at::Tensor logits = model.forward(row_tensor(ids)).contiguous();
+    auto acc = logits.accessor<float, 3>();
+    double largest = 0;
+    for (int64_t t = 0; t < 12; ++t)
+      for (int64_t v = 0; v < config.vocab_size; ++v) {
+        const double e = expected[static_cast<std::size_t>(t)][static_cast<std::size_t>(v)];
+        largest = std::max(largest, std::abs(e));
+        ASSERT_NEAR(acc[0][t][v], e, 1e-4) << "position " << t << ", token " << v;
+      }
+    EXPECT_GT(largest, 0.5);
+    // The feature matters: the reference without it differs (so the match above means something).
+    RefModel without = reference_of(model);
+    if (config.qkv_bias) for (auto& l : without.layers) l.q_bias.assign(l.q_bias.size(), 0.0), l.k_bias.assign(l.k_bias.size(), 0.0);
+    if (config.qk_norm) for (auto& l : without.layers) l.q_norm.clear(), l.k_norm.clear();
+    without.config.rope_scaling = {};
+    if (config.qkv_bias || config.qk_norm || !config.rope_scaling.type.empty()) {
+      const auto other = reference_logits(without, ids);
+      double diff = 0;
+      for (std::size_t t = 0; t < other.size(); ++t)
+        for (std::size_t v = 0; v < other[t].size(); ++v) diff = std::max(diff, std::abs(other[t][v] - expected[t][v]));
+      EXPECT_GT(diff, 1e-2);
+    }
+
+    // The cached path (prefill + batch-1 decoding through the gemv kernels) agrees.
+    KVCache cache(config, 1, 32);
+    const at::Tensor prefill = model.forward(row_tensor(slice(ids, 0, 5)), {5}, cache, LogitsAt::All);
+    EXPECT_LT(max_abs_diff(prefill, logits.narrow(1, 0, 5)), kTol);
+    for (std::size_t t = 5; t < ids.size(); ++t)
+      EXPECT_LT(max_abs_diff(model.forward(row_tensor({ids[t]}), {1}, cache, LogitsAt::All), logits.narrow(1, static_cast<int64_t>(t), 1)), kTol);
+
+    // Save and load: the config keys and the extra tensors survive, bitwise.
+    const fs::path d = dir_ / fam.name;
+    model.save(d);
+    const LlamaModel loaded = LlamaModel::load(d);
+    EXPECT_EQ(loaded.config().model_type, config.model_type);
+    EXPECT_EQ(loaded.config().head_dim(), config.head_dim());
+    EXPECT_EQ(loaded.config().rope_scaling, config.rope_scaling);
+    EXPECT_EQ(loaded.config().parameter_count(), config.parameter_count());
+    EXPECT_TRUE(at::equal(loaded.forward(row_tensor(ids)), model.forward(row_tensor(ids))));
+    int64_t params = 0;
+    for (const auto& [name, t] : model.weights().named()) params += t.numel();
+    EXPECT_EQ(params, config.parameter_count() + (config.tie_word_embeddings ? 0 : 0));
+  }
+}
+
+std::string config_text(const std::string& extra) {
+  return R"({"vocab_size": 37, "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64)" +
+         extra + "}";
+}
+
+TEST(ConfigFamilies, ParsesEachFamilyAndRefusesWhatChangesTheMath) {
+  using eesched::runtime::LlamaConfig;
+  // Real-world key sets (abridged): Llama 3.2, Qwen2.5, Qwen3, Mistral, SmolLM2.
+  const auto llama32 = LlamaConfig::from_json(config_text(R"(, "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+      "attention_bias": false, "mlp_bias": false, "head_dim": 4, "pretraining_tp": 1, "attention_dropout": 0.0,
+      "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                       "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+      "rope_theta": 500000.0, "tie_word_embeddings": true, "torch_dtype": "bfloat16", "use_cache": true)"));
+  EXPECT_EQ(llama32.rope_scaling.type, "llama3");
+  EXPECT_EQ(llama32.rope_scaling.factor, 32.0);
+  EXPECT_EQ(llama32.rope_scaling.original_max_position_embeddings, 8192);
+  EXPECT_EQ(llama32.head_dim(), 4);
+  EXPECT_FALSE(llama32.qkv_bias);
+  const auto qwen25 = LlamaConfig::from_json(config_text(R"(, "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+      "sliding_window": 32, "use_sliding_window": false, "max_window_layers": 21, "rope_theta": 1000000.0)"));
+  EXPECT_TRUE(qwen25.qkv_bias);
+  EXPECT_FALSE(qwen25.qk_norm);
+  const auto qwen3 = LlamaConfig::from_json(config_text(R"(, "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
+      "head_dim": 8, "attention_bias": false, "sliding_window": null, "use_sliding_window": false)"));
+  EXPECT_TRUE(qwen3.qk_norm);
+  EXPECT_EQ(qwen3.head_dim(), 8);
+  EXPECT_EQ(LlamaConfig::from_json(config_text(R"(, "architectures": ["MistralForCausalLM"], "sliding_window": null)")).model_type, "mistral");
+  EXPECT_EQ(LlamaConfig::from_json(config_text(R"(, "rope_scaling": {"type": "linear", "factor": 2.0})")).rope_scaling.type, "linear");
+  EXPECT_EQ(LlamaConfig::from_json(config_text("")).model_type, "llama");  // our demo models' older files
+  // to_json round-trips every family key.
+  for (const auto& c : {llama32, qwen25, qwen3}) {
+    const auto back = LlamaConfig::from_json(c.to_json());
+    EXPECT_EQ(back.model_type, c.model_type);
+    EXPECT_EQ(back.rope_scaling, c.rope_scaling);
+    EXPECT_EQ(back.head_dim(), c.head_dim());
+    EXPECT_EQ(back.qkv_bias, c.qkv_bias);
+    EXPECT_EQ(back.qk_norm, c.qk_norm);
+  }
+  // One-line refusals naming the key.
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {R"(, "model_type": "gemma")", "gemma"},
+      {R"(, "architectures": ["PhiForCausalLM"])", "PhiForCausalLM"},
+      {R"(, "rope_scaling": {"rope_type": "yarn", "factor": 4.0})", "yarn"},
+      {R"(, "rope_scaling": {"type": "dynamic", "factor": 4.0})", "dynamic"},
+      {R"(, "rope_scaling": {"rope_type": "llama3", "factor": 8.0})", "low_freq_factor"},
+      {R"(, "mlp_bias": true)", "mlp_bias"},
+      {R"(, "attention_bias": true)", "attention_bias"},
+      {R"(, "model_type": "qwen3", "attention_bias": true)", "attention_bias"},
+      {R"(, "model_type": "mistral", "sliding_window": 16)", "sliding_window"},
+      {R"(, "model_type": "qwen2", "use_sliding_window": true, "sliding_window": 16)", "sliding_window"},
+      {R"(, "hidden_act": "gelu")", "hidden_act"},
+      {R"(, "model_type": "llama", "architectures": ["Qwen2ForCausalLM"])", "Qwen2ForCausalLM"},
+  };
+  for (const auto& [extra, word] : refused) {
+    const auto msg = error_of([&] { LlamaConfig::from_json(config_text(extra)); });
+    EXPECT_THAT(msg, HasSubstr(word)) << extra;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  }
+  // A window no smaller than the context changes nothing: accepted.
+  EXPECT_NO_THROW(LlamaConfig::from_json(config_text(R"(, "model_type": "mistral", "sliding_window": 64)")));
+}
+
+TEST_F(ModelTest, ShardedCheckpointLoadsLikeOneFile) {
+  const LlamaConfig config = families()[0].config;  // qwen2: biases travel too
+  const LlamaModel model = make_model(config, 131);
+  const auto ids = row_tensor(random_ids(9, config.vocab_size, 132));
+  const auto named = model.weights().named();
+  for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+    const fs::path d = dir_ / (dtype == at::kFloat ? "f32" : "bf16");
+    fs::create_directories(d);
+    config.save(d / "config.json");
+    // Three shards, tensors dealt round-robin (so q, k and v sit in different files).
+    std::vector<std::vector<std::pair<std::string, at::Tensor>>> shards(3);
+    nlohmann::json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", nlohmann::json::object()}};
+    for (std::size_t i = 0; i < named.size(); ++i) {
+      const std::string file = "model-0000" + std::to_string(i % 3 + 1) + "-of-00003.safetensors";
+      shards[i % 3].emplace_back(named[i].first, named[i].second.to(dtype));
+      index["weight_map"][named[i].first] = file;
+    }
+    for (std::size_t s = 0; s < 3; ++s)
+      eesched::runtime::write_safetensors(d / ("model-0000" + std::to_string(s + 1) + "-of-00003.safetensors"), shards[s], {{"format", "pt"}});
+    std::ofstream(d / "model.safetensors.index.json") << index.dump(2);
+    const LlamaModel loaded = LlamaModel::load(d);
+    if (dtype == at::kFloat) {
+      EXPECT_TRUE(at::equal(loaded.forward(ids), model.forward(ids)));
+    } else {
+      // bf16 widened at load: the f32 model of the same rounded weights, exactly.
+      LlamaWeights rounded = cloned_weights(model);
+      auto round = [](at::Tensor& t) { if (t.defined()) t = t.to(at::kBFloat16).to(at::kFloat); };
+      round(rounded.embed_tokens), round(rounded.norm), round(rounded.lm_head);
+      for (auto& l : rounded.layers)
+        for (at::Tensor* t : {&l.input_layernorm, &l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.post_attention_layernorm,
+                              &l.gate_proj, &l.up_proj, &l.down_proj, &l.q_bias, &l.k_bias, &l.v_bias})
+          round(*t);
+      EXPECT_TRUE(at::equal(loaded.forward(ids), LlamaModel(config, rounded).forward(ids)));
+    }
+  }
+  // Errors name the file or the tensor.
+  const fs::path d = dir_ / "f32";
+  {
+    auto index = nlohmann::json::parse(eesched::testing::read_file(d / "model.safetensors.index.json"));
+    index["weight_map"]["model.norm.weight"] = "model-00001-of-00003.safetensors";  // not there
+    std::ofstream(d / "model.safetensors.index.json") << index.dump();
+    EXPECT_THAT(error_of([&] { LlamaModel::load(d); }), HasSubstr("model.norm.weight"));
+    index["weight_map"]["model.norm.weight"] = "../elsewhere.safetensors";
+    std::ofstream(d / "model.safetensors.index.json") << index.dump();
+    EXPECT_THAT(error_of([&] { LlamaModel::load(d); }), HasSubstr("elsewhere"));
+  }
+  fs::remove(d / "model-00002-of-00003.safetensors");
+  std::ofstream(d / "model.safetensors.index.json") << nlohmann::json{{"weight_map", {{"model.norm.weight", "model-00002-of-00003.safetensors"}}}}.dump();
+  EXPECT_THAT(error_of([&] { LlamaModel::load(d); }), HasSubstr("model-00002-of-00003.safetensors"));
+}
+
+TEST_F(ModelTest, RealArchitecturePresetsAndShardedWriter) {
+  // The presets' configs are what the real models' config.json files say (spot checks), and
+  // survive config.json; the big weights themselves are for benchmarks, not tests.
+  const auto llama = eesched::runtime::synthetic_config("llama3.2-1b");
+  EXPECT_EQ(llama.vocab_size, 128256);
+  EXPECT_EQ(llama.rope_scaling.type, "llama3");
+  EXPECT_TRUE(llama.tie_word_embeddings);
+  EXPECT_NEAR(static_cast<double>(llama.parameter_count()), 1.236e9, 0.01e9);
+  const auto qwen25 = eesched::runtime::synthetic_config("qwen2.5-0.5b");
+  EXPECT_TRUE(qwen25.qkv_bias);
+  EXPECT_NEAR(static_cast<double>(qwen25.parameter_count()), 0.494e9, 0.01e9);
+  const auto qwen3 = eesched::runtime::synthetic_config("qwen3-0.6b");
+  EXPECT_EQ(qwen3.head_dim(), 128);
+  EXPECT_NEAR(static_cast<double>(qwen3.parameter_count()), 0.596e9, 0.01e9);
+  const auto smol = eesched::runtime::synthetic_config("smollm2-360m");
+  EXPECT_NEAR(static_cast<double>(smol.parameter_count()), 0.362e9, 0.01e9);
+  for (const auto& c : {llama, qwen25, qwen3, smol}) {
+    EXPECT_EQ(c.torch_dtype, "bfloat16");
+    const auto back = LlamaConfig::from_json(c.to_json());
+    EXPECT_EQ(back.parameter_count(), c.parameter_count());
+    EXPECT_EQ(back.rope_scaling, c.rope_scaling);
+  }
+  // The writer: bf16 in shards when over the limit, loading back to the bf16-rounded model.
+  LlamaConfig tiny = families()[1].config;  // qwen3: q/k norms
+  tiny.torch_dtype = "bfloat16";
+  const LlamaModel model = make_model(tiny, 141);
+  eesched::runtime::save_checkpoint(model, dir_ / "sharded", 4096);
+  EXPECT_TRUE(fs::exists(dir_ / "sharded" / "model.safetensors.index.json"));
+  EXPECT_FALSE(fs::exists(dir_ / "sharded" / "model.safetensors"));
+  EXPECT_TRUE(fs::exists(dir_ / "sharded" / "model-00002-of-00003.safetensors") ||
+              fs::exists(dir_ / "sharded" / "model-00002-of-00004.safetensors") ||
+              fs::exists(dir_ / "sharded" / "model-00002-of-00005.safetensors"));
+  eesched::runtime::save_checkpoint(model, dir_ / "single");
+  EXPECT_TRUE(fs::exists(dir_ / "single" / "model.safetensors"));
+  const auto ids = row_tensor(random_ids(7, tiny.vocab_size, 142));
+  const auto a = LlamaModel::load(dir_ / "sharded").forward(ids);
+  EXPECT_TRUE(at::equal(a, LlamaModel::load(dir_ / "single").forward(ids)));
+  EXPECT_LT(max_abs_diff(a, model.forward(ids)), 0.5);  // bf16 rounding only
+  EXPECT_EQ(eesched::runtime::SafetensorsFile::open(dir_ / "single" / "model.safetensors").tensors()[0].dtype,
+            eesched::runtime::DType::BF16);
+}
 }  // namespace
 
 namespace {

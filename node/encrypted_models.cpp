@@ -4,6 +4,7 @@
 
 #include "ee/manifest.h"
 #include "ee/transform.h"
+#include "node/model_row.h"
 #include "runtime/model.h"
 
 namespace eesched::node {
@@ -15,16 +16,8 @@ LoadedModel load_encrypted(const std::string& name, const std::filesystem::path&
     throw std::runtime_error("model " + dir.string() + " is not encrypted (no ee.json): a worker serves encrypted models only");
   LoadedModel m;
   m.model = std::make_shared<const runtime::LlamaModel>(runtime::LlamaModel::load(dir));
-  const auto& c = m.model->config();
   auto& row = m.info.row;
-  row.name = name;
-  row.fingerprint = ee::model_fingerprint(*m.model);
-  row.layers = c.num_hidden_layers, row.hidden = c.hidden_size, row.intermediate = c.intermediate_size;
-  row.heads = c.num_attention_heads, row.kv_heads = c.num_key_value_heads, row.vocab = c.vocab_size;
-  row.parameters = c.parameter_count();
-  row.weight_bytes = m.model->weight_bytes();
-  row.dtype = "f32";  // computed in f32 whatever the file stores
-  row.encrypted = true;
+  row = model_row(name, ee::model_fingerprint(*m.model), m.model->config(), m.model->weight_bytes(), /*encrypted=*/true);
   row.quality = manifest->quality;  // measured by the owner on plaintext (ee.json)
   m.info.key_fingerprint = manifest->key_fingerprint;
   m.info.draft = draft;

@@ -10,6 +10,7 @@
 #include "data/error.h"
 #include "ee/manifest.h"
 #include "ee/transform.h"
+#include "node/model_row.h"
 #include "runtime/synthetic.h"
 
 namespace eesched::node {
@@ -67,15 +68,9 @@ const SweepModel& ModelSource::get(const std::string& name, data::Store& store) 
   } else {
     m.model = plain;
   }
-  const auto& c = m.model->config();
-  m.row.name = name;
-  m.row.fingerprint = ee::model_fingerprint(*m.model);
-  m.row.layers = c.num_hidden_layers, m.row.hidden = c.hidden_size, m.row.intermediate = c.intermediate_size;
-  m.row.heads = c.num_attention_heads, m.row.kv_heads = c.num_key_value_heads, m.row.vocab = c.vocab_size;
-  m.row.parameters = c.parameter_count();
-  m.row.weight_bytes = m.model->weight_bytes();
-  m.row.dtype = "f32";
-  m.row.encrypted = key_.has_value();
+  auto quality = std::move(m.row.quality);
+  m.row = model_row(name, ee::model_fingerprint(*m.model), m.model->config(), m.model->weight_bytes(), key_.has_value());
+  m.row.quality = std::move(quality);
   m.row.id = store.upsert_model(m.row);
   return models_.emplace(name, std::move(m)).first->second;
 }

@@ -16,6 +16,7 @@
 #include "net/blocking_client.h"
 #include "net/messages.h"
 #include "runtime/synthetic.h"
+#include "node/model_row.h"
 #include "node/worker_daemon.h"
 #include "scheduler/coordinator.h"
 #include "tools/commands.h"
@@ -38,14 +39,7 @@ double percentile(std::vector<double> v, double p) {
 net::ModelInfo dry_model() {
   const auto c = runtime::synthetic_config("110m");
   net::ModelInfo m;
-  m.row.name = "syn110m";
-  m.row.fingerprint = "dry-syn110m";
-  m.row.layers = c.num_hidden_layers, m.row.hidden = c.hidden_size, m.row.intermediate = c.intermediate_size;
-  m.row.heads = c.num_attention_heads, m.row.kv_heads = c.num_key_value_heads, m.row.vocab = c.vocab_size;
-  m.row.parameters = c.parameter_count();
-  m.row.weight_bytes = 4 * m.row.parameters;
-  m.row.dtype = "f32";
-  m.row.encrypted = true;
+  m.row = node::model_row("syn110m", "dry-syn110m", c, 4 * c.parameter_count(), /*encrypted=*/true);
   return m;
 }
 

@@ -19,6 +19,7 @@
 #include "runtime/threads.h"
 #include "runtime/tokenizer.h"
 #include "tools/cli_util.h"
+#include "tools/chat_prompt.h"
 #include "tools/commands.h"
 #include "tools/model_loading.h"
 
@@ -28,6 +29,7 @@ namespace {
 struct GenerateArgs {
   std::string model, prompt, tokenizer, key, draft, arm = "kv";
   data::GenerationParams generation{64};  // its stop ids: plaintext extras (EOS is added)
+  ChatOptions chat;
   bool no_kv_cache = false, json = false, ignore_eos = false, show_wire = false;
   int threads = 0;
 };
@@ -43,9 +45,10 @@ void run(const GenerateArgs& a) {
   const auto& codec = loaded.codec;
   auto tokenizer = runtime::Tokenizer::load(tokenizer_for(dir, a.tokenizer, codec.has_value()));
   const auto& model = *loaded.models.target;
-  if (tokenizer.vocab_size() != model.config().vocab_size)
-    throw std::runtime_error("tokenizer has " + std::to_string(tokenizer.vocab_size()) + " pieces, the model " +
-                             std::to_string(model.config().vocab_size));
+  // Real checkpoints pad their embedding past the tokenizer (Qwen: 151,669 tokens, 151,936 rows).
+  if (tokenizer.vocab_size() > model.config().vocab_size)
+    throw std::runtime_error("tokenizer has " + std::to_string(tokenizer.vocab_size()) + " tokens, more than the model's " +
+                             std::to_string(model.config().vocab_size) + " embedding rows: not this model's tokenizer");
   data::TaskSpec task;
   task.model = a.model;
   task.draft = a.draft;
@@ -56,9 +59,16 @@ void run(const GenerateArgs& a) {
   if (prepared.prepare_seconds > 0.05) spdlog::info("prepared arm {} in {:.2f} s", arm.name, prepared.prepare_seconds);
 
   // Client side: plaintext ids, then (with a key) their encrypted form for the model.
-  const auto prompt = tokenizer.encode(a.prompt);
   auto stops = a.generation.stop_ids;
   if (!a.ignore_eos) stops.push_back(tokenizer.eos_id());
+  std::vector<int64_t> prompt;
+  if (!a.chat.chat.empty()) {
+    auto chat = chat_prompt(tokenizer, a.chat);
+    prompt = std::move(chat.ids);
+    if (chat.end_of_turn && !a.ignore_eos) stops.push_back(*chat.end_of_turn);  // the assistant's turn ends there
+  } else {
+    prompt = tokenizer.encode(a.prompt);
+  }
   runtime::GenerateOptions opts;
   opts.generation = a.generation;
   opts.generation.stop_ids = codec ? codec->encrypt(stops) : stops;
@@ -103,9 +113,11 @@ void register_generate(CLI::App& app) {
   auto args = std::make_shared<GenerateArgs>();
   auto* cmd = app.add_subcommand("generate", "generate text from a prompt (plaintext, or encrypted with --key)");
   add_model_option(cmd, args->model, "model directory (config.json, model.safetensors, tokenizer.model or ee.json)");
-  cmd->add_option("--prompt", args->prompt, "prompt text")->required();
-  cmd->add_option("--tokenizer", args->tokenizer, "tokenizer.model (default: MODEL/tokenizer.model; required with --key)")
-      ->check(CLI::ExistingFile);
+  auto* prompt = cmd->add_option("--prompt", args->prompt, "prompt text (or --chat)");
+  add_chat_options(cmd, args->chat);
+  cmd->add_option("--tokenizer", args->tokenizer,
+                  "tokenizer.json, tokenizer.model or a directory holding one (default: MODEL's; required with --key)")
+      ->check(CLI::ExistingPath);
   add_key_option(cmd, args->key, "EE key: MODEL is encrypted with it; ids are encrypted before and decrypted after", /*optional=*/true);
   cmd->add_flag("--show-wire", args->show_wire, "print (to stderr) the encrypted ids that cross the wire each way");
   cmd->add_option("--max-new-tokens", args->generation.max_new_tokens, "tokens to generate at most")->capture_default_str()->check(CLI::PositiveNumber);
@@ -122,7 +134,10 @@ void register_generate(CLI::App& app) {
   cmd->add_flag("--no-kv-cache", args->no_kv_cache, "recompute the whole sequence every step (same as --arm plain)");
   cmd->add_flag("--json", args->json, "print {text, ids, ttft_ms, ms_per_token, tokens_per_s, arm, acceptance_rate} as JSON");
   add_threads_option(cmd, args->threads);
-  cmd->callback([args] { run(*args); });
+  cmd->callback([args, prompt] {
+    if ((prompt->count() > 0) == !args->chat.chat.empty()) throw std::runtime_error("generate: give --prompt TEXT or --chat TEXT (one of them)");
+    run(*args);
+  });
 }
 
 }  // namespace eesched::tools

@@ -12,6 +12,7 @@
 #include "net/task_client.h"
 #include "runtime/tokenizer.h"
 #include "tools/cli_util.h"
+#include "tools/chat_prompt.h"
 #include "tools/commands.h"
 
 namespace eesched::tools {
@@ -21,6 +22,7 @@ struct SubmitArgs {
   std::string coordinator = "127.0.0.1:7700", key, tokenizer, model, prompt, quality = "exact", arm, request_id;
   data::GenerationParams generation;  // sent as given (its stop ids: the encrypted EOS)
   double timeout_s = 600, max_ppl_ratio = data::kDefaultMaxPplRatio;
+  ChatOptions chat;
   bool json = false, ignore_eos = false;
 };
 
@@ -28,10 +30,19 @@ void run(const SubmitArgs& a) {
   const auto key = ee::Key::load(a.key);
   const ee::Codec codec(key);
   const auto tokenizer = runtime::Tokenizer::load(a.tokenizer);
-  if (tokenizer.vocab_size() != codec.vocab_size())
-    throw std::runtime_error("tokenizer has " + std::to_string(tokenizer.vocab_size()) + " pieces, the key's vocabulary " +
+  // The key permutes the model's whole embedding, which real checkpoints pad past the tokenizer.
+  if (tokenizer.vocab_size() > codec.vocab_size())
+    throw std::runtime_error("tokenizer has " + std::to_string(tokenizer.vocab_size()) + " tokens, more than the key's vocabulary of " +
                              std::to_string(codec.vocab_size()) + ": not the tokenizer this key was made for");
-  const auto prompt = tokenizer.encode(a.prompt);
+  std::vector<int64_t> prompt, stops;
+  if (!a.ignore_eos) stops.push_back(tokenizer.eos_id());
+  if (!a.chat.chat.empty()) {
+    auto chat = chat_prompt(tokenizer, a.chat);
+    prompt = std::move(chat.ids);
+    if (chat.end_of_turn && !a.ignore_eos) stops.push_back(*chat.end_of_turn);
+  } else {
+    prompt = tokenizer.encode(a.prompt);
+  }
 
   net::TaskRequest r;
   r.request_id = a.request_id;
@@ -39,7 +50,7 @@ void run(const SubmitArgs& a) {
   r.key_fingerprint = key.fingerprint();
   r.prompt_ids = {codec.encrypt(prompt)};  // all the coordinator and worker ever see
   r.generation = a.generation;
-  if (!a.ignore_eos) r.generation.stop_ids = {codec.encrypt(tokenizer.eos_id())};
+  r.generation.stop_ids = codec.encrypt(stops);
   r.quality = data::parse_quality(a.quality);
   r.max_ppl_ratio = a.max_ppl_ratio;
   r.arm = a.arm;
@@ -78,9 +89,12 @@ void register_submit(CLI::App& app) {
   auto* cmd = app.add_subcommand("submit", "encrypt a prompt, run it through the coordinator, decrypt and print the answer");
   cmd->add_option("--coordinator", a->coordinator, "coordinator HOST:PORT")->capture_default_str();
   add_key_option(cmd, a->key, "the client's EE key (never sent)");
-  cmd->add_option("--tokenizer", a->tokenizer, "tokenizer.model of the plaintext model")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--tokenizer", a->tokenizer, "the plaintext model's tokenizer: tokenizer.json, tokenizer.model or its directory")
+      ->required()
+      ->check(CLI::ExistingPath);
   cmd->add_option("--model", a->model, "model name, as the workers registered it")->required();
-  cmd->add_option("--prompt", a->prompt, "prompt text")->required();
+  auto* prompt = cmd->add_option("--prompt", a->prompt, "prompt text (or --chat)");
+  add_chat_options(cmd, a->chat);
   cmd->add_option("--max-new-tokens", a->generation.max_new_tokens, "tokens to generate at most")->capture_default_str()->check(CLI::Range(0, 1 << 20));
   cmd->add_option("--quality", a->quality, "exact: lossless arms only; tolerant: int8 and pruning allowed")
       ->capture_default_str()->check(CLI::IsMember({"exact", "tolerant"}));
@@ -97,7 +111,10 @@ void register_submit(CLI::App& app) {
   cmd->add_option("--timeout-s", a->timeout_s, "give up after this long")->capture_default_str()->check(CLI::Range(0.1, 86400.0));
   cmd->add_flag("--ignore-eos", a->ignore_eos, "do not stop at the tokenizer's EOS");
   cmd->add_flag("--json", a->json, "print {text, ids, worker, arm, latency_ms, attempts, ...}");
-  cmd->callback([a] { run(*a); });
+  cmd->callback([a, prompt] {
+    if ((prompt->count() > 0) == !a->chat.chat.empty()) throw std::runtime_error("submit: give --prompt TEXT or --chat TEXT (one of them)");
+    run(*a);
+  });
 }
 
 }  // namespace eesched::tools

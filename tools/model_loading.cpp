@@ -41,8 +41,8 @@ LoadedModels load_models(const std::filesystem::path& target, const std::filesys
 
 std::filesystem::path tokenizer_for(const std::filesystem::path& target, const std::string& given, bool encrypted) {
   if (!given.empty()) return given;
-  if (encrypted) throw std::runtime_error("an encrypted model has no tokenizer: pass --tokenizer PLAIN_DIR/tokenizer.model");
-  return target / "tokenizer.model";
+  if (encrypted) throw std::runtime_error("an encrypted model has no tokenizer: pass --tokenizer PLAIN_DIR (or its tokenizer.json / tokenizer.model)");
+  return target;  // runtime::Tokenizer::load finds tokenizer.json, else tokenizer.model
 }
 
 }  // namespace eesched::tools

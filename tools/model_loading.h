@@ -19,7 +19,8 @@ struct LoadedModels {
 // `key_file` empty: plaintext models. Throws with a one-line reason on any mismatch.
 LoadedModels load_models(const std::filesystem::path& target, const std::filesystem::path& draft, const std::string& key_file);
 
-// The tokenizer to use: `given`, else TARGET/tokenizer.model; an encrypted target has none.
+// The tokenizer to use: `given`, else TARGET's own (tokenizer.json, else tokenizer.model); an
+// encrypted target has none.
 std::filesystem::path tokenizer_for(const std::filesystem::path& target, const std::string& given, bool encrypted);
 
 }  // namespace eesched::tools

@@ -46,10 +46,10 @@ std::vector<Seed> seeds() {
   reg.hardware = {"box", "Intel(R) Xeon(R) CPU @ 2.20GHz", 8, 123.5, 17.25, int64_t{64} << 30, int64_t{40} << 30,
                   "2024-01-02T03:04:05Z"};
   net::ModelInfo target;
-  target.row = {0, "llama-tiny", "sha256:7d1a", 12, 768, 3072, 12, 4, 32000, 110000000, 440000000, "f32", true, {}};
+  target.row = {0, "llama-tiny", "sha256:7d1a", "llama", 12, 768, 3072, 12, 4, 32000, 0, 110000000, 440000000, "f32", true, {}};
   target.key_fingerprint = "key-1f3a";
   net::ModelInfo draft;
-  draft.row = {0, "llama-draft", "sha256:0b9e", 2, 256, 1024, 4, 2, 32000, 9000000, 18000000, "bf16", true, {}};
+  draft.row = {0, "qwen-draft", "sha256:0b9e", "qwen3", 2, 256, 1024, 4, 2, 32000, 128, 9000000, 18000000, "bf16", true, {}};
   draft.key_fingerprint = "key-1f3a";
   draft.draft = true;
   reg.models = {target, draft};

@@ -21,9 +21,8 @@ inline ee::Key fixed_key(int64_t vocab, uint8_t fill = 7) {
   return ee::Key::from_secret(secret, vocab);
 }
 
-// A synthetic GQA model whose weights are spread enough that greedy choices are not near-ties
-// and every norm weight is non-trivial.
-inline runtime::LlamaModel synthetic_gqa(uint64_t seed) {
+// The tiny GQA shape the EE tests use (untied head); family tests vary it.
+inline runtime::LlamaConfig gqa_config() {
   runtime::LlamaConfig c;
   c.vocab_size = 300;
   c.hidden_size = 48;
@@ -33,21 +32,34 @@ inline runtime::LlamaModel synthetic_gqa(uint64_t seed) {
   c.num_key_value_heads = 2;
   c.max_position_embeddings = 256;
   c.tie_word_embeddings = false;
+  return c;
+}
+
+// A random model of `c` whose weights are spread enough that greedy choices are not near-ties
+// and every norm weight (q/k norms included, differing across each RoPE pair as real ones do)
+// and bias is non-trivial.
+inline runtime::LlamaModel spread_model(const runtime::LlamaConfig& c, uint64_t seed) {
   auto m = runtime::random_model(c, seed);
   auto w = m.weights();
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed + 1);
   auto jitter = [&](const at::Tensor& t) { return 1.0 + 0.2 * at::empty(t.sizes(), at::kFloat).normal_(0, 1, gen); };
   w.embed_tokens = w.embed_tokens * 10;
-  w.lm_head = w.lm_head * 10;
+  if (w.lm_head.defined()) w.lm_head = w.lm_head * 10;
   w.norm = jitter(w.norm);
   for (auto& l : w.layers) {
     l.input_layernorm = jitter(l.input_layernorm);
     l.post_attention_layernorm = jitter(l.post_attention_layernorm);
     l.q_proj = l.q_proj * 5;
     l.k_proj = l.k_proj * 5;
+    for (at::Tensor* b : {&l.q_bias, &l.k_bias, &l.v_bias})
+      if (b->defined()) *b = at::empty(b->sizes(), at::kFloat).normal_(0, 1, gen);
+    for (at::Tensor* n : {&l.q_norm, &l.k_norm})
+      if (n->defined()) *n = jitter(*n);
   }
   return runtime::LlamaModel(c, w);
 }
+
+inline runtime::LlamaModel synthetic_gqa(uint64_t seed) { return spread_model(gqa_config(), seed); }
 
 inline const runtime::LlamaModel& target_model() {
   static const runtime::LlamaModel m = runtime::LlamaModel::load(source_dir() / "models" / "target");

@@ -35,6 +35,8 @@ using eesched::testing::TempDir;
 using ::testing::HasSubstr;
 
 using eesched::testing::fixed_key;
+using eesched::testing::gqa_config;
+using eesched::testing::spread_model;
 using eesched::testing::synthetic_gqa;
 using eesched::testing::target_model;
 using eesched::testing::varied_prompts;
@@ -267,16 +269,9 @@ TEST(EeTransform, DifferentKeyGivesDifferentWeightsAndGarbage) {
 }
 
 // Tiny models of each family (biases, q/k norms with head_dim != hidden/heads, rope_scaling,
-// tied and untied heads), weights spread as in synthetic_gqa so greedy choices are not ties.
+// tied and untied heads), weights spread (spread_model) so greedy choices are not ties.
 rt::LlamaModel family_model(const std::string& family, uint64_t seed) {
-  rt::LlamaConfig c;
-  c.vocab_size = 300;
-  c.hidden_size = 48;
-  c.intermediate_size = 80;
-  c.num_hidden_layers = 3;
-  c.num_attention_heads = 6;
-  c.num_key_value_heads = 2;
-  c.max_position_embeddings = 256;
+  auto c = gqa_config();
   c.tie_word_embeddings = true;
   if (family == "qwen2") {
     c.model_type = "qwen2", c.qkv_bias = true, c.tie_word_embeddings = false;
@@ -290,24 +285,7 @@ rt::LlamaModel family_model(const std::string& family, uint64_t seed) {
     c.model_type = "mistral", c.tie_word_embeddings = false;
     c.rope_scaling.type = "linear", c.rope_scaling.factor = 2;
   }
-  auto m = rt::random_model(c, seed);
-  auto w = m.weights();
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed + 1);
-  auto jitter = [&](const at::Tensor& t) { return 1.0 + 0.2 * at::empty(t.sizes(), at::kFloat).normal_(0, 1, gen); };
-  w.embed_tokens = w.embed_tokens * 10;
-  if (w.lm_head.defined()) w.lm_head = w.lm_head * 10;
-  w.norm = jitter(w.norm);
-  for (auto& l : w.layers) {
-    l.input_layernorm = jitter(l.input_layernorm);
-    l.post_attention_layernorm = jitter(l.post_attention_layernorm);
-    l.q_proj = l.q_proj * 5;
-    l.k_proj = l.k_proj * 5;
-    for (at::Tensor* b : {&l.q_bias, &l.k_bias, &l.v_bias})
-      if (b->defined()) *b = at::empty(b->sizes(), at::kFloat).normal_(0, 1, gen);
-    for (at::Tensor* n : {&l.q_norm, &l.k_norm})
-      if (n->defined()) *n = jitter(*n);  // differs across each RoPE pair, as real ones do
-  }
-  return rt::LlamaModel(c, w);
+  return spread_model(c, seed);
 }
 
 const std::vector<std::string> kFamilies = {"qwen2", "qwen3", "llama3", "mistral"};

@@ -107,8 +107,8 @@ void check_row(const ComponentKind& k, const Kinds& table) {
     if (!std::islower(static_cast<unsigned char>(c)) && !std::isdigit(static_cast<unsigned char>(c)))
       throw Error(who + ": a prefix is lowercase letters and digits");
   if (k.prefix == "plain") throw Error(who + ": 'plain' is the arm without a KV cache, not a component");
-  if (k.number && (k.number->lo < 0 || k.number->lo > k.number->hi || k.number->placeholder.empty()))
-    throw Error(who + ": its number range needs 0 <= lo <= hi and a placeholder");
+  if (k.number && (k.number->lo < 0 || k.number->lo > k.number->hi || k.number->symbol.empty()))
+    throw Error(who + ": its number range needs 0 <= lo <= hi and a symbol for the number (\"NN\")");
   if (!k.effects) throw Error(who + " declares no effects");
   if (!k.group.empty() && k.group_conflict.empty()) throw Error(who + ": group '" + k.group + "' needs its conflict message");
   for (const auto& row : table)

@@ -67,7 +67,7 @@ struct ComponentKind {
   std::string prefix;
   struct Number {
     int lo = 0, hi = 0;
-    std::string placeholder;  // how the grammar writes it: "NN" in "pruneNN"
+    std::string symbol;  // how the grammar writes the number: "NN" in "pruneNN"
   };
   std::optional<Number> number;
   int order = 0;            // canonical position in an arm's name: kv 0, int8 10, prune 20, spec/qspec 30
@@ -89,7 +89,7 @@ struct ComponentKind {
   std::function<ArmEffects(int n)> effects;
 
   // "int8", "pruneNN": how the grammar writes the kind.
-  std::string pattern() const { return prefix + (number ? number->placeholder : ""); }
+  std::string pattern() const { return prefix + (number ? number->symbol : ""); }
   // The canonical name of the component with number n: "int8", "prune30".
   std::string component_name(int n) const { return number ? prefix + std::to_string(n) : prefix; }
 };

@@ -46,8 +46,10 @@ using ::testing::HasSubstr;
 // A coordinator in this process on a free loopback port.
 class LocalCoordinator {
  public:
-  LocalCoordinator(const std::filesystem::path& dir, scheduler::CoordinatorOptions o = {}) {
-    o.listen = {"127.0.0.1", 0};
+  explicit LocalCoordinator(const std::filesystem::path& dir) : LocalCoordinator(dir, scheduler::CoordinatorOptions()) {}
+  LocalCoordinator(const std::filesystem::path& dir, scheduler::CoordinatorOptions o) {
+    o.listen.host = "127.0.0.1";
+    o.listen.port = 0;
     if (o.db.empty()) o.db = dir / "coordinator.db";
     o.token_file = dir / "token";
     o.heartbeat = 200ms;
@@ -413,6 +415,9 @@ TEST(Daemons, WorkerNoticesASilentCoordinatorAndRegistersAgain) {
   LocalWorker worker(dry_worker(at, dir / "token", "dry"));
   for (int i = 0; i < 500 && registrations() < 1; ++i) std::this_thread::sleep_for(10ms);
   ASSERT_EQ(registrations(), 1);
+  // The coordinator logs a registration before the worker has its reply; a task that completes
+  // proves the worker is registered and serving, so the freeze below is silence it must notice.
+  ASSERT_EQ(net::submit_and_wait(at, dry_request("before-freeze"), within(10s)).status, "done");
   coordinator.signal(SIGSTOP);
   std::this_thread::sleep_for(3s);  // > the worker's silence limit (2 s)
   coordinator.signal(SIGCONT);

@@ -1,5 +1,11 @@
 // eesched bench-decode: prefill and batch-1 decode speed, and decode bandwidth as a fraction of
-// the copy bandwidth measured in the same run.
+// the copy bandwidth measured in the same run; also what it took to get there (load time and the
+// process's peak RSS once loaded, against the checkpoint's size on disk) and how much of each
+// token's weight traffic is the LM head.
+#include <sys/resource.h>
+
+#include <chrono>
+#include <filesystem>
 #include <iostream>
 
 #include <fmt/format.h>
@@ -22,9 +28,39 @@ struct BenchDecodeArgs {
   int threads = 0;
 };
 
+// Bytes of the checkpoint's tensor files (one file or every shard).
+double checkpoint_bytes(const std::filesystem::path& dir) {
+  double total = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const auto name = entry.path().filename().string();
+    if (entry.is_regular_file() && name.starts_with("model") && name.ends_with(".safetensors")) total += entry.file_size();
+  }
+  return total;
+}
+
+double peak_rss_bytes() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) * 1024.0;
+}
+
+// The LM head's share of the weights a decoding step streams, by weight count (every matrix
+// of a layer once, plus the head): the same share of bytes when all are stored alike.
+double head_share(const runtime::LlamaConfig& c) {
+  const double hd = static_cast<double>(c.head_dim());
+  const double attention = c.hidden_size * hd * (2.0 * c.num_attention_heads + 2.0 * c.num_key_value_heads);
+  const double ffn = 3.0 * c.hidden_size * c.intermediate_size;
+  const double head = static_cast<double>(c.vocab_size) * c.hidden_size;
+  return head / (c.num_hidden_layers * (attention + ffn) + head);
+}
+
 void run(const BenchDecodeArgs& a) {
   const int threads = runtime::set_threads(a.threads);
+  const auto t0 = std::chrono::steady_clock::now();
   auto model = runtime::LlamaModel::load(a.model);
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double rss_after_load = peak_rss_bytes(), on_disk = checkpoint_bytes(a.model);
+  const double head = head_share(model.config());
   runtime::DecodeBenchOptions o;
   o.prompt_tokens = a.prompt;
   o.new_tokens = a.tokens;
@@ -34,6 +70,10 @@ void run(const BenchDecodeArgs& a) {
                                 {"threads", threads},
                                 {"parameters", model.config().parameter_count()},
                                 {"weight_bytes", r.weight_bytes},
+                                {"checkpoint_bytes", on_disk},
+                                {"load_s", load_s},
+                                {"peak_rss_bytes_after_load", rss_after_load},
+                                {"head_share", head},
                                 {"prefill_tokens_per_s", r.prefill_tokens_per_s},
                                 {"decode_ms_per_token", r.decode_ms_per_token},
                                 {"decode_tokens_per_s", r.decode_tokens_per_s},
@@ -48,9 +88,12 @@ void run(const BenchDecodeArgs& a) {
               << std::endl;
     return;
   }
-  std::cout << fmt::format("model {} ({} parameters, {:.1f} MB of f32 weights), {} threads, BLAS {}\n", a.model,
+  std::cout << fmt::format("model {} ({} parameters, {:.1f} MB of weights per token), {} threads, BLAS {}\n", a.model,
                            human_count(static_cast<double>(model.config().parameter_count())), r.weight_bytes / 1e6, threads,
                            runtime::blas_backend())
+            << fmt::format("load     {:>9.2f} s  ({:.2f} GB on disk; peak RSS once loaded {:.2f} GB)\n", load_s, on_disk / 1e9,
+                           rss_after_load / 1e9)
+            << fmt::format("LM head  {:>9.1f}% of the weights streamed per token\n", 100.0 * head)
             << fmt::format("prefill  {:>9.1f} tokens/s  ({} prompt tokens)\n", r.prefill_tokens_per_s, a.prompt)
             << fmt::format("decode   {:>9.1f} tokens/s  ({:.2f} ms/token, batch 1, {} tokens)\n", r.decode_tokens_per_s,
                            r.decode_ms_per_token, a.tokens)

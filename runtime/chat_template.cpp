@@ -9,7 +9,7 @@ namespace {
 
 using json = nlohmann::json;
 
-const char* kSupported = "supported chat template families: llama3, chatml (Qwen), llama2";
+const char* kSupported = "supported chat template families: llama3, chatml (Qwen), llama2, mistral (Nemo)";
 
 bool py_space(uint32_t cp) {
   return (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x20) || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
@@ -64,10 +64,11 @@ std::string render_llama3(const std::vector<ChatMessage>& m, bool gen, const std
   return out;
 }
 
-// Qwen3's template without tools.
-std::string render_chatml(const std::vector<ChatMessage>& m, bool gen) {
+// Qwen3's template without tools (thinking), Qwen2.5's (a default system turn) and plain ChatML.
+std::string render_chatml(const std::vector<ChatMessage>& m, bool gen, const std::string& default_system, bool thinking) {
   std::string out;
   if (!m.empty() && m[0].role == "system") out += "<|im_start|>system\n" + m[0].content + "<|im_end|>\n";
+  else if (!default_system.empty()) out += "<|im_start|>system\n" + default_system + "<|im_end|>\n";
   bool multi_step_tool = true;
   long last_query = static_cast<long>(m.size()) - 1;
   for (long i = static_cast<long>(m.size()) - 1; i >= 0; --i) {
@@ -82,6 +83,8 @@ std::string render_chatml(const std::vector<ChatMessage>& m, bool gen) {
     const auto& role = m[i].role;
     if (role == "user" || (role == "system" && i != 0)) {
       out += "<|im_start|>" + role + "\n" + m[i].content + "<|im_end|>\n";
+    } else if (role == "assistant" && !thinking) {
+      out += "<|im_start|>assistant\n" + m[i].content + "<|im_end|>\n";
     } else if (role == "assistant") {
       std::string content = m[i].content, reasoning;
       if (const auto close = content.rfind("</think>"); close != std::string::npos) {
@@ -108,7 +111,7 @@ std::string render_chatml(const std::vector<ChatMessage>& m, bool gen) {
   return out;
 }
 
-// Hugging Face's Llama-2-chat template (add_generation_prompt does not change it).
+// Hugging Face's Llama 2 template (LlamaTokenizer's default; add_generation_prompt does not change it).
 std::string render_llama2(const std::vector<ChatMessage>& m, const std::string& bos, const std::string& eos) {
   std::size_t first = 0;
   std::optional<std::string> system;
@@ -120,10 +123,69 @@ std::string render_llama2(const std::vector<ChatMessage>& m, const std::string& 
       throw Error("chat template: Conversation roles must alternate user/assistant/user/assistant/...");
     std::string content = m[i].content;
     if (k == 0 && system) content = "<<SYS>>\n" + *system + "\n<</SYS>>\n\n" + content;
-    if (m[i].role == "user") out += bos + "[INST] " + py_strip(content) + " [/INST]";
-    else if (m[i].role == "assistant") out += " " + py_strip(content) + " " + eos;
+    // Appends, not operator+ chains: GCC 12 warns (-Wrestrict, a false positive) on `" " + string`.
+    if (m[i].role == "user") out.append(bos).append("[INST] ").append(py_strip(content)).append(" [/INST]");
+    else if (m[i].role == "system") out.append("<<SYS>>\n").append(py_strip(content)).append("\n<</SYS>>\n\n");
+    else if (m[i].role == "assistant") out.append(" ").append(py_strip(content)).append(" ").append(eos);
   }
   return out;
+}
+
+// Mistral Nemo's (Tekken) template without tools: BOS once, [INST]user[/INST]assistant</s>, the
+// system message prepended to the user turn that ends the conversation (dropped otherwise).
+std::string render_mistral(const std::vector<ChatMessage>& m, const std::string& bos, const std::string& eos) {
+  if (m.empty()) throw Error("chat template: no messages");
+  std::size_t first = 0;
+  std::optional<std::string> system;
+  if (m[0].role == "system") { system = m[0].content; first = 1; }
+  std::size_t k = 0;
+  for (std::size_t i = first; i < m.size(); ++i) {
+    if (m[i].role == "tool" || m[i].role == "tool_results") continue;
+    if ((m[i].role == "user") != (k++ % 2 == 0))
+      throw Error("chat template: After the optional system message, conversation roles must alternate user/assistant/user/assistant/...");
+  }
+  std::string out = bos;
+  for (std::size_t i = first; i < m.size(); ++i) {
+    if (m[i].role == "user") {
+      out += "[INST]" + (i + 1 == m.size() && system ? *system + "\n\n" : std::string()) + m[i].content + "[/INST]";
+    } else if (m[i].role == "assistant") {
+      out += m[i].content + eos;
+    } else if (m[i].role == "tool" || m[i].role == "tool_results" || m[i].role == "tool_calls") {
+      throw Error("chat template: Mistral tool messages need tool call ids, which a {role, content} message does not carry");
+    } else {
+      throw Error("chat template: Only user and assistant roles are supported, with the exception of an initial optional system message!");
+    }
+  }
+  return out;
+}
+
+bool contains(const std::string& s, const char* what) { return s.find(what) != std::string::npos; }
+
+// The text of a system turn a ChatML template writes as one literal, `<|im_start|>system\n...<|im_end|>`
+// (Qwen2.5's default "You are Qwen, ..."); empty when it writes none (a turn built from the messages).
+std::string chatml_default_system(const std::string& t) {
+  const std::string open = "<|im_start|>system", close = "<|im_end|>";
+  for (auto at = t.find(open); at != std::string::npos; at = t.find(open, at + 1)) {
+    std::size_t from = at + open.size();
+    if (t.compare(from, 2, "\\n") == 0) from += 2;
+    else if (from < t.size() && t[from] == '\n') from += 1;
+    else continue;
+    const auto end = t.find(close, from);
+    if (end == std::string::npos) continue;
+    const std::string raw = t.substr(from, end - from);
+    if (raw.empty() || raw.find_first_of("'\"+{}%") != std::string::npos) continue;
+    std::string text;  // the literal's value: Jinja string escapes
+    for (std::size_t i = 0; i < raw.size(); ++i) {
+      if (raw[i] == '\\' && i + 1 < raw.size()) {
+        const char c = raw[++i];
+        text += c == 'n' ? '\n' : c == 't' ? '\t' : c;
+      } else {
+        text += raw[i];
+      }
+    }
+    return text;
+  }
+  return "";
 }
 
 std::string config_token(const json& c, const char* key) {
@@ -141,6 +203,7 @@ const char* chat_family_name(ChatFamily f) {
     case ChatFamily::Llama3: return "llama3";
     case ChatFamily::ChatML: return "chatml";
     case ChatFamily::Llama2: return "llama2";
+    case ChatFamily::Mistral: return "mistral";
   }
   return "?";
 }
@@ -149,13 +212,19 @@ ChatFamily chat_family_from_name(const std::string& name) {
   if (name == "llama3") return ChatFamily::Llama3;
   if (name == "chatml" || name == "qwen") return ChatFamily::ChatML;
   if (name == "llama2") return ChatFamily::Llama2;
+  if (name == "mistral") return ChatFamily::Mistral;
   throw Error("unknown chat template '" + name + "'; " + kSupported);
 }
 
 std::optional<ChatFamily> detect_chat_family(const std::string& t) {
   if (t.find("<|start_header_id|>") != std::string::npos) return ChatFamily::Llama3;
   if (t.find("<|im_start|>") != std::string::npos) return ChatFamily::ChatML;
-  if (t.find("[INST]") != std::string::npos) return ChatFamily::Llama2;
+  if (!contains(t, "[INST]")) return std::nullopt;
+  if (contains(t, "<<SYS>>")) return ChatFamily::Llama2;
+  // Mistral's templates, told apart as llama.cpp does: Nemo's (Tekken) writes "[INST]" unspaced and
+  // double-quoted. Mistral's other templates (v0.1, v0.3, v7's [SYSTEM_PROMPT]) space or mark their
+  // turns otherwise; none is obtainable pinned to check a renderer against, so they are refused.
+  if (contains(t, "\"[INST]\"") && !contains(t, " [INST]") && !contains(t, "[SYSTEM_PROMPT]")) return ChatFamily::Mistral;
   return std::nullopt;
 }
 
@@ -175,17 +244,24 @@ ChatTemplate ChatTemplate::from_config(const std::string& config_text, const std
   if (!family_override.empty()) family = chat_family_from_name(family_override);
   else if (text.empty()) throw Error(std::string("the tokenizer config has no chat_template (give --chat-template); ") + kSupported);
   else family = detect_chat_family(text);
-  if (!family) throw Error(std::string("unrecognized chat template; ") + kSupported);
+  if (!family)
+    throw Error(std::string("unrecognized chat template") +
+                (contains(text, "[INST]") ? " (an [INST] template neither Llama 2's <<SYS>> one nor Mistral Nemo's)" : "") + "; " +
+                kSupported);
   // Llama 3.0's base template appends the assistant header whatever add_generation_prompt says.
   const bool always = *family == ChatFamily::Llama3 && !text.empty() && text.find("add_generation_prompt") == std::string::npos;
-  return ChatTemplate(*family, config_token(c, "bos_token"), config_token(c, "eos_token"), always);
+  ChatTemplate t(*family, config_token(c, "bos_token"), config_token(c, "eos_token"), always);
+  if (*family == ChatFamily::ChatML && !text.empty())
+    t.with_default_system(chatml_default_system(text)).with_thinking(contains(text, "<think>"));
+  return t;
 }
 
 std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const {
   switch (family_) {
     case ChatFamily::Llama3: return render_llama3(messages, add_generation_prompt || always_generation_prompt_, bos_);
-    case ChatFamily::ChatML: return render_chatml(messages, add_generation_prompt);
+    case ChatFamily::ChatML: return render_chatml(messages, add_generation_prompt, default_system_, thinking_);
     case ChatFamily::Llama2: return render_llama2(messages, bos_, eos_);
+    case ChatFamily::Mistral: return render_mistral(messages, bos_, eos_);
   }
   return "";
 }
@@ -194,7 +270,8 @@ std::string ChatTemplate::end_of_turn() const {
   switch (family_) {
     case ChatFamily::Llama3: return "<|eot_id|>";
     case ChatFamily::ChatML: return "<|im_end|>";
-    case ChatFamily::Llama2: return eos_;
+    case ChatFamily::Llama2:
+    case ChatFamily::Mistral: return eos_;
   }
   return "";
 }

@@ -383,7 +383,7 @@ TEST_F(Cli, TokenizeEncodesDecodesAndRendersChats) {
   expect_one_line_error("tokenize --tokenizer " + spm, "--text");
   expect_one_line_error("tokenize --tokenizer /nonexistent --text x", "nonexistent");
 
-  const auto qwen = eesched::testing::source_dir() / "tokenizers" / "qwen3";
+  const auto qwen = eesched::testing::tokenizers_dir() / "qwen3";
   if (!std::filesystem::exists(qwen / "tokenizer.json")) GTEST_SKIP() << "tokenizers not fetched (tools/fetch-tokenizers.sh)";
   auto hf = run_eesched("tokenize --tokenizer " + qwen.string() + " --text 'Hello world<|im_end|>'");
   EXPECT_EQ(hf.exit_code, 0);
@@ -396,4 +396,41 @@ TEST_F(Cli, TokenizeEncodesDecodesAndRendersChats) {
   const auto j = nlohmann::json::parse(r.output);
   EXPECT_EQ(j["text"], "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
   EXPECT_EQ(j["ids"].front(), 151644);
+}
+
+// tokenize --chat with the other real templates: Qwen2.5's default system turn, Mistral Nemo's
+// [INST] form, each equal to the jinja2 reference (tests/data/chat_templates/); a named family.
+TEST_F(Cli, TokenizeRendersQwen25AndMistralChats) {
+  const auto dir = eesched::testing::tokenizers_dir();
+  for (const char* name : {"qwen2_5", "mistral_nemo"})
+    if (!std::filesystem::exists(dir / name / "tokenizer.json"))
+      GTEST_SKIP() << (dir / name) << " not fetched (tools/fetch-tokenizers.sh)";
+  TempDir tmp;
+  for (const char* name : {"qwen2_5", "mistral_nemo"}) {
+    const auto golden = nlohmann::json::parse(
+        eesched::testing::read_file(eesched::testing::source_dir() / "tests/data/chat_templates" / (std::string(name) + ".json")));
+    int checked = 0;
+    for (const auto& c : golden.at("cases")) {
+      if (c.contains("error") || !c.at("add_generation_prompt").get<bool>() || checked == 2) continue;
+      const auto chat = tmp.path() / "chat.json";
+      std::ofstream(chat) << c.at("messages").dump();
+      auto r = run_eesched("tokenize --tokenizer " + (dir / name).string() + " --chat " + chat.string() + " --add-generation-prompt");
+      ASSERT_EQ(r.exit_code, 0) << r.output;
+      EXPECT_EQ(nlohmann::json::parse(r.output).at("text"), c.at("text")) << name << " " << c.at("messages").dump();
+      ++checked;
+    }
+    EXPECT_EQ(checked, 2) << name;  // without and with a system message
+  }
+  const auto chat = tmp.path() / "hi.json";
+  std::ofstream(chat) << R"([{"role": "user", "content": "Hi"}])";
+  auto r = run_eesched("tokenize --tokenizer " + (dir / "qwen2_5").string() + " --chat " + chat.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(nlohmann::json::parse(r.output).at("text"),
+            "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+            "<|im_start|>user\nHi<|im_end|>\n");
+  r = run_eesched("tokenize --tokenizer " + (dir / "mistral_nemo").string() + " --chat " + chat.string() + " --chat-template mistral");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(nlohmann::json::parse(r.output).at("text"), "<s>[INST]Hi[/INST]");
+  expect_one_line_error("tokenize --tokenizer " + (dir / "mistral_nemo").string() + " --chat " + chat.string() + " --chat-template vicuna",
+                        "llama3, chatml (Qwen), llama2, mistral");
 }

@@ -23,6 +23,7 @@
 #include "runtime/model.h"
 #include "runtime/synthetic.h"
 #include "tests/expect_error.h"
+#include "tests/tokenizers_dir.h"
 
 namespace eesched::testing {
 

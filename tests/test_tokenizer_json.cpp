@@ -8,21 +8,19 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "runtime/chat_template.h"
 #include "runtime/error.h"
 #include "runtime/tokenizer_json.h"
+#include "tests/tokenizers_dir.h"
 
 namespace fs = std::filesystem;
 using eesched::runtime::HfTokenizer;
+using eesched::testing::tokenizers_dir;
 
 namespace {
-
-fs::path tokenizers_dir() {
-  if (const char* env = std::getenv("EESCHED_TOKENIZERS_DIR"); env && *env) return env;
-  return fs::path(EESCHED_SOURCE_DIR) / "tokenizers";
-}
 
 nlohmann::json golden(const std::string& name) {
   std::ifstream in(fs::path(EESCHED_SOURCE_DIR) / "tests/data/tokenizers" / (name + ".json"));
@@ -31,7 +29,10 @@ nlohmann::json golden(const std::string& name) {
 
 std::string show(const std::vector<int64_t>& ids) {
   std::string s = "[";
-  for (std::size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(ids[i]);  // not `(i ? "," : "") + ...`: GCC 12's -Wrestrict false positive
+  }
   return s + "]";
 }
 
@@ -74,12 +75,14 @@ TEST_P(RealTokenizer, MatchesTheReference) {
   EXPECT_GT(checked, 300);
 }
 
-INSTANTIATE_TEST_SUITE_P(Golden, RealTokenizer, ::testing::Values("llama3", "llama3_1", "qwen3", "llama2"));
+INSTANTIATE_TEST_SUITE_P(Golden, RealTokenizer,
+                         ::testing::Values("llama3", "llama3_1", "qwen3", "qwen2_5", "llama2", "mistral_nemo"));
 
 TEST(RealTokenizerConfig, BosEosAndVocabularyFromTheFiles) {
   const auto dir = tokenizers_dir();
   if (!fs::exists(dir / "qwen3/tokenizer.json") || !fs::exists(dir / "llama2/tokenizer.json") ||
-      !fs::exists(dir / "llama3_1/tokenizer.json"))
+      !fs::exists(dir / "llama3_1/tokenizer.json") || !fs::exists(dir / "qwen2_5/tokenizer.json") ||
+      !fs::exists(dir / "mistral_nemo/tokenizer.json"))
     GTEST_SKIP() << "tokenizers missing (tools/fetch-tokenizers.sh)";
   const auto llama3 = HfTokenizer::load(dir / "llama3_1/tokenizer.json");
   EXPECT_EQ(llama3.bos_id(), 128000);
@@ -93,6 +96,14 @@ TEST(RealTokenizerConfig, BosEosAndVocabularyFromTheFiles) {
   EXPECT_EQ(llama2.bos_id(), 1);
   EXPECT_EQ(llama2.eos_id(), 2);
   EXPECT_EQ(llama2.vocab_size(), 32000);
+  const auto qwen25 = HfTokenizer::load(dir / "qwen2_5/tokenizer.json");
+  EXPECT_EQ(qwen25.bos_id(), -1);
+  EXPECT_EQ(qwen25.eos_id(), 151645);  // <|im_end|>
+  EXPECT_EQ(qwen25.vocab_size(), 151665);
+  const auto nemo = HfTokenizer::load(dir / "mistral_nemo/tokenizer.json");
+  EXPECT_EQ(nemo.bos_id(), 1);
+  EXPECT_EQ(nemo.eos_id(), 2);
+  EXPECT_EQ(nemo.vocab_size(), 131072);
 }
 
 // Runs without the fetched files: a tiny byte-level BPE written here.
@@ -143,10 +154,25 @@ TEST_P(RealChatTemplate, MatchesJinja) {
   }
   std::ifstream in(config);
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  // The Llama 2 config has no template: the golden used Hugging Face's Llama-2-chat one.
-  const auto tmpl = ChatTemplate::from_config(text, GetParam() == "llama2" ? "llama2" : "");
   std::ifstream gin(fs::path(EESCHED_SOURCE_DIR) / "tests/data/chat_templates" / (GetParam() + ".json"));
   const auto g = nlohmann::json::parse(gin);
+  // The Llama 2 config has no template: the golden carries the one it was rendered from (Hugging
+  // Face's default Llama 2 template, read from @xenova/transformers by generate.py), and the family
+  // is detected from that text like any other.
+  auto config_json = nlohmann::json::parse(text);
+  if (g.contains("template")) {
+    ASSERT_FALSE(config_json.contains("chat_template")) << "the config has a template of its own";
+    config_json["chat_template"] = g.at("template");
+  }
+  const auto tmpl = ChatTemplate::from_config(config_json.dump());
+  const std::map<std::string, eesched::runtime::ChatFamily> family = {
+      {"llama3", eesched::runtime::ChatFamily::Llama3},   {"llama3_1", eesched::runtime::ChatFamily::Llama3},
+      {"qwen3", eesched::runtime::ChatFamily::ChatML},    {"qwen2_5", eesched::runtime::ChatFamily::ChatML},
+      {"llama2", eesched::runtime::ChatFamily::Llama2},   {"mistral_nemo", eesched::runtime::ChatFamily::Mistral}};
+  EXPECT_EQ(tmpl.family(), family.at(GetParam()));
+  // The end-of-turn (stop) token is in the vocabulary.
+  const auto tok = HfTokenizer::load(tokenizers_dir() / GetParam() / "tokenizer.json");
+  EXPECT_TRUE(tok.token_to_id(tmpl.end_of_turn()).has_value()) << tmpl.end_of_turn();
   int checked = 0;
   for (const auto& c : g.at("cases")) {
     const auto messages = eesched::runtime::parse_chat_messages(c.at("messages").dump());
@@ -161,20 +187,53 @@ TEST_P(RealChatTemplate, MatchesJinja) {
   EXPECT_GE(checked, 20);
 }
 
-INSTANTIATE_TEST_SUITE_P(Golden, RealChatTemplate, ::testing::Values("llama3", "llama3_1", "qwen3", "llama2"));
+INSTANTIATE_TEST_SUITE_P(Golden, RealChatTemplate,
+                         ::testing::Values("llama3", "llama3_1", "qwen3", "qwen2_5", "llama2", "mistral_nemo"));
+
+// What each real template's text makes of the family's options: Qwen2.5's default system turn
+// (Qwen3 has none; Qwen3's <think> handling, which Qwen2.5's lacks, the goldens check), the
+// config's BOS/EOS and stop tokens.
+TEST(RealChatTemplate, OptionsFromTheTemplateText) {
+  const auto dir = tokenizers_dir();
+  for (const char* name : {"qwen2_5", "qwen3", "mistral_nemo"})
+    if (!fs::exists(dir / name / "tokenizer_config.json")) GTEST_SKIP() << name << " missing (tools/fetch-tokenizers.sh)";
+  auto config = [&](const char* name) {
+    std::ifstream in(dir / name / "tokenizer_config.json");
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  const auto qwen25 = ChatTemplate::from_config(config("qwen2_5"));
+  EXPECT_EQ(qwen25.default_system(), "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
+  EXPECT_EQ(qwen25.end_of_turn(), "<|im_end|>");
+  EXPECT_EQ(ChatTemplate::from_config(config("qwen3")).default_system(), "");
+  // Named instead of detected: the template's text still decides the default system turn.
+  EXPECT_EQ(ChatTemplate::from_config(config("qwen2_5"), "qwen").default_system(), qwen25.default_system());
+  const auto mistral = ChatTemplate::from_config(config("mistral_nemo"));
+  EXPECT_EQ(mistral.render({{"system", "S"}, {"user", "U"}}, true), "<s>[INST]S\n\nU[/INST]");
+  EXPECT_EQ(mistral.end_of_turn(), "</s>");
+}
 
 TEST(ChatTemplateDetection, FamiliesAndRefusals) {
   using eesched::runtime::ChatFamily;
   EXPECT_EQ(eesched::runtime::detect_chat_family("{{ '<|im_start|>' }}"), ChatFamily::ChatML);
   EXPECT_EQ(eesched::runtime::detect_chat_family("<|start_header_id|>"), ChatFamily::Llama3);
-  EXPECT_EQ(eesched::runtime::detect_chat_family("[INST] x [/INST]"), ChatFamily::Llama2);
+  EXPECT_EQ(eesched::runtime::detect_chat_family("'<<SYS>>\\n' '[INST] ' x ' [/INST]'"), ChatFamily::Llama2);
+  EXPECT_EQ(eesched::runtime::detect_chat_family(R"({{- "[INST]" + system_message + "[/INST]" }})"), ChatFamily::Mistral);
+  // Other [INST] forms (spaced, single-quoted, v7's [SYSTEM_PROMPT]): not supported, not Llama 2 either.
+  EXPECT_FALSE(eesched::runtime::detect_chat_family("{{ '[INST] ' + message['content'] + ' [/INST]' }}").has_value());
+  EXPECT_FALSE(eesched::runtime::detect_chat_family("{{ '[INST]' + message['content'] + '[/INST]' }}").has_value());
+  EXPECT_FALSE(eesched::runtime::detect_chat_family(R"({{ "[SYSTEM_PROMPT]" }}{{ "[INST]" + m + "[/INST]" }})").has_value());
   EXPECT_FALSE(eesched::runtime::detect_chat_family("{{ messages }}").has_value());
-  try {
-    ChatTemplate::from_config(R"({"chat_template": "{{ messages }}"})");
-    ADD_FAILURE() << "unknown template accepted";
-  } catch (const eesched::runtime::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("llama3, chatml (Qwen), llama2"), std::string::npos) << e.what();
+  for (const char* t : {R"({"chat_template": "{{ messages }}"})", R"({"chat_template": "{{ '[INST] ' + m + ' [/INST]' }}"})"}) {
+    try {
+      ChatTemplate::from_config(t);
+      ADD_FAILURE() << "unknown template accepted: " << t;
+    } catch (const eesched::runtime::Error& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("llama3, chatml (Qwen), llama2, mistral"), std::string::npos) << what;
+      EXPECT_EQ(what.find('\n'), std::string::npos) << what;
+    }
   }
+  EXPECT_EQ(eesched::runtime::chat_family_from_name("mistral"), ChatFamily::Mistral);
   EXPECT_THROW(ChatTemplate::from_config("{}"), eesched::runtime::Error);
   EXPECT_THROW(eesched::runtime::chat_family_from_name("vicuna"), eesched::runtime::Error);
   EXPECT_THROW(eesched::runtime::parse_chat_messages(R"([{"role": "user"}])"), eesched::runtime::Error);

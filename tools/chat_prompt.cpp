@@ -12,7 +12,7 @@ namespace eesched::tools {
 void add_chat_options(CLI::App* cmd, ChatOptions& o) {
   cmd->add_option("--chat", o.chat, "a user turn, rendered with the tokenizer's chat template (instead of --prompt)");
   cmd->add_option("--system", o.system, "with --chat: a system turn before it");
-  cmd->add_option("--chat-template", o.family, "with --chat: the template family instead of detecting it (llama3, chatml, llama2)");
+  cmd->add_option("--chat-template", o.family, "with --chat: the template family instead of detecting it (llama3, chatml, llama2, mistral)");
 }
 
 ChatPrompt chat_prompt(const runtime::Tokenizer& tokenizer, const ChatOptions& o) {

@@ -64,7 +64,7 @@ void register_tokenize(CLI::App& app) {
   chat->excludes(text)->excludes(ids);
   cmd->add_flag("--add-generation-prompt", args->add_generation_prompt, "with --chat: end with the assistant's turn header");
   cmd->add_option("--chat-template", args->chat_template,
-                  "with --chat: the family instead of detecting it from the template (llama3, chatml, llama2)");
+                  "with --chat: the family instead of detecting it from the template (llama3, chatml, llama2, mistral)");
   cmd->add_flag("--json", args->json, "print {\"ids\": [...]} (decoding: {\"text\": ...})");
   cmd->add_flag("--no-special", args->no_special, "encode without the post-processor's special tokens (no BOS)");
   cmd->add_flag("--keep-special", args->keep_special, "decode special tokens as text instead of skipping them");

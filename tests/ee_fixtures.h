@@ -5,6 +5,8 @@
 
 #include <array>
 #include <random>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "ee/key.h"
@@ -60,6 +62,43 @@ inline runtime::LlamaModel spread_model(const runtime::LlamaConfig& c, uint64_t 
 }
 
 inline runtime::LlamaModel synthetic_gqa(uint64_t seed) { return spread_model(gqa_config(), seed); }
+
+// The families the runtime supports, each as a tiny config (gqa_config's shape, or a smaller
+// one for a draft: a draft and its target share the vocabulary, not the shape):
+//   llama3:  rope_scaling llama3, an explicit head_dim (heads x head_dim != hidden), tied head;
+//   mistral: linear rope_scaling, untied head;
+//   qwen2:   q/k/v biases, untied head;
+//   qwen3:   per-head q/k RMSNorm, head_dim != hidden / heads, tied head.
+inline const std::vector<std::string>& family_names() {
+  static const std::vector<std::string> names = {"llama3", "mistral", "qwen2", "qwen3"};
+  return names;
+}
+
+inline runtime::LlamaConfig family_config(const std::string& family, bool draft = false) {
+  auto c = gqa_config();
+  c.tie_word_embeddings = true;
+  if (draft) c.hidden_size = 32, c.intermediate_size = 48, c.num_hidden_layers = 1, c.num_attention_heads = 4;
+  if (family == "qwen2") {
+    c.model_type = "qwen2", c.qkv_bias = true, c.tie_word_embeddings = false;
+  } else if (family == "qwen3") {
+    c.model_type = "qwen3", c.qk_norm = true, c.explicit_head_dim = 16;  // 6 x 16 = 96 != 48 (draft: 4 x 16 != 32)
+  } else if (family == "llama3") {
+    c.explicit_head_dim = 12;
+    c.rope_scaling.type = "llama3", c.rope_scaling.factor = 8, c.rope_scaling.low_freq_factor = 1;
+    c.rope_scaling.high_freq_factor = 4, c.rope_scaling.original_max_position_embeddings = 64;
+  } else if (family == "mistral") {
+    c.model_type = "mistral", c.tie_word_embeddings = false;
+    c.rope_scaling.type = "linear", c.rope_scaling.factor = 2;
+  } else {
+    throw std::invalid_argument("no family " + family);
+  }
+  return c;
+}
+
+// Weights spread (spread_model) so greedy choices are not ties.
+inline runtime::LlamaModel family_model(const std::string& family, uint64_t seed, bool draft = false) {
+  return spread_model(family_config(family, draft), seed);
+}
 
 inline const runtime::LlamaModel& target_model() {
   static const runtime::LlamaModel m = runtime::LlamaModel::load(source_dir() / "models" / "target");

@@ -31,6 +31,7 @@
 #include "runtime/gemv.h"
 #include "runtime/perplexity.h"
 #include "runtime/sampling.h"
+#include "runtime/synthetic.h"
 #include "runtime/tokenizer.h"
 #include "tests/ee_fixtures.h"
 #include "tests/test_helpers.h"
@@ -582,6 +583,66 @@ TEST(Arms, EveryCatalogArmDecryptsToThePlaintextArm) {
   }
 }
 
+// Every arm on every family: a tiny model of each (tests/ee_fixtures.h: llama3 rope scaling with
+// an explicit head_dim and a tied head, mistral, qwen2 biases, qwen3 q/k norms with head_dim !=
+// hidden / heads), its target loaded from a bf16 checkpoint (int8 quantizes what bf16 holds), a
+// smaller draft of the same family sharing the vocabulary, both encrypted under one key.
+class FamilyArms : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(FamilyArms, EveryArmRunsPlaintextAndEncryptedAndDecryptsToThePlaintextArm) {
+  const auto& family = GetParam();
+  eesched::testing::TempDir dir;
+  auto config = eesched::testing::family_config(family);
+  config.torch_dtype = "bfloat16";
+  rt::save_checkpoint(rt::LlamaModel(config, eesched::testing::family_model(family, 100).weights()), dir / "target");
+  const auto target = rt::LlamaModel::load(dir / "target");
+  ASSERT_EQ(target.config().torch_dtype, "bfloat16");
+  ASSERT_EQ(target.config().model_type, config.model_type);
+  const auto draft = eesched::testing::family_model(family, 200, /*draft=*/true);
+  const auto key = fixed_key(target.config().vocab_size, 5);
+  const ee::Codec codec(key);
+  const auto enc_target = ee::encrypt_model(target, key, ee::model_fingerprint(target));
+  const auto enc_draft = ee::encrypt_model(draft, key, ee::model_fingerprint(draft));
+  const auto plain_pair = pair_of(target, &draft), enc_pair = pair_of(enc_target, &enc_draft, key.fingerprint());
+
+  std::vector<std::vector<int64_t>> prompts;
+  for (const auto& p : varied_prompts(5, target.config().vocab_size, 11))
+    prompts.emplace_back(p.begin(), p.begin() + static_cast<std::ptrdiff_t>(std::min<std::size_t>(p.size(), 20)));
+  rt::GenerateOptions o;
+  o.generation.max_new_tokens = 10;
+  data::TaskSpec task;
+  task.draft = "draft";
+  task.quality = data::Quality::Tolerant;
+
+  // The catalog, and the combinations of a self-drafting or drafted arm with pruning.
+  auto arms = data::arm_catalog();
+  for (const char* extra : {"kv+qspec2", "kv+prune30+qspec4", "kv+int8+prune30+spec2"}) arms.push_back(data::parse_arm(extra));
+  // The lossless arms all give the f32 target's greedy output: plain kv's.
+  const auto kv = accel::build_arm(data::parse_arm("kv"), plain_pair);
+  std::vector<std::vector<int64_t>> expected;
+  for (const auto& p : prompts) expected.push_back(accel::run_arm(kv, {p}, o).generation.tokens[0]);
+  for (const auto& arm : arms) {
+    SCOPED_TRACE(family + " " + arm.name);
+    ASSERT_FALSE(accel::arm_refusal(arm, task, plain_pair));
+    ASSERT_FALSE(accel::arm_refusal(arm, task, enc_pair));
+    const auto pa = accel::build_arm(arm, plain_pair), ea = accel::build_arm(arm, enc_pair);
+    if (arm.effects.weight_bytes) EXPECT_FALSE(pa.models.target->int8_weights().empty());
+    if (arm.effects.self_draft()) EXPECT_FALSE(ea.models.draft->int8_weights().empty());
+    for (std::size_t i = 0; i < prompts.size(); ++i) {
+      const auto a = accel::run_arm(pa, {prompts[i]}, o);
+      const auto b = accel::run_arm(ea, {codec.encrypt(prompts[i])}, o);
+      ASSERT_EQ(a.generation.tokens[0].size(), static_cast<std::size_t>(o.generation.max_new_tokens));
+      EXPECT_EQ(codec.decrypt(b.generation.tokens[0]), a.generation.tokens[0]) << "prompt of " << prompts[i].size();
+      if (arm.lossless()) EXPECT_EQ(a.generation.tokens[0], expected[i]) << "prompt of " << prompts[i].size();
+      EXPECT_EQ(a.acceptance_rate.has_value(), arm.effects.draft_tokens > 0);
+      EXPECT_EQ(b.acceptance_rate, a.acceptance_rate);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, FamilyArms, ::testing::ValuesIn(eesched::testing::family_names()),
+                         [](const auto& info) { return info.param; });
+
 // ---------------------------------------------------------------------------------------------
 // speculative decoding
 
@@ -632,6 +693,58 @@ TEST(Speculative, SelfDraftIsTheTargetsInt8CopyAndKeepsItsGreedyOutput) {
   const auto& enc = encrypted_demo();
   const auto enc_arm = accel::build_arm(data::parse_arm("kv+qspec4"), pair_of(enc.target, nullptr, enc.key.fingerprint()));
   expect_speculative_greedy_matches(enc.target, *enc_arm.models.draft, 4, 0.8);
+}
+
+// Two synthetic Qwen sizes sharing a tokenizer (vocabulary), encrypted under one key: they share
+// the vocabulary permutation (it depends on the key alone) while their hidden ones are their
+// own, and encrypted speculative decoding decrypts to the plaintext target's greedy output.
+TEST(Speculative, QwenDraftAndTargetOfTwoSizesShareTheVocabularyPermutation) {
+  for (const std::string family : {"qwen2", "qwen3"}) {
+    SCOPED_TRACE(family);
+    const auto target = eesched::testing::family_model(family, 300), draft = eesched::testing::family_model(family, 301, true);
+    ASSERT_NE(target.config().hidden_size, draft.config().hidden_size);
+    ASSERT_EQ(target.config().vocab_size, draft.config().vocab_size);
+    const auto key = fixed_key(target.config().vocab_size, 9);
+    const auto ts = ee::derive_secrets(key, target.config(), ee::model_fingerprint(target));
+    const auto ds = ee::derive_secrets(key, draft.config(), ee::model_fingerprint(draft));
+    EXPECT_EQ(ts.vocab, ds.vocab);
+    const ee::Codec codec(key);
+    for (int64_t t = 0; t < target.config().vocab_size; ++t) ASSERT_EQ(ts.vocab[static_cast<std::size_t>(t)], codec.encrypt(t));
+    // The encrypted embeddings moved by that permutation: row pv[t] of each holds token t (its
+    // columns permuted by the model's own residual permutation).
+    const auto enc_target = ee::encrypt_model(target, key, ee::model_fingerprint(target));
+    const auto enc_draft = ee::encrypt_model(draft, key, ee::model_fingerprint(draft));
+    const auto pv = at::tensor(ts.vocab, at::kLong);
+    const auto moved = [&](const rt::LlamaModel& plain, const rt::LlamaModel& enc, const ee::ModelSecrets& s) {
+      const auto rows = enc.weights().embed_tokens.index_select(0, pv);
+      return at::equal(rows.index_select(1, at::tensor(s.residual, at::kLong)), plain.weights().embed_tokens) ||
+             at::equal(rows, plain.weights().embed_tokens.index_select(1, at::tensor(s.residual, at::kLong)));
+    };
+    EXPECT_TRUE(moved(target, enc_target, ts));
+    EXPECT_TRUE(moved(draft, enc_draft, ds));
+    EXPECT_NE(ts.residual.size(), ds.residual.size());
+
+    // The worker's arm accepts the pair under one key and refuses a draft under another.
+    const auto enc_pair = pair_of(enc_target, &enc_draft, key.fingerprint());
+    data::TaskSpec task;
+    task.draft = "draft";
+    const auto arm = data::parse_arm("kv+spec3");
+    EXPECT_FALSE(accel::arm_refusal(arm, task, enc_pair));
+    auto mixed = enc_pair;
+    mixed.draft_key = fixed_key(target.config().vocab_size, 10).fingerprint();
+    EXPECT_THAT(accel::arm_refusal(arm, task, mixed).value_or(""), HasSubstr("same key"));
+
+    rt::GenerateOptions o;
+    o.generation.max_new_tokens = 16;
+    const auto prompts = varied_prompts(6, target.config().vocab_size, 13);
+    const auto built = accel::build_arm(arm, enc_pair);
+    for (const auto& p : prompts) {
+      const auto plain = rt::generate(target, {p}, o).tokens[0];
+      const auto spec = accel::run_arm(built, {codec.encrypt(p)}, o);
+      EXPECT_EQ(codec.decrypt(spec.generation.tokens[0]), plain) << "prompt of " << p.size();
+      ASSERT_TRUE(spec.acceptance_rate.has_value());
+    }
+  }
 }
 
 TEST(Speculative, VerificationRuleReproducesTheTargetDistribution) {

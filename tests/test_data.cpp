@@ -160,9 +160,10 @@ TEST(Features, NamesAreUniqueAndTheirOrderIsStable) {
       "encrypted", "draft_parameters_m", "draft_layers", "hw_threads", "hw_gflops", "hw_copy_gbps", "hw_mem_free_gb",
       "memory_bound_ms", "compute_bound_ms", "arm_kv_cache", "arm_int8", "arm_prune_percent", "arm_spec_k", "arm_lossless",
       "landmark_acceptance", "arm_weight_mb", "arm_step_ms", "arm_prefill_ms", "arm_forward_passes", "log2_arm_roofline_ms",
-      "arm_roofline_vs_kv", "prefill_rows", "decode_rows", "arm_self_draft", "landmark_self_acceptance"};
+      "arm_roofline_vs_kv", "prefill_rows", "decode_rows", "arm_self_draft", "landmark_self_acceptance",
+      "head_dim", "dtype_bytes", "arch_qkv_bias", "arch_qk_norm"};
   EXPECT_EQ(names, expected);
-  EXPECT_EQ(kFeatureSchemaVersion, 3);
+  EXPECT_EQ(kFeatureSchemaVersion, 4);
 }
 
 TEST(Features, AreDeterministicAndMeanWhatTheySay) {
@@ -191,6 +192,33 @@ TEST(Features, AreDeterministicAndMeanWhatTheySay) {
   EXPECT_TRUE(std::isnan(feature(plain, "draft_layers")));         // missing, not zero
   EXPECT_TRUE(std::isnan(feature(plain, "landmark_acceptance")));
   EXPECT_THROW(compute_features({}), Error);
+}
+
+// Schema 4: the family and number format, from the model row.
+TEST(Features, SayTheModelsFamilyHeadWidthAndFormat) {
+  FeatureFixture fx;
+  fx.model.dtype = "f32";
+  auto a = fx.of("kv", false);
+  EXPECT_EQ(feature(a, "head_dim"), 64);  // 768 / 12
+  EXPECT_EQ(feature(a, "dtype_bytes"), 4);
+  EXPECT_EQ(feature(a, "arch_qkv_bias"), 0);
+  EXPECT_EQ(feature(a, "arch_qk_norm"), 0);
+  fx.model.architecture = "qwen3", fx.model.head_dim = 128, fx.model.dtype = "bf16";
+  a = fx.of("kv", false);
+  EXPECT_EQ(feature(a, "head_dim"), 128);
+  EXPECT_EQ(feature(a, "dtype_bytes"), 2);
+  EXPECT_EQ(feature(a, "arch_qkv_bias"), 0);
+  EXPECT_EQ(feature(a, "arch_qk_norm"), 1);
+  fx.model.architecture = "qwen2", fx.model.head_dim = 0, fx.model.dtype = "";
+  a = fx.of("kv", false);
+  EXPECT_EQ(feature(a, "arch_qkv_bias"), 1);
+  EXPECT_EQ(feature(a, "arch_qk_norm"), 0);
+  EXPECT_TRUE(std::isnan(feature(a, "dtype_bytes")));  // unknown, not a guess
+  fx.model.architecture = "mistral";
+  const auto m = fx.of("kv", false);
+  fx.model.architecture = "llama";
+  const auto l = fx.of("kv", false);
+  EXPECT_EQ(std::memcmp(m.data(), l.data(), m.size() * sizeof(double)), 0);  // they compute alike
 }
 
 TEST(Roofline, StreamsTheArmsBytesAndRanksArmsAsPhysicsSays) {

@@ -268,25 +268,7 @@ TEST(EeTransform, DifferentKeyGivesDifferentWeightsAndGarbage) {
   EXPECT_NE(wrong, truth);
 }
 
-// Tiny models of each family (biases, q/k norms with head_dim != hidden/heads, rope_scaling,
-// tied and untied heads), weights spread (spread_model) so greedy choices are not ties.
-rt::LlamaModel family_model(const std::string& family, uint64_t seed) {
-  auto c = gqa_config();
-  c.tie_word_embeddings = true;
-  if (family == "qwen2") {
-    c.model_type = "qwen2", c.qkv_bias = true, c.tie_word_embeddings = false;
-  } else if (family == "qwen3") {
-    c.model_type = "qwen3", c.qk_norm = true, c.explicit_head_dim = 16;  // 6 x 16 = 96 != 48
-  } else if (family == "llama3") {
-    c.explicit_head_dim = 12;
-    c.rope_scaling.type = "llama3", c.rope_scaling.factor = 8, c.rope_scaling.low_freq_factor = 1;
-    c.rope_scaling.high_freq_factor = 4, c.rope_scaling.original_max_position_embeddings = 64;
-  } else if (family == "mistral") {
-    c.model_type = "mistral", c.tie_word_embeddings = false;
-    c.rope_scaling.type = "linear", c.rope_scaling.factor = 2;
-  }
-  return spread_model(c, seed);
-}
+using eesched::testing::family_model;
 
 const std::vector<std::string> kFamilies = {"qwen2", "qwen3", "llama3", "mistral"};
 

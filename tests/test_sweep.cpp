@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <set>
@@ -18,12 +19,18 @@
 
 #include "accel/quality.h"
 #include "data/error.h"
+#include "data/features.h"
+#include "data/roofline.h"
 #include "data/store.h"
 #include "ee/codec.h"
 #include "ee/key.h"
 #include "runtime/tokenizer.h"
 #include "node/sweep.h"
 #include "node/task_runner.h"
+#include "runtime/model.h"
+#include "runtime/synthetic.h"
+#include "scheduler/history.h"
+#include "tests/ee_fixtures.h"
 #include "tests/test_helpers.h"
 
 namespace data = eesched::data;
@@ -349,6 +356,94 @@ TEST(Sweep, HistoryTrainsASelectorThatReplayAndBenchSelectorUse) {
   auto no_selector = run_eesched("replay --db " + fx.db.string() + " --policies meta", true);
   EXPECT_EQ(no_selector.exit_code, 1);
   EXPECT_THAT(no_selector.output, HasSubstr("needs a selector"));
+}
+
+
+// Every family through the sweep, encrypted as workers run it: a tiny model of each (target from
+// a bf16 checkpoint, with its owner's quality figures; a smaller draft of the family sharing its
+// vocabulary), every catalog arm that applies recorded, the model rows naming the family, and
+// the selector's features and roofline estimates finite for every (task, arm).
+TEST(Sweep, EveryFamilySweepsEncryptedWithEveryApplicableArm) {
+  TempDir dir;
+  const auto models = dir / "models", suite = dir / "suite.jsonl", db = dir / "runs.db";
+  std::ofstream out(suite);
+  for (const auto& family : eesched::testing::family_names()) {
+    auto config = eesched::testing::family_config(family);
+    config.torch_dtype = "bfloat16";
+    const eesched::runtime::LlamaModel target(config, eesched::testing::family_model(family, 500).weights());
+    eesched::runtime::save_checkpoint(target, models / family);
+    std::vector<int64_t> heldout;
+    for (int64_t i = 0; i < 130; ++i) heldout.push_back((i * 7919 + 13) % config.vocab_size);
+    accel::QualityOptions qo;
+    qo.context = 64;
+    accel::write_quality_file(models / family, accel::measure_quality(eesched::runtime::LlamaModel::load(models / family), heldout, qo));
+    eesched::testing::family_model(family, 501, /*draft=*/true).save(models / (family + "-draft"));
+    out << R"({"id": ")" << family << R"(-exact", "model": ")" << family << R"(", "draft": ")" << family
+        << R"(-draft", "prompt_tokens": 7, "max_new_tokens": 5})" << "\n"
+        << R"({"id": ")" << family << R"(-tolerant", "model": ")" << family << R"(", "draft": ")" << family
+        << R"(-draft", "prompt_tokens": 12, "max_new_tokens": 5, "quality": "tolerant", "max_ppl_ratio": 1000})" << "\n";
+  }
+  out.close();
+  const auto key = eesched::ee::Key::generate(300);
+  key.save(dir / "k.eekey", false);
+  node::SweepOptions o;
+  o.suite = suite, o.db = db, o.models_dir = models, o.threads = {1}, o.hardware_cache = dir / "hw";
+  o.key_file = (dir / "k.eekey").string();
+  const auto s = node::run_sweep(o);
+  const auto& catalog = data::arm_catalog();
+  int64_t lossless = 0;
+  for (const auto& arm : catalog) lossless += arm.lossless();
+  const auto families = static_cast<int64_t>(eesched::testing::family_names().size());
+  EXPECT_EQ(s.planned, families * (lossless + static_cast<int64_t>(catalog.size())));
+  EXPECT_EQ(s.recorded, s.planned);
+  EXPECT_EQ(s.failed, 0);
+
+  auto store = data::Store::open(db);
+  std::map<std::string, data::ModelRow> rows;
+  for (const auto& m : store.models()) rows[m.name] = m;
+  for (const auto& family : eesched::testing::family_names()) {
+    SCOPED_TRACE(family);
+    const auto config = eesched::testing::family_config(family);
+    for (const auto& name : {family, family + "-draft"}) {
+      ASSERT_TRUE(rows.count(name)) << name;
+      const auto& m = rows[name];
+      EXPECT_EQ(m.architecture, config.model_type);
+      EXPECT_EQ(m.head_dim, config.explicit_head_dim);
+      EXPECT_EQ(m.vocab, config.vocab_size);
+      EXPECT_EQ(m.dtype, "f32");  // computed in f32 whatever the checkpoint stores (node/model_row.h)
+      EXPECT_TRUE(m.encrypted);
+      EXPECT_GT(m.weight_bytes, 0);
+    }
+    EXPECT_FALSE(rows[family].quality.empty());
+  }
+  for (const auto& r : store.runs_since("2000")) {
+    EXPECT_TRUE(r.ok) << r.arm << ": " << r.error;
+    EXPECT_EQ(r.new_tokens, 5) << r.arm;
+  }
+
+  // What the selector sees: every case complete, every feature of every arm finite where it is
+  // defined, the roofline estimate finite and positive.
+  const auto history = eesched::scheduler::History::load(store, /*require_all=*/true);
+  ASSERT_EQ(history.cases.size(), static_cast<std::size_t>(2 * families));
+  const auto& names = data::feature_names();
+  for (const auto& c : history.cases) {
+    SCOPED_TRACE(c.model.name + " " + c.spec.id);
+    EXPECT_EQ(c.latency.size(), c.arms.size());
+    EXPECT_EQ(c.arms.size(), static_cast<std::size_t>(c.spec.quality == data::Quality::Exact ? lossless : catalog.size()));
+    ASSERT_TRUE(c.draft);
+    for (const auto& arm : c.arms) {
+      const auto e = data::estimate_roofline(c.spec, c.model, &*c.draft, c.hardware, arm, c.landmarks.acceptance_for(arm));
+      for (double x : {e.weight_mb, e.step_ms, e.prefill_ms, e.forward_passes, e.total_ms}) {
+        EXPECT_TRUE(std::isfinite(x) && x > 0) << arm.name << ": " << x;
+      }
+      const auto f = eesched::scheduler::case_features(c, arm);
+      ASSERT_EQ(f.size(), names.size());
+      for (std::size_t i = 0; i < f.size(); ++i) {
+        const bool may_be_missing = names[i].rfind("landmark_", 0) == 0;
+        if (!may_be_missing) EXPECT_TRUE(std::isfinite(f[i])) << arm.name << " " << names[i];
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -626,14 +626,20 @@ TEST_P(FamilyArms, EveryArmRunsPlaintextAndEncryptedAndDecryptsToThePlaintextArm
     ASSERT_FALSE(accel::arm_refusal(arm, task, plain_pair));
     ASSERT_FALSE(accel::arm_refusal(arm, task, enc_pair));
     const auto pa = accel::build_arm(arm, plain_pair), ea = accel::build_arm(arm, enc_pair);
-    if (arm.effects.weight_bytes) EXPECT_FALSE(pa.models.target->int8_weights().empty());
-    if (arm.effects.self_draft()) EXPECT_FALSE(ea.models.draft->int8_weights().empty());
+    if (arm.effects.weight_bytes) {
+      EXPECT_FALSE(pa.models.target->int8_weights().empty());
+    }
+    if (arm.effects.self_draft()) {
+      EXPECT_FALSE(ea.models.draft->int8_weights().empty());
+    }
     for (std::size_t i = 0; i < prompts.size(); ++i) {
       const auto a = accel::run_arm(pa, {prompts[i]}, o);
       const auto b = accel::run_arm(ea, {codec.encrypt(prompts[i])}, o);
       ASSERT_EQ(a.generation.tokens[0].size(), static_cast<std::size_t>(o.generation.max_new_tokens));
       EXPECT_EQ(codec.decrypt(b.generation.tokens[0]), a.generation.tokens[0]) << "prompt of " << prompts[i].size();
-      if (arm.lossless()) EXPECT_EQ(a.generation.tokens[0], expected[i]) << "prompt of " << prompts[i].size();
+      if (arm.lossless()) {
+        EXPECT_EQ(a.generation.tokens[0], expected[i]) << "prompt of " << prompts[i].size();
+      }
       EXPECT_EQ(a.acceptance_rate.has_value(), arm.effects.draft_tokens > 0);
       EXPECT_EQ(b.acceptance_rate, a.acceptance_rate);
     }

@@ -138,7 +138,7 @@ struct FeatureFixture {
   }
   std::vector<double> of(const std::string& arm, bool with_draft, std::optional<double> acceptance = std::nullopt) {
     const auto a = parse_arm(arm);
-    FeatureInputs in{&task, &model, with_draft ? &draft : nullptr, &hw, &a, {acceptance}};
+    FeatureInputs in{&task, &model, with_draft ? &draft : nullptr, &hw, &a, {.acceptance_rate = acceptance, .self_acceptance_rate = std::nullopt}};
     return compute_features(in);
   }
 };

@@ -440,7 +440,9 @@ TEST(Sweep, EveryFamilySweepsEncryptedWithEveryApplicableArm) {
       ASSERT_EQ(f.size(), names.size());
       for (std::size_t i = 0; i < f.size(); ++i) {
         const bool may_be_missing = names[i].rfind("landmark_", 0) == 0;
-        if (!may_be_missing) EXPECT_TRUE(std::isfinite(f[i])) << arm.name << " " << names[i];
+        if (!may_be_missing) {
+          EXPECT_TRUE(std::isfinite(f[i])) << arm.name << " " << names[i];
+        }
       }
     }
   }

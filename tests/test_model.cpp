@@ -1248,6 +1248,48 @@ TEST(Gemv, MatchesAtenMvOnAwkwardShapes) {
   EXPECT_THROW(eesched::runtime::gemv(at::randn({3, 4}), at::randn({5})), Error);
 }
 
+// bf16 and f16 weights are streamed as stored and widened in registers: against a float64
+// product of the same weights widened, on shapes that exercise the 4-row blocks, the 16- and
+// 8-wide loops and every tail, for one row (gemv), a few rows, and many rows (tiled prefill).
+TEST(Gemv, HalfPrecisionWeightsMatchTheWidenedProduct) {
+  using eesched::runtime::gemv;
+  using eesched::runtime::matmul_few_rows;
+  using eesched::runtime::matmul_float;
+  for (const auto dtype : {at::kBFloat16, at::kHalf}) {
+    for (auto [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{
+             {1, 1}, {3, 7}, {4, 8}, {5, 9}, {6, 17}, {7, 33}, {37, 100}, {1280, 768}, {769, 2304}, {2100, 4100}}) {
+      SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(cols) + (dtype == at::kHalf ? " f16" : " bf16"));
+      const auto w = at::randn({rows, cols}).to(dtype);
+      const auto wide = w.to(at::kDouble);
+      const double tol = 1e-4 * std::sqrt(static_cast<double>(cols));
+      const auto x = at::randn({cols});
+      const auto y = gemv(w, x);
+      ASSERT_EQ(y.scalar_type(), at::kFloat);
+      EXPECT_LT((y.to(at::kDouble) - at::mv(wide, x.to(at::kDouble))).abs().max().item<double>(), tol);
+      // The f32 kernel on the widened matrix does the same products in the same order.
+      EXPECT_TRUE(at::equal(y, gemv(w.to(at::kFloat), x)));
+      for (int64_t m : {int64_t{1}, int64_t{2}, int64_t{5}, eesched::runtime::kFewRows, int64_t{17}, int64_t{40}}) {
+        if (rows * cols > 1000000 && m < eesched::runtime::kFewRows && m != 5) continue;
+        const auto xs = at::randn({m, cols});
+        const auto ref = at::mm(xs.to(at::kDouble), wide.t());
+        const auto ours = matmul_float(w, xs);
+        ASSERT_EQ(ours.sizes(), (at::IntArrayRef{m, rows}));
+        EXPECT_LT((ours.to(at::kDouble) - ref).abs().max().item<double>(), tol) << "m " << m;
+        if (m <= eesched::runtime::kFewRows) {
+          EXPECT_TRUE(at::equal(ours, matmul_few_rows(w.to(at::kFloat), xs))) << "m " << m;
+        }
+      }
+    }
+  }
+  // 2100 rows of 4100 bf16 columns at m = 40 ran as tiles of 16 MiB / (4 * 4100) = 1023 rows: three
+  // tiles, the last one partial (checked above against the float64 product).
+  static_assert(eesched::runtime::kWidenTileBytes / (4 * 4100) < 2100 / 2);
+  EXPECT_THROW(gemv(at::randn({3, 4}).to(at::kDouble), at::randn({4})), Error);
+  EXPECT_THROW(gemv(at::randn({3, 4}).to(at::kBFloat16), at::randn({5})), Error);
+  EXPECT_THROW(matmul_float(at::randn({3, 4}).to(at::kHalf), at::randn({2, 5})), Error);
+  EXPECT_STRNE(eesched::runtime::gemv_kernel(), "");
+}
+
 }  // namespace
 
 namespace {

@@ -48,11 +48,9 @@ void run(const BenchDecodeArgs& a) {
               << std::endl;
     return;
   }
-  const auto dtype = model.dtype();
-  const char* stored = dtype == at::kBFloat16 ? "bf16" : dtype == at::kHalf ? "f16" : "f32";
-  std::cout << fmt::format("model {} ({} parameters, {:.1f} MB of {} weights), {} threads, BLAS {}\n", a.model,
-                           human_count(static_cast<double>(model.config().parameter_count())), r.weight_bytes / 1e6, stored,
-                           threads, runtime::blas_backend())
+  std::cout << fmt::format("model {} ({} parameters, {:.1f} MB of f32 weights), {} threads, BLAS {}\n", a.model,
+                           human_count(static_cast<double>(model.config().parameter_count())), r.weight_bytes / 1e6, threads,
+                           runtime::blas_backend())
             << fmt::format("prefill  {:>9.1f} tokens/s  ({} prompt tokens)\n", r.prefill_tokens_per_s, a.prompt)
             << fmt::format("decode   {:>9.1f} tokens/s  ({:.2f} ms/token, batch 1, {} tokens)\n", r.decode_tokens_per_s,
                            r.decode_ms_per_token, a.tokens)

@@ -8,7 +8,7 @@ namespace eesched::accel {
 
 runtime::WeightFormat int8_format(const std::string& name) {
   const bool rotated = name.find("self_attn.q_proj") != std::string::npos || name.find("self_attn.k_proj") != std::string::npos;
-  return rotated ? runtime::WeightFormat::F32 : runtime::WeightFormat::Int8;
+  return rotated ? runtime::WeightFormat::AsStored : runtime::WeightFormat::Int8;
 }
 
 runtime::LlamaModel quantize_int8(const runtime::LlamaModel& model) {

@@ -5,7 +5,8 @@
 // Why per output channel: a row's scale depends only on the multiset of its values, so
 // quantization commutes bitwise with every EE permutation (rows move with their scales; a
 // column permutation leaves each row's max alone). Groups along the input dimension would not:
-// permuting columns regroups them. The q/k projections stay f32: EE rotates their RoPE pairs
+// permuting columns regroups them. The q/k projections stay as stored (f32, or bf16/f16 for a
+// 16-bit model): EE may rotate their RoPE pairs
 // (a 2x2 rotation mixes two rows), and no per-row rounding commutes with that.
 #include <string>
 

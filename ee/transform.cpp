@@ -4,6 +4,7 @@
 #include <c10/core/InferenceMode.h>
 #include <sodium.h>
 
+#include <algorithm>
 #include <chrono>
 #include <numbers>
 
@@ -38,10 +39,18 @@ std::string layer_label(const char* what, const std::string& model, int64_t laye
 // of each pair does: rotations of the plane commute, so rope(R q) = R rope(q), and applying the
 // same R to q and k keeps every score q.k. The angles are shared by the q heads of a GQA group
 // and their one k head; they are continuous, so a worker cannot undo them by trying a few.
+//
+// The result keeps w's dtype when every angle is 0 or pi (a sign flip per pair, exact in any
+// dtype: what 16-bit and qk-norm models get); a generic rotation of bf16/f16 weights is not
+// representable in 16 bits and comes back in f32.
 at::Tensor rotate_pairs(const at::Tensor& w, int64_t per_group, int64_t hd, const std::vector<std::vector<double>>& angles) {
   const int64_t groups = static_cast<int64_t>(angles.size()), half = hd / 2, in = w.size(1);
   std::vector<double> flat;
-  for (const auto& g : angles) flat.insert(flat.end(), g.begin(), g.end());
+  bool flips = true;
+  for (const auto& g : angles) {
+    flat.insert(flat.end(), g.begin(), g.end());
+    for (double a : g) flips = flips && (a == 0.0 || a == std::numbers::pi);
+  }
   auto theta = at::tensor(flat, at::kDouble).view({groups, 1, half, 1});
   // Exact zeros where the angle is a multiple of pi (qk-norm models use only 0 and pi).
   auto cos = theta.cos(), sin = theta.sin();
@@ -49,7 +58,25 @@ at::Tensor rotate_pairs(const at::Tensor& w, int64_t per_group, int64_t hd, cons
   sin = at::where(sin.abs() < 1e-12, at::zeros_like(sin), sin);
   auto x = w.to(at::kDouble).view({groups, per_group, hd, in});
   auto a = x.narrow(2, 0, half), b = x.narrow(2, half, half);
-  return at::cat({cos * a - sin * b, sin * a + cos * b}, 2).view({groups * per_group * hd, in}).to(at::kFloat);
+  return at::cat({cos * a - sin * b, sin * a + cos * b}, 2)
+      .view({groups * per_group * hd, in})
+      .to(flips && w.scalar_type() != at::kDouble ? w.scalar_type() : at::kFloat);
+}
+
+// Hashes `t` as its f32 bytes, a slice of rows at a time: a bf16 model has the fingerprint of
+// its f32 widening (what loading it gave before 16-bit weights were kept), without a full copy.
+void hash_as_f32(crypto_generichash_state* st, const at::Tensor& t) {
+  if (t.scalar_type() == at::kFloat || t.dim() == 0) {
+    auto c = t.to(at::kFloat).contiguous();
+    crypto_generichash_update(st, static_cast<const unsigned char*>(c.data_ptr()), c.numel() * c.element_size());
+    return;
+  }
+  const int64_t rows = t.size(0), per_row = std::max<int64_t>(1, t.numel() / std::max<int64_t>(1, rows));
+  const int64_t step = std::max<int64_t>(1, (int64_t{1} << 22) / per_row);
+  for (int64_t r = 0; r < rows; r += step) {
+    auto c = t.narrow(0, r, std::min(step, rows - r)).to(at::kFloat).contiguous();
+    crypto_generichash_update(st, static_cast<const unsigned char*>(c.data_ptr()), c.numel() * c.element_size());
+  }
 }
 
 }  // namespace
@@ -59,9 +86,13 @@ std::vector<std::string> transform_names() {
           "v_o_head_dim_permutation", "q_k_rope_pair_rotation"};
 }
 
+bool pair_sign_flips_only(const LlamaConfig& c) {
+  return c.qk_norm || c.torch_dtype == "bfloat16" || c.torch_dtype == "float16";
+}
+
 std::vector<std::string> transform_names(const LlamaConfig& c) {
   auto names = transform_names();
-  if (c.qk_norm) names.back() = "q_k_rope_pair_sign_flip";  // see derive_secrets
+  if (pair_sign_flips_only(c)) names.back() = "q_k_rope_pair_sign_flip";  // see derive_secrets
   if (c.qkv_bias) names.push_back("q_k_v_bias_rows");
   return names;
 }
@@ -95,8 +126,14 @@ ModelSecrets derive_secrets(const Key& key, const LlamaConfig& c, const std::str
       //     across a pair, so qk-norm models get only theta in {0, pi}: a secret sign flip per
       //     pair (shared by a GQA group's q heads and its k head), g unchanged. Head
       //     permutations stay (g is the same for every head); v/o head dims are not normed.
+      // 16-bit models (torch_dtype bfloat16/float16) get the same sign flips: a rotation of
+      // bf16 weights by a generic angle is not representable in bf16, so it would either round
+      // (not lossless) or need f32 storage (twice the bytes streamed per token). Permutations and
+      // sign flips are exact in every dtype, so the encrypted model stays bf16, bit for bit a
+      // rearrangement of the plaintext's values. The price: q/k head dims are hidden by a
+      // secret sign per pair instead of a continuous angle (permutations hide the rest).
       auto angles = key.angles("qk-rotation/" + gl, hd / 2);
-      if (c.qk_norm)
+      if (pair_sign_flips_only(c))
         for (auto& a : angles) a = a < std::numbers::pi ? 0.0 : std::numbers::pi;
       layer.qk_angles.push_back(std::move(angles));
     }
@@ -113,9 +150,8 @@ std::string model_fingerprint(const runtime::LlamaModel& model) {
   const auto cfg = model.config().to_json();
   crypto_generichash_update(&st, reinterpret_cast<const unsigned char*>(cfg.data()), cfg.size());
   for (const auto& [name, t] : model.weights().named()) {
-    auto c = t.contiguous();
     crypto_generichash_update(&st, reinterpret_cast<const unsigned char*>(name.data()), name.size());
-    crypto_generichash_update(&st, static_cast<const unsigned char*>(c.data_ptr()), c.numel() * c.element_size());
+    hash_as_f32(&st, t);
   }
   crypto_generichash_final(&st, out.data(), out.size());
   std::string hex(2 * out.size() + 1, '\0');
@@ -143,7 +179,12 @@ LlamaWeights encrypt_weights(const LlamaWeights& w, const LlamaConfig& c, const 
   c10::InferenceMode guard;
   const int64_t hd = c.head_dim(), kv = c.num_key_value_heads, heads = c.num_attention_heads, group = c.kv_groups();
   if (static_cast<int64_t>(s.layers.size()) != c.num_hidden_layers) throw Error("EE secrets do not match the model's layers");
-  auto f32 = [](const at::Tensor& t) { return t.to(at::kFloat); };
+  // Weights keep their dtype (bf16 and f16 too: permutations and sign flips are exact in it, so
+  // an encrypted 16-bit model streams as many bytes as its plaintext); others become f32.
+  auto f32 = [](const at::Tensor& t) {
+    const auto d = t.scalar_type();
+    return d == at::kFloat || d == at::kBFloat16 || d == at::kHalf ? t : t.to(at::kFloat);
+  };
   // Readers of the residual stream have their input columns moved; writers their output rows.
   auto reads = [&](const at::Tensor& t) { return move(f32(t), 1, s.residual); };
   auto writes = [&](const at::Tensor& t) { return move(f32(t), 0, s.residual); };

@@ -33,9 +33,15 @@ struct ModelSecrets {
 
 // The names of the transforms, as listed in ee.json.
 std::vector<std::string> transform_names();
-// Those applied to a model of this config (qk-norm models: pair sign flips instead of
-// rotations; biased ones: bias rows).
+// Those applied to a model of this config (qk-norm and 16-bit models: pair sign flips instead
+// of rotations; biased ones: bias rows).
 std::vector<std::string> transform_names(const runtime::LlamaConfig& config);
+
+// Whether q/k RoPE pairs get only secret sign flips (angles 0 or pi) instead of rotations: for
+// qk-norm models (a rotation would not commute with the norm's weight) and for models stored in
+// bf16/f16 (config torch_dtype "bfloat16"/"float16"; a rotation is not exact in 16 bits, a sign
+// flip is, so the encrypted model keeps the plaintext's dtype losslessly). derive_secrets.
+bool pair_sign_flips_only(const runtime::LlamaConfig& config);
 
 // Derives the secrets for a model of this shape. `model_label` separates the hidden
 // permutations of different models under one key; the vocabulary permutation depends on the

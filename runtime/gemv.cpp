@@ -15,10 +15,16 @@
 namespace eesched::runtime {
 namespace {
 
-// Row r of the result is dot(W[r], x) * scale[r] (no scale for f32 weights). The float kernels
-// are written once for f32 and int8 weights; int8 weights run the integer kernels further down.
+// Row r of the result is dot(W[r], x) * scale[r] (no scale for float weights). The float kernels
+// are written once for f32, bf16, f16 and int8 weights (int8 weights run the integer kernels
+// further down at batch 1); 16-bit weights are widened to f32 in registers, exactly.
+//
+// Not inlined into the AVX2 kernel (which runs it for the last rows): there the compiler would
+// contract its multiply-adds into FMAs for some weight types and not others, and a bf16 model
+// would no longer compute bit for bit what its f32 widening computes.
 template <typename T>
-void gemv_rows_portable(const T* w, const float* scales, const float* x, float* y, int64_t cols, int64_t r0, int64_t r1) {
+__attribute__((noinline)) void gemv_rows_portable(const T* w, const float* scales, const float* x, float* y, int64_t cols,
+                                                  int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; ++r) {
     const T* row = w + r * cols;
     float s = 0.0f;
@@ -27,24 +33,38 @@ void gemv_rows_portable(const T* w, const float* scales, const float* x, float* 
   }
 }
 
-__attribute__((target("avx2,fma"))) inline float horizontal_sum(__m256 v) {
+// The vector path needs AVX2, FMA and F16C (f16 weights; every AVX2 CPU has F16C, and the
+// f32, bf16 and int8 instantiations emit no F16C instruction). An AVX-512 path is not written
+// here: this machine cannot run it (issue 19 does AVX-512 where it can be tested).
+#define EESCHED_VECTOR_TARGET __attribute__((target("avx2,fma,f16c")))
+
+EESCHED_VECTOR_TARGET inline float horizontal_sum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_hadd_ps(s, s);
   s = _mm_hadd_ps(s, s);
   return _mm_cvtss_f32(s);
 }
 
-// Eight weights as f32 lanes: a plain load, or int8 sign-extended to int32 and converted.
-__attribute__((target("avx2,fma"))) inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-__attribute__((target("avx2,fma"))) inline __m256 load8(const int8_t* p) {
+// Eight weights as f32 lanes: a plain load; int8 sign-extended to int32 and converted; bf16
+// zero-extended to 32 bits and shifted into the high half (bf16 is the top half of an f32);
+// f16 converted by F16C. All exact.
+EESCHED_VECTOR_TARGET inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+EESCHED_VECTOR_TARGET inline __m256 load8(const int8_t* p) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+EESCHED_VECTOR_TARGET inline __m256 load8(const c10::BFloat16* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+EESCHED_VECTOR_TARGET inline __m256 load8(const c10::Half* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
 // Four rows per pass: four independent read streams keep the memory system busy while x stays
 // in L1. Sixteen columns per step give eight independent FMA chains, enough to hide FMA latency
 // even for int8 weights, where each step reads only 64 bytes of W.
 template <typename T>
-__attribute__((target("avx2,fma"))) void gemv_rows_avx2(const T* w, const float* scales, const float* x, float* y, int64_t cols,
+EESCHED_VECTOR_TARGET void gemv_rows_avx2(const T* w, const float* scales, const float* x, float* y, int64_t cols,
                                                           int64_t r0, int64_t r1) {
   const int64_t cols16 = cols - cols % 16, cols8 = cols - cols % 8;
   int64_t r = r0;
@@ -78,7 +98,7 @@ __attribute__((target("avx2,fma"))) void gemv_rows_avx2(const T* w, const float*
                     horizontal_sum(_mm256_add_ps(a2, b2)), horizontal_sum(_mm256_add_ps(a3, b3))};
     const T* rows[4] = {w0, w1, w2, w3};
     for (int i = 0; i < 4; ++i) {
-      for (int64_t c = cols8; c < cols; ++c) sum[i] += static_cast<float>(rows[i][c]) * x[c];
+      for (int64_t c = cols8; c < cols; ++c) sum[i] = std::fma(static_cast<float>(rows[i][c]), x[c], sum[i]);  // explicit: same for every T
       y[r + i] = scales ? sum[i] * scales[r + i] : sum[i];
     }
   }
@@ -120,11 +140,11 @@ void gemv_int8_rows_portable(const int8_t* w, const float* scales, const Quantiz
 }
 
 // Sixteen int8 weights as int16 lanes.
-__attribute__((target("avx2,fma"))) inline __m256i widen16(const int8_t* p) {
+EESCHED_VECTOR_TARGET inline __m256i widen16(const int8_t* p) {
   return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
-__attribute__((target("avx2,fma"))) void gemv_int8_rows_avx2(const int8_t* w, const float* scales, const QuantizedVector& x,
+EESCHED_VECTOR_TARGET void gemv_int8_rows_avx2(const int8_t* w, const float* scales, const QuantizedVector& x,
                                                                float* y, int64_t cols, int64_t r0, int64_t r1) {
   constexpr int64_t kFlush = 256;
   // Each group prefetches the group two ahead, one cache line (4 rows x 16 columns) per step: an
@@ -167,7 +187,7 @@ __attribute__((target("avx2,fma"))) void gemv_int8_rows_avx2(const int8_t* w, co
 std::atomic<bool> blas_gemv{false};
 
 bool has_avx2_fma() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   return yes;
 }
 
@@ -223,17 +243,60 @@ at::Tensor run_rows_int8(const QuantizedMatrix& w, const at::Tensor& x) {
   return y;
 }
 
-// out[r - r0] = q[r] * scale[r] for rows [r0, r1), in one pass over LibTorch's threads.
-void widen_rows(const int8_t* q, const float* scales, int64_t cols, int64_t r0, int64_t r1, float* out) {
+// out[r - r0] = W[r] (* scale[r] for int8) widened to f32, for rows [r0, r1), in one pass over
+// LibTorch's threads.
+template <typename T>
+void widen_rows(const T* w, const float* scales, int64_t cols, int64_t r0, int64_t r1, float* out) {
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, cols));
   at::parallel_for(r0, r1, grain, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      const int8_t* src = q + r * cols;
+      const T* src = w + r * cols;
       float* dst = out + (r - r0) * cols;
-      const float s = scales[r];
-      for (int64_t c = 0; c < cols; ++c) dst[c] = static_cast<float>(src[c]) * s;
+      if (scales) {
+        const float s = scales[r];
+        for (int64_t c = 0; c < cols; ++c) dst[c] = static_cast<float>(src[c]) * s;
+      } else {
+        for (int64_t c = 0; c < cols; ++c) dst[c] = static_cast<float>(src[c]);
+      }
     }
   });
+}
+
+// Y = X W^T for a long X (prefill) and W not in f32: tiles of W's rows are widened to f32 in a
+// scratch buffer and multiplied by BLAS, so W is never widened whole. A tile must be wide for
+// BLAS to reach its speed: at 2 threads, 256 KiB tiles (85 rows of a 768-wide matrix) cost
+// 1.5-2.9x an f32 matmul, 1-2 MiB tiles 1.1-1.4x, 16 MiB tiles (whole 110m/350m matrices)
+// 0.95-1.14x.
+template <typename T>
+at::Tensor matmul_widened_tiles(const T* w, const float* scales, const at::Tensor& xc, int64_t rows, int64_t cols) {
+  const int64_t m = xc.size(0);
+  const int64_t tile = std::min(rows, std::max<int64_t>(64, kWidenTileBytes / (4 * cols)));
+  auto wide = at::empty({tile, cols}, at::kFloat);
+  if (tile == rows) {
+    widen_rows(w, scales, cols, 0, rows, wide.data_ptr<float>());
+    return at::mm(xc, wide.t());
+  }
+  auto y = at::empty({m, rows}, at::kFloat);
+  for (int64_t r = 0; r < rows; r += tile) {
+    const int64_t n = std::min(tile, rows - r);
+    auto part = wide.narrow(0, 0, n);
+    widen_rows(w, scales, cols, r, r + n, part.data_ptr<float>());
+    y.narrow(1, r, n).copy_(at::mm(xc, part.t()));
+  }
+  return y;
+}
+
+bool is_float_weight(at::ScalarType t) { return t == at::kFloat || t == at::kBFloat16 || t == at::kHalf; }
+
+// run_rows on a float matrix in its own dtype.
+at::Tensor run_float_rows(const at::Tensor& w, const at::Tensor& x) {
+  const auto wc = w.contiguous();
+  const int64_t rows = wc.size(0), cols = wc.size(1);
+  switch (wc.scalar_type()) {
+    case at::kBFloat16: return run_rows(wc.data_ptr<c10::BFloat16>(), nullptr, x, rows, cols);
+    case at::kHalf: return run_rows(wc.data_ptr<c10::Half>(), nullptr, x, rows, cols);
+    default: return run_rows(wc.data_ptr<float>(), nullptr, x, rows, cols);
+  }
 }
 
 void check_int8(const QuantizedMatrix& w, const at::Tensor& x, int64_t x_dim, const char* what) {
@@ -247,17 +310,16 @@ void check_int8(const QuantizedMatrix& w, const at::Tensor& x, int64_t x_dim, co
 
 const char* gemv_kernel() {
   if (blas_gemv) return "blas";
-  return has_avx2_fma() ? "avx2-fma" : "portable";
+  return has_avx2_fma() ? "avx2-fma-f16c" : "portable";
 }
 
 void use_blas_gemv(bool on) { blas_gemv = on; }
 
 at::Tensor gemv(const at::Tensor& w, const at::Tensor& x) {
-  if (w.dim() != 2 || x.dim() != 1 || w.size(1) != x.size(0) || w.scalar_type() != at::kFloat || x.scalar_type() != at::kFloat)
-    throw Error("gemv: expected f32 W [rows, cols] and x [cols]");
-  if (blas_gemv) return at::mv(w, x);
-  const auto wc = w.contiguous();
-  return run_rows(wc.data_ptr<float>(), nullptr, x, wc.size(0), wc.size(1));
+  if (w.dim() != 2 || x.dim() != 1 || w.size(1) != x.size(0) || !is_float_weight(w.scalar_type()) || x.scalar_type() != at::kFloat)
+    throw Error("gemv: expected W [rows, cols] in f32, bf16 or f16 and f32 x [cols]");
+  if (blas_gemv && w.scalar_type() == at::kFloat) return at::mv(w, x);
+  return run_float_rows(w, x);
 }
 
 QuantizedMatrix quantize_rows_int8(const at::Tensor& w) {
@@ -276,10 +338,9 @@ at::Tensor gemv_int8(const QuantizedMatrix& w, const at::Tensor& x) {
 }
 
 at::Tensor matmul_few_rows(const at::Tensor& w, const at::Tensor& x) {
-  if (w.dim() != 2 || x.dim() != 2 || w.size(1) != x.size(1) || w.scalar_type() != at::kFloat || x.scalar_type() != at::kFloat)
-    throw Error("matmul_few_rows: expected f32 W [rows, cols] and X [m, cols]");
-  const auto wc = w.contiguous();
-  return run_rows(wc.data_ptr<float>(), nullptr, x, wc.size(0), wc.size(1));
+  if (w.dim() != 2 || x.dim() != 2 || w.size(1) != x.size(1) || !is_float_weight(w.scalar_type()) || x.scalar_type() != at::kFloat)
+    throw Error("matmul_few_rows: expected W [rows, cols] in f32, bf16 or f16 and f32 X [m, cols]");
+  return run_float_rows(w, x);
 }
 
 at::Tensor matmul_int8(const QuantizedMatrix& w, const at::Tensor& x) {
@@ -290,25 +351,19 @@ at::Tensor matmul_int8(const QuantizedMatrix& w, const at::Tensor& x) {
   const int64_t m = xc.size(0), rows = qc.size(0), cols = qc.size(1);
   if (m == 0) return at::empty({0, rows}, at::kFloat);
   if (m <= kInt8KernelRows) return run_rows_int8(w, xc);
-  // Tiles of W's rows are widened to f32 and multiplied by BLAS. A tile must be wide for BLAS
-  // to reach its speed: at 2 threads, 256 KiB tiles (85 rows of a 768-wide matrix) cost 1.5-2.9x
-  // an f32 matmul, 1-2 MiB tiles 1.1-1.4x, 16 MiB tiles (whole 110m/350m matrices) 0.95-1.14x.
-  const int64_t tile = std::min(rows, std::max<int64_t>(64, kWidenTileBytes / (4 * cols)));
-  auto wide = at::empty({tile, cols}, at::kFloat);
-  const int8_t* qp = qc.data_ptr<int8_t>();
-  const float* sp = sc.data_ptr<float>();
-  if (tile == rows) {
-    widen_rows(qp, sp, cols, 0, rows, wide.data_ptr<float>());
-    return at::mm(xc, wide.t());
-  }
-  auto y = at::empty({m, rows}, at::kFloat);
-  for (int64_t r = 0; r < rows; r += tile) {
-    const int64_t n = std::min(tile, rows - r);
-    auto part = wide.narrow(0, 0, n);
-    widen_rows(qp, sp, cols, r, r + n, part.data_ptr<float>());
-    y.narrow(1, r, n).copy_(at::mm(xc, part.t()));
-  }
-  return y;
+  return matmul_widened_tiles(qc.data_ptr<int8_t>(), sc.data_ptr<float>(), xc, rows, cols);
+}
+
+at::Tensor matmul_float(const at::Tensor& w, const at::Tensor& x) {
+  if (w.dim() != 2 || x.dim() != 2 || w.size(1) != x.size(1) || !is_float_weight(w.scalar_type()) || x.scalar_type() != at::kFloat)
+    throw Error("matmul_float: expected W [rows, cols] in f32, bf16 or f16 and f32 X [m, cols]");
+  const int64_t m = x.size(0), rows = w.size(0), cols = w.size(1);
+  if (m <= kFewRows) return matmul_few_rows(w, x);
+  const auto xc = x.contiguous();
+  if (w.scalar_type() == at::kFloat) return at::mm(xc, w.t());
+  const auto wc = w.contiguous();
+  if (w.scalar_type() == at::kBFloat16) return matmul_widened_tiles(wc.data_ptr<c10::BFloat16>(), nullptr, xc, rows, cols);
+  return matmul_widened_tiles(wc.data_ptr<c10::Half>(), nullptr, xc, rows, cols);
 }
 
 }  // namespace eesched::runtime

@@ -1,15 +1,18 @@
 #pragma once
 // Matrix-vector product for batch-1 decoding, where every weight is read exactly once per token
-// and speed is memory bandwidth: y = W x for a row-major f32 W [rows, cols].
+// and speed is memory bandwidth: y = W x for a row-major W [rows, cols] in f32, bf16 or f16.
 //
 // OpenBLAS's sgemv reached ~50% of the copy bandwidth on one thread here; streaming four rows
-// at a time with AVX2 FMA reaches ~80% (`eesched bench-decode` measures it). CPUs without
-// AVX2/FMA get a portable loop.
+// at a time with AVX2 FMA reaches ~80% (`eesched bench-decode` measures it). 16-bit weights are
+// streamed as stored and widened to f32 in registers (bf16: a 16-bit shift; f16: F16C), exactly,
+// so a bf16 model reads half the bytes of its f32 copy and computes the same products.
+// Accumulation is f32 throughout. CPUs without AVX2/FMA/F16C get a portable loop. (No AVX-512
+// path here: it could not be tested on the machine this was written on.)
 #include <ATen/core/Tensor.h>
 
 namespace eesched::runtime {
 
-// w: [rows, cols] f32 contiguous; x: [cols] f32 contiguous. Returns y: [rows], computed over
+// w: [rows, cols] f32, bf16 or f16; x: [cols] f32. Returns y: [rows] f32, computed over
 // LibTorch's intra-op threads (contiguous row blocks per thread).
 at::Tensor gemv(const at::Tensor& w, const at::Tensor& x);
 
@@ -20,7 +23,13 @@ at::Tensor gemv(const at::Tensor& w, const at::Tensor& x);
 inline constexpr int64_t kFewRows = 16;
 at::Tensor matmul_few_rows(const at::Tensor& w, const at::Tensor& x);
 
-// Which kernel gemv() uses on this CPU: "avx2-fma", "portable", or "blas" when switched.
+// The same for any number of rows of X [m, cols] -> [m, rows] (prefill): up to kFewRows rows as
+// matmul_few_rows; longer inputs with an f32 W go to BLAS, with a bf16/f16 W tile by tile (as
+// matmul_int8 below: tiles of W widened to f32 in a scratch buffer, never the whole matrix).
+at::Tensor matmul_float(const at::Tensor& w, const at::Tensor& x);
+
+// Which kernel gemv() uses on this CPU: "avx2-fma-f16c" (f32, bf16, f16 and int8 weights),
+// "portable", or "blas" when switched (f32 weights; 16-bit weights keep the streaming kernel).
 const char* gemv_kernel();
 
 // Symmetric per-output-channel (per-row) int8 quantization: scale[r] = max|W[r]| / 127,
@@ -39,7 +48,8 @@ at::Tensor gemv_int8(const QuantizedMatrix& w, const at::Tensor& x);
 // Y = X W^T for int8 W and X [m, cols] -> [m, rows]. Up to kInt8KernelRows rows run the
 // integer kernel, W streamed once as in matmul_few_rows (speculative verification, small
 // batches); longer inputs (prefill) go tile by tile: kWidenTileBytes of W's rows are widened to
-// f32 in a scratch buffer and multiplied by BLAS, so W is never widened whole.
+// f32 in a scratch buffer and multiplied by BLAS, so W is never widened whole (matmul_float
+// shares this for bf16/f16 W).
 inline constexpr int64_t kInt8KernelRows = 32;
 inline constexpr int64_t kWidenTileBytes = int64_t{16} << 20;
 at::Tensor matmul_int8(const QuantizedMatrix& w, const at::Tensor& x);

@@ -24,14 +24,18 @@ std::string layer_name(int64_t i, const char* suffix) {
 
 // y = x W^T. At one row (batch-1 decoding) a matrix-vector product streams W exactly once
 // (gemv.h); a GEMM with M=1 may pack (copy) W first, doubling the memory traffic of decoding.
+// A bf16/f16 W always runs the kernels of gemv.h (which widen it in registers, or tile by tile
+// for long inputs), never a whole-matrix f32 copy; only f32 models train (autograd).
 at::Tensor dense(const at::Tensor& x, const at::Tensor& w) {
   const int64_t in = x.size(-1);
   const int64_t m = x.numel() / std::max<int64_t>(1, in);
-  if (m <= kFewRows && !x.requires_grad() && !w.requires_grad()) {
+  const bool wide = w.scalar_type() == at::kFloat;
+  if (!wide || (m <= kFewRows && !x.requires_grad() && !w.requires_grad())) {
     auto sizes = x.sizes().vec();
     sizes.back() = w.size(0);
     if (m == 1) return gemv(w, x.reshape({in})).view(sizes);
-    return matmul_few_rows(w, x.reshape({m, in})).view(sizes);
+    if (wide) return matmul_few_rows(w, x.reshape({m, in})).view(sizes);
+    return matmul_float(w, x.reshape({m, in})).view(sizes);
   }
   return at::matmul(x, w.t());
 }
@@ -75,20 +79,35 @@ void check_shape(const at::Tensor& t, const std::string& name, std::vector<int64
 
 at::Tensor as_f32(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
 
-// Parts stacked along dim 0 as one f32 tensor: a view when they already lie back to back in
-// one buffer (read_weights lays q|k|v and gate|up out so), else a copy.
-at::Tensor stacked(const std::vector<at::Tensor>& parts) {
-  if (parts.size() == 1) return as_f32(parts[0]);
+bool is_16bit(at::ScalarType t) { return t == at::kBFloat16 || t == at::kHalf; }
+
+// The dtype a weight is kept in when stored as it comes: f32, bf16 or f16; others as f32.
+at::ScalarType kept_dtype(const std::vector<at::Tensor>& parts) {
+  const auto t = parts.at(0).scalar_type();
+  if (!is_16bit(t)) return at::kFloat;
+  for (const auto& p : parts)
+    if (p.scalar_type() != t) return at::kFloat;  // mixed: f32 holds both exactly
+  return t;
+}
+
+// Parts stacked along dim 0 as one tensor of `dtype`: a view when they already lie back to back
+// in one buffer of that dtype (read_weights lays q|k|v and gate|up out so), else a copy.
+at::Tensor stacked(const std::vector<at::Tensor>& parts, at::ScalarType dtype = at::kFloat) {
+  if (parts.size() == 1) return parts[0].to(dtype).contiguous();
   bool adjacent = true;
   int64_t rows = 0;
   for (std::size_t i = 0; i < parts.size() && adjacent; ++i) {
     const auto& t = parts[i];
-    adjacent = t.scalar_type() == at::kFloat && t.is_contiguous() && !t.requires_grad() &&
+    adjacent = t.scalar_type() == dtype && t.is_contiguous() && !t.requires_grad() &&
                t.sizes().slice(1) == parts[0].sizes().slice(1) && t.storage().is_alias_of(parts[0].storage()) &&
                (i == 0 || t.storage_offset() == parts[i - 1].storage_offset() + parts[i - 1].numel());
     rows += t.size(0);
   }
-  if (!adjacent) return at::cat(parts, 0).to(at::kFloat).contiguous();
+  if (!adjacent) {
+    std::vector<at::Tensor> same;  // at::cat of mixed dtypes would promote, not convert
+    for (const auto& p : parts) same.push_back(p.to(dtype));
+    return at::cat(same, 0).contiguous();
+  }
   auto sizes = parts[0].sizes().vec();
   sizes[0] = rows;
   return parts[0].as_strided(sizes, parts[0].strides());
@@ -169,25 +188,34 @@ LlamaModel::LlamaModel(LlamaConfig config, const LlamaWeights& w, const WeightFo
   } else {
     check_shape(w.lm_head, "lm_head.weight", {config_.vocab_size, d});
   }
-  embed_ = as_f32(w.embed_tokens);
+  embed_ = stacked({w.embed_tokens}, kept_dtype({w.embed_tokens}));
   norm_ = as_f32(w.norm);
   // Consecutive parts of equal format share one block (one kernel call per token).
   auto linear = [&](const std::vector<std::pair<std::string, at::Tensor>>& parts) {
     Linear out;
     std::vector<at::Tensor> run;
-    WeightFormat run_format = WeightFormat::F32;
+    WeightFormat run_format = WeightFormat::AsStored;
     auto flush = [&]() {
       if (run.empty()) return;
       Linear::Block block;
-      auto f32 = stacked(run);
-      block.rows = f32.size(0);
-      if (run_format == WeightFormat::Int8) block.int8 = quantize_rows_int8(f32);
-      else block.f32 = f32;
+      switch (run_format) {
+        case WeightFormat::AsStored: block.dense = stacked(run, kept_dtype(run)); break;
+        case WeightFormat::F32: block.dense = stacked(run, at::kFloat); break;
+        case WeightFormat::BF16: block.dense = stacked(run, at::kBFloat16); break;
+        case WeightFormat::F16: block.dense = stacked(run, at::kHalf); break;
+        case WeightFormat::Int8: {
+          // From the weights as they come (a bf16 model quantizes from its bf16 values), one
+          // matrix at a time: quantize_rows_int8 widens only this one.
+          block.int8 = quantize_rows_int8(stacked(run, kept_dtype(run)));
+          break;
+        }
+      }
+      block.rows = block.dense.defined() ? block.dense.size(0) : block.int8.values.size(0);
       out.blocks.push_back(std::move(block));
       run.clear();
     };
     for (const auto& [name, t] : parts) {
-      const auto format = formats ? formats(name) : WeightFormat::F32;
+      const auto format = formats ? formats(name) : WeightFormat::AsStored;
       if (!run.empty() && format != run_format) flush();
       run_format = format;
       run.push_back(t);
@@ -298,7 +326,11 @@ LlamaWeights LlamaModel::read_weights(const std::filesystem::path& path, const L
     used[name] = true;
     return file;
   };
-  // One f32 tensor per name; several names stacked along dim 0 in one buffer (fused layout).
+  // bf16 and f16 tensors stay in their dtype (copied straight from the mapping, never widened:
+  // the kernels stream them as stored); f32 stays f32.
+  auto kept = [](DType d) { return d == DType::BF16 ? at::kBFloat16 : d == DType::F16 ? at::kHalf : at::kFloat; };
+  // One tensor per name; several names stacked along dim 0 in one buffer (fused layout), in
+  // their common dtype (f32 when they differ).
   auto take_stacked = [&](const std::vector<std::string>& names) -> std::vector<at::Tensor> {
     std::vector<const TensorInfo*> infos;
     int64_t rows = 0;
@@ -309,7 +341,7 @@ LlamaWeights LlamaModel::read_weights(const std::filesystem::path& path, const L
         std::vector<at::Tensor> out;  // shapes that cannot stack: separate (the constructor names the bad one)
         for (const auto& m : names) {
           const auto& f = file_of(m);
-          out.push_back(at::empty(f.find(m)->shape, at::kFloat));
+          out.push_back(at::empty(f.find(m)->shape, kept(f.find(m)->dtype)));
           f.read_into(m, out.back());
         }
         return out;
@@ -319,7 +351,10 @@ LlamaWeights LlamaModel::read_weights(const std::filesystem::path& path, const L
     }
     auto sizes = infos[0]->shape;
     sizes[0] = rows;
-    auto buffer = at::empty(sizes, at::kFloat);
+    at::ScalarType dtype = kept(infos[0]->dtype);
+    for (const auto* info : infos)
+      if (kept(info->dtype) != dtype) dtype = at::kFloat;
+    auto buffer = at::empty(sizes, dtype);
     std::vector<at::Tensor> out;
     int64_t offset = 0;
     for (std::size_t i = 0; i < names.size(); ++i) {
@@ -403,11 +438,20 @@ void LlamaModel::save(const std::filesystem::path& dir) const {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) throw Error("cannot create " + dir.string() + ": " + ec.message());
+  // Every tensor in the model's dtype. A bf16 model's norms and biases (held in f32) came from
+  // bf16, or were permuted or sign-flipped from bf16 values, so narrowing them back is exact; one
+  // that is not exactly representable (set by hand) stays f32 rather than being rounded.
+  const auto dtype = this->dtype();
   auto named = weights().named();
-  for (auto& [name, t] : named) t = t.detach();
+  for (auto& [name, t] : named) {
+    t = t.detach();
+    if (t.scalar_type() == dtype) continue;
+    auto narrow = t.to(dtype);
+    if (dtype == at::kFloat || at::equal(narrow.to(t.scalar_type()), t)) t = narrow;
+  }
   write_safetensors(dir / "model.safetensors", named, {{"format", "pt"}});
   LlamaConfig c = config_;
-  c.torch_dtype = "float32";
+  c.torch_dtype = dtype == at::kBFloat16 ? "bfloat16" : dtype == at::kHalf ? "float16" : "float32";
   c.save(dir / "config.json");
   // The directory mirrors the model: statistics of another model must not stay behind.
   if (has_ffn_stats()) {
@@ -424,7 +468,7 @@ bool LlamaModel::has_ffn_stats() const {
 }
 
 at::Tensor LlamaModel::Linear::apply(const at::Tensor& x) const {
-  auto run = [&](const Block& b) { return b.f32.defined() ? dense(x, b.f32) : dense_int8(x, b.int8); };
+  auto run = [&](const Block& b) { return b.dense.defined() ? dense(x, b.dense) : dense_int8(x, b.int8); };
   if (blocks.size() == 1) return run(blocks[0]);
   std::vector<at::Tensor> outs;
   for (const auto& b : blocks) outs.push_back(run(b));
@@ -437,7 +481,7 @@ at::Tensor LlamaModel::Linear::rows(int64_t start, int64_t n) const {
   for (const auto& b : blocks) {
     const int64_t lo = std::max(start, offset), hi = std::min(start + n, offset + b.rows);
     if (lo < hi) {
-      parts.push_back(b.f32.defined() ? b.f32.narrow(0, lo - offset, hi - lo)
+      parts.push_back(b.dense.defined() ? b.dense.narrow(0, lo - offset, hi - lo)
                                       : b.int8.values.narrow(0, lo - offset, hi - lo).to(at::kFloat) *
                                             b.int8.scales.narrow(0, lo - offset, hi - lo).unsqueeze(1));
     }
@@ -458,7 +502,8 @@ const LlamaModel::Linear::Block* LlamaModel::Linear::block_at(int64_t start, int
 int64_t LlamaModel::Linear::bytes() const {
   int64_t total = 0;
   for (const auto& b : blocks)
-    total += b.f32.defined() ? b.f32.numel() * 4 : b.int8.values.numel() + b.int8.scales.numel() * 4;
+    total += b.dense.defined() ? b.dense.numel() * static_cast<int64_t>(b.dense.element_size())
+                               : b.int8.values.numel() + b.int8.scales.numel() * 4;
   return total;
 }
 
@@ -503,7 +548,7 @@ std::vector<std::pair<std::string, QuantizedMatrix>> LlamaModel::int8_weights() 
   auto add = [&](const std::string& name, const Linear& lin, int64_t start, int64_t n) {
     int64_t offset = 0;
     for (const auto& b : lin.blocks) {
-      if (!b.f32.defined() && start >= offset && start + n <= offset + b.rows) {
+      if (!b.dense.defined() && start >= offset && start + n <= offset + b.rows) {
         out.emplace_back(name, QuantizedMatrix{b.int8.values.narrow(0, start - offset, n), b.int8.scales.narrow(0, start - offset, n)});
         return;
       }
@@ -526,11 +571,15 @@ std::vector<std::pair<std::string, QuantizedMatrix>> LlamaModel::int8_weights() 
 }
 
 std::vector<at::Tensor> LlamaModel::parameters() const {
+  if (embed_.scalar_type() != at::kFloat)
+    throw Error("parameters(): the model holds 16-bit weights (training needs an f32 model)");
   std::vector<at::Tensor> p{embed_, norm_};
   auto add = [&](const Linear& lin) {
     for (const auto& b : lin.blocks) {
-      if (!b.f32.defined()) throw Error("parameters(): the model holds int8 weights (training needs an f32 model)");
-      p.push_back(b.f32);
+      if (!b.dense.defined()) throw Error("parameters(): the model holds int8 weights (training needs an f32 model)");
+      if (b.dense.scalar_type() != at::kFloat)
+        throw Error("parameters(): the model holds 16-bit weights (training needs an f32 model)");
+      p.push_back(b.dense);
     }
   };
   if (!config_.tie_word_embeddings) add(head_);
@@ -552,6 +601,24 @@ int64_t LlamaModel::weight_bytes() const {
     for (const auto* t : {&l.bqkv, &l.q_norm, &l.k_norm})
       if (t->defined()) total += t->numel() * 4;
   return total;
+}
+
+at::ScalarType LlamaModel::dtype() const {
+  const auto t = embed_.scalar_type();
+  if (!is_16bit(t)) return at::kFloat;
+  bool same = true;
+  auto check = [&](const Linear& lin) {
+    for (const auto& b : lin.blocks) same = same && b.dense.defined() && b.dense.scalar_type() == t;
+  };
+  check(head_);
+  for (const auto& l : layers_)
+    for (const auto* lin : {&l.wqkv, &l.wo, &l.w_gate_up, &l.w_down}) check(*lin);
+  return same ? t : at::kFloat;
+}
+
+at::Tensor LlamaModel::embed(const at::Tensor& ids) const {
+  auto x = at::embedding(embed_, ids);
+  return x.scalar_type() == at::kFloat ? x : x.to(at::kFloat);
 }
 
 at::Tensor LlamaModel::head(const at::Tensor& hidden) const {
@@ -623,7 +690,7 @@ at::Tensor LlamaModel::forward(const at::Tensor& ids, const FfnObserver& observe
   if (T > config_.max_position_embeddings)
     throw Error("forward: " + std::to_string(T) + " positions exceed max_position_embeddings " +
                 std::to_string(config_.max_position_embeddings));
-  auto x = at::embedding(embed_, ids);
+  auto x = embed(ids);
   auto cos = rope_cos_.narrow(0, 0, T).view({1, 1, T, -1});
   auto sin = rope_sin_.narrow(0, 0, T).view({1, 1, T, -1});
   at::Tensor mask;
@@ -670,7 +737,7 @@ at::Tensor LlamaModel::forward(const at::Tensor& ids, const std::vector<int64_t>
     mask = at::zeros({B, T, span}, at::kFloat).masked_fill_(visible.logical_not(), -std::numeric_limits<float>::infinity());
   }
 
-  auto x = at::embedding(embed_, ids);
+  auto x = embed(ids);
   for (std::size_t i = 0; i < layers_.size(); ++i) {
     x = attention_block(layers_[i], static_cast<int64_t>(i), x, cos, sin, mask, &cache, &n_new);
     x = mlp_block(layers_[i], x);

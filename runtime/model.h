@@ -73,11 +73,13 @@ class KVCache {
 
 enum class LogitsAt { All, Last };
 
-// How the model stores a linear weight, i.e. what a kernel streams per token: f32, or int8 with
-// one f32 scale per output row (gemv.h). Chosen per matrix by its HF name
-// ("model.layers.3.mlp.up_proj.weight", "lm_head.weight" also for a tied head); norms and the
-// embedding lookup always stay f32.
-enum class WeightFormat { F32, Int8 };
+// How the model stores a linear weight, i.e. what a kernel streams per token: as the weight
+// comes (f32, bf16 or f16 kept in that dtype; any other dtype as f32), converted to f32, bf16 or
+// f16, or int8 with one f32 scale per output row (gemv.h). Chosen per matrix by its HF name
+// ("model.layers.3.mlp.up_proj.weight", "lm_head.weight" also for a tied head). The embedding
+// table is kept as it comes too (a lookup widens the rows it picks); norms, biases and q/k norm
+// weights (tiny) are always f32.
+enum class WeightFormat { AsStored, F32, BF16, F16, Int8 };
 using WeightFormatPolicy = std::function<WeightFormat(const std::string& hf_name)>;
 
 // Sees each layer's FFN activations silu(gate x) * (up x), [B, T, intermediate], during a
@@ -86,32 +88,40 @@ using FfnObserver = std::function<void(int64_t layer, const at::Tensor& activati
 
 class LlamaModel {
  public:
-  // Validates every shape against the config and takes the weights (f32 on CPU), storing each
-  // linear weight in the format `formats` picks (all f32 when empty).
+  // Validates every shape against the config and takes the weights (f32, bf16 or f16 on CPU),
+  // storing each linear weight in the format `formats` picks (AsStored when empty: f32 weights
+  // give an f32 model, bf16 weights a bf16 one).
   LlamaModel(LlamaConfig config, const LlamaWeights& weights, const WeightFormatPolicy& formats = {});
 
   // Reads DIR/config.json and DIR/model.safetensors, or the shards that
-  // DIR/model.safetensors.index.json names (f32, f16 or bf16; widened to f32 at load, tensor by
-  // tensor from the memory-mapped files, so loading holds about one copy of the weights), and
-  // DIR/prune_stats.safetensors when present (FFN activation statistics, runtime/ffn_stats.h).
+  // DIR/model.safetensors.index.json names (f32, f16 or bf16, kept in their dtype: the kernels
+  // stream bf16/f16 weights as stored; copied tensor by tensor from the memory-mapped files, so
+  // loading holds about one copy of the weights), and DIR/prune_stats.safetensors when present
+  // (FFN activation statistics, runtime/ffn_stats.h).
   static LlamaModel load(const std::filesystem::path& dir);
-  // Writes DIR/config.json and DIR/model.safetensors (f32), and DIR/prune_stats.safetensors
+  // Writes DIR/config.json and DIR/model.safetensors (in dtype(): a bf16 model saves bf16, with
+  // torch_dtype to match), and DIR/prune_stats.safetensors
   // when the model holds FFN activation statistics (else removes a stale one). Creates DIR.
   void save(const std::filesystem::path& dir) const;
-  // `path`: a .safetensors file or a model.safetensors.index.json. Returns f32 weights; q|k|v and
-  // gate|up are laid out fused (adjacent views of one buffer) so the constructor takes them
-  // without another copy.
+  // `path`: a .safetensors file or a model.safetensors.index.json. Returns bf16/f16 tensors in
+  // their stored dtype, anything else as f32; q|k|v and gate|up are laid out fused (adjacent
+  // views of one buffer, in one dtype) so the constructor takes them without another copy.
   static LlamaWeights read_weights(const std::filesystem::path& path, const LlamaConfig& config);
   // DIR/model.safetensors, or DIR/model.safetensors.index.json when only that exists.
   static std::filesystem::path checkpoint_path(const std::filesystem::path& dir);
 
   const LlamaConfig& config() const { return config_; }
-  // Named views into the model's own storage (no copy); int8 weights come back dequantized
-  // (values * scale, a copy).
+  // The dtype the model's float weights are stored in: bf16 or f16 when the embedding and every
+  // linear weight are held in it, else f32 (also for a model with int8 weights).
+  at::ScalarType dtype() const;
+  // Named views into the model's own storage (no copy), each in its stored dtype (linear weights
+  // and the embedding of a bf16 model are bf16; norms and biases f32); int8 weights come back
+  // dequantized (values * scale, an f32 copy).
   LlamaWeights weights() const;
   // The int8 weights by HF name (empty for an all-f32 model); a tied head is "lm_head.weight".
   std::vector<std::pair<std::string, QuantizedMatrix>> int8_weights() const;
-  // The tensors that hold every weight exactly once (for optimizers). f32 models only.
+  // The tensors that hold every weight exactly once (for optimizers). f32 models only (throws
+  // for int8 or 16-bit weights).
   std::vector<at::Tensor> parameters() const;
   // Bytes of weights read per decoding step at batch 1 (every matrix once, plus the head).
   int64_t weight_bytes() const;
@@ -131,18 +141,18 @@ class LlamaModel {
                      LogitsAt which = LogitsAt::All) const;
 
  private:
-  // A linear weight [out, in] stored as row blocks, each f32 or int8; the output is the
+  // A linear weight [out, in] stored as row blocks, each float (f32, bf16 or f16) or int8; the output is the
   // blocks' outputs side by side. Fused matrices (q|k|v, gate|up) whose parts differ in format
   // get one block per run of equal formats.
   struct Linear {
     struct Block {
-      at::Tensor f32;        // [rows, in], or undefined when int8
-      QuantizedMatrix int8;  // used when f32 is undefined
+      at::Tensor dense;      // [rows, in] f32, bf16 or f16, or undefined when int8
+      QuantizedMatrix int8;  // used when dense is undefined
       int64_t rows = 0;
     };
     std::vector<Block> blocks;
     at::Tensor apply(const at::Tensor& x) const;  // x [..., in] -> [..., out]
-    at::Tensor rows(int64_t start, int64_t n) const;               // f32 view, or dequantized
+    at::Tensor rows(int64_t start, int64_t n) const;               // view in its dtype, or dequantized
     const Block* block_at(int64_t start, int64_t n) const;         // the block spanning exactly these rows
     int64_t bytes() const;
   };
@@ -158,10 +168,12 @@ class LlamaModel {
                              const std::vector<int64_t>* n_new) const;
   at::Tensor mlp_block(const Layer& layer, const at::Tensor& x, int64_t index = -1, const FfnObserver* observe = nullptr) const;
   at::Tensor head(const at::Tensor& hidden) const;
+  at::Tensor embed(const at::Tensor& ids) const;  // f32 rows of the embedding table
 
   LlamaConfig config_;
   at::Tensor embed_, norm_;
-  Linear head_;                        // lm_head, or the embedding when tied (shares its storage in f32)
+  Linear head_;                        // lm_head, or the embedding when tied (shares its storage when
+                                       // it is stored as the embedding is)
   std::vector<Layer> layers_;
   at::Tensor rope_cos_, rope_sin_;     // [max_position_embeddings, head_dim]
 };

@@ -8,6 +8,7 @@
 #include <c10/core/InferenceMode.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <fstream>
 #include <numeric>
 #include <set>
@@ -21,6 +22,7 @@
 #include "runtime/error.h"
 #include "runtime/ffn_stats.h"
 #include "runtime/generate.h"
+#include "runtime/safetensors.h"
 #include "runtime/sampling.h"
 #include "runtime/tokenizer.h"
 #include "tests/ee_fixtures.h"
@@ -343,6 +345,103 @@ TEST(EeFamilies, PairRotationsWouldBreakQkNormSignFlipsDoNot) {
     for (auto& g : l.qk_angles)
       for (auto& x : g) x = 0.7;  // a generic rotation
   EXPECT_GT(error_with(secrets), 1e-2);
+}
+
+// Every tensor of `w` (norms too, as a real checkpoint) in `dtype`.
+rt::LlamaWeights in_dtype(rt::LlamaWeights w, at::ScalarType dtype) {
+  auto to = [&](at::Tensor& t) { if (t.defined()) t = t.to(dtype).contiguous(); };
+  to(w.embed_tokens), to(w.norm), to(w.lm_head);
+  for (auto& l : w.layers)
+    for (at::Tensor* t : {&l.input_layernorm, &l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.post_attention_layernorm,
+                          &l.gate_proj, &l.up_proj, &l.down_proj, &l.q_bias, &l.k_bias, &l.v_bias, &l.q_norm, &l.k_norm})
+      to(*t);
+  return w;
+}
+
+// 16-bit models: the encrypted copy keeps the dtype (so it streams the same bytes per token) and
+// is exact, because only permutations and per-pair sign flips are applied (a rotation would not
+// be representable in bf16); logits are the permuted plaintext logits, greedy ids decrypt.
+TEST(EeFamilies, HalfPrecisionModelsEncryptExactlyInTheirDtype) {
+  uint64_t seed = 90;
+  for (const auto& family : kFamilies) {
+    for (const auto dtype : {at::kBFloat16, at::kHalf}) {
+      SCOPED_TRACE(family + (dtype == at::kHalf ? " f16" : " bf16"));
+      const auto base = family_model(family, seed++);
+      auto c = base.config();
+      c.torch_dtype = dtype == at::kHalf ? "float16" : "bfloat16";
+      const rt::LlamaModel plain(c, in_dtype(base.weights(), dtype));
+      ASSERT_EQ(plain.dtype(), dtype);
+      const rt::LlamaModel wide(c, in_dtype(plain.weights(), at::kFloat));
+      // The fingerprint is that of the f32 widening (as before 16-bit weights were kept).
+      EXPECT_EQ(ee::model_fingerprint(plain), ee::model_fingerprint(wide));
+      const auto key = fixed_key(c.vocab_size);
+      const auto secrets = ee::derive_secrets(key, c, "m");
+      for (const auto& l : secrets.layers)
+        for (const auto& g : l.qk_angles)
+          for (double a : g) EXPECT_TRUE(a == 0.0 || a == M_PI) << a;
+      const auto names = ee::transform_names(c);
+      EXPECT_NE(std::find(names.begin(), names.end(), "q_k_rope_pair_sign_flip"), names.end());
+      EXPECT_EQ(std::find(names.begin(), names.end(), "q_k_rope_pair_rotation"), names.end());
+
+      const rt::LlamaModel encrypted(ee::encrypt_config(c, secrets), ee::encrypt_weights(plain.weights(), c, secrets));
+      EXPECT_EQ(encrypted.dtype(), dtype);
+      EXPECT_EQ(encrypted.weight_bytes(), plain.weight_bytes());
+      // Exact: the same values as the transform of the f32 widening, every tensor.
+      const auto e16 = encrypted.weights().named();
+      const auto e32 = ee::encrypt_weights(wide.weights(), c, secrets).named();
+      ASSERT_EQ(e16.size(), e32.size());
+      for (std::size_t i = 0; i < e16.size(); ++i) {
+        EXPECT_EQ(e16[i].first, e32[i].first);
+        EXPECT_TRUE(at::equal(e16[i].second.to(at::kFloat), e32[i].second.to(at::kFloat))) << e16[i].first;
+        if (e16[i].first.find("proj.weight") != std::string::npos) EXPECT_EQ(e16[i].second.scalar_type(), dtype) << e16[i].first;
+      }
+      const auto pw = plain.weights().layers[0], ew = encrypted.weights().layers[0];
+      EXPECT_FALSE(at::equal(pw.q_proj, ew.q_proj));
+      EXPECT_FALSE(at::equal(pw.k_proj, ew.k_proj));
+
+      const ee::Codec codec(key);
+      std::vector<int64_t> ids;
+      for (int64_t i = 0; i < 40; ++i) ids.push_back((i * 37 + 11) % c.vocab_size);
+      c10::InferenceMode guard;
+      auto a = plain.forward(at::tensor(ids, at::kLong).view({1, -1}))[0];
+      auto b = encrypted.forward(at::tensor(codec.encrypt(ids), at::kLong).view({1, -1}))[0];
+      std::vector<int64_t> pv;
+      for (int64_t t = 0; t < c.vocab_size; ++t) pv.push_back(codec.encrypt(t));
+      EXPECT_LT((b.index_select(1, at::tensor(pv, at::kLong)) - a).abs().max().item<double>(), 1e-4);
+      EXPECT_GT(a.abs().max().item<double>(), 0.5);
+      if (dtype == at::kBFloat16)
+        expect_equivariant_generation(plain, key, varied_prompts(50, c.vocab_size, seed), 8);
+    }
+  }
+}
+
+// `encrypt-model` on a bf16 directory: the encrypted directory is bf16 too, and lists the sign flips.
+TEST(EeModelDir, Bf16DirectoryEncryptsToBf16) {
+  TempDir dir;
+  const auto base = family_model("llama3", 95);
+  auto c = base.config();
+  c.torch_dtype = "bfloat16";
+  const rt::LlamaModel plain(c, in_dtype(base.weights(), at::kBFloat16));
+  plain.save(dir / "plain");
+  EXPECT_EQ(rt::SafetensorsFile::open(dir / "plain" / "model.safetensors").tensors()[0].dtype, rt::DType::BF16);
+  const auto key = fixed_key(c.vocab_size);
+  ee::encrypt_model_dir(dir / "plain", key, dir / "enc", false);
+  const auto file = rt::SafetensorsFile::open(dir / "enc" / "model.safetensors");
+  for (const auto& info : file.tensors()) EXPECT_EQ(info.dtype, rt::DType::BF16) << info.name;
+  const auto encrypted = rt::LlamaModel::load(dir / "enc");
+  EXPECT_EQ(encrypted.config().torch_dtype, "bfloat16");
+  EXPECT_EQ(encrypted.dtype(), at::kBFloat16);
+  EXPECT_EQ(encrypted.weight_bytes(), plain.weight_bytes());
+  const auto m = ee::Manifest::read(dir / "enc");
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->transforms, ee::transform_names(c));
+  EXPECT_NE(std::find(m->transforms.begin(), m->transforms.end(), "q_k_rope_pair_sign_flip"), m->transforms.end());
+  // What encrypt_model gives in memory, bit for bit.
+  const auto reloaded = rt::LlamaModel::load(dir / "plain");
+  const auto expected = ee::encrypt_model(reloaded, key, ee::model_fingerprint(reloaded));
+  const auto x = expected.weights().named(), y = encrypted.weights().named();
+  ASSERT_EQ(x.size(), y.size());
+  for (std::size_t i = 0; i < x.size(); ++i) EXPECT_TRUE(at::equal(x[i].second, y[i].second.to(x[i].second.scalar_type()))) << x[i].first;
 }
 
 TEST(EeModelDir, EncryptedDirectoryHasManifestNoTokenizerNoKeyBytes) {

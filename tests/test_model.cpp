@@ -838,8 +838,9 @@ TEST_F(ModelTest, SaveLoadRoundTrip) {
       EXPECT_EQ(st.contains("lm_head.weight"), !config.tie_word_embeddings);
     }
 
-    // Half-precision files: computed in f32 after an exact widening, so the logits equal those of
-    // the f32 model whose weights were rounded the same way; and are close to the original ones.
+    // Half-precision files: kept in their dtype and widened exactly in the kernels, so the logits
+    // equal those of the f32 model whose weights were rounded the same way; and are close to the
+    // original ones.
     for (const auto& [dtype, tol, tag] : {std::tuple{at::kBFloat16, 5e-2, "bf16"}, std::tuple{at::kHalf, 5e-3, "f16"}}) {
       SCOPED_TRACE(tag);
       const fs::path dir = dir_ / (std::string(var.name) + "-" + tag);
@@ -1082,6 +1083,122 @@ std::string config_text(const std::string& extra) {
          extra + "}";
 }
 
+// The same weights in bf16 or f16, as a real checkpoint holds them (every tensor, norms too).
+LlamaWeights narrowed(const LlamaModel& model, at::ScalarType dtype) {
+  LlamaWeights w = cloned_weights(model);
+  auto to = [&](at::Tensor& t) { if (t.defined()) t = t.to(dtype); };
+  to(w.embed_tokens), to(w.norm), to(w.lm_head);
+  for (auto& l : w.layers)
+    for (at::Tensor* t : {&l.input_layernorm, &l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.post_attention_layernorm,
+                          &l.gate_proj, &l.up_proj, &l.down_proj, &l.q_bias, &l.k_bias, &l.v_bias, &l.q_norm, &l.k_norm})
+      to(*t);
+  return w;
+}
+
+// Every tensor widened to f32 (exact), as a separate copy.
+LlamaWeights widened(const LlamaWeights& in) {
+  LlamaWeights w = in;
+  auto to = [&](at::Tensor& t) { if (t.defined()) t = t.to(at::kFloat).clone(); };
+  to(w.embed_tokens), to(w.norm), to(w.lm_head);
+  for (auto& l : w.layers)
+    for (at::Tensor* t : {&l.input_layernorm, &l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.post_attention_layernorm,
+                          &l.gate_proj, &l.up_proj, &l.down_proj, &l.q_bias, &l.k_bias, &l.v_bias, &l.q_norm, &l.k_norm})
+      to(*t);
+  return w;
+}
+
+// 16-bit models keep their weights in 16 bits (the kernels widen them in registers): each family
+// in bf16 and f16 against the naive float64 reference run on the same weights widened, the
+// cached path, weight_bytes, views without copies, int8 from the 16-bit values, save/load.
+TEST_F(ModelTest, HalfPrecisionModelsMatchNaiveReference) {
+  uint64_t seed = 301;
+  for (const auto& fam : families()) {
+    for (const auto& [dtype, tag] : {std::pair{at::kBFloat16, "bf16"}, std::pair{at::kHalf, "f16"}}) {
+      SCOPED_TRACE(std::string(fam.name) + " " + tag);
+      const LlamaConfig& config = fam.config;
+      const LlamaWeights w16 = narrowed(make_model(config, seed++), dtype);
+      const LlamaModel model(config, w16);
+      const LlamaModel wide(config, widened(w16));
+      ASSERT_EQ(model.dtype(), dtype);
+      ASSERT_EQ(wide.dtype(), at::kFloat);
+      const auto w = model.weights();
+      EXPECT_EQ(w.embed_tokens.scalar_type(), dtype);
+      EXPECT_EQ(w.layers[0].q_proj.scalar_type(), dtype);
+      EXPECT_EQ(w.layers[1].down_proj.scalar_type(), dtype);
+      EXPECT_EQ(w.lm_head.defined(), !config.tie_word_embeddings);
+      if (w.lm_head.defined()) {
+        EXPECT_EQ(w.lm_head.scalar_type(), dtype);
+      }
+      EXPECT_EQ(w.norm.scalar_type(), at::kFloat);  // tiny: kept in f32
+      // Views into one fused buffer, no copy: q|k|v adjacent, gate|up adjacent.
+      EXPECT_TRUE(w.layers[0].k_proj.storage().is_alias_of(w.layers[0].q_proj.storage()));
+      EXPECT_EQ(w.layers[0].k_proj.storage_offset(), w.layers[0].q_proj.storage_offset() + w.layers[0].q_proj.numel());
+      EXPECT_TRUE(w.layers[0].up_proj.storage().is_alias_of(w.layers[0].gate_proj.storage()));
+      // Two bytes per linear weight (the head once: tied, it is the embedding).
+      int64_t linear = config.vocab_size * config.hidden_size;
+      for (const auto& l : w.layers)
+        for (const at::Tensor* t : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})
+          linear += t->numel();
+      EXPECT_EQ(model.weight_bytes(), wide.weight_bytes() - 2 * linear);
+
+      const auto ids = random_ids(12, config.vocab_size, seed++);
+      const auto expected = reference_logits(reference_of(wide), ids);
+      const at::Tensor logits = model.forward(row_tensor(ids)).contiguous();
+      auto acc = logits.accessor<float, 3>();
+      double largest = 0;
+      for (int64_t t = 0; t < 12; ++t)
+        for (int64_t v = 0; v < config.vocab_size; ++v) {
+          const double e = expected[static_cast<std::size_t>(t)][static_cast<std::size_t>(v)];
+          largest = std::max(largest, std::abs(e));
+          ASSERT_NEAR(acc[0][t][v], e, 1e-4) << "position " << t << ", token " << v;
+        }
+      EXPECT_GT(largest, 0.5);
+      // The same products as the widened f32 model, bit for bit (exact widening, same kernel).
+      EXPECT_TRUE(at::equal(logits, wide.forward(row_tensor(ids))));
+      // Prefill longer than kFewRows: W widened tile by tile for BLAS.
+      const auto long_ids = row_tensor(random_ids(40, config.vocab_size, seed++));
+      EXPECT_LT(max_abs_diff(model.forward(long_ids), wide.forward(long_ids)), kTol);
+
+      // KV-cache decoding (batch-1 gemv on 16-bit weights) equals the full forward.
+      KVCache cache(config, 1, 32);
+      const at::Tensor prefill = model.forward(row_tensor(slice(ids, 0, 5)), {5}, cache, LogitsAt::All);
+      EXPECT_LT(max_abs_diff(prefill, logits.narrow(1, 0, 5)), kTol);
+      for (std::size_t t = 5; t < ids.size(); ++t)
+        EXPECT_LT(max_abs_diff(model.forward(row_tensor({ids[t]}), {1}, cache, LogitsAt::All),
+                               logits.narrow(1, static_cast<int64_t>(t), 1)),
+                  kTol);
+
+      // int8 from the 16-bit values: the same as from the widened ones; the rest stays 16-bit.
+      auto policy = [](const std::string& name) {
+        return name.find("q_proj") != std::string::npos ? eesched::runtime::WeightFormat::AsStored
+                                                        : eesched::runtime::WeightFormat::Int8;
+      };
+      const LlamaModel q16(config, model.weights(), policy), q32(config, wide.weights(), policy);
+      const auto a = q16.int8_weights(), b = q32.int8_weights();
+      ASSERT_EQ(a.size(), b.size());
+      for (std::size_t i = 0; i < a.size(); ++i) {
+        EXPECT_TRUE(at::equal(a[i].second.values, b[i].second.values)) << a[i].first;
+        EXPECT_TRUE(at::equal(a[i].second.scales, b[i].second.scales)) << a[i].first;
+      }
+      EXPECT_EQ(q16.weights().layers[0].q_proj.scalar_type(), dtype);
+      EXPECT_TRUE(at::equal(q16.forward(row_tensor(ids)), q32.forward(row_tensor(ids))));
+      EXPECT_THROW(model.parameters(), Error);  // training needs f32
+
+      // Saved in its dtype (config torch_dtype too), loaded back the same, bitwise.
+      const fs::path d = dir_ / (std::string(fam.name) + "-" + tag);
+      model.save(d);
+      const auto st = eesched::runtime::SafetensorsFile::open(d / "model.safetensors");
+      for (const auto& info : st.tensors())
+        EXPECT_EQ(info.dtype, dtype == at::kBFloat16 ? eesched::runtime::DType::BF16 : eesched::runtime::DType::F16) << info.name;
+      const LlamaModel loaded = LlamaModel::load(d);
+      EXPECT_EQ(loaded.config().torch_dtype, dtype == at::kBFloat16 ? "bfloat16" : "float16");
+      EXPECT_EQ(loaded.dtype(), dtype);
+      EXPECT_EQ(loaded.weight_bytes(), model.weight_bytes());
+      EXPECT_TRUE(at::equal(loaded.forward(row_tensor(ids)), logits));
+    }
+  }
+}
+
 TEST(ConfigFamilies, ParsesEachFamilyAndRefusesWhatChangesTheMath) {
   using eesched::runtime::LlamaConfig;
   // Real-world key sets (abridged): Llama 3.2, Qwen2.5, Qwen3, Mistral, SmolLM2.
@@ -1160,10 +1277,12 @@ TEST_F(ModelTest, ShardedCheckpointLoadsLikeOneFile) {
       eesched::runtime::write_safetensors(d / ("model-0000" + std::to_string(s + 1) + "-of-00003.safetensors"), shards[s], {{"format", "pt"}});
     std::ofstream(d / "model.safetensors.index.json") << index.dump(2);
     const LlamaModel loaded = LlamaModel::load(d);
+    EXPECT_EQ(loaded.dtype(), dtype);  // bf16 stays bf16, from every shard
     if (dtype == at::kFloat) {
       EXPECT_TRUE(at::equal(loaded.forward(ids), model.forward(ids)));
     } else {
-      // bf16 widened at load: the f32 model of the same rounded weights, exactly.
+      // bf16 kept at load and widened in the kernels: the f32 model of the same rounded
+      // weights, exactly.
       LlamaWeights rounded = cloned_weights(model);
       auto round = [](at::Tensor& t) { if (t.defined()) t = t.to(at::kBFloat16).to(at::kFloat); };
       round(rounded.embed_tokens), round(rounded.norm), round(rounded.lm_head);
@@ -1230,6 +1349,7 @@ TEST_F(ModelTest, RealArchitecturePresetsAndShardedWriter) {
   EXPECT_LT(max_abs_diff(a, model.forward(ids)), 0.5);  // bf16 rounding only
   EXPECT_EQ(eesched::runtime::SafetensorsFile::open(dir_ / "single" / "model.safetensors").tensors()[0].dtype,
             eesched::runtime::DType::BF16);
+  EXPECT_EQ(LlamaModel::load(dir_ / "sharded").dtype(), at::kBFloat16);
 }
 }  // namespace
 
@@ -1246,6 +1366,49 @@ TEST(Gemv, MatchesAtenMvOnAwkwardShapes) {
     EXPECT_LT((ours - ref).abs().max().item<double>(), 1e-4 * std::sqrt(static_cast<double>(cols))) << rows << "x" << cols;
   }
   EXPECT_THROW(eesched::runtime::gemv(at::randn({3, 4}), at::randn({5})), Error);
+}
+
+
+// bf16 and f16 weights are streamed as stored and widened in registers: against a float64
+// product of the same weights widened, on shapes that exercise the 4-row blocks, the 16- and
+// 8-wide loops and every tail, for one row (gemv), a few rows, and many rows (tiled prefill).
+TEST(Gemv, HalfPrecisionWeightsMatchTheWidenedProduct) {
+  using eesched::runtime::gemv;
+  using eesched::runtime::matmul_few_rows;
+  using eesched::runtime::matmul_float;
+  for (const auto dtype : {at::kBFloat16, at::kHalf}) {
+    for (auto [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{
+             {1, 1}, {3, 7}, {4, 8}, {5, 9}, {6, 17}, {7, 33}, {37, 100}, {1280, 768}, {769, 2304}, {2100, 4100}}) {
+      SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(cols) + (dtype == at::kHalf ? " f16" : " bf16"));
+      const auto w = at::randn({rows, cols}).to(dtype);
+      const auto wide = w.to(at::kDouble);
+      const double tol = 1e-4 * std::sqrt(static_cast<double>(cols));
+      const auto x = at::randn({cols});
+      const auto y = gemv(w, x);
+      ASSERT_EQ(y.scalar_type(), at::kFloat);
+      EXPECT_LT((y.to(at::kDouble) - at::mv(wide, x.to(at::kDouble))).abs().max().item<double>(), tol);
+      // The f32 kernel on the widened matrix does the same products in the same order.
+      EXPECT_TRUE(at::equal(y, gemv(w.to(at::kFloat), x)));
+      for (int64_t m : {int64_t{1}, int64_t{2}, int64_t{5}, eesched::runtime::kFewRows, int64_t{17}, int64_t{40}}) {
+        if (rows * cols > 1000000 && m < eesched::runtime::kFewRows && m != 5) continue;
+        const auto xs = at::randn({m, cols});
+        const auto ref = at::mm(xs.to(at::kDouble), wide.t());
+        const auto ours = matmul_float(w, xs);
+        ASSERT_EQ(ours.sizes(), (at::IntArrayRef{m, rows}));
+        EXPECT_LT((ours.to(at::kDouble) - ref).abs().max().item<double>(), tol) << "m " << m;
+        if (m <= eesched::runtime::kFewRows) {
+          EXPECT_TRUE(at::equal(ours, matmul_few_rows(w.to(at::kFloat), xs))) << "m " << m;
+        }
+      }
+    }
+  }
+  // 2100 rows of 4100 bf16 columns at m = 40 ran as tiles of 16 MiB / (4 * 4100) = 1023 rows: three
+  // tiles, the last one partial (checked above against the float64 product).
+  static_assert(eesched::runtime::kWidenTileBytes / (4 * 4100) < 2100 / 2);
+  EXPECT_THROW(gemv(at::randn({3, 4}).to(at::kDouble), at::randn({4})), Error);
+  EXPECT_THROW(gemv(at::randn({3, 4}).to(at::kBFloat16), at::randn({5})), Error);
+  EXPECT_THROW(matmul_float(at::randn({3, 4}).to(at::kHalf), at::randn({2, 5})), Error);
+  EXPECT_STRNE(eesched::runtime::gemv_kernel(), "");
 }
 
 }  // namespace

@@ -17,7 +17,7 @@ LoadedModel load_encrypted(const std::string& name, const std::filesystem::path&
   LoadedModel m;
   m.model = std::make_shared<const runtime::LlamaModel>(runtime::LlamaModel::load(dir));
   auto& row = m.info.row;
-  row = model_row(name, ee::model_fingerprint(*m.model), m.model->config(), m.model->weight_bytes(), /*encrypted=*/true);
+  row = model_row(name, ee::model_fingerprint(*m.model), m.model->config(), m.model->weight_bytes(), m.model->dtype_label(), /*encrypted=*/true);
   row.quality = manifest->quality;  // measured by the owner on plaintext (ee.json)
   m.info.key_fingerprint = manifest->key_fingerprint;
   m.info.draft = draft;

@@ -3,7 +3,7 @@
 namespace eesched::node {
 
 data::ModelRow model_row(const std::string& name, const std::string& fingerprint, const runtime::LlamaConfig& c,
-                         int64_t weight_bytes, bool encrypted) {
+                         int64_t weight_bytes, const std::string& dtype, bool encrypted) {
   data::ModelRow row;
   row.name = name;
   row.fingerprint = fingerprint;
@@ -17,7 +17,7 @@ data::ModelRow model_row(const std::string& name, const std::string& fingerprint
   row.head_dim = c.explicit_head_dim;
   row.parameters = c.parameter_count();
   row.weight_bytes = weight_bytes;
-  row.dtype = "f32";
+  row.dtype = dtype;
   row.encrypted = encrypted;
   return row;
 }

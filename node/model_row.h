@@ -9,9 +9,9 @@
 
 namespace eesched::node {
 
-// Weights are computed in f32 whatever the checkpoint stores (dtype "f32"); `weight_bytes` is
-// what one decoding step streams.
+// `dtype`: what the float weights are computed from ("f32", "bf16", "f16": a 16-bit checkpoint
+// is kept in 16 bits, runtime/model.h); `weight_bytes` is what one decoding step streams.
 data::ModelRow model_row(const std::string& name, const std::string& fingerprint, const runtime::LlamaConfig& config,
-                         int64_t weight_bytes, bool encrypted);
+                         int64_t weight_bytes, const std::string& dtype, bool encrypted);
 
 }  // namespace eesched::node

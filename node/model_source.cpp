@@ -69,7 +69,7 @@ const SweepModel& ModelSource::get(const std::string& name, data::Store& store) 
     m.model = plain;
   }
   auto quality = std::move(m.row.quality);
-  m.row = model_row(name, ee::model_fingerprint(*m.model), m.model->config(), m.model->weight_bytes(), key_.has_value());
+  m.row = model_row(name, ee::model_fingerprint(*m.model), m.model->config(), m.model->weight_bytes(), m.model->dtype_label(), key_.has_value());
   m.row.quality = std::move(quality);
   m.row.id = store.upsert_model(m.row);
   return models_.emplace(name, std::move(m)).first->second;

@@ -19,7 +19,7 @@ struct DecodeBenchResult {
   double decode_tokens_per_s = 0;
   double weight_bytes = 0;
   double decode_gb_per_s = 0;     // weight bytes streamed per second while decoding
-  double blas_decode_ms_per_token = 0;  // the same decode with BLAS sgemv instead of gemv.h
+  double blas_decode_ms_per_token = 0;  // the same decode with BLAS sgemv instead of gemv.h (0: a 16-bit model, none)
   double blas_roofline_fraction = 0;
   double copy_gb_per_s = 0;       // memory copy bandwidth, (read + written) bytes per second
   double roofline_fraction = 0;   // decode_gb_per_s / copy_gb_per_s

@@ -603,6 +603,14 @@ int64_t LlamaModel::weight_bytes() const {
   return total;
 }
 
+std::string LlamaModel::dtype_label() const {
+  switch (dtype()) {
+    case at::kBFloat16: return "bf16";
+    case at::kHalf: return "f16";
+    default: return "f32";
+  }
+}
+
 at::ScalarType LlamaModel::dtype() const {
   const auto t = embed_.scalar_type();
   if (!is_16bit(t)) return at::kFloat;

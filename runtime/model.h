@@ -114,6 +114,8 @@ class LlamaModel {
   // The dtype the model's float weights are stored in: bf16 or f16 when the embedding and every
   // linear weight are held in it, else f32 (also for a model with int8 weights).
   at::ScalarType dtype() const;
+  // dtype() as the store and the selector's features spell it: "f32", "bf16" or "f16".
+  std::string dtype_label() const;
   // Named views into the model's own storage (no copy), each in its stored dtype (linear weights
   // and the embedding of a bf16 model are bf16; norms and biases f32); int8 weights come back
   // dequantized (values * scale, an f32 copy).

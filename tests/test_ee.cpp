@@ -393,7 +393,9 @@ TEST(EeFamilies, HalfPrecisionModelsEncryptExactlyInTheirDtype) {
       for (std::size_t i = 0; i < e16.size(); ++i) {
         EXPECT_EQ(e16[i].first, e32[i].first);
         EXPECT_TRUE(at::equal(e16[i].second.to(at::kFloat), e32[i].second.to(at::kFloat))) << e16[i].first;
-        if (e16[i].first.find("proj.weight") != std::string::npos) EXPECT_EQ(e16[i].second.scalar_type(), dtype) << e16[i].first;
+        if (e16[i].first.find("proj.weight") != std::string::npos) {
+          EXPECT_EQ(e16[i].second.scalar_type(), dtype) << e16[i].first;
+        }
       }
       const auto pw = plain.weights().layers[0], ew = encrypted.weights().layers[0];
       EXPECT_FALSE(at::equal(pw.q_proj, ew.q_proj));

@@ -70,6 +70,7 @@ void run(const BenchDecodeArgs& a) {
                                 {"threads", threads},
                                 {"parameters", model.config().parameter_count()},
                                 {"weight_bytes", r.weight_bytes},
+                                {"dtype", model.dtype_label()},
                                 {"checkpoint_bytes", on_disk},
                                 {"load_s", load_s},
                                 {"peak_rss_bytes_after_load", rss_after_load},
@@ -88,8 +89,8 @@ void run(const BenchDecodeArgs& a) {
               << std::endl;
     return;
   }
-  std::cout << fmt::format("model {} ({} parameters, {:.1f} MB of weights per token), {} threads, BLAS {}\n", a.model,
-                           human_count(static_cast<double>(model.config().parameter_count())), r.weight_bytes / 1e6, threads,
+  std::cout << fmt::format("model {} ({} parameters, {:.1f} MB of {} weights per token), {} threads, BLAS {}\n", a.model,
+                           human_count(static_cast<double>(model.config().parameter_count())), r.weight_bytes / 1e6, model.dtype_label(), threads,
                            runtime::blas_backend())
             << fmt::format("load     {:>9.2f} s  ({:.2f} GB on disk; peak RSS once loaded {:.2f} GB)\n", load_s, on_disk / 1e9,
                            rss_after_load / 1e9)
@@ -99,9 +100,13 @@ void run(const BenchDecodeArgs& a) {
                            r.decode_ms_per_token, a.tokens)
             << fmt::format("stream   {:>9.2f} GB/s of weights = {:.0f}% of copy bandwidth {:.2f} GB/s ({} gemv)\n",
                            r.decode_gb_per_s, 100.0 * r.roofline_fraction, r.copy_gb_per_s, runtime::gemv_kernel())
-            << fmt::format("vs BLAS  {:>9.1f} tokens/s with OpenBLAS sgemv = {:.0f}% of copy bandwidth; gemv speedup {:.2f}x\n",
-                           1000.0 / r.blas_decode_ms_per_token, 100.0 * r.blas_roofline_fraction,
-                           r.blas_decode_ms_per_token / r.decode_ms_per_token);
+            ;
+  if (r.blas_decode_ms_per_token > 0)
+    std::cout << fmt::format("vs BLAS  {:>9.1f} tokens/s with OpenBLAS sgemv = {:.0f}% of copy bandwidth; gemv speedup {:.2f}x\n",
+                             1000.0 / r.blas_decode_ms_per_token, 100.0 * r.blas_roofline_fraction,
+                             r.blas_decode_ms_per_token / r.decode_ms_per_token);
+  else
+    std::cout << fmt::format("vs BLAS        n/a  (BLAS sgemv takes f32 weights; these are {})\n", model.dtype_label());
 }
 
 }  // namespace

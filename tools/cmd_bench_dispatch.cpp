@@ -39,7 +39,7 @@ double percentile(std::vector<double> v, double p) {
 net::ModelInfo dry_model() {
   const auto c = runtime::synthetic_config("110m");
   net::ModelInfo m;
-  m.row = node::model_row("syn110m", "dry-syn110m", c, 4 * c.parameter_count(), /*encrypted=*/true);
+  m.row = node::model_row("syn110m", "dry-syn110m", c, 4 * c.parameter_count(), "f32", /*encrypted=*/true);
   return m;
 }
 

@@ -26,9 +26,15 @@
 namespace eesched::tools {
 namespace {
 
+data::GenerationParams with_max_new_tokens(int64_t n) {
+  data::GenerationParams g;
+  g.max_new_tokens = n;
+  return g;
+}
+
 struct GenerateArgs {
   std::string model, prompt, tokenizer, key, draft, arm = "kv";
-  data::GenerationParams generation{64};  // its stop ids: plaintext extras (EOS is added)
+  data::GenerationParams generation = with_max_new_tokens(64);  // its stop ids: plaintext extras (EOS is added)
   ChatOptions chat;
   bool no_kv_cache = false, json = false, ignore_eos = false, show_wire = false;
   int threads = 0;

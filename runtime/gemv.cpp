@@ -67,16 +67,23 @@ template <typename T>
 EESCHED_VECTOR_TARGET void gemv_rows_avx2(const T* w, const float* scales, const float* x, float* y, int64_t cols,
                                                           int64_t r0, int64_t r1) {
   const int64_t cols16 = cols - cols % 16, cols8 = cols - cols % 8;
+  // As in the int8 kernel below: each step prefetches its share of the 4-row group two ahead
+  // (4 rows x 16 columns = sizeof(T) cache lines), since rows of a few KiB end before the
+  // hardware prefetcher has ramped up on them.
+  constexpr int64_t kPrefetchRows = 8;
   int64_t r = r0;
   for (; r + 4 <= r1; r += 4) {
     const T* w0 = w + r * cols;
     const T* w1 = w0 + cols;
     const T* w2 = w1 + cols;
     const T* w3 = w2 + cols;
+    const char* ahead = reinterpret_cast<const char*>(w + std::max<int64_t>(r, std::min(r + kPrefetchRows, r1 - 4)) * cols);
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
     __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps(), b2 = _mm256_setzero_ps(), b3 = _mm256_setzero_ps();
     int64_t k = 0;
     for (; k < cols16; k += 16) {
+      for (std::size_t line = 0; line < sizeof(T); ++line)
+        _mm_prefetch(ahead + 4 * static_cast<int64_t>(sizeof(T)) * k + 64 * static_cast<int64_t>(line), _MM_HINT_T0);
       const __m256 xa = _mm256_loadu_ps(x + k), xb = _mm256_loadu_ps(x + k + 8);
       a0 = _mm256_fmadd_ps(load8(w0 + k), xa, a0);
       a1 = _mm256_fmadd_ps(load8(w1 + k), xa, a1);

@@ -69,20 +69,27 @@ LlamaModel random_model(const LlamaConfig& config, uint64_t seed) {
   auto normal = [&](std::vector<int64_t> shape, double s) {
     return at::empty(shape, at::kFloat).normal_(0.0, s, gen);
   };
+  // Matrices are drawn in f32 (the same draws whatever the dtype) and kept in the config's
+  // dtype one by one, so a 16-bit preset is held in 16 bits as its checkpoint is: a 1B model
+  // needs 2.5 GB, not its 5 GB f32 widening. Biases and norms stay f32, as the model holds them.
+  const at::ScalarType dtype = config.torch_dtype == "bfloat16" ? at::kBFloat16
+                               : config.torch_dtype == "float16" ? at::kHalf
+                                                                 : at::kFloat;
+  auto matrix = [&](std::vector<int64_t> shape, double s) { return normal(std::move(shape), s).to(dtype); };
   const int64_t d = config.hidden_size, hd = config.head_dim(), inter = config.intermediate_size;
   LlamaWeights w;
-  w.embed_tokens = normal({config.vocab_size, d}, std);
+  w.embed_tokens = matrix({config.vocab_size, d}, std);
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
     LayerWeights l;
     l.input_layernorm = at::ones({d}, at::kFloat);
-    l.q_proj = normal({config.num_attention_heads * hd, d}, std);
-    l.k_proj = normal({config.num_key_value_heads * hd, d}, std);
-    l.v_proj = normal({config.num_key_value_heads * hd, d}, std);
-    l.o_proj = normal({d, config.num_attention_heads * hd}, out_std);
+    l.q_proj = matrix({config.num_attention_heads * hd, d}, std);
+    l.k_proj = matrix({config.num_key_value_heads * hd, d}, std);
+    l.v_proj = matrix({config.num_key_value_heads * hd, d}, std);
+    l.o_proj = matrix({d, config.num_attention_heads * hd}, out_std);
     l.post_attention_layernorm = at::ones({d}, at::kFloat);
-    l.gate_proj = normal({inter, d}, std);
-    l.up_proj = normal({inter, d}, std);
-    l.down_proj = normal({d, inter}, out_std);
+    l.gate_proj = matrix({inter, d}, std);
+    l.up_proj = matrix({inter, d}, std);
+    l.down_proj = matrix({d, inter}, out_std);
     if (config.qkv_bias) {
       l.q_bias = normal({config.num_attention_heads * hd}, std);
       l.k_bias = normal({config.num_key_value_heads * hd}, std);
@@ -95,7 +102,7 @@ LlamaModel random_model(const LlamaConfig& config, uint64_t seed) {
     w.layers.push_back(std::move(l));
   }
   w.norm = at::ones({d}, at::kFloat);
-  if (!config.tie_word_embeddings) w.lm_head = normal({config.vocab_size, d}, std);
+  if (!config.tie_word_embeddings) w.lm_head = matrix({config.vocab_size, d}, std);
   return LlamaModel(config, w);
 }
 

@@ -18,7 +18,9 @@ LlamaConfig synthetic_config(const std::string& preset);
 std::vector<std::string> synthetic_presets();
 
 // Normal(0, 0.02) linear and embedding weights (output projections scaled by 1/sqrt(2 layers),
-// as GPT-2 does), unit norm weights. The same seed gives the same model.
+// as GPT-2 does), unit norm weights. The same seed gives the same model. Linear weights and the
+// embedding are held in the config's torch_dtype (a 16-bit preset: bf16), as loading its
+// checkpoint would hold them.
 LlamaModel random_model(const LlamaConfig& config, uint64_t seed);
 
 // Writes DIR/config.json (torch_dtype = config's) and the weights in that dtype ("float32",

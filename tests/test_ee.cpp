@@ -347,17 +347,6 @@ TEST(EeFamilies, PairRotationsWouldBreakQkNormSignFlipsDoNot) {
   EXPECT_GT(error_with(secrets), 1e-2);
 }
 
-// Every tensor of `w` (norms too, as a real checkpoint) in `dtype`.
-rt::LlamaWeights in_dtype(rt::LlamaWeights w, at::ScalarType dtype) {
-  auto to = [&](at::Tensor& t) { if (t.defined()) t = t.to(dtype).contiguous(); };
-  to(w.embed_tokens), to(w.norm), to(w.lm_head);
-  for (auto& l : w.layers)
-    for (at::Tensor* t : {&l.input_layernorm, &l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.post_attention_layernorm,
-                          &l.gate_proj, &l.up_proj, &l.down_proj, &l.q_bias, &l.k_bias, &l.v_bias, &l.q_norm, &l.k_norm})
-      to(*t);
-  return w;
-}
-
 // 16-bit models: the encrypted copy keeps the dtype (so it streams the same bytes per token) and
 // is exact, because only permutations and per-pair sign flips are applied (a rotation would not
 // be representable in bf16); logits are the permuted plaintext logits, greedy ids decrypt.
@@ -369,9 +358,9 @@ TEST(EeFamilies, HalfPrecisionModelsEncryptExactlyInTheirDtype) {
       const auto base = family_model(family, seed++);
       auto c = base.config();
       c.torch_dtype = dtype == at::kHalf ? "float16" : "bfloat16";
-      const rt::LlamaModel plain(c, in_dtype(base.weights(), dtype));
+      const rt::LlamaModel plain(c, eesched::testing::weights_in(base.weights(), dtype));
       ASSERT_EQ(plain.dtype(), dtype);
-      const rt::LlamaModel wide(c, in_dtype(plain.weights(), at::kFloat));
+      const rt::LlamaModel wide(c, eesched::testing::weights_in(plain.weights(), at::kFloat));
       // The fingerprint is that of the f32 widening (as before 16-bit weights were kept).
       EXPECT_EQ(ee::model_fingerprint(plain), ee::model_fingerprint(wide));
       const auto key = fixed_key(c.vocab_size);
@@ -423,7 +412,7 @@ TEST(EeModelDir, Bf16DirectoryEncryptsToBf16) {
   const auto base = family_model("llama3", 95);
   auto c = base.config();
   c.torch_dtype = "bfloat16";
-  const rt::LlamaModel plain(c, in_dtype(base.weights(), at::kBFloat16));
+  const rt::LlamaModel plain(c, eesched::testing::weights_in(base.weights(), at::kBFloat16));
   plain.save(dir / "plain");
   EXPECT_EQ(rt::SafetensorsFile::open(dir / "plain" / "model.safetensors").tensors()[0].dtype, rt::DType::BF16);
   const auto key = fixed_key(c.vocab_size);

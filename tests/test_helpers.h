@@ -83,6 +83,20 @@ inline runtime::LlamaModel tiny_model(uint64_t seed = 7, int64_t vocab = 1024) {
   return runtime::LlamaModel(m.config(), w);
 }
 
+// Every tensor of `w` (norms and biases too, as in a real checkpoint) converted to `dtype`, each
+// a fresh copy (never a view of the source model's storage).
+inline runtime::LlamaWeights weights_in(runtime::LlamaWeights w, at::ScalarType dtype) {
+  auto to = [&](at::Tensor& t) {
+    if (t.defined()) t = t.to(dtype, /*non_blocking=*/false, /*copy=*/true).contiguous();
+  };
+  to(w.embed_tokens), to(w.norm), to(w.lm_head);
+  for (auto& l : w.layers)
+    for (at::Tensor* t : {&l.input_layernorm, &l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.post_attention_layernorm,
+                          &l.gate_proj, &l.up_proj, &l.down_proj, &l.q_bias, &l.k_bias, &l.v_bias, &l.q_norm, &l.k_norm})
+      to(*t);
+  return w;
+}
+
 inline std::string read_file(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());

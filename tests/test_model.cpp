@@ -380,6 +380,20 @@ std::vector<Vec> reference_logits(const RefModel& m, const std::vector<int64_t>&
   return logits;
 }
 
+// logits [1, T, vocab] within 1e-4 of the reference's, which must not be trivially small (or the
+// tolerance would mean nothing). Fatal at the first mismatch.
+void expect_reference_logits(const at::Tensor& logits, const std::vector<Vec>& expected) {
+  auto acc = logits.accessor<float, 3>();
+  double largest = 0;
+  for (int64_t t = 0; t < logits.size(1); ++t)
+    for (int64_t v = 0; v < logits.size(2); ++v) {
+      const double e = expected[static_cast<std::size_t>(t)][static_cast<std::size_t>(v)];
+      largest = std::max(largest, std::abs(e));
+      ASSERT_NEAR(acc[0][t][v], e, 1e-4) << "position " << t << ", token " << v;
+    }
+  EXPECT_GT(largest, 0.5);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fixtures and helpers.
 
@@ -1033,15 +1047,7 @@ TEST_F(ModelTest, FamiliesMatchNaiveReference) {
     const auto ids = random_ids(12, config.vocab_size, seed++);
     const auto expected = reference_logits(reference_of(model), ids);
     const at::Tensor logits = model.forward(row_tensor(ids)).contiguous();
-    auto acc = logits.accessor<float, 3>();
-    double largest = 0;
-    for (int64_t t = 0; t < 12; ++t)
-      for (int64_t v = 0; v < config.vocab_size; ++v) {
-        const double e = expected[static_cast<std::size_t>(t)][static_cast<std::size_t>(v)];
-        largest = std::max(largest, std::abs(e));
-        ASSERT_NEAR(acc[0][t][v], e, 1e-4) << "position " << t << ", token " << v;
-      }
-    EXPECT_GT(largest, 0.5);
+    ASSERT_NO_FATAL_FAILURE(expect_reference_logits(logits, expected));
     // The feature matters: the reference without it differs (so the match above means something).
     RefModel without = reference_of(model);
     if (config.qkv_bias) for (auto& l : without.layers) l.q_bias.assign(l.q_bias.size(), 0.0), l.k_bias.assign(l.k_bias.size(), 0.0);
@@ -1095,18 +1101,6 @@ LlamaWeights narrowed(const LlamaModel& model, at::ScalarType dtype) {
   return w;
 }
 
-// Every tensor widened to f32 (exact), as a separate copy.
-LlamaWeights widened(const LlamaWeights& in) {
-  LlamaWeights w = in;
-  auto to = [&](at::Tensor& t) { if (t.defined()) t = t.to(at::kFloat).clone(); };
-  to(w.embed_tokens), to(w.norm), to(w.lm_head);
-  for (auto& l : w.layers)
-    for (at::Tensor* t : {&l.input_layernorm, &l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.post_attention_layernorm,
-                          &l.gate_proj, &l.up_proj, &l.down_proj, &l.q_bias, &l.k_bias, &l.v_bias, &l.q_norm, &l.k_norm})
-      to(*t);
-  return w;
-}
-
 // 16-bit models keep their weights in 16 bits (the kernels widen them in registers): each family
 // in bf16 and f16 against the naive float64 reference run on the same weights widened, the
 // cached path, weight_bytes, views without copies, int8 from the 16-bit values, save/load.
@@ -1118,7 +1112,7 @@ TEST_F(ModelTest, HalfPrecisionModelsMatchNaiveReference) {
       const LlamaConfig& config = fam.config;
       const LlamaWeights w16 = narrowed(make_model(config, seed++), dtype);
       const LlamaModel model(config, w16);
-      const LlamaModel wide(config, widened(w16));
+      const LlamaModel wide(config, eesched::testing::weights_in(w16, at::kFloat));  // widened exactly
       ASSERT_EQ(model.dtype(), dtype);
       ASSERT_EQ(wide.dtype(), at::kFloat);
       const auto w = model.weights();
@@ -1144,15 +1138,7 @@ TEST_F(ModelTest, HalfPrecisionModelsMatchNaiveReference) {
       const auto ids = random_ids(12, config.vocab_size, seed++);
       const auto expected = reference_logits(reference_of(wide), ids);
       const at::Tensor logits = model.forward(row_tensor(ids)).contiguous();
-      auto acc = logits.accessor<float, 3>();
-      double largest = 0;
-      for (int64_t t = 0; t < 12; ++t)
-        for (int64_t v = 0; v < config.vocab_size; ++v) {
-          const double e = expected[static_cast<std::size_t>(t)][static_cast<std::size_t>(v)];
-          largest = std::max(largest, std::abs(e));
-          ASSERT_NEAR(acc[0][t][v], e, 1e-4) << "position " << t << ", token " << v;
-        }
-      EXPECT_GT(largest, 0.5);
+      ASSERT_NO_FATAL_FAILURE(expect_reference_logits(logits, expected));
       // The same products as the widened f32 model, bit for bit (exact widening, same kernel).
       EXPECT_TRUE(at::equal(logits, wide.forward(row_tensor(ids))));
       // Prefill longer than kFewRows: W widened tile by tile for BLAS.

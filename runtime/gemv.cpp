@@ -191,6 +191,26 @@ EESCHED_VECTOR_TARGET void gemv_int8_rows_avx2(const int8_t* w, const float* sca
   gemv_int8_rows_portable(w, scales, x, y, cols, r, r1);
 }
 
+EESCHED_VECTOR_TARGET float dot_avx2(const float* a, const float* b, int64_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), _mm256_loadu_ps(b + k + 8), s1);
+  }
+  for (; k + 8 <= n; k += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), s0);
+  float s = horizontal_sum(_mm256_add_ps(s0, s1));
+  for (; k < n; ++k) s = std::fma(a[k], b[k], s);
+  return s;
+}
+
+EESCHED_VECTOR_TARGET void axpy_avx2(float alpha, const float* x, float* y, int64_t n) {
+  const __m256 a = _mm256_set1_ps(alpha);
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8) _mm256_storeu_ps(y + k, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + k), _mm256_loadu_ps(y + k)));
+  for (; k < n; ++k) y[k] = std::fma(alpha, x[k], y[k]);
+}
+
 std::atomic<bool> blas_gemv{false};
 
 bool has_avx2_fma() {
@@ -321,6 +341,18 @@ const char* gemv_kernel() {
 }
 
 void use_blas_gemv(bool on) { blas_gemv = on; }
+
+float dot(const float* a, const float* b, int64_t n) {
+  if (has_avx2_fma()) return dot_avx2(a, b, n);
+  float s = 0.0f;
+  for (int64_t k = 0; k < n; ++k) s = std::fma(a[k], b[k], s);
+  return s;
+}
+
+void axpy(float alpha, const float* x, float* y, int64_t n) {
+  if (has_avx2_fma()) return axpy_avx2(alpha, x, y, n);
+  for (int64_t k = 0; k < n; ++k) y[k] = std::fma(alpha, x[k], y[k]);
+}
 
 at::Tensor gemv(const at::Tensor& w, const at::Tensor& x) {
   if (w.dim() != 2 || x.dim() != 1 || w.size(1) != x.size(0) || !is_float_weight(w.scalar_type()) || x.scalar_type() != at::kFloat)

@@ -54,6 +54,11 @@ inline constexpr int64_t kInt8KernelRows = 32;
 inline constexpr int64_t kWidenTileBytes = int64_t{16} << 20;
 at::Tensor matmul_int8(const QuantizedMatrix& w, const at::Tensor& x);
 
+// The fused decoding step's vector kernels (runtime/decode_step.cpp), AVX2 where present:
+// dot(a, b) over n floats, and y += alpha x.
+float dot(const float* a, const float* b, int64_t n);
+void axpy(float alpha, const float* x, float* y, int64_t n);
+
 // Route gemv() through BLAS (at::mv) instead, process-wide: lets a benchmark compare the two
 // kernels side by side in one run.
 void use_blas_gemv(bool on);

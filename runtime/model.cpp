@@ -727,6 +727,8 @@ at::Tensor LlamaModel::forward(const at::Tensor& ids, const std::vector<int64_t>
                   std::to_string(cache.capacity()) + " positions");
     uniform = uniform && n == T && starts[static_cast<std::size_t>(b)] == starts[0];
   }
+  // Decoding (one new token per row): the fused step, without per-operation dispatch.
+  if (T == 1 && !embed_.requires_grad()) return decode_step(ids, cache, which);
   // Positions: row b, column t sits at starts[b] + t (clamped for padding columns).
   auto start_t = at::tensor(starts, at::kLong).view({B, 1});
   auto pos = (start_t + at::arange(T, at::kLong).view({1, T})).clamp_max(config_.max_position_embeddings - 1);

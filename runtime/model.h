@@ -170,6 +170,10 @@ class LlamaModel {
                              const std::vector<int64_t>* n_new) const;
   at::Tensor mlp_block(const Layer& layer, const at::Tensor& x, int64_t index = -1, const FfnObserver* observe = nullptr) const;
   at::Tensor head(const at::Tensor& hidden) const;
+  // forward() with cache for one new token per row (decoding): the same layers as plain loops
+  // over raw buffers around the matrix kernels, with no per-operation dispatch
+  // (runtime/decode_step.cpp).
+  at::Tensor decode_step(const at::Tensor& ids, KVCache& cache, LogitsAt which) const;
   at::Tensor embed(const at::Tensor& ids) const;  // f32 rows of the embedding table
 
   LlamaConfig config_;

@@ -6,14 +6,9 @@
 
 namespace eesched::accel {
 
-runtime::WeightFormat int8_format(const std::string& name) {
-  const bool rotated = name.find("self_attn.q_proj") != std::string::npos || name.find("self_attn.k_proj") != std::string::npos;
-  return rotated ? runtime::WeightFormat::AsStored : runtime::WeightFormat::Int8;
-}
-
 runtime::LlamaModel quantize_int8(const runtime::LlamaModel& model) {
   c10::InferenceMode guard;
-  return runtime::LlamaModel(model.config(), model.weights(), int8_format);
+  return runtime::LlamaModel(model.config(), model.weights(), [](const std::string&) { return runtime::WeightFormat::Int8; });
 }
 
 namespace {

@@ -1,23 +1,18 @@
 #pragma once
 // int8 weights: symmetric, per output channel (one f32 scale per row of W [out, in]), executed
-// by int8 kernels that stream one byte per weight (runtime/gemv.h).
+// by int8 kernels that stream one byte per weight (runtime/gemv.h). Every linear weight and the
+// LM head are quantized; norms, biases and the embedding table (one row read per token) are not.
 //
 // Why per output channel: a row's scale depends only on the multiset of its values, so
-// quantization commutes bitwise with every EE permutation (rows move with their scales; a
-// column permutation leaves each row's max alone). Groups along the input dimension would not:
-// permuting columns regroups them. The q/k projections stay as stored (f32, or bf16/f16 for a
-// 16-bit model): EE may rotate their RoPE pairs
-// (a 2x2 rotation mixes two rows), and no per-row rounding commutes with that.
-#include <string>
-
+// quantization commutes bitwise with every EE transform: permutations move rows with their
+// scales and leave each row's max alone, and the q/k pair turns (ee/transform.h) map each row
+// onto another row of its pair, negated or not. Groups along the input dimension would not:
+// permuting columns regroups them.
 #include "runtime/model.h"
 
 namespace eesched::accel {
 
-// Which weights the int8 arm quantizes, by HF name: every linear layer but q_proj and k_proj.
-runtime::WeightFormat int8_format(const std::string& hf_name);
-
-// The same model with int8 weights where int8_format says so.
+// The same model with every linear weight in int8.
 runtime::LlamaModel quantize_int8(const runtime::LlamaModel& model);
 
 }  // namespace eesched::accel

@@ -72,7 +72,7 @@ std::vector<std::string> default_quality_transforms() {
   std::vector<data::Arm> arms;
   for (const auto& arm : data::arm_catalog())
     if (!arm.lossless()) arms.push_back(transform_arm(data::quality_key(arm)));
-  for (const char* key : {"int8", "prune10", "prune20", "prune30", "int8+prune10", "int8+prune20", "int8+prune30"})
+  for (const char* key : {"int8", "bf16", "f16", "prune10", "prune20", "prune30", "int8+prune10", "int8+prune20", "int8+prune30"})
     arms.push_back(transform_arm(key));
   return in_order(arms);
 }

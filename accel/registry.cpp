@@ -18,7 +18,7 @@ std::mutex& registry_mutex() {
 }
 
 std::vector<Factory>& factories() {
-  static std::vector<Factory> list{make_kv_cache, make_int8, make_pruning, make_speculative};
+  static std::vector<Factory> list{make_kv_cache, make_int8, make_half_precision, make_pruning, make_speculative};
   return list;
 }
 

@@ -9,12 +9,13 @@
 namespace eesched::accel {
 
 inline constexpr int kStageShape = 0;   // pruning
-inline constexpr int kStageFormat = 1;  // int8
+inline constexpr int kStageFormat = 1;  // int8, bf16, f16
 inline constexpr int kStageDecode = 2;  // KV cache, speculative decoding
 
 // Built-in factories: each returns null for a component that is not its kind.
 std::unique_ptr<Acceleration> make_kv_cache(const std::string& component);
 std::unique_ptr<Acceleration> make_int8(const std::string& component);
+std::unique_ptr<Acceleration> make_half_precision(const std::string& component);
 std::unique_ptr<Acceleration> make_pruning(const std::string& component);
 std::unique_ptr<Acceleration> make_speculative(const std::string& component);
 

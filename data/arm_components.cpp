@@ -11,6 +11,8 @@ namespace eesched::data {
 namespace {
 
 // The drafting schemes share one group: an arm drafts one way or not at all.
+const char* kTwoFormats = "stores its weights in two formats: int8, bf16 and f16 each replace the f32 weights";
+// So do the weight formats: an arm stores its weights one way.
 const char* kDraftsTwice = "drafts twice: specK drafts with a separate model, qspecK with the target's own int8 weights";
 
 // The built-in components. A new acceleration adds its row here (and its implementation in
@@ -26,10 +28,12 @@ std::vector<ComponentKind> builtin_components() {
   kv.effects = [](int) { return ArmEffects{}; };
   rows.push_back(std::move(kv));
 
-  // int8: per-output-channel int8 weights for every matmul but q/k.
+  // int8: per-output-channel int8 weights for every matmul and the head.
   ComponentKind int8;
   int8.prefix = "int8";
   int8.order = 10;
+  int8.group = "format";
+  int8.group_conflict = kTwoFormats;
   int8.lossless = false;
   int8.effects = [](int) {
     ArmEffects e;
@@ -38,6 +42,22 @@ std::vector<ComponentKind> builtin_components() {
     return e;
   };
   rows.push_back(std::move(int8));
+
+  // bf16, f16: an f32 model's weights (every matmul and the head) rounded once to 16 bits.
+  for (const char* half : {"bf16", "f16"}) {
+    ComponentKind k;
+    k.prefix = half;
+    k.order = 10;
+    k.group = "format";
+    k.group_conflict = kTwoFormats;
+    k.lossless = false;
+    k.effects = [](int) {
+      ArmEffects e;
+      e.weight_bytes = 2.0;
+      return e;
+    };
+    rows.push_back(std::move(k));
+  }
 
   // pruneNN: structured pruning of NN% of every layer's FFN neurons.
   ComponentKind prune;

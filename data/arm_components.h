@@ -42,12 +42,11 @@ inline constexpr double kPriorSelfAcceptance = 0.9;
 struct ArmEffects {
   std::array<double, kArmFeatureCount> features{};  // by ArmFeature; 0 = not set
   // The roofline terms (data/roofline.h):
-  std::optional<double> weight_bytes;  // bytes per weight of every matmul but q/k (EE rotates their RoPE pairs, so they
-                                       // stay f32); unset: the model's own format
+  std::optional<double> weight_bytes;  // bytes per weight of every matmul and the head; unset: the model's own format
   int ffn_prune_percent = 0;           // FFN neurons removed from every layer, percent
   int draft_tokens = 0;                // speculative decoding: tokens drafted per target pass; 0 = none
   // With draft_tokens: set when the draft is the target itself (in the arm's shape) with every
-  // matmul but q/k at this many bytes per weight; unset: a separate draft model drafts.
+  // matmul at this many bytes per weight; unset: a separate draft model drafts.
   std::optional<double> self_draft_weight_bytes;
   // With draft_tokens: the acceptance rate assumed before any measurement (unset: kPriorAcceptance).
   std::optional<double> prior_acceptance;

@@ -14,9 +14,9 @@ struct Shape {
   double attention_width = 0;  // heads x head_dim: the width q.k and the weighted sum of v run over
 };
 
-// `rest_bytes`: bytes per weight of every matmul but q/k (unset: the model's own format);
+// `bytes_per_weight`: bytes per weight of every matmul and the head (unset: the model's own format);
 // `prune_percent`: FFN neurons removed.
-Shape shape_of(const ModelRow& m, std::optional<double> rest_bytes, int prune_percent) {
+Shape shape_of(const ModelRow& m, std::optional<double> bytes_per_weight, int prune_percent) {
   const double h = static_cast<double>(m.hidden), layers = static_cast<double>(m.layers);
   // An explicit head_dim (Qwen3: 128 with hidden 1024 and 16 heads) makes q and o wider than
   // the residual stream; without one, heads x head_dim is the hidden size.
@@ -25,12 +25,12 @@ Shape shape_of(const ModelRow& m, std::optional<double> rest_bytes, int prune_pe
   const double q_dim = explicit_head_dim ? head_dim * static_cast<double>(m.heads) : h;
   const double kv_dim = head_dim * static_cast<double>(m.kv_heads > 0 ? m.kv_heads : m.heads);
   const double ffn = static_cast<double>(pruned_intermediate(m.intermediate, prune_percent));
-  const double qk = layers * (h * q_dim + h * kv_dim);       // stays f32 in any weight format (RoPE rotation)
-  const double rest = layers * (h * kv_dim + q_dim * h + 3 * h * ffn) + static_cast<double>(m.vocab) * h;
-  const double f32_bytes = m.parameters > 0 ? static_cast<double>(m.weight_bytes) / static_cast<double>(m.parameters) : 4.0;
+  // q, k, v, o, the FFN, and the head
+  const double linear = layers * (2 * h * q_dim + 2 * h * kv_dim + 3 * h * ffn) + static_cast<double>(m.vocab) * h;
+  const double own_bytes = m.parameters > 0 ? static_cast<double>(m.weight_bytes) / static_cast<double>(m.parameters) : 4.0;
   Shape s;
-  s.linear_params = qk + rest;
-  s.bytes = rest_bytes ? f32_bytes * qk + *rest_bytes * rest : f32_bytes * (qk + rest);
+  s.linear_params = linear;
+  s.bytes = (bytes_per_weight ? *bytes_per_weight : own_bytes) * linear;
   s.layers = layers;
   s.attention_width = q_dim;
   return s;

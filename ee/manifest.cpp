@@ -1,11 +1,13 @@
 #include "ee/manifest.h"
 
+#include <algorithm>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
 
 #include "data/error.h"
 #include "ee/key.h"
+#include "ee/transform.h"
 #include "runtime/error.h"
 
 namespace eesched::ee {
@@ -33,6 +35,9 @@ std::optional<Manifest> Manifest::read(const std::filesystem::path& model_dir) {
     if (m.scheme != kScheme) throw runtime::Error(path.string() + ": unknown scheme '" + m.scheme + "'");
     if (m.version != kSchemeVersion)
       throw runtime::Error(path.string() + ": EE scheme version " + std::to_string(m.version) + " is not supported");
+    if (std::find(m.transforms.begin(), m.transforms.end(), kContinuousRotationTransform) != m.transforms.end())
+      throw runtime::Error(path.string() + ": encrypted by an earlier eesched with continuous q/k rotations, which int8/bf16/f16 "
+                                           "arms cannot keep exact: encrypt the plaintext model again (eesched encrypt-model)");
     return m;
   } catch (const nlohmann::json::exception&) {
     throw runtime::Error(path.string() + ": malformed EE manifest");

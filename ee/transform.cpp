@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <numbers>
 
 #include "ee/key.h"
@@ -38,29 +39,29 @@ std::string layer_label(const char* what, const std::string& model, int64_t laye
 // halves of a pair, a reflection) would no longer commute with RoPE. A fixed 2x2 rotation R_i
 // of each pair does: rotations of the plane commute, so rope(R q) = R rope(q), and applying the
 // same R to q and k keeps every score q.k. The angles are shared by the q heads of a GQA group
-// and their one k head; they are continuous, so a worker cannot undo them by trying a few.
+// and their one k head.
 //
-// The result keeps w's dtype when every angle is 0 or pi (a sign flip per pair, exact in any
-// dtype: what 16-bit and qk-norm models get); a generic rotation of bf16/f16 weights is not
-// representable in 16 bits and comes back in f32.
+// The angles are quarter turns (0, pi/2, pi, 3pi/2), or only 0 and pi for qk-norm models
+// (derive_secrets): cos and sin are then exactly 0 or +-1, so every rotated row is another row of
+// the pair, negated or not. That is exact in any dtype (the result keeps w's), and it commutes
+// with every per-element or per-row rounding the weight-format arms apply (int8 with per-row
+// scales, bf16, f16), so those arms convert q/k too and still give bitwise the encrypted image of
+// what they give on the plaintext model. A generic angle would do neither.
 at::Tensor rotate_pairs(const at::Tensor& w, int64_t per_group, int64_t hd, const std::vector<std::vector<double>>& angles) {
   const int64_t groups = static_cast<int64_t>(angles.size()), half = hd / 2, in = w.size(1);
   std::vector<double> flat;
-  bool flips = true;
-  for (const auto& g : angles) {
-    flat.insert(flat.end(), g.begin(), g.end());
-    for (double a : g) flips = flips && (a == 0.0 || a == std::numbers::pi);
-  }
+  for (const auto& g : angles) flat.insert(flat.end(), g.begin(), g.end());
   auto theta = at::tensor(flat, at::kDouble).view({groups, 1, half, 1});
-  // Exact zeros where the angle is a multiple of pi (qk-norm models use only 0 and pi).
+  // Exact zeros where the angle is a multiple of pi/2 (cos(pi/2) is 6e-17 in double).
   auto cos = theta.cos(), sin = theta.sin();
   cos = at::where(cos.abs() < 1e-12, at::zeros_like(cos), cos);
   sin = at::where(sin.abs() < 1e-12, at::zeros_like(sin), sin);
+  const bool exact = ((cos.abs() == 0) | (cos.abs() == 1)).all().item<bool>() && ((sin.abs() == 0) | (sin.abs() == 1)).all().item<bool>();
   auto x = w.to(at::kDouble).view({groups, per_group, hd, in});
   auto a = x.narrow(2, 0, half), b = x.narrow(2, half, half);
   return at::cat({cos * a - sin * b, sin * a + cos * b}, 2)
       .view({groups * per_group * hd, in})
-      .to(flips && w.scalar_type() != at::kDouble ? w.scalar_type() : at::kFloat);
+      .to(exact && w.scalar_type() != at::kDouble ? w.scalar_type() : at::kFloat);
 }
 
 // Hashes `t` as its f32 bytes, a slice of rows at a time: a bf16 model has the fingerprint of
@@ -83,12 +84,10 @@ void hash_as_f32(crypto_generichash_state* st, const at::Tensor& t) {
 
 std::vector<std::string> transform_names() {
   return {"vocab_permutation", "residual_permutation", "ffn_permutation", "attention_head_permutation",
-          "v_o_head_dim_permutation", "q_k_rope_pair_rotation"};
+          "v_o_head_dim_permutation", "q_k_rope_pair_quarter_turn"};
 }
 
-bool pair_sign_flips_only(const LlamaConfig& c) {
-  return c.qk_norm || c.torch_dtype == "bfloat16" || c.torch_dtype == "float16";
-}
+bool pair_sign_flips_only(const LlamaConfig& c) { return c.qk_norm; }
 
 std::vector<std::string> transform_names(const LlamaConfig& c) {
   auto names = transform_names();
@@ -126,15 +125,16 @@ ModelSecrets derive_secrets(const Key& key, const LlamaConfig& c, const std::str
       //     across a pair, so qk-norm models get only theta in {0, pi}: a secret sign flip per
       //     pair (shared by a GQA group's q heads and its k head), g unchanged. Head
       //     permutations stay (g is the same for every head); v/o head dims are not normed.
-      // 16-bit models (torch_dtype bfloat16/float16) get the same sign flips: a rotation of
-      // bf16 weights by a generic angle is not representable in bf16, so it would either round
-      // (not lossless) or need f32 storage (twice the bytes streamed per token). Permutations and
-      // sign flips are exact in every dtype, so the encrypted model stays bf16, bit for bit a
-      // rearrangement of the plaintext's values. The price: q/k head dims are hidden by a
-      // secret sign per pair instead of a continuous angle (permutations hide the rest).
+      // Every other model gets quarter turns, theta in {0, pi/2, pi, 3pi/2}: a secret
+      // rotation of each pair that maps its rows onto each other exactly (rotate_pairs), so the
+      // encrypted model keeps its dtype bit for bit (a bf16 model stays bf16) and int8/bf16/f16
+      // arms can convert q/k like every other matrix. A continuous angle (what earlier versions
+      // drew) is exact in neither case and hid nothing more from the threat models docs/ee.md
+      // names: a worker holding the public weights solves each pair's angle, continuous or not,
+      // by least squares, and one without them has nothing to compare the rows with.
       auto angles = key.angles("qk-rotation/" + gl, hd / 2);
-      if (pair_sign_flips_only(c))
-        for (auto& a : angles) a = a < std::numbers::pi ? 0.0 : std::numbers::pi;
+      const double step = pair_sign_flips_only(c) ? std::numbers::pi : std::numbers::pi / 2;
+      for (auto& a : angles) a = std::floor(a / step) * step;  // uniform over the allowed turns
       layer.qk_angles.push_back(std::move(angles));
     }
     s.layers.push_back(std::move(layer));

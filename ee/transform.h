@@ -33,14 +33,16 @@ struct ModelSecrets {
 
 // The names of the transforms, as listed in ee.json.
 std::vector<std::string> transform_names();
-// Those applied to a model of this config (qk-norm and 16-bit models: pair sign flips instead
-// of rotations; biased ones: bias rows).
+// Those applied to a model of this config (q/k pairs turned by quarter turns, or only sign
+// flips for qk-norm models; biased ones: bias rows).
 std::vector<std::string> transform_names(const runtime::LlamaConfig& config);
 
-// Whether q/k RoPE pairs get only secret sign flips (angles 0 or pi) instead of rotations: for
-// qk-norm models (a rotation would not commute with the norm's weight) and for models stored in
-// bf16/f16 (config torch_dtype "bfloat16"/"float16"; a rotation is not exact in 16 bits, a sign
-// flip is, so the encrypted model keeps the plaintext's dtype losslessly). derive_secrets.
+// Whether q/k RoPE pairs get only secret sign flips (angles 0 or pi) instead of quarter turns
+// (0, pi/2, pi, 3pi/2): for qk-norm models, where a turn that swaps a pair's two dims would not
+// commute with the norm's per-dim weight. Both are exact in every dtype (derive_secrets).
+// The transform name earlier versions wrote for continuous angles, which no arm converting q/k
+// could keep exact: such a directory is refused with a request to re-encrypt.
+inline constexpr const char* kContinuousRotationTransform = "q_k_rope_pair_rotation";
 bool pair_sign_flips_only(const runtime::LlamaConfig& config);
 
 // Derives the secrets for a model of this shape. `model_label` separates the hidden

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "accel/arm_cache.h"
+#include "accel/half_precision.h"
 #include "accel/int8.h"
 #include "accel/pruning.h"
 #include "accel/quality.h"
@@ -191,7 +192,7 @@ TEST(Int8, TiledPrefillCoversEveryRowOfALargeMatrix) {
   EXPECT_TRUE(at::allclose(rt::matmul_int8(q, x), expected, 1e-4, 1e-4));
 }
 
-TEST(Int8, EveryLinearButRotatedQkIsInt8AndWeightsShrink) {
+TEST(Int8, EveryLinearWeightIsInt8AndWeightsShrink) {
   const auto& plain = target_model();
   const auto q = accel::quantize_int8(plain);
   std::set<std::string> names;
@@ -201,18 +202,19 @@ TEST(Int8, EveryLinearButRotatedQkIsInt8AndWeightsShrink) {
     EXPECT_EQ(m.scales.numel(), m.values.size(0));
   }
   const auto layers = plain.config().num_hidden_layers;
-  EXPECT_EQ(names.size(), static_cast<std::size_t>(5 * layers + 1));  // v, o, gate, up, down per layer + head
+  EXPECT_EQ(names.size(), static_cast<std::size_t>(7 * layers + 1));  // q, k, v, o, gate, up, down per layer + head
   EXPECT_TRUE(names.count("lm_head.weight"));
   EXPECT_TRUE(names.count("model.layers.0.self_attn.v_proj.weight"));
-  EXPECT_FALSE(names.count("model.layers.0.self_attn.q_proj.weight"));
-  EXPECT_FALSE(names.count("model.layers.0.self_attn.k_proj.weight"));
-  EXPECT_LT(q.weight_bytes(), plain.weight_bytes() * 0.45);
+  EXPECT_TRUE(names.count("model.layers.0.self_attn.q_proj.weight"));
+  EXPECT_TRUE(names.count("model.layers.0.self_attn.k_proj.weight"));
+  EXPECT_LT(q.weight_bytes(), plain.weight_bytes() * 0.27);  // a byte per weight plus a scale per row, of four
   EXPECT_TRUE(plain.int8_weights().empty());
 }
 
 // int8(encrypt(M)) == encrypt(int8(M)) bitwise: int8 values and per-row scales embed exactly in
-// f32, so encrypting them as if they were weights (a pure permutation for every int8 matrix)
-// must give exactly what quantizing the encrypted model gives.
+// f32, so encrypting them as if they were weights (a permutation, or for q/k a quarter turn of
+// each RoPE pair, which moves rows onto rows with a sign) must give exactly what quantizing the
+// encrypted model gives; a scale moved with a sign is the same scale.
 void expect_int8_commutes(const rt::LlamaModel& plain, const ee::Key& key) {
   c10::InferenceMode guard;
   const auto secrets = ee::derive_secrets(key, plain.config(), "m");
@@ -232,16 +234,14 @@ void expect_int8_commutes(const rt::LlamaModel& plain, const ee::Key& key) {
   int compared = 0;
   for (const auto& [name, m] : q_enc.int8_weights()) {
     EXPECT_TRUE(at::equal(m.values.to(at::kFloat), slot(ev_mut, name))) << name;
-    EXPECT_TRUE(at::equal(m.scales, slot(es_mut, name).select(1, 0))) << name;
+    EXPECT_TRUE(at::equal(m.scales, slot(es_mut, name).select(1, 0).abs())) << name;
     ++compared;
   }
   EXPECT_EQ(compared, static_cast<int>(q_plain.int8_weights().size()));
-  // The f32 rest (q/k, norms, embedding) is the encrypted model's, bit for bit.
+  EXPECT_EQ(compared, 7 * plain.config().num_hidden_layers + 1);  // q/k included
+  // The f32 rest (norms, embedding) is the encrypted model's, bit for bit.
   const auto wq = q_enc.weights(), we = encrypted.weights();
-  for (std::size_t l = 0; l < wq.layers.size(); ++l) {
-    EXPECT_TRUE(at::equal(wq.layers[l].q_proj, we.layers[l].q_proj));
-    EXPECT_TRUE(at::equal(wq.layers[l].k_proj, we.layers[l].k_proj));
-  }
+  for (std::size_t l = 0; l < wq.layers.size(); ++l) EXPECT_TRUE(at::equal(wq.layers[l].input_layernorm, we.layers[l].input_layernorm));
   EXPECT_TRUE(at::equal(wq.embed_tokens, we.embed_tokens));
 }
 
@@ -293,6 +293,91 @@ TEST(Int8, LogitsStayCloseToF32) {
     total += static_cast<int>(p.size());
   }
   EXPECT_GE(static_cast<double>(agree) / total, 0.95);
+}
+
+// ---------------------------------------------------------------------------------------------
+// bf16 / f16 weights for an f32 model
+
+TEST(HalfPrecision, EveryLinearWeightIs16BitAndBytesHalve) {
+  const auto& plain = target_model();
+  for (const auto format : {rt::WeightFormat::BF16, rt::WeightFormat::F16}) {
+    const auto dtype = format == rt::WeightFormat::BF16 ? at::kBFloat16 : at::kHalf;
+    const auto half = accel::to_half_precision(plain, format);
+    const auto w = half.weights();
+    for (const auto& l : w.layers) {
+      for (const auto* t : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj}) EXPECT_EQ(t->scalar_type(), dtype);
+      EXPECT_EQ(l.input_layernorm.scalar_type(), at::kFloat);
+    }
+    EXPECT_EQ(w.embed_tokens.scalar_type(), at::kFloat);  // one row read per token: left as it is
+    EXPECT_TRUE(half.int8_weights().empty());
+    EXPECT_LT(half.weight_bytes(), plain.weight_bytes() * 0.501);
+    EXPECT_GT(half.weight_bytes(), plain.weight_bytes() * 0.499);
+  }
+}
+
+// half(encrypt(M)) == encrypt(half(M)) bitwise: rounding is per element and sign-symmetric, so it
+// commutes with EE's permutations and q/k pair quarter turns.
+TEST(HalfPrecision, RoundingCommutesBitwiseWithEe) {
+  c10::InferenceMode guard;
+  for (const auto* plain : {&target_model(), static_cast<const rt::LlamaModel*>(nullptr)}) {
+    const auto model = plain ? *plain : synthetic_gqa(5);
+    const auto key = fixed_key(model.config().vocab_size, 7);
+    const auto secrets = ee::derive_secrets(key, model.config(), "m");
+    const auto encrypted = rt::LlamaModel(ee::encrypt_config(model.config(), secrets),
+                                          ee::encrypt_weights(model.weights(), model.config(), secrets));
+    for (const auto format : {rt::WeightFormat::BF16, rt::WeightFormat::F16}) {
+      const auto via_plain = ee::encrypt_weights(eesched::testing::weights_in(accel::to_half_precision(model, format).weights(), at::kFloat),
+                                                 model.config(), secrets);
+      const auto via_enc = accel::to_half_precision(encrypted, format).weights();
+      auto a = via_plain.named(), b = via_enc.named();
+      ASSERT_EQ(a.size(), b.size());
+      for (std::size_t i = 0; i < a.size(); ++i) {
+        ASSERT_EQ(a[i].first, b[i].first);
+        EXPECT_TRUE(at::equal(a[i].second, b[i].second.to(at::kFloat))) << a[i].first;
+      }
+    }
+  }
+}
+
+TEST(HalfPrecision, ArmsDecryptToThePlaintextArmStayCloseToF32AndAreRefusedOn16BitModels) {
+  const auto& enc = encrypted_demo();
+  const ee::Codec codec(enc.key);
+  const auto plain_pair = pair_of(target_model()), enc_pair = pair_of(enc.target, nullptr, enc.key.fingerprint());
+  data::TaskSpec task;
+  task.quality = data::Quality::Tolerant;
+  rt::GenerateOptions o;
+  o.generation.max_new_tokens = 12;
+  const auto kv = accel::build_arm(data::parse_arm("kv"), plain_pair);
+  int same = 0, total = 0;
+  for (const char* name : {"kv+bf16", "kv+f16", "kv+bf16+prune20", "kv+f16+qspec4"}) {
+    SCOPED_TRACE(name);
+    const auto arm = data::parse_arm(name);
+    ASSERT_FALSE(accel::arm_refusal(arm, task, enc_pair));
+    const auto pa = accel::build_arm(arm, plain_pair), ea = accel::build_arm(arm, enc_pair);
+    for (const auto& p : demo_prompts(8)) {
+      const auto a = accel::run_arm(pa, {p}, o);
+      const auto b = accel::run_arm(ea, {codec.encrypt(p)}, o);
+      EXPECT_EQ(codec.decrypt(b.generation.tokens[0]), a.generation.tokens[0]) << "prompt of " << p.size();
+      if (arm.effects.ffn_prune_percent == 0) {
+        const auto f32 = accel::run_arm(kv, {p}, o).generation.tokens[0];
+        for (std::size_t i = 0; i < std::min(f32.size(), a.generation.tokens[0].size()) && f32[i] == a.generation.tokens[0][i]; ++i) ++same;
+        total += static_cast<int>(f32.size());
+      }
+    }
+  }
+  // Near-lossless: greedy continuations of the trained target follow f32's for >= 90% of tokens
+  // (counting only the common prefix, so one early divergence costs the rest of that answer).
+  EXPECT_GE(static_cast<double>(same) / total, 0.9);
+
+  // One weight format per arm; a 16-bit model is refused (kv already streams it as stored).
+  EXPECT_THAT(eesched::testing::error_of_type<data::Error>([] { (void)data::parse_arm("kv+int8+bf16"); }), HasSubstr("two formats"));
+  EXPECT_THAT(eesched::testing::error_of_type<data::Error>([] { (void)data::parse_arm("kv+bf16+f16"); }), HasSubstr("two formats"));
+  const auto bf16_model = rt::LlamaModel(target_model().config(), eesched::testing::weights_in(target_model().weights(), at::kBFloat16));
+  const auto why = accel::arm_refusal(data::parse_arm("kv+bf16"), task, pair_of(bf16_model));
+  ASSERT_TRUE(why);
+  EXPECT_THAT(*why, HasSubstr("already bf16"));
+  data::TaskSpec exact;
+  EXPECT_TRUE(accel::arm_refusal(data::parse_arm("kv+bf16"), exact, plain_pair));  // lossy: tolerant tasks only
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -470,7 +555,8 @@ TEST(Pruning, ActivationScoresKeepTheTrainedTargetCloserThanWeightNorms) {
 
 TEST(Quality, DefaultTransformsAndParsing) {
   const auto keys = accel::default_quality_transforms();
-  EXPECT_EQ(keys, (std::vector<std::string>{"int8", "prune10", "int8+prune10", "prune20", "int8+prune20", "prune30", "int8+prune30"}));
+  EXPECT_EQ(keys, (std::vector<std::string>{"bf16", "f16", "int8", "prune10", "int8+prune10", "prune20", "int8+prune20", "prune30",
+                                            "int8+prune30"}));
   // Every catalog lossy arm has its key measured by default.
   for (const auto& arm : data::arm_catalog())
     if (!arm.lossless()) {

@@ -43,7 +43,8 @@ std::vector<std::string> golden_arms() {
   for (const auto& a : arm_catalog()) out.push_back(a.name);
   for (const char* extra : {"kv+int8+prune20", "kv+prune10+spec2", "kv+qspec4", "kv+prune30+qspec4", "kv+int8+prune30+spec4",
                             "kv+prune5+spec1", "kv+prune90+qspec16", "kv+spec16", "kv+int8+spec1", "kv+qspec1", "kv+prune20",
-                            "kv+int8+prune90", "kv+prune10", "kv+int8+prune10+spec8"})
+                            "kv+int8+prune90", "kv+prune10", "kv+int8+prune10+spec8", "kv+bf16", "kv+f16+prune20",
+                            "kv+bf16+qspec4", "kv+f16+spec2"})
     out.push_back(extra);
   return out;
 }
@@ -130,7 +131,8 @@ std::string golden_text() {
   for (const char* bad : {"", "int8", "kv+int4", "kv+spec0", "kv+specx", "kv+spec", "kv+prune95", "kv+prune4", "kv+int8+int8",
                           "plain+kv", "kv+plain", "kv+kv", "kv+prune20+prune30", "kv+qspec4+qspec2", "kv+spec4+spec2",
                           "kv+spec4+qspec4", "kv+qspec4+spec2", "kv+int8+qspec4", "kv+qspec4+int8", "kv+qspec17", "kv+",
-                          "kv++int8", "kv+INT8", "kv+int8+qspec4+spec2", "spec4", "kv+prune+30", "kv+prune030", "kv+spec-1"}) {
+                          "kv++int8", "kv+INT8", "kv+int8+qspec4+spec2", "spec4", "kv+prune+30", "kv+prune030", "kv+spec-1", "kv+int8+bf16",
+                          "kv+f16+bf16", "kv+bf16+bf16", "kv+bf8"}) {
     std::string why = "-";
     try {
       parse_arm(bad);
@@ -186,9 +188,9 @@ double feature(const std::vector<double>& f, const std::string& name) {
 TEST(ArmComponents, TheTableHoldsTheBuiltins) {
   std::vector<std::string> patterns;
   for (const auto& kind : component_kinds()) patterns.push_back(kind->pattern());
-  EXPECT_EQ(patterns, (std::vector<std::string>{"kv", "int8", "pruneNN", "specK", "qspecK"}));
-  EXPECT_EQ(known_components(), "plain, kv, int8, pruneNN, specK, qspecK");
-  EXPECT_EQ(lossy_components(), "int8, pruneNN");
+  EXPECT_EQ(patterns, (std::vector<std::string>{"kv", "int8", "bf16", "f16", "pruneNN", "specK", "qspecK"}));
+  EXPECT_EQ(known_components(), "plain, kv, int8, bf16, f16, pruneNN, specK, qspecK");
+  EXPECT_EQ(lossy_components(), "int8, bf16, f16, pruneNN");
   // The columns components may set are feature columns.
   const auto& names = feature_names();
   for (const auto column : kArmFeatureNames) EXPECT_NE(std::find(names.begin(), names.end(), column), names.end()) << column;
@@ -222,7 +224,7 @@ TEST(ArmComponents, ARowMustBeWellFormed) {
   bad_exclusion.excludes = {{"int4", "why"}};
   EXPECT_NE(error_of([&] { register_component(bad_exclusion); }).find("no registered kind"), std::string::npos);
   EXPECT_FALSE(unregister_component("fp16"));  // none of them was added
-  EXPECT_EQ(known_components(), "plain, kv, int8, pruneNN, specK, qspecK");
+  EXPECT_EQ(known_components(), "plain, kv, int8, bf16, f16, pruneNN, specK, qspecK");
 }
 
 // The open set: two new kinds, added as rows at run time, are parsed, canonicalized, refused,
@@ -259,8 +261,8 @@ TEST(ArmComponents, NewKindsAreParsedFeaturedAndEstimatedFromTheirRows) {
   };
   const Registered r1(fp16), r2(lookahead);
 
-  EXPECT_EQ(known_components(), "plain, kv, int8, fp16, pruneNN, specK, qspecK, lookaheadK");
-  EXPECT_EQ(lossy_components(), "int8, fp16, pruneNN");
+  EXPECT_EQ(known_components(), "plain, kv, int8, bf16, f16, fp16, pruneNN, specK, qspecK, lookaheadK");
+  EXPECT_EQ(lossy_components(), "int8, bf16, f16, fp16, pruneNN");
   const auto a = parse_arm("lookahead3+prune20+fp16+kv");
   EXPECT_EQ(a.name, "kv+fp16+prune20+lookahead3");
   EXPECT_EQ(a.components(), (std::vector<std::string>{"kv", "fp16", "prune20", "lookahead3"}));
@@ -299,7 +301,7 @@ TEST(ArmComponents, NewKindsAreParsedFeaturedAndEstimatedFromTheirRows) {
     return compute_features(in);
   };
   const auto f = features_of(parse_arm("kv+fp16"));
-  EXPECT_DOUBLE_EQ(feature(f, "arm_weight_mb"), (4.0 * 9437184 + 2.0 * 97714176) / 1e6);
+  EXPECT_DOUBLE_EQ(feature(f, "arm_weight_mb"), 2.0 * (9437184 + 97714176) / 1e6);
   EXPECT_EQ(feature(f, "arm_int8"), 0);
   EXPECT_EQ(feature(f, "arm_lossless"), 0);
   EXPECT_LT(feature(f, "arm_roofline_vs_kv"), 1.0);
@@ -326,7 +328,7 @@ TEST(ArmComponents, AnUnregisteredKindIsUnknownAgain) {
     const Registered r(k);
     EXPECT_EQ(parse_arm("kv+fp16").name, "kv+fp16");
   }
-  EXPECT_NE(error_of([] { parse_arm("kv+fp16"); }).find("unknown component 'fp16' (known: plain, kv, int8, pruneNN, specK, qspecK)"),
+  EXPECT_NE(error_of([] { parse_arm("kv+fp16"); }).find("unknown component 'fp16' (known: plain, kv, int8, bf16, f16, pruneNN, specK, qspecK)"),
             std::string::npos);
 }
 

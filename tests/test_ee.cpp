@@ -348,8 +348,35 @@ TEST(EeFamilies, PairRotationsWouldBreakQkNormSignFlipsDoNot) {
 }
 
 // 16-bit models: the encrypted copy keeps the dtype (so it streams the same bytes per token) and
-// is exact, because only permutations and per-pair sign flips are applied (a rotation would not
-// be representable in bf16); logits are the permuted plaintext logits, greedy ids decrypt.
+// is exact, because only permutations and per-pair quarter turns (sign flips for qk-norm) are
+// applied, which map values onto values (a generic rotation would not be representable in bf16);
+// logits are the permuted plaintext logits, greedy ids decrypt.
+// Every q/k pair angle is a quarter turn (0, pi/2, pi, 3pi/2), all four drawn; qk-norm models
+// get only 0 and pi. The manifest names which, and never a continuous rotation.
+void expect_quarter_turns(const ee::ModelSecrets& secrets, const rt::LlamaConfig& c) {
+  std::set<double> seen;
+  for (const auto& l : secrets.layers)
+    for (const auto& g : l.qk_angles)
+      for (double a : g) {
+        EXPECT_TRUE(a == 0.0 || a == M_PI / 2 || a == M_PI || a == 3 * M_PI / 2) << a;
+        seen.insert(a);
+      }
+  EXPECT_EQ(seen.size(), c.qk_norm ? 2u : 4u);
+  if (c.qk_norm) EXPECT_EQ(seen, (std::set<double>{0.0, M_PI}));
+  const auto names = ee::transform_names(c);
+  EXPECT_NE(std::find(names.begin(), names.end(), c.qk_norm ? "q_k_rope_pair_sign_flip" : "q_k_rope_pair_quarter_turn"), names.end());
+  EXPECT_EQ(std::find(names.begin(), names.end(), std::string(ee::kContinuousRotationTransform)), names.end());
+}
+
+TEST(EeFamilies, EveryFamilyGetsQuarterTurnsOrSignFlips) {
+  uint64_t seed = 85;
+  for (const auto& family : kFamilies) {
+    SCOPED_TRACE(family);
+    const auto c = family_model(family, seed++).config();
+    expect_quarter_turns(ee::derive_secrets(fixed_key(c.vocab_size), c, "m"), c);
+  }
+}
+
 TEST(EeFamilies, HalfPrecisionModelsEncryptExactlyInTheirDtype) {
   uint64_t seed = 90;
   for (const auto& family : kFamilies) {
@@ -365,12 +392,7 @@ TEST(EeFamilies, HalfPrecisionModelsEncryptExactlyInTheirDtype) {
       EXPECT_EQ(ee::model_fingerprint(plain), ee::model_fingerprint(wide));
       const auto key = fixed_key(c.vocab_size);
       const auto secrets = ee::derive_secrets(key, c, "m");
-      for (const auto& l : secrets.layers)
-        for (const auto& g : l.qk_angles)
-          for (double a : g) EXPECT_TRUE(a == 0.0 || a == M_PI) << a;
-      const auto names = ee::transform_names(c);
-      EXPECT_NE(std::find(names.begin(), names.end(), "q_k_rope_pair_sign_flip"), names.end());
-      EXPECT_EQ(std::find(names.begin(), names.end(), "q_k_rope_pair_rotation"), names.end());
+      expect_quarter_turns(secrets, c);
 
       const rt::LlamaModel encrypted(ee::encrypt_config(c, secrets), ee::encrypt_weights(plain.weights(), c, secrets));
       EXPECT_EQ(encrypted.dtype(), dtype);
@@ -406,7 +428,7 @@ TEST(EeFamilies, HalfPrecisionModelsEncryptExactlyInTheirDtype) {
   }
 }
 
-// `encrypt-model` on a bf16 directory: the encrypted directory is bf16 too, and lists the sign flips.
+// `encrypt-model` on a bf16 directory: the encrypted directory is bf16 too, and lists the quarter turns.
 TEST(EeModelDir, Bf16DirectoryEncryptsToBf16) {
   TempDir dir;
   const auto base = family_model("llama3", 95);
@@ -426,7 +448,7 @@ TEST(EeModelDir, Bf16DirectoryEncryptsToBf16) {
   const auto m = ee::Manifest::read(dir / "enc");
   ASSERT_TRUE(m.has_value());
   EXPECT_EQ(m->transforms, ee::transform_names(c));
-  EXPECT_NE(std::find(m->transforms.begin(), m->transforms.end(), "q_k_rope_pair_sign_flip"), m->transforms.end());
+  EXPECT_NE(std::find(m->transforms.begin(), m->transforms.end(), "q_k_rope_pair_quarter_turn"), m->transforms.end());
   // What encrypt_model gives in memory, bit for bit.
   const auto reloaded = rt::LlamaModel::load(dir / "plain");
   const auto expected = ee::encrypt_model(reloaded, key, ee::model_fingerprint(reloaded));
@@ -492,6 +514,18 @@ TEST(EeModelDir, ManifestRoundTripsQualityAndRefusesABadEntryInOneLine) {
   std::ofstream(dir / "ee.json") << j.dump();
   ASSERT_TRUE(ee::Manifest::read(dir.path()));
   EXPECT_TRUE(ee::Manifest::read(dir.path())->quality.empty());
+
+  // A directory encrypted by an earlier eesched, with continuous q/k rotations, is refused in one
+  // line: int8/bf16/f16 arms convert q/k, which only the exact turns commute with.
+  {
+    auto old = j;
+    old["transforms"] = {"vocab_permutation", "residual_permutation", "q_k_rope_pair_rotation"};
+    std::ofstream(dir / "ee.json") << old.dump();
+    const auto why = error_of([&] { ee::Manifest::read(dir.path()); });
+    EXPECT_THAT(why, HasSubstr("continuous q/k rotations"));
+    EXPECT_THAT(why, HasSubstr("encrypt-model"));
+    EXPECT_EQ(why.find('\n'), std::string::npos) << why;
+  }
 
   // A bad entry is one line naming the file and the entry.
   for (const auto& [bad, needle] : std::vector<std::pair<nlohmann::json, std::string>>{

@@ -231,12 +231,12 @@ TEST(MessageRoundTrip, RegisterWithHardwareAndTwoModels) {
   m.name = "box/threads=8";
   m.hardware = {"box", "Some CPU @ 3GHz", 8, 123.5, 17.25, int64_t{64} << 30, int64_t{40} << 30, "2024-01-02T03:04:05Z"};
   ModelInfo target;
-  target.row = {0, "llama-tiny", "fp-target", "llama", 12, 768, 3072, 12, 4, 32000, 0, 110000000, 440000000, "f32", true};
+  target.row = {0, "llama-tiny", "fp-target", "llama", 12, 768, 3072, 12, 4, 32000, 0, 110000000, 440000000, "f32", true, {}};
   target.row.quality = {{"int8", {1.003, 0.97}}, {"int8+prune20", {1.041, 0.91}}};
   target.key_fingerprint = "key-1";
   target.draft = false;
   ModelInfo draft;
-  draft.row = {0, "qwen-draft", "fp-draft", "qwen3", 2, 256, 1024, 4, 2, 32000, 128, 9000000, 18000000, "bf16", true};
+  draft.row = {0, "qwen-draft", "fp-draft", "qwen3", 2, 256, 1024, 4, 2, 32000, 128, 9000000, 18000000, "bf16", true, {}};
   draft.key_fingerprint = "key-2";
   draft.draft = true;
   m.models = {target, draft};

@@ -25,7 +25,10 @@ LlamaModel random_model(const LlamaConfig& config, uint64_t seed);
 
 // Writes DIR/config.json (torch_dtype = config's) and the weights in that dtype ("float32",
 // "bfloat16" or "float16"): one model.safetensors, or shards of at most `shard_bytes` with
-// model.safetensors.index.json (HF names: model-00001-of-0000N.safetensors) when larger.
-void save_checkpoint(const LlamaModel& model, const std::filesystem::path& dir, int64_t shard_bytes = int64_t{1} << 30);
+// model.safetensors.index.json (HF names: model-00001-of-0000N.safetensors) when larger. The
+// default is Hugging Face save_pretrained's max_shard_size, 5 GB: a 1B bf16 model is one file,
+// as its published checkpoint is.
+inline constexpr int64_t kDefaultShardBytes = 5'000'000'000;
+void save_checkpoint(const LlamaModel& model, const std::filesystem::path& dir, int64_t shard_bytes = kDefaultShardBytes);
 
 }  // namespace eesched::runtime

@@ -362,7 +362,9 @@ void expect_quarter_turns(const ee::ModelSecrets& secrets, const rt::LlamaConfig
         seen.insert(a);
       }
   EXPECT_EQ(seen.size(), c.qk_norm ? 2u : 4u);
-  if (c.qk_norm) EXPECT_EQ(seen, (std::set<double>{0.0, M_PI}));
+  if (c.qk_norm) {
+    EXPECT_EQ(seen, (std::set<double>{0.0, M_PI}));
+  }
   const auto names = ee::transform_names(c);
   EXPECT_NE(std::find(names.begin(), names.end(), c.qk_norm ? "q_k_rope_pair_sign_flip" : "q_k_rope_pair_quarter_turn"), names.end());
   EXPECT_EQ(std::find(names.begin(), names.end(), std::string(ee::kContinuousRotationTransform)), names.end());

@@ -16,6 +16,7 @@ namespace {
 
 struct SyntheticArgs {
   std::string preset, out, tokenizer;
+  int64_t shard_bytes = runtime::kDefaultShardBytes;
   uint64_t seed = 0;
 };
 
@@ -40,7 +41,7 @@ void run(const SyntheticArgs& a) {
     throw std::runtime_error("--tokenizer must be a directory holding tokenizer.json (and tokenizer_config.json)");
   auto config = runtime::synthetic_config(a.preset);
   auto model = runtime::random_model(config, a.seed);
-  runtime::save_checkpoint(model, a.out);  // bf16 (and sharded over 1 GB) for the real-model presets
+  runtime::save_checkpoint(model, a.out, a.shard_bytes);  // bf16 for the real-model presets
   if (!a.tokenizer.empty()) copy_tokenizer(a.tokenizer, a.out, config.vocab_size);
   std::cout << "wrote " << a.out << ": " << human_count(static_cast<double>(config.parameter_count())) << " parameters, "
             << config.num_hidden_layers << " layers, hidden " << config.hidden_size << ", heads "
@@ -55,6 +56,11 @@ void register_make_synthetic(CLI::App& app) {
   cmd->add_option("--preset", args->preset, "model size")->required()->check(CLI::IsMember(runtime::synthetic_presets()));
   cmd->add_option("--out", args->out, "output directory")->required();
   cmd->add_option("--seed", args->seed, "random seed")->capture_default_str();
+  cmd->add_option("--max-shard-bytes", args->shard_bytes,
+                  "write shards of at most this many bytes (model.safetensors.index.json) when the weights are larger "
+                  "(default: Hugging Face's 5 GB)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd->add_option("--tokenizer", args->tokenizer,
                   "a directory with the real tokenizer files (e.g. tokenizers/llama3 from make tokenizers) to lay beside the weights");
   cmd->callback([args] { run(*args); });

@@ -1094,18 +1094,6 @@ std::string config_text(const std::string& extra) {
          extra + "}";
 }
 
-// The same weights in bf16 or f16, as a real checkpoint holds them (every tensor, norms too).
-LlamaWeights narrowed(const LlamaModel& model, at::ScalarType dtype) {
-  LlamaWeights w = cloned_weights(model);
-  auto to = [&](at::Tensor& t) { if (t.defined()) t = t.to(dtype); };
-  to(w.embed_tokens), to(w.norm), to(w.lm_head);
-  for (auto& l : w.layers)
-    for (at::Tensor* t : {&l.input_layernorm, &l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.post_attention_layernorm,
-                          &l.gate_proj, &l.up_proj, &l.down_proj, &l.q_bias, &l.k_bias, &l.v_bias, &l.q_norm, &l.k_norm})
-      to(*t);
-  return w;
-}
-
 // 16-bit models keep their weights in 16 bits (the kernels widen them in registers): each family
 // in bf16 and f16 against the naive float64 reference run on the same weights widened, the
 // cached path, weight_bytes, views without copies, int8 from the 16-bit values, save/load.
@@ -1115,7 +1103,7 @@ TEST_F(ModelTest, HalfPrecisionModelsMatchNaiveReference) {
     for (const auto& [dtype, tag] : {std::pair{at::kBFloat16, "bf16"}, std::pair{at::kHalf, "f16"}}) {
       SCOPED_TRACE(std::string(fam.name) + " " + tag);
       const LlamaConfig& config = fam.config;
-      const LlamaWeights w16 = narrowed(make_model(config, seed++), dtype);
+      const LlamaWeights w16 = eesched::testing::weights_in(make_model(config, seed++).weights(), dtype);  // as a checkpoint holds them
       const LlamaModel model(config, w16);
       const LlamaModel wide(config, eesched::testing::weights_in(w16, at::kFloat));  // widened exactly
       ASSERT_EQ(model.dtype(), dtype);

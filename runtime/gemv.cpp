@@ -19,12 +19,9 @@ namespace {
 // are written once for f32, bf16, f16 and int8 weights (int8 weights run the integer kernels
 // further down at batch 1); 16-bit weights are widened to f32 in registers, exactly.
 //
-// Not inlined into the AVX2 kernel (which runs it for the last rows): there the compiler would
-// contract its multiply-adds into FMAs for some weight types and not others, and a bf16 model
-// would no longer compute bit for bit what its f32 widening computes.
+// The portable loop is for CPUs without AVX2, FMA and F16C.
 template <typename T>
-__attribute__((noinline)) void gemv_rows_portable(const T* w, const float* scales, const float* x, float* y, int64_t cols,
-                                                  int64_t r0, int64_t r1) {
+void gemv_rows_portable(const T* w, const float* scales, const float* x, float* y, int64_t cols, int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; ++r) {
     const T* row = w + r * cols;
     float s = 0.0f;
@@ -60,56 +57,69 @@ EESCHED_VECTOR_TARGET inline __m256 load8(const c10::Half* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
-// Four rows per pass: four independent read streams keep the memory system busy while x stays
-// in L1. Sixteen columns per step give eight independent FMA chains, enough to hide FMA latency
-// even for int8 weights, where each step reads only 64 bytes of W.
+// How many rows one pass streams at once, and how far ahead it prefetches, per weight type.
+// One core's bandwidth is bounded by the cache misses it keeps in flight, and the out-of-order
+// window holds only so many loads. f32 weights bring a cache line per two loads: eight rows in
+// flight reach 15-17 GB/s on one core here, four rows 13-14 (OpenBLAS's sgemv, four columns at a
+// time, 13-15), and software prefetch does not help. 16-bit weights need twice the instructions
+// per line (load, widen, FMA), so fewer lines fit in the window; there prefetching two groups
+// ahead is what keeps the misses in flight, and more rows gain nothing (tools: bench-decode).
+template <typename T>
+struct RowBlocking {
+  static constexpr int kRows = 4;
+  static constexpr int64_t kPrefetchRows = 8;
+};
+template <>
+struct RowBlocking<float> {
+  static constexpr int kRows = 8;
+  static constexpr int64_t kPrefetchRows = 0;
+};
+
+// Rows [r, r + R): one accumulator per row, eight columns (one vector) at a time, in column
+// order. Every R and every weight type add a row's products in the same order, so a bf16 model
+// computes bit for bit what its f32 widening computes, whichever blocking each type runs.
+template <typename T, int R>
+EESCHED_VECTOR_TARGET inline void gemv_block_avx2(const T* w, const float* scales, const float* x, float* y, int64_t cols,
+                                                  int64_t r, const char* ahead) {
+  constexpr int64_t kPrefetchRows = RowBlocking<T>::kPrefetchRows;
+  const int64_t cols16 = cols - cols % 16, cols8 = cols - cols % 8;
+  const T* row = w + r * cols;
+  __m256 a[R];
+  for (int i = 0; i < R; ++i) a[i] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k < cols16; k += 16) {
+    if constexpr (kPrefetchRows > 0) {
+      // This step's share of the group kPrefetchRows ahead: R rows x 16 columns.
+      for (int64_t line = 0; line < R * 16 * static_cast<int64_t>(sizeof(T)) / 64; ++line)
+        _mm_prefetch(ahead + R * static_cast<int64_t>(sizeof(T)) * k + 64 * line, _MM_HINT_T0);
+    }
+    const __m256 xa = _mm256_loadu_ps(x + k), xb = _mm256_loadu_ps(x + k + 8);
+    for (int i = 0; i < R; ++i) a[i] = _mm256_fmadd_ps(load8(row + i * cols + k), xa, a[i]);
+    for (int i = 0; i < R; ++i) a[i] = _mm256_fmadd_ps(load8(row + i * cols + k + 8), xb, a[i]);
+  }
+  for (; k < cols8; k += 8) {
+    const __m256 xa = _mm256_loadu_ps(x + k);
+    for (int i = 0; i < R; ++i) a[i] = _mm256_fmadd_ps(load8(row + i * cols + k), xa, a[i]);
+  }
+  for (int i = 0; i < R; ++i) {
+    float sum = horizontal_sum(a[i]);
+    const T* ri = row + i * cols;
+    for (int64_t c = cols8; c < cols; ++c) sum = std::fma(static_cast<float>(ri[c]), x[c], sum);  // explicit: same for every T
+    y[r + i] = scales ? sum * scales[r + i] : sum;
+  }
+}
+
 template <typename T>
 EESCHED_VECTOR_TARGET void gemv_rows_avx2(const T* w, const float* scales, const float* x, float* y, int64_t cols,
-                                                          int64_t r0, int64_t r1) {
-  const int64_t cols16 = cols - cols % 16, cols8 = cols - cols % 8;
-  // As in the int8 kernel below: each step prefetches its share of the 4-row group two ahead
-  // (4 rows x 16 columns = sizeof(T) cache lines), since rows of a few KiB end before the
-  // hardware prefetcher has ramped up on them.
-  constexpr int64_t kPrefetchRows = 8;
+                                          int64_t r0, int64_t r1) {
+  constexpr int R = RowBlocking<T>::kRows;
+  constexpr int64_t kPrefetchRows = RowBlocking<T>::kPrefetchRows;
   int64_t r = r0;
-  for (; r + 4 <= r1; r += 4) {
-    const T* w0 = w + r * cols;
-    const T* w1 = w0 + cols;
-    const T* w2 = w1 + cols;
-    const T* w3 = w2 + cols;
-    const char* ahead = reinterpret_cast<const char*>(w + std::max<int64_t>(r, std::min(r + kPrefetchRows, r1 - 4)) * cols);
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-    __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps(), b2 = _mm256_setzero_ps(), b3 = _mm256_setzero_ps();
-    int64_t k = 0;
-    for (; k < cols16; k += 16) {
-      for (std::size_t line = 0; line < sizeof(T); ++line)
-        _mm_prefetch(ahead + 4 * static_cast<int64_t>(sizeof(T)) * k + 64 * static_cast<int64_t>(line), _MM_HINT_T0);
-      const __m256 xa = _mm256_loadu_ps(x + k), xb = _mm256_loadu_ps(x + k + 8);
-      a0 = _mm256_fmadd_ps(load8(w0 + k), xa, a0);
-      a1 = _mm256_fmadd_ps(load8(w1 + k), xa, a1);
-      a2 = _mm256_fmadd_ps(load8(w2 + k), xa, a2);
-      a3 = _mm256_fmadd_ps(load8(w3 + k), xa, a3);
-      b0 = _mm256_fmadd_ps(load8(w0 + k + 8), xb, b0);
-      b1 = _mm256_fmadd_ps(load8(w1 + k + 8), xb, b1);
-      b2 = _mm256_fmadd_ps(load8(w2 + k + 8), xb, b2);
-      b3 = _mm256_fmadd_ps(load8(w3 + k + 8), xb, b3);
-    }
-    for (; k < cols8; k += 8) {
-      const __m256 xa = _mm256_loadu_ps(x + k);
-      a0 = _mm256_fmadd_ps(load8(w0 + k), xa, a0);
-      a1 = _mm256_fmadd_ps(load8(w1 + k), xa, a1);
-      a2 = _mm256_fmadd_ps(load8(w2 + k), xa, a2);
-      a3 = _mm256_fmadd_ps(load8(w3 + k), xa, a3);
-    }
-    float sum[4] = {horizontal_sum(_mm256_add_ps(a0, b0)), horizontal_sum(_mm256_add_ps(a1, b1)),
-                    horizontal_sum(_mm256_add_ps(a2, b2)), horizontal_sum(_mm256_add_ps(a3, b3))};
-    const T* rows[4] = {w0, w1, w2, w3};
-    for (int i = 0; i < 4; ++i) {
-      for (int64_t c = cols8; c < cols; ++c) sum[i] = std::fma(static_cast<float>(rows[i][c]), x[c], sum[i]);  // explicit: same for every T
-      y[r + i] = scales ? sum[i] * scales[r + i] : sum[i];
-    }
+  for (; r + R <= r1; r += R) {
+    const int64_t target = std::max<int64_t>(r, std::min(r + kPrefetchRows, r1 - R));
+    gemv_block_avx2<T, R>(w, scales, x, y, cols, r, reinterpret_cast<const char*>(w + target * cols));
   }
-  gemv_rows_portable(w, scales, x, y, cols, r, r1);
+  for (; r < r1; ++r) gemv_block_avx2<T, 1>(w, scales, x, y, cols, r, nullptr);
 }
 
 // int8 weights times int16 activations, in integers: widening int8 to f32 costs two

@@ -1335,9 +1335,10 @@ TEST_F(ModelTest, RealArchitecturePresetsAndShardedWriter) {
 namespace {
 
 // The batch-1 decoding kernel against ATen's matrix-vector product, on shapes that exercise the
-// 4-row blocks, the 8-wide vector loop and both tails.
+// 8-row blocks (f32), the 16- and 8-wide vector loops and every row and column tail.
 TEST(Gemv, MatchesAtenMvOnAwkwardShapes) {
-  for (auto [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {3, 7}, {4, 8}, {5, 9}, {37, 100}, {1280, 768}, {769, 2304}}) {
+  for (auto [rows, cols] :
+       std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {3, 7}, {4, 8}, {5, 9}, {15, 31}, {37, 100}, {1280, 768}, {769, 2304}}) {
     auto w = at::randn({rows, cols});
     auto x = at::randn({cols});
     auto ours = eesched::runtime::gemv(w, x);
@@ -1349,15 +1350,15 @@ TEST(Gemv, MatchesAtenMvOnAwkwardShapes) {
 
 
 // bf16 and f16 weights are streamed as stored and widened in registers: against a float64
-// product of the same weights widened, on shapes that exercise the 4-row blocks, the 16- and
-// 8-wide loops and every tail, for one row (gemv), a few rows, and many rows (tiled prefill).
+// product of the same weights widened, on shapes that exercise the 4-row blocks (16-bit), the 16-
+// and 8-wide loops and every tail, for one row (gemv), a few rows, and many rows (tiled prefill).
 TEST(Gemv, HalfPrecisionWeightsMatchTheWidenedProduct) {
   using eesched::runtime::gemv;
   using eesched::runtime::matmul_few_rows;
   using eesched::runtime::matmul_float;
   for (const auto dtype : {at::kBFloat16, at::kHalf}) {
     for (auto [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{
-             {1, 1}, {3, 7}, {4, 8}, {5, 9}, {6, 17}, {7, 33}, {37, 100}, {1280, 768}, {769, 2304}, {2100, 4100}}) {
+             {1, 1}, {3, 7}, {4, 8}, {5, 9}, {6, 17}, {7, 33}, {15, 31}, {37, 100}, {1280, 768}, {769, 2304}, {2100, 4100}}) {
       SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(cols) + (dtype == at::kHalf ? " f16" : " bf16"));
       const auto w = at::randn({rows, cols}).to(dtype);
       const auto wide = w.to(at::kDouble);
@@ -1366,7 +1367,8 @@ TEST(Gemv, HalfPrecisionWeightsMatchTheWidenedProduct) {
       const auto y = gemv(w, x);
       ASSERT_EQ(y.scalar_type(), at::kFloat);
       EXPECT_LT((y.to(at::kDouble) - at::mv(wide, x.to(at::kDouble))).abs().max().item<double>(), tol);
-      // The f32 kernel on the widened matrix does the same products in the same order.
+      // The f32 kernel on the widened matrix does the same products in the same order (it
+      // streams more rows at once, which does not change any row's order).
       EXPECT_TRUE(at::equal(y, gemv(w.to(at::kFloat), x)));
       for (int64_t m : {int64_t{1}, int64_t{2}, int64_t{5}, eesched::runtime::kFewRows, int64_t{17}, int64_t{40}}) {
         if (rows * cols > 1000000 && m < eesched::runtime::kFewRows && m != 5) continue;

@@ -8,6 +8,8 @@
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/write.hpp>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -1039,6 +1041,36 @@ TEST(BlockingClient, ReceiveTimesOutWithNothing) {
   BlockingClient client = server.connect();
   EXPECT_FALSE(client.receive(50ms).has_value());
   expect_echo(client, heartbeat(1));  // and the connection still works afterwards
+}
+
+// A poll that times out between the bytes of a header keeps them: the next receive reads the
+// frame whole (a client polling for cancellation must never lose its place in the stream).
+TEST(BlockingClient, APollThatTimesOutMidFrameLosesNoBytes) {
+  asio::io_context io;
+  asio::ip::tcp::acceptor acceptor(io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  const auto port = acceptor.local_endpoint().port();
+  const std::string frame = encode_frame(heartbeat(41)) + encode_frame(heartbeat(42));
+  std::promise<void> half_sent, go_on;
+  std::thread server([&] {
+    asio::ip::tcp::socket s(io);
+    acceptor.accept(s);
+    asio::write(s, asio::buffer(frame.data(), 2));  // half a header
+    half_sent.set_value();
+    go_on.get_future().wait();
+    asio::write(s, asio::buffer(frame.data() + 2, frame.size() - 2));
+    std::this_thread::sleep_for(200ms);
+  });
+  BlockingClient client = BlockingClient::connect({"127.0.0.1", port}, kWait);
+  half_sent.get_future().wait();
+  EXPECT_FALSE(client.receive(30ms).has_value());
+  EXPECT_FALSE(client.receive(30ms).has_value());
+  go_on.set_value();
+  const Message first = next_message(client);
+  ASSERT_EQ(first.type, MessageType::Heartbeat);
+  EXPECT_EQ(first.as<Heartbeat>().queued, 41);
+  const Message second = next_message(client);  // it came in the same read: kept for this call
+  EXPECT_EQ(second.as<Heartbeat>().queued, 42);
+  server.join();
 }
 
 // ---------------------------------------------------------------------------------------------

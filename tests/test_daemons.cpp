@@ -24,6 +24,7 @@
 #include "net/messages.h"
 #include "net/task_client.h"
 #include "runtime/tokenizer.h"
+#include "node/token_stream.h"
 #include "node/worker_daemon.h"
 #include "scheduler/coordinator.h"
 #include "scheduler/history.h"
@@ -674,6 +675,41 @@ TEST(Daemons, TheCoordinatorPlacesAStoredTaskAsReplayDoes) {
   }
   EXPECT_GE(arms.size(), 3u) << "the cases compared cover too few decisions";
   EXPECT_GT(tolerant, 0);
+}
+
+// ---- streaming ---------------------------------------------------------------------------------
+
+TEST(TokenStream, SendsTheFirstStepAtOnceThenHoldsWithinTheIntervalAndFlushesTheRest) {
+  std::vector<net::Tokens> sent;
+  node::TokenStream stream(7, 2, 2, [&](const net::Tokens& t) { sent.push_back(t); }, std::chrono::hours(1));
+  stream.add({{1}, {2}});
+  ASSERT_EQ(sent.size(), 1u) << "the first step goes out at once";
+  EXPECT_TRUE(sent[0] == (net::Tokens{7, 2, "", {0, 0}, {{1}, {2}}}));
+  stream.add({{3}, {}});
+  stream.add({{4, 5}, {}});
+  EXPECT_EQ(sent.size(), 1u) << "within the interval: held";
+  stream.flush();
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_TRUE(sent[1] == (net::Tokens{7, 2, "", {1, 1}, {{3, 4, 5}, {}}})) << net::to_message(sent[1]).dump();
+  stream.flush();
+  EXPECT_EQ(sent.size(), 2u) << "nothing pending, nothing sent";
+  EXPECT_EQ(stream.messages(), 2);
+}
+
+TEST(TokenStream, WithoutAnIntervalEachStepIsOneMessageAndEmptyStepsNone) {
+  std::vector<net::Tokens> sent;
+  node::TokenStream stream(3, 1, 1, [&](const net::Tokens& t) { sent.push_back(t); }, std::chrono::microseconds(0));
+  stream.add({{10}});
+  stream.add({{11, 12}});
+  stream.add({{}});
+  stream.add({{13}});
+  stream.flush();
+  ASSERT_EQ(sent.size(), 3u);
+  EXPECT_EQ(sent[0].offsets, std::vector<int64_t>{0});
+  EXPECT_EQ(sent[1].offsets, std::vector<int64_t>{1});
+  EXPECT_EQ(sent[2].offsets, std::vector<int64_t>{3});
+  EXPECT_EQ(sent[1].tokens, (std::vector<std::vector<int64_t>>{{11, 12}}));
+  EXPECT_EQ(sent[2].tokens, (std::vector<std::vector<int64_t>>{{13}}));
 }
 
 }  // namespace

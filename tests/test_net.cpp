@@ -1330,6 +1330,14 @@ TEST(WorkerSession, RegistersWithAValidProofThenServesAssignsAndCancels) {
   result.attempt = 2;
   result.report.ok = true;
   result.report.tokens = {{7, 8}};
+  Tokens tokens{11, 2, "", {0}, {{7}}};
+  EXPECT_FALSE((*session).send_tokens(tokens, from + 1000)) << "tokens go back only on the connection that assigned the task";
+  EXPECT_TRUE((*session).send_tokens(tokens, from));
+  const auto chunk = coordinator.next(0, MessageType::Tokens);
+  ASSERT_TRUE(chunk);
+  EXPECT_TRUE(chunk->as<Tokens>() == tokens);
+  EXPECT_FALSE(coordinator.next(0, MessageType::Tokens, 100ms)) << "one chunk, sent once";
+
   EXPECT_FALSE((*session).send_result(result, from + 1000)) << "a result goes back only on the connection that assigned it";
   EXPECT_TRUE((*session).send_result(result, from));
   const auto answer = coordinator.next(0, MessageType::Result);

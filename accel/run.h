@@ -15,7 +15,8 @@ struct ArmResult {
 };
 
 // Generates with the arm's models and plan; options.kv_cache is the arm's. Speculative arms take
-// exactly one prompt (arm_refusal says so before a task gets here).
+// exactly one prompt (arm_refusal says so before a task gets here). options.on_tokens streams
+// every arm's tokens as they are produced (runtime/generate.h).
 ArmResult run_arm(const PreparedArm& arm, const std::vector<std::vector<int64_t>>& prompts, runtime::GenerateOptions options);
 
 }  // namespace eesched::accel

@@ -95,6 +95,7 @@ runtime::GenerateResult speculative_generate(const runtime::LlamaModel& target, 
     return result;
   }
   out.push_back(first);
+  if (options.on_tokens) options.on_tokens(std::vector<std::vector<int64_t>>{std::vector<int64_t>{first}});
   // The draft catches up on the prompt here, outside the time to first token.
   std::vector<int64_t> seqn = prompt;  // everything committed; its last token is pending
   seqn.push_back(first);
@@ -187,6 +188,8 @@ runtime::GenerateResult speculative_generate(const runtime::LlamaModel& target, 
     // One decoding step per emitted token, sharing the round's time.
     const double round_ms = ms_since(round_start);
     for (int64_t i = 0; i < emitted; ++i) result.step_ms.push_back(round_ms / static_cast<double>(emitted));
+    if (options.on_tokens && emitted > 0)
+      options.on_tokens(std::vector<std::vector<int64_t>>{std::vector<int64_t>(out.end() - static_cast<std::ptrdiff_t>(emitted), out.end())});
   }
   result.total_ms = ms_since(start);
   if (stats) *stats = local;

@@ -36,7 +36,8 @@ int64_t verify_draft_token(const std::vector<float>& p, const std::vector<float>
 
 // Generates from one prompt with the draft proposing up to k tokens per target forward. Same
 // options and result as runtime::generate (options.kv_cache is implied); the first token comes
-// from the target's prefill exactly as in runtime::generate.
+// from the target's prefill exactly as in runtime::generate. options.on_tokens gets the first
+// token, then each round's accepted tokens (the target's correction or bonus token included).
 runtime::GenerateResult speculative_generate(const runtime::LlamaModel& target, const runtime::LlamaModel& draft,
                                              const std::vector<int64_t>& prompt, const runtime::GenerateOptions& options,
                                              int k, SpeculativeStats* stats = nullptr);

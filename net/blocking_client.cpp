@@ -5,6 +5,8 @@
 #include <asio/ip/tcp.hpp>
 #include <asio/read.hpp>
 #include <asio/write.hpp>
+#include <algorithm>
+#include <chrono>
 #include <stdexcept>
 
 namespace eesched::net {
@@ -14,6 +16,11 @@ struct BlockingClient::Impl {
   asio::ip::tcp::socket socket{io};
   std::size_t max_frame_bytes = kDefaultMaxFrameBytes;
   std::string peer;
+  // inbuf[0, used): received and not yet returned (the rest is room to read into). A receive()
+  // that times out mid-header keeps what came, so a caller that polls with short timeouts never
+  // loses its place in the stream.
+  std::string inbuf;
+  std::size_t used = 0;
 
   // Runs the io_context until `done` or the timeout; cancels what is still pending on timeout.
   bool run_until(const bool& done, std::chrono::milliseconds timeout) {
@@ -25,6 +32,40 @@ struct BlockingClient::Impl {
     io.restart();
     io.run();  // let the cancelled handlers finish
     return done;
+  }
+
+  // Reads until `used` is at least `want`: no error when it is, timed_out when the timeout passes
+  // first (what arrived is kept), or the socket's error.
+  std::error_code fill(std::size_t want, std::chrono::milliseconds timeout) {
+    using Clock = std::chrono::steady_clock;
+    const auto deadline = Clock::now() + timeout;
+    while (used < want) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left.count() <= 0) return asio::error::timed_out;
+      // Room for more than asked: the frames behind it come along in the same read.
+      if (inbuf.size() < std::max(want, used + 4096)) inbuf.resize(std::max(want, used + 65536));
+      std::error_code error;
+      std::size_t got = 0;
+      bool done = false;
+      socket.async_read_some(asio::buffer(inbuf.data() + used, inbuf.size() - used), [&](std::error_code ec, std::size_t n) {
+        error = ec;
+        got = n;
+        done = true;
+      });
+      const bool finished = run_until(done, left);
+      used += got;
+      if (!finished || error == asio::error::operation_aborted) return asio::error::timed_out;
+      if (error) return error;
+    }
+    return {};
+  }
+
+  // The first `n` bytes, taken out.
+  std::string take(std::size_t n) {
+    std::string out = inbuf.substr(0, n);
+    inbuf.erase(0, n);
+    used -= n;
+    return out;
   }
 };
 
@@ -64,27 +105,18 @@ void BlockingClient::send_raw(std::string_view bytes) {
 }
 
 std::optional<Message> BlockingClient::receive(std::chrono::milliseconds timeout) {
-  uint8_t header[kFrameHeaderBytes];
-  bool done = false;
-  std::error_code error;
-  asio::async_read(impl_->socket, asio::buffer(header), [&](std::error_code ec, std::size_t) {
-    error = ec;
-    done = true;
-  });
-  if (!impl_->run_until(done, timeout) || error == asio::error::operation_aborted) return std::nullopt;
+  auto& in = *impl_;
+  const auto error = in.fill(kFrameHeaderBytes, timeout);
+  if (error == asio::error::timed_out) return std::nullopt;
   if (error) {
     const bool eof = error == asio::error::eof || error == asio::error::connection_reset;
-    throw std::runtime_error(eof ? "connection closed by " + impl_->peer : "cannot read from " + impl_->peer + ": " + error.message());
+    throw std::runtime_error(eof ? "connection closed by " + in.peer : "cannot read from " + in.peer + ": " + error.message());
   }
-  std::string body(frame_body_length(header, impl_->max_frame_bytes), '\0');
+  const std::size_t n = frame_body_length(reinterpret_cast<const uint8_t*>(in.inbuf.data()), in.max_frame_bytes);
   // The body follows its header at once; a peer that stalls mid-frame is an error, not a timeout.
-  done = false;
-  asio::async_read(impl_->socket, asio::buffer(body), [&](std::error_code ec, std::size_t) {
-    error = ec;
-    done = true;
-  });
-  if (!impl_->run_until(done, std::max(timeout, std::chrono::milliseconds(10000))) || error)
-    throw std::runtime_error("truncated frame from " + impl_->peer);
+  if (in.fill(kFrameHeaderBytes + n, std::max(timeout, std::chrono::milliseconds(10000))))
+    throw std::runtime_error("truncated frame from " + in.peer);
+  const std::string body = in.take(kFrameHeaderBytes + n).substr(kFrameHeaderBytes);
   return parse_message(body);
 }
 

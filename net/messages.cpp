@@ -266,6 +266,16 @@ json to_message(const Assign& m) {
   return j;
 }
 
+json to_message(const Tokens& m) {
+  auto j = base(MessageType::Tokens);
+  j["task_id"] = m.task_id;
+  j["attempt"] = m.attempt;
+  if (!m.request_id.empty()) j["request_id"] = m.request_id;
+  j["offsets"] = m.offsets;
+  j["tokens"] = m.tokens;
+  return j;
+}
+
 json to_message(const Result& m) {
   auto j = base(MessageType::Result);
   j["task_id"] = m.task_id;
@@ -359,6 +369,33 @@ Assign read_message<Assign>(const json& j) {
 }
 
 template <>
+Tokens read_message<Tokens>(const json& j) {
+  Tokens m;
+  m.task_id = field<int64_t>(j, "task_id");
+  m.attempt = field_or<int64_t>(j, "attempt", 1);
+  if (m.task_id < 1 || m.attempt < 1) bad("task_id and attempt must be positive");
+  m.request_id = field_or<std::string>(j, "request_id", "");
+  if (m.request_id.size() > 128) bad("request_id is longer than 128 characters");
+  const json& offsets = member(j, "offsets");
+  if (!offsets.is_array()) bad("field \"offsets\" must be an array of counts");
+  for (const auto& x : offsets) {
+    if (!x.is_number_integer() || x.get<int64_t>() < 0) bad("field \"offsets\" must hold non-negative integers");
+    m.offsets.push_back(x.get<int64_t>());
+  }
+  m.tokens = id_rows(j, "tokens", /*allow_empty_rows=*/true);
+  if (m.tokens.size() != m.offsets.size()) bad("fields \"offsets\" and \"tokens\" must have one entry per batch row");
+  if (m.tokens.empty() || static_cast<int64_t>(m.tokens.size()) > kMaxBatch) bad("tokens must hold 1 to 64 rows");
+  // No answer is longer than a task may ask for (rows x max_new_tokens, read_generation).
+  int64_t total = 0;
+  for (std::size_t r = 0; r < m.tokens.size(); ++r) {
+    if (m.offsets[r] > data::kMaxNewTokens) bad("offsets must be at most 1048576");
+    total += m.offsets[r] + static_cast<int64_t>(m.tokens[r].size());
+  }
+  if (total > data::kMaxNewTokens) bad("offsets plus tokens over all rows must be at most 1048576");
+  return m;
+}
+
+template <>
 Result read_message<Result>(const json& j) {
   Result m;
   m.task_id = field<int64_t>(j, "task_id");
@@ -406,7 +443,7 @@ Message parse_message(std::string_view body) {
   Envelope e = parse_envelope(body);
   static constexpr Payload (*kDecoders[])(const json&) = {
       decode<Hello>,    decode<Register>, decode<Registered>, decode<Heartbeat>, decode<Submit>,
-      decode<Accepted>, decode<Assign>,   decode<Result>,     decode<Cancel>,    decode<ErrorMsg>};
+      decode<Accepted>, decode<Assign>,   decode<Tokens>,     decode<Result>,    decode<Cancel>, decode<ErrorMsg>};
   static_assert(std::size(kDecoders) == std::variant_size_v<Payload>);
   try {
     return {e.type, kDecoders[static_cast<std::size_t>(e.type)](e.body)};

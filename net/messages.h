@@ -5,8 +5,8 @@
 // typed payload, so a malformed message is refused before any handler sees it, and a handler
 // never reads JSON.
 //
-// Token ids in Submit, Assign and Result are ENCRYPTED ids: the client encrypts before Submit and
-// decrypts after Result; nothing else ever holds the key.
+// Token ids in Submit, Assign, Tokens and Result are ENCRYPTED ids: the client encrypts before
+// Submit and decrypts Tokens and Result; nothing else ever holds the key.
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -110,6 +110,21 @@ struct Assign {
   bool operator==(const Assign&) const = default;
 };
 
+// Tokens (worker -> coordinator while a task runs; relayed by the coordinator to the clients
+// waiting for it, with request_id set): a chunk of the new ids of one attempt, per batch row.
+// Row r's chunk continues that row's answer at position offsets[r] (how many of its new ids came
+// in earlier Tokens of the same attempt); it may be empty. All Tokens of an attempt come before
+// its Result, which still carries the whole answer; a new attempt starts again at offset 0.
+struct Tokens {
+  int64_t task_id = 0;
+  int64_t attempt = 1;
+  std::string request_id;                    // set by the coordinator when relaying to the client
+  std::vector<int64_t> offsets;              // per batch row: how many of the row's new tokens came before this chunk
+  std::vector<std::vector<int64_t>> tokens;  // per batch row: encrypted new ids of this chunk (may be empty)
+
+  bool operator==(const Tokens&) const = default;
+};
+
 // What a run measured (Result, worker -> coordinator, and forwarded to the client).
 struct RunReport : data::RunMeasurement {
   std::vector<std::vector<int64_t>> tokens;  // encrypted new ids per batch row
@@ -166,6 +181,7 @@ nlohmann::json to_message(const Heartbeat& m);
 nlohmann::json to_message(const Submit& m);
 nlohmann::json to_message(const Accepted& m);
 nlohmann::json to_message(const Assign& m);
+nlohmann::json to_message(const Tokens& m);
 nlohmann::json to_message(const Result& m);
 nlohmann::json to_message(const Cancel& m);
 nlohmann::json to_message(const ErrorMsg& m);
@@ -180,12 +196,14 @@ template <> Heartbeat read_message<Heartbeat>(const nlohmann::json& j);
 template <> Submit read_message<Submit>(const nlohmann::json& j);
 template <> Accepted read_message<Accepted>(const nlohmann::json& j);
 template <> Assign read_message<Assign>(const nlohmann::json& j);
+template <> Tokens read_message<Tokens>(const nlohmann::json& j);
 template <> Result read_message<Result>(const nlohmann::json& j);
 template <> Cancel read_message<Cancel>(const nlohmann::json& j);
 template <> ErrorMsg read_message<ErrorMsg>(const nlohmann::json& j);
 
 // One frame, decoded: its type and its typed fields.
-using Payload = std::variant<Hello, Register, Registered, Heartbeat, Submit, Accepted, Assign, Result, Cancel, ErrorMsg>;
+// Alternatives in MessageType's order: a payload's index() is its type.
+using Payload = std::variant<Hello, Register, Registered, Heartbeat, Submit, Accepted, Assign, Tokens, Result, Cancel, ErrorMsg>;
 struct Message {
   MessageType type = MessageType::Hello;
   Payload payload;

@@ -7,7 +7,7 @@
 namespace eesched::net {
 namespace {
 
-constexpr std::array<std::pair<MessageType, const char*>, 10> kTypeNames{{
+constexpr std::array<std::pair<MessageType, const char*>, 11> kTypeNames{{
     {MessageType::Hello, "Hello"},
     {MessageType::Register, "Register"},
     {MessageType::Registered, "Registered"},
@@ -15,6 +15,7 @@ constexpr std::array<std::pair<MessageType, const char*>, 10> kTypeNames{{
     {MessageType::Submit, "Submit"},
     {MessageType::Accepted, "Accepted"},
     {MessageType::Assign, "Assign"},
+    {MessageType::Tokens, "Tokens"},
     {MessageType::Result, "Result"},
     {MessageType::Cancel, "Cancel"},
     {MessageType::Error, "Error"},

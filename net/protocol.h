@@ -19,8 +19,10 @@ inline constexpr std::size_t kDefaultMaxFrameBytes = std::size_t{16} << 20;  // 
 
 // Every message type. "Hello/Register" is the handshake: the coordinator greets every peer with
 // a nonce, a worker answers Register with an HMAC proof and gets Registered (with the
-// coordinator's own proof). Accepted acknowledges a Submit once the task is persisted.
-enum class MessageType { Hello, Register, Registered, Heartbeat, Submit, Accepted, Assign, Result, Cancel, Error };
+// coordinator's own proof). Accepted acknowledges a Submit once the task is persisted. Tokens
+// carry a running task's new (encrypted) ids as they are produced, worker -> coordinator ->
+// client, ahead of its Result. Error stays last (tests/fuzz/make_seeds walks the enum up to it).
+enum class MessageType { Hello, Register, Registered, Heartbeat, Submit, Accepted, Assign, Tokens, Result, Cancel, Error };
 
 const char* message_type_name(MessageType t);
 std::optional<MessageType> parse_message_type(std::string_view name);

@@ -4,8 +4,13 @@
 // coordinator restart) is retried: it reconnects and submits the same request_id again, and the
 // coordinator reattaches it to the persisted task or answers from the stored result, so a task
 // is never run twice for one request.
+//
+// While it waits, the coordinator relays the task's Tokens as the worker produces them
+// (on_tokens), and another thread may cancel the task (cancel).
+#include <atomic>
 #include <chrono>
 #include <functional>
+#include <memory>
 
 #include "net/endpoint.h"
 #include "net/messages.h"
@@ -16,6 +21,22 @@ struct SubmitOptions {
   std::chrono::milliseconds timeout{600000};         // overall, reconnections included
   std::chrono::milliseconds connect_timeout{3000};
   std::function<void(const Accepted&)> on_accepted;  // e.g. to print the task id
+  // Each Tokens message relayed for the task (request_id set), in arrival order, on the calling
+  // thread, before submit_and_wait returns the Result (keep it short: the wait does not read
+  // meanwhile). Tokens of one attempt come in order and before its Result; a retried attempt (a
+  // worker lost mid-task) starts again at offset 0 with a higher `attempt` (after a coordinator
+  // restart, from attempt 1 again), so deduplicate by (row, offset). Tokens are a preview: the
+  // Result's tokens are the answer, and a Result may come without any Tokens before it (a
+  // request reattached after its task finished, a dry-run worker). An exception it throws leaves
+  // submit_and_wait as it is (the task is not cancelled).
+  std::function<void(const Tokens&)> on_tokens;
+  // Cancellation from another thread: store true, and submit_and_wait (which polls it every
+  // ~20 ms) sends Cancel{request_id} to the coordinator and returns the coordinator's Result with
+  // status "cancelled" (or "done"/"failed" when the task finished first). When the coordinator
+  // does not confirm within 5 s (it is unreachable), or the flag is set before anything was
+  // sent, it returns a Result of its own with status "cancelled" and report.error saying so.
+  // The coordinator tells the worker running the task, which stops after its current step.
+  std::shared_ptr<std::atomic<bool>> cancel;
 };
 
 // Submits `request` (a request_id is drawn when empty) and returns the coordinator's Result

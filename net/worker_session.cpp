@@ -311,6 +311,16 @@ struct WorkerSession::Impl {
     }
     return false;
   }
+
+  bool send_tokens(const Tokens& t, ConnectionId to) {
+    const auto c = current();
+    try {
+      if (c && c->id() == to && c->send(to_message(t))) return true;
+    } catch (const std::exception& e) {
+      spdlog::debug("task {} attempt {}: tokens dropped: {}", t.task_id, t.attempt, e.what());
+    }
+    return false;
+  }
 };
 
 WorkerSession::WorkerSession(WorkerSessionOptions options, Token token, Register registration, Handlers handlers)
@@ -323,5 +333,7 @@ void WorkerSession::run() { impl_->run(); }
 void WorkerSession::stop() { impl_->request_stop(); }
 
 bool WorkerSession::send_result(const Result& result, ConnectionId to) { return impl_->send_result(result, to); }
+
+bool WorkerSession::send_tokens(const Tokens& tokens, ConnectionId to) { return impl_->send_tokens(tokens, to); }
 
 }  // namespace eesched::net

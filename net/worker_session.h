@@ -4,8 +4,8 @@
 // the coordinator's proof over ours is checked), registers, sends heartbeats, treats a
 // coordinator silent for 4 x heartbeat_ms (at least 2 s) as gone, and reconnects and registers
 // again whenever the link drops. What to run is the caller's business: it gets typed callbacks
-// and answers with send_result(). docs/protocol.md ("Worker authentication", "Liveness") has the
-// rules this follows.
+// and answers with send_tokens() as a task runs and send_result() when it ends. docs/protocol.md
+// ("Worker authentication", "Liveness") has the rules this follows.
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -60,6 +60,10 @@ class WorkerSession {
   // was queued for sending. A result too large for a frame is replaced by a failed report that
   // says so (and false is returned), or the coordinator would wait out its timeout and retry.
   bool send_result(const Result& result, ConnectionId to);
+  // Any thread. Sends a running task's Tokens on connection `to` if it is still the live one, in
+  // order with the results sent there; true when it was queued. A chunk that cannot be sent is
+  // dropped (the Result carries the whole answer anyway).
+  bool send_tokens(const Tokens& tokens, ConnectionId to);
 
  private:
   struct Impl;

@@ -11,6 +11,7 @@
 #include "data/time.h"
 #include "node/assignment.h"
 #include "node/task_runner.h"
+#include "node/token_stream.h"
 #include "runtime/threads.h"
 
 namespace eesched::node {
@@ -36,11 +37,12 @@ RunMetrics failed_run(const std::string& why) {
 
 }  // namespace
 
-ModelExecutor::ModelExecutor(const ModelSet& models, net::Endpoint coordinator, int threads, RunDone done)
+ModelExecutor::ModelExecutor(const ModelSet& models, net::Endpoint coordinator, int threads, RunDone done, TokensOut tokens)
     : models_(models),
       coordinator_(std::move(coordinator)),
       threads_(threads),
       done_(std::move(done)),
+      tokens_(std::move(tokens)),
       cache_(std::make_unique<accel::ArmCache>()) {}
 
 ModelExecutor::~ModelExecutor() {
@@ -64,14 +66,18 @@ void ModelExecutor::assign(net::Assign a, net::WorkerSession::ConnectionId from)
 
 void ModelExecutor::cancel(int64_t task_id) {
   std::size_t removed = 0;
+  bool running = false;
   {
     std::lock_guard lock(mutex_);
     const auto before = queue_.size();
     queue_.erase(std::remove_if(queue_.begin(), queue_.end(), [&](const Job& j) { return j.assign.task_id == task_id; }),
                  queue_.end());
     removed = before - queue_.size();
+    running = running_task_ && running_task_id_ == task_id;
+    if (running) cancel_running_ = true;
   }
-  spdlog::debug("task {}: cancelled{}", task_id, removed ? "" : " (not queued here: running or finished)");
+  spdlog::debug("task {}: cancelled{}", task_id,
+                running ? " (running: it stops after this step)" : removed ? "" : " (not here: finished)");
 }
 
 std::size_t ModelExecutor::drop_queued() {
@@ -110,8 +116,10 @@ void ModelExecutor::loop() {
       job = std::move(queue_.front());
       queue_.pop_front();
       running_task_ = true;
+      running_task_id_ = job.assign.task_id;
+      cancel_running_ = false;
     }
-    const auto m = execute(job.assign);
+    const auto m = execute(job);
     {
       std::lock_guard lock(mutex_);
       running_task_ = false;
@@ -121,13 +129,16 @@ void ModelExecutor::loop() {
     if (m.ok)
       spdlog::info("task {} attempt {}: arm {}, prompt {} -> {} tokens {} in {:.1f} ms", a.task_id, a.attempt, a.arm,
                    preview(a.prompt_ids.front()), m.new_tokens, m.tokens.empty() ? "[]" : preview(m.tokens.front()), m.latency_ms);
+    else if (m.error == "cancelled")
+      spdlog::info("task {} attempt {}: cancelled while running", a.task_id, a.attempt);
     else
       spdlog::warn("task {} attempt {}: arm {} failed: {}", a.task_id, a.attempt, a.arm, m.error);
     done_(a, job.from, m);
   }
 }
 
-RunMetrics ModelExecutor::execute(const net::Assign& a) {
+RunMetrics ModelExecutor::execute(const Job& job) {
+  const auto& a = job.assign;
   try {
     const auto* target = models_.find(a.model, false);
     if (!target) throw std::runtime_error("this worker has no model '" + a.model + "'");
@@ -146,7 +157,16 @@ RunMetrics ModelExecutor::execute(const net::Assign& a) {
                                 draft ? draft->info.key_fingerprint : ""};
     if (auto why = accel::arm_refusal(arm, spec, pair)) throw std::runtime_error("arm " + arm.name + " cannot run here: " + *why);
     const auto prepared = cache_->get(target->info.row.fingerprint + "|" + (draft ? draft->info.row.fingerprint : ""), arm, pair);
-    return execute_task(*prepared, spec, a.prompt_ids, a.time_limit_ms);
+    // Tokens go back to the connection the task came on, ahead of its Result (sent by loop()).
+    TokenStream stream(a.task_id, a.attempt, a.prompt_ids.size(), [this, &job](const net::Tokens& t) {
+      if (tokens_) tokens_(t, job.from);
+    });
+    auto m = execute_task(*prepared, spec, a.prompt_ids, a.time_limit_ms, [this, &stream](const auto& step) {
+      if (cancel_running_) throw std::runtime_error("cancelled");
+      stream.add(step);
+    });
+    stream.flush();
+    return m;
   } catch (const std::exception& e) {
     return failed_run(e.what());
   } catch (...) {

@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 
 #include <exception>
+#include <utility>
 #include <random>
 
 #include "accel/run.h"
@@ -11,13 +12,14 @@
 namespace eesched::node {
 
 RunMetrics execute_task(const accel::PreparedArm& arm, const data::TaskSpec& task,
-                        const std::vector<std::vector<int64_t>>& prompts, double time_limit_ms) {
+                        const std::vector<std::vector<int64_t>>& prompts, double time_limit_ms, StepTokens on_tokens) {
   RunMetrics m;
   m.started_at = data::iso_utc_now();
   try {
     runtime::GenerateOptions o;
     o.generation = task.generation;
     o.time_limit_ms = time_limit_ms;
+    o.on_tokens = std::move(on_tokens);
     const auto r = accel::run_arm(arm, prompts, o);
     const auto& g = r.generation;
     m.latency_ms = g.total_ms;

@@ -3,6 +3,7 @@
 // the ones the model expects (encrypted for an encrypted model), the result is the new ids
 // and the measurements the performance store records.
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -17,11 +18,16 @@ struct RunMetrics : data::RunMeasurement {
   std::vector<std::vector<int64_t>> tokens;  // per batch row
 };
 
+// Called after each decoding step with the new ids of each row (runtime::GenerateOptions::on_tokens).
+using StepTokens = std::function<void(const std::vector<std::vector<int64_t>>& new_ids_per_row)>;
+
 // Runs `task` (its GenerationParams exactly as the client gave them) on `prompts` with the arm,
-// stopping after the step that crosses time_limit_ms (0: none). Never throws for a failure of the
-// run itself: that is recorded in the metrics.
+// stopping after the step that crosses time_limit_ms (0: none); on_tokens, when given, sees the
+// tokens as they are produced. Never throws for a failure of the run itself (an exception of
+// on_tokens included: it ends the run): that is recorded in the metrics.
 RunMetrics execute_task(const accel::PreparedArm& arm, const data::TaskSpec& task,
-                        const std::vector<std::vector<int64_t>>& prompts, double time_limit_ms = 0);
+                        const std::vector<std::vector<int64_t>>& prompts, double time_limit_ms = 0,
+                        StepTokens on_tokens = nullptr);
 
 
 // The ids a task without text uses: `n` ids drawn from [3, vocab) seeded by the task id, so every

@@ -71,7 +71,10 @@ struct WorkerDaemon::Impl {
     if (options.dry_run)
       executor = std::make_unique<DryRunExecutor>(*models, done);
     else
-      executor = std::make_unique<ModelExecutor>(*models, options.coordinator, options.threads, done);
+      executor = std::make_unique<ModelExecutor>(*models, options.coordinator, options.threads, done,
+                                                 [this](const net::Tokens& t, net::WorkerSession::ConnectionId to) {
+                                                   session->send_tokens(t, to);
+                                                 });
 
     net::Register registration;
     registration.name = name;

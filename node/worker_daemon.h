@@ -4,9 +4,10 @@
 //   - the coordinator session (net/worker_session.h): connecting with backoff, the mutual HMAC
 //     handshake, registration, heartbeats, reconnecting;
 //   - its models (encrypted_models.h), registered with its measured hardware;
-//   - an executor that runs each assigned task and reports encrypted output ids with the run's
-//     measurements: model_executor.h (one task at a time on an executor thread; the network
-//     thread never runs a model), or dry_run_executor.h with WorkerOptions::dry_run;
+//   - an executor that runs each assigned task, streams its encrypted output ids as they are
+//     produced (Tokens) and reports them all with the run's measurements (Result):
+//     model_executor.h (one task at a time on an executor thread; the network thread never runs
+//     a model), or dry_run_executor.h with WorkerOptions::dry_run (a Result only);
 //   - the local run log (run_log.h), when a store is given.
 #include <atomic>
 #include <chrono>

@@ -117,6 +117,12 @@ GenerateResult generate(const LlamaModel& model, const std::vector<std::vector<i
     if (step == 0) result.ttft_ms = ms_since(start);
     else result.step_ms.push_back(ms_since(last_token));
     last_token = Clock::now();
+    if (options.on_tokens && !all_done) {
+      std::vector<std::vector<int64_t>> produced(prompts.size());
+      for (std::size_t b = 0; b < prompts.size(); ++b)
+        if (result.tokens[b].size() == static_cast<std::size_t>(step) + 1) produced[b].push_back(result.tokens[b].back());
+      options.on_tokens(produced);
+    }
     if (all_done || step + 1 == options.generation.max_new_tokens) break;
     if (options.time_limit_ms > 0 && ms_since(start) > options.time_limit_ms) {
       for (int64_t b = 0; b < B; ++b)

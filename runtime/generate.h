@@ -3,6 +3,7 @@
 // cache, until the task's max_new_tokens or one of its stop ids. Works on plaintext and encrypted models alike: it
 // only ever sees token ids.
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,12 @@ struct GenerateOptions {
   GenerationParams generation;    // the task's sampling and limits, as the client asked (data/generation.h)
   bool kv_cache = true;           // false: recompute the whole sequence every step (`plain`)
   double time_limit_ms = 0;       // > 0: stop after the step that crosses it, finish_reason "timeout"
+  // Optional, for streaming: called on the generating thread after every step that produced a
+  // token, with the ids each row produced in that step (one per row for the plain loop, the
+  // accepted run of a speculative round), the stop id excluded and nothing for a row that has
+  // finished. Concatenated over the calls, each row is GenerateResult::tokens exactly. It runs
+  // between steps, so keep it short; an exception it throws ends the generation and propagates.
+  std::function<void(const std::vector<std::vector<int64_t>>& new_ids_per_row)> on_tokens;
 };
 
 struct GenerateResult {

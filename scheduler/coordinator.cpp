@@ -149,6 +149,9 @@ struct Coordinator::Impl {
           if (peer->second.role == Role::Worker) return conn->fail(net::codes::kUnexpected, "a worker cannot submit tasks");
           peer->second.role = Role::Client;
           return on_submit(conn, peer->second, std::move(m.as<net::Submit>().task));
+        case net::MessageType::Tokens:
+          if (peer->second.role != Role::Worker) return conn->fail(net::codes::kUnexpected, "only a registered worker sends Tokens");
+          return on_tokens(conn, std::move(m.as<net::Tokens>()));
         case net::MessageType::Result:
           if (peer->second.role != Role::Worker) return conn->fail(net::codes::kUnexpected, "only a registered worker sends Result");
           return on_result(conn, m.as<net::Result>());
@@ -342,6 +345,33 @@ struct Coordinator::Impl {
   }
 
   // ---- results -----------------------------------------------------------------------------
+
+  // A running attempt's tokens: relayed to every client waiting on the task, request_id filled
+  // in, and never stored (only the Result is). Only the worker holding the current attempt is
+  // heard, as for results; the relay keeps the worker's order, so all of an attempt's Tokens
+  // reach a client before its Result. A client that is gone is skipped.
+  void on_tokens(const ConnPtr& conn, net::Tokens tk) {
+    Task* t = tasks.find(tk.task_id);
+    if (!t || t->worker_conn != conn->id() || t->attempts != tk.attempt) {
+      spdlog::trace("dropping stale tokens of task {} attempt {}", tk.task_id, tk.attempt);
+      return;
+    }
+    if (tk.tokens.size() != t->request.prompt_ids.size()) {
+      spdlog::warn("task {} attempt {}: tokens for {} rows from a task of {}; dropped", tk.task_id, tk.attempt, tk.tokens.size(),
+                   t->request.prompt_ids.size());
+      return;
+    }
+    if (t->waiters.empty()) return;
+    tk.request_id = t->request.request_id;
+    nlohmann::json body;
+    try {
+      body = net::to_message(tk);
+      for (const auto& weak : t->waiters)
+        if (const auto c = weak.lock()) c->send(body);
+    } catch (const net::ProtocolError& e) {  // the request id pushed it over the frame limit: the Result has them all
+      spdlog::debug("task {}: tokens not relayed: {}", tk.task_id, e.what());
+    }
+  }
 
   void on_result(const ConnPtr& conn, const net::Result& r) {
     const auto received = Clock::now();

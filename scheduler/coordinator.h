@@ -2,7 +2,8 @@
 // The coordinator daemon: accepts workers (HMAC-authenticated) and clients on one TCP port,
 // persists every submitted task before anything else, asks the selector for the (worker, arm)
 // of least predicted latency among live workers that hold the task's model (under the client's
-// key), assigns it, logs the run when the Result comes back and answers the client.
+// key), assigns it, relays the worker's Tokens to the client as they come (never storing them),
+// logs the run when the Result comes back and answers the client.
 //
 // Guarantees: a task whose worker dies (closed socket, or silent past worker_timeout) or runs
 // past task_timeout is reassigned, up to max_attempts; exactly one result is recorded and

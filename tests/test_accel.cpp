@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <numeric>
@@ -939,6 +940,103 @@ TEST(Speculative, StopsAtStopIdsAndRespectsTheBudget) {
   const auto plain_stopped = rt::generate(t, {prompt}, o);
   EXPECT_EQ(stopped.tokens[0], plain_stopped.tokens[0]);
   EXPECT_EQ(stopped.finish_reason[0], "stop");
+}
+
+// ---------------------------------------------------------------------------------------------
+// streaming: GenerateOptions::on_tokens
+
+struct Streamed {
+  accel::ArmResult result;
+  std::vector<std::vector<std::vector<int64_t>>> calls;  // what each on_tokens call was given
+};
+
+Streamed run_streamed(const accel::PreparedArm& arm, const std::vector<std::vector<int64_t>>& prompts, rt::GenerateOptions o) {
+  Streamed s;
+  o.on_tokens = [&s](const std::vector<std::vector<int64_t>>& step) { s.calls.push_back(step); };
+  s.result = accel::run_arm(arm, prompts, o);
+  return s;
+}
+
+// The chunks, concatenated per row, are the result's tokens; every call brings a token; a row
+// that got nothing in a call has finished and gets nothing after; no stop id is ever reported.
+void expect_stream_is_the_result(const Streamed& s, const std::vector<int64_t>& stop_ids, const std::string& what) {
+  const auto& g = s.result.generation;
+  std::vector<std::vector<int64_t>> joined(g.tokens.size());
+  std::vector<bool> finished(g.tokens.size(), false);
+  for (std::size_t c = 0; c < s.calls.size(); ++c) {
+    const auto& step = s.calls[c];
+    ASSERT_EQ(step.size(), g.tokens.size()) << what << ": call " << c;
+    bool any = false;
+    for (std::size_t r = 0; r < step.size(); ++r) {
+      if (finished[r]) {
+        EXPECT_TRUE(step[r].empty()) << what << ": row " << r << " got tokens after it finished (call " << c << ")";
+      }
+      if (step[r].empty()) finished[r] = true;
+      for (const auto id : step[r]) {
+        EXPECT_EQ(std::count(stop_ids.begin(), stop_ids.end(), id), 0) << what << ": a stop id was streamed";
+      }
+      joined[r].insert(joined[r].end(), step[r].begin(), step[r].end());
+      any = any || !step[r].empty();
+    }
+    EXPECT_TRUE(any) << what << ": call " << c << " brought no token";
+  }
+  EXPECT_EQ(joined, g.tokens) << what;
+}
+
+// The first position k >= min_k at which `ids` holds a token it did not hold before and `other`
+// never holds, or -1: as a stop id, it ends this row there and leaves the other row running.
+int64_t private_first(const std::vector<int64_t>& ids, const std::vector<int64_t>& other, std::size_t min_k) {
+  for (std::size_t k = min_k; k < ids.size(); ++k) {
+    const auto t = ids[k];
+    if (std::find(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), t) == ids.begin() + static_cast<std::ptrdiff_t>(k) &&
+        std::find(other.begin(), other.end(), t) == other.end())
+      return static_cast<int64_t>(k);
+  }
+  return -1;
+}
+
+// Every kind of arm, greedy and seeded sampling: what on_tokens reports is exactly the answer,
+// one token per row per step for the plain loop (batch 3, rows finishing at different steps),
+// accepted runs for speculative rounds (batch 1).
+TEST(Streaming, OnTokensConcatenatedIsTheResultForEveryKindOfArm) {
+  const auto pair = pair_of(target_model(), &draft_model());
+  const auto prompts = demo_prompts(3);
+  const auto sampled = with_sampling({}, 0.8, 40, 0.95, 1234);
+  for (const std::string name : {"plain", "kv", "kv+int8", "kv+spec4", "kv+qspec4"}) {
+    const auto arm = accel::build_arm(data::parse_arm(name), pair);
+    const bool speculative = arm.plan.spec_k > 0;
+    const std::vector<std::vector<int64_t>> batch = speculative ? std::vector<std::vector<int64_t>>{prompts[2]} : prompts;
+    for (const bool greedy : {true, false}) {
+      const std::string what = name + (greedy ? ", greedy" : ", sampled");
+      rt::GenerateOptions o;
+      if (!greedy) o.generation = sampled;
+      o.generation.max_new_tokens = 24;
+      const auto free_run = run_streamed(arm, batch, o);
+      expect_stream_is_the_result(free_run, {}, what + ", no stop");
+      const auto& u = free_run.result.generation.tokens;
+      if (!speculative) {
+        EXPECT_EQ(free_run.calls.size(), 24u) << what << ": one call per step";
+        for (const auto& step : free_run.calls)
+          for (const auto& row : step) EXPECT_EQ(row.size(), 1u) << what;
+      } else if (greedy) {
+        EXPECT_LT(free_run.calls.size(), u[0].size()) << what << ": accepted drafts come several to a call";
+      }
+
+      // A stop id that ends row 0 early while row 1 (if any) runs to the limit.
+      const auto k = private_first(u[0], batch.size() > 1 ? u[1] : std::vector<int64_t>{}, 3);
+      ASSERT_GE(k, 0) << what << ": no usable stop id in " << ::testing::PrintToString(u[0]);
+      o.generation.stop_ids = {u[0][static_cast<std::size_t>(k)]};
+      const auto stopped = run_streamed(arm, batch, o);
+      expect_stream_is_the_result(stopped, o.generation.stop_ids, what + ", stopped");
+      const auto& st = stopped.result.generation;
+      EXPECT_EQ(st.tokens[0], std::vector<int64_t>(u[0].begin(), u[0].begin() + k)) << what;
+      EXPECT_EQ(st.finish_reason[0], "stop") << what;
+      if (batch.size() > 1) {
+        EXPECT_EQ(st.tokens[1], u[1]) << what;
+        EXPECT_LT(st.tokens[0].size(), st.tokens[1].size()) << what << ": the rows must finish at different steps";
+      }
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

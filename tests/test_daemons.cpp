@@ -24,6 +24,7 @@
 #include "net/messages.h"
 #include "net/task_client.h"
 #include "runtime/tokenizer.h"
+#include "node/token_stream.h"
 #include "node/worker_daemon.h"
 #include "scheduler/coordinator.h"
 #include "scheduler/history.h"
@@ -588,15 +589,17 @@ class ScriptedWorker {
     next(net::MessageType::Registered);
   }
   net::Assign next_assign() { return next(net::MessageType::Assign).as<net::Assign>(); }
-  void answer(const net::Assign& a) {
+  void answer(const net::Assign& a) { answer(a, std::vector<std::vector<int64_t>>(a.prompt_ids.size())); }
+  void answer(const net::Assign& a, const std::vector<std::vector<int64_t>>& tokens) {
     net::Result r;
     r.task_id = a.task_id;
     r.attempt = a.attempt;
     r.report.ok = true;
-    r.report.tokens.assign(a.prompt_ids.size(), {});
+    r.report.tokens = tokens;
     r.report.latency_ms = 1;
     client_.send(net::to_message(r));
   }
+  void send(const net::Tokens& t) { client_.send(net::to_message(t)); }
 
  private:
   net::Message next(net::MessageType type) {
@@ -674,6 +677,198 @@ TEST(Daemons, TheCoordinatorPlacesAStoredTaskAsReplayDoes) {
   }
   EXPECT_GE(arms.size(), 3u) << "the cases compared cover too few decisions";
   EXPECT_GT(tolerant, 0);
+}
+
+// ---- streaming ---------------------------------------------------------------------------------
+
+TEST(TokenStream, SendsTheFirstStepAtOnceThenHoldsWithinTheIntervalAndFlushesTheRest) {
+  std::vector<net::Tokens> sent;
+  node::TokenStream stream(7, 2, 2, [&](const net::Tokens& t) { sent.push_back(t); }, std::chrono::hours(1));
+  stream.add({{1}, {2}});
+  ASSERT_EQ(sent.size(), 1u) << "the first step goes out at once";
+  EXPECT_TRUE(sent[0] == (net::Tokens{7, 2, "", {0, 0}, {{1}, {2}}}));
+  stream.add({{3}, {}});
+  stream.add({{4, 5}, {}});
+  EXPECT_EQ(sent.size(), 1u) << "within the interval: held";
+  stream.flush();
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_TRUE(sent[1] == (net::Tokens{7, 2, "", {1, 1}, {{3, 4, 5}, {}}})) << net::to_message(sent[1]).dump();
+  stream.flush();
+  EXPECT_EQ(sent.size(), 2u) << "nothing pending, nothing sent";
+  EXPECT_EQ(stream.messages(), 2);
+}
+
+TEST(TokenStream, WithoutAnIntervalEachStepIsOneMessageAndEmptyStepsNone) {
+  std::vector<net::Tokens> sent;
+  node::TokenStream stream(3, 1, 1, [&](const net::Tokens& t) { sent.push_back(t); }, std::chrono::microseconds(0));
+  stream.add({{10}});
+  stream.add({{11, 12}});
+  stream.add({{}});
+  stream.add({{13}});
+  stream.flush();
+  ASSERT_EQ(sent.size(), 3u);
+  EXPECT_EQ(sent[0].offsets, std::vector<int64_t>{0});
+  EXPECT_EQ(sent[1].offsets, std::vector<int64_t>{1});
+  EXPECT_EQ(sent[2].offsets, std::vector<int64_t>{3});
+  EXPECT_EQ(sent[1].tokens, (std::vector<std::vector<int64_t>>{{11, 12}}));
+  EXPECT_EQ(sent[2].tokens, (std::vector<std::vector<int64_t>>{{13}}));
+}
+
+// A task through a real coordinator and worker streams its encrypted ids as they are produced:
+// Tokens relayed with the request id, in order, several for a 32-token answer, and per row their
+// concatenation is the Result's answer, which decrypts to local plaintext generation. Batch 1 on
+// the plain loop and on a speculative arm, then batch 2 with rows that finish at different steps.
+TEST(Daemons, TokensStreamThroughTheCoordinatorAndConcatenateToTheResult) {
+  EncryptedDeployment d;
+  LocalCoordinator coordinator(d.dir.path());
+  LocalWorker worker(d.worker(coordinator.at(), "w1"));
+  coordinator.await_workers(1);
+  const auto prompt = d.tokenizer.encode("The state of the Union is");
+  const auto second = d.tokenizer.encode("Our economy");
+
+  const auto run = [&](const net::TaskRequest& request, const std::string& what) {
+    std::vector<net::Tokens> chunks;
+    auto o = within(60s);
+    o.on_tokens = [&](const net::Tokens& t) { chunks.push_back(t); };
+    const auto res = net::submit_and_wait(coordinator.at(), request, o);
+    EXPECT_EQ(res.status, "done") << what << ": " << res.report.error;
+    EXPECT_GE(chunks.size(), 2u) << what;
+    std::vector<std::vector<int64_t>> joined(request.prompt_ids.size());
+    for (const auto& c : chunks) {
+      EXPECT_EQ(c.task_id, res.task_id) << what;
+      EXPECT_EQ(c.attempt, 1) << what;
+      EXPECT_EQ(c.request_id, res.request_id) << what;
+      EXPECT_EQ(c.offsets.size(), joined.size()) << what;
+      EXPECT_EQ(c.tokens.size(), joined.size()) << what;
+      for (std::size_t r = 0; r < joined.size() && r < c.tokens.size() && r < c.offsets.size(); ++r) {
+        EXPECT_EQ(c.offsets[r], static_cast<int64_t>(joined[r].size())) << what << ": in order, no gap, no overlap";
+        joined[r].insert(joined[r].end(), c.tokens[r].begin(), c.tokens[r].end());
+      }
+    }
+    EXPECT_EQ(joined, res.report.tokens) << what;
+    return res;
+  };
+
+  for (const std::string arm : {"kv", "kv+spec2"}) {
+    auto request = d.request(prompt, arm, 32);
+    request.generation.stop_ids.clear();  // the whole budget
+    const auto res = run(request, arm);
+    ASSERT_EQ(res.report.tokens.size(), 1u);
+    EXPECT_EQ(res.report.tokens[0].size(), 32u) << arm;
+    EXPECT_EQ(d.codec.decrypt(res.report.tokens[0]), local_plaintext(prompt, arm, 32, -1)) << arm;
+  }
+
+  // Batch 2: the first row ends at the (encrypted) id it produces fourth, the other runs on.
+  const auto plain_first = local_plaintext(prompt, "kv", 32, -1);
+  auto request = d.request(prompt, "kv", 32);
+  request.prompt_ids.push_back(d.codec.encrypt(second));
+  request.generation.stop_ids = {d.codec.encrypt(plain_first.at(3))};
+  const auto res = run(request, "batch 2");
+  ASSERT_EQ(res.report.tokens.size(), 2u);
+  EXPECT_EQ(d.codec.decrypt(res.report.tokens[0]), local_plaintext(prompt, "kv", 32, plain_first.at(3)));
+  EXPECT_NE(res.report.tokens[0].size(), res.report.tokens[1].size());
+  EXPECT_EQ(coordinator->stats().completed, 3);
+}
+
+// The coordinator relays Tokens only from the worker holding the task's current attempt (stale
+// attempts, other tasks and a wrong batch are dropped), with the client's request id, before the
+// Result; a retry after a lost worker streams again from offset 0 under its new attempt; clients
+// may not send Tokens.
+TEST(Daemons, OnlyTheCurrentAttemptsTokensAreRelayedAndARetryStartsAtOffsetZero) {
+  TempDir dir;
+  net::Token::write_new(dir / "token");
+  const auto token = net::Token::read_file(dir / "token");
+  LocalCoordinator coordinator(dir.path());
+  const data::HardwareProfile hw{"box", "cpu", 2, 50.0, 10.0, int64_t{8} << 30, int64_t{4} << 30, "2024-01-02T03:04:05Z"};
+  std::optional<ScriptedWorker> first;
+  first.emplace(coordinator.at(), token, "first", hw, std::vector<net::ModelInfo>{dry_model("dry")});
+  coordinator.await_workers(1);
+
+  std::vector<net::Tokens> chunks;
+  auto pending = std::async(std::launch::async, [&] {
+    auto o = within(10s);
+    o.on_tokens = [&](const net::Tokens& t) { chunks.push_back(t); };
+    return net::submit_and_wait(coordinator.at(), dry_request("streamed"), o);
+  });
+  const auto a1 = first->next_assign();
+  first->send(net::Tokens{a1.task_id, a1.attempt, "", {0}, {{7, 8}}});
+  first->send(net::Tokens{a1.task_id, a1.attempt + 1, "", {0}, {{66}}});  // not the current attempt
+  first->send(net::Tokens{a1.task_id + 100, 1, "", {0}, {{67}}});        // not a task of this worker
+  first->send(net::Tokens{a1.task_id, a1.attempt, "", {0, 0}, {{68}, {69}}});  // not the task's batch
+  first->send(net::Tokens{a1.task_id, a1.attempt, "", {2}, {{9}}});
+
+  // The worker is lost mid-task: the task moves to another, which streams from the start again.
+  ScriptedWorker second(coordinator.at(), token, "second", hw, {dry_model("dry")});
+  coordinator.await_workers(2);
+  first.reset();
+  const auto a2 = second.next_assign();
+  EXPECT_EQ(a2.task_id, a1.task_id);
+  EXPECT_EQ(a2.attempt, a1.attempt + 1);
+  second.send(net::Tokens{a2.task_id, a2.attempt, "", {0}, {{7, 8, 9, 10}}});
+  second.answer(a2, {{7, 8, 9, 10}});
+  ASSERT_EQ(pending.wait_for(10s), std::future_status::ready);
+  const auto res = pending.get();
+  ASSERT_EQ(res.status, "done") << res.report.error;
+  EXPECT_EQ(res.attempts, 2);
+  EXPECT_EQ(res.report.tokens, (std::vector<std::vector<int64_t>>{{7, 8, 9, 10}}));
+  ASSERT_EQ(chunks.size(), 3u);
+  EXPECT_TRUE(chunks[0] == (net::Tokens{a1.task_id, a1.attempt, "streamed", {0}, {{7, 8}}})) << net::to_message(chunks[0]).dump();
+  EXPECT_TRUE(chunks[1] == (net::Tokens{a1.task_id, a1.attempt, "streamed", {2}, {{9}}})) << net::to_message(chunks[1]).dump();
+  EXPECT_TRUE(chunks[2] == (net::Tokens{a2.task_id, a2.attempt, "streamed", {0}, {{7, 8, 9, 10}}})) << net::to_message(chunks[2]).dump();
+
+  // Late tokens of a finished task go nowhere, and cost the worker nothing.
+  second.send(net::Tokens{a2.task_id, a2.attempt, "", {4}, {{11}}});
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(coordinator->stats().live_workers, 1);
+  EXPECT_EQ(data::Store::open(dir / "coordinator.db").runs_since("2000").size(), 1u) << "Tokens are never stored; the Result is";
+
+  auto client = net::BlockingClient::connect(coordinator.at(), 2s);
+  client.send(net::to_message(net::Tokens{a2.task_id, 1, "", {0}, {{1}}}));
+  expect_error_then_close(client, net::codes::kUnexpected);
+}
+
+// A client cancels mid-stream (as the gateway does when its caller goes away or a stop string
+// matches): the task ends "cancelled" at once, and its worker stops generating after the step it
+// is in rather than finishing the answer. A cancel before anything was sent needs no coordinator.
+TEST(Daemons, ACancelMidStreamEndsTheTaskAndStopsItsWorker) {
+  EncryptedDeployment d;
+  LocalCoordinator coordinator(d.dir.path());
+  LocalWorker worker(d.worker(coordinator.at(), "w1"));
+  coordinator.await_workers(1);
+  constexpr int64_t kLong = 1500;
+  auto request = d.request(d.tokenizer.encode("The state of the Union is"), "kv", kLong);
+  request.generation.stop_ids.clear();
+  auto cancel = std::make_shared<std::atomic<bool>>(false);
+  int64_t streamed = 0;
+  auto o = within(60s);
+  o.cancel = cancel;
+  o.on_tokens = [&](const net::Tokens& t) {
+    streamed += static_cast<int64_t>(t.tokens.at(0).size());
+    if (streamed >= 8) cancel->store(true);
+  };
+  const auto res = net::submit_and_wait(coordinator.at(), request, o);
+  EXPECT_EQ(res.status, "cancelled") << res.report.error;
+  EXPECT_GE(streamed, 8);
+  EXPECT_LT(streamed, kLong);
+  EXPECT_EQ(coordinator->stats().cancelled, 1);
+  EXPECT_EQ(data::Store::open(d.dir / "coordinator.db").tasks_with_status(data::TaskStatus::Cancelled).size(), 1u);
+
+  // The worker's own log shows the run ended by the cancel, not by the budget.
+  std::vector<data::RunRow> runs;
+  for (int i = 0; i < 500 && runs.empty(); ++i) {
+    std::this_thread::sleep_for(20ms);
+    runs = data::Store::open(d.dir / "w1.db").runs_since("2000");
+  }
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_FALSE(runs[0].ok);
+  EXPECT_EQ(runs[0].error, "cancelled");
+
+  auto early = std::make_shared<std::atomic<bool>>(true);
+  auto o2 = within(5s);
+  o2.cancel = early;
+  const auto none = net::submit_and_wait({"127.0.0.1", 1}, request, o2);  // nothing listens there: nothing is sent
+  EXPECT_EQ(none.status, "cancelled");
+  EXPECT_EQ(none.task_id, 0);
 }
 
 }  // namespace

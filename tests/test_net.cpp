@@ -8,6 +8,8 @@
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/write.hpp>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -340,6 +342,58 @@ TEST(MessageRoundTrip, ResultOfAFailedRunWithoutAcceptanceRate) {
   EXPECT_FALSE(round_trip(m, MessageType::Result).report.acceptance_rate.has_value());
 }
 
+TEST(MessageRoundTrip, Tokens) {
+  round_trip(Tokens{31, 2, "", {0, 0}, {{10}, {11}}}, MessageType::Tokens);  // from a worker
+  const Tokens relayed = round_trip(Tokens{31, 2, "req-1", {3, 7}, {{12, 13}, {}}}, MessageType::Tokens);
+  EXPECT_EQ(relayed.request_id, "req-1");
+  EXPECT_EQ(relayed.offsets, (std::vector<int64_t>{3, 7}));
+  EXPECT_EQ(relayed.tokens, (std::vector<std::vector<int64_t>>{{12, 13}, {}}));
+  // attempt defaults to 1, request_id to empty
+  const auto j = json::parse(R"({"type":"Tokens","v":1,"task_id":4,"offsets":[0],"tokens":[[5]]})");
+  EXPECT_TRUE(read_message<Tokens>(j) == (Tokens{4, 1, "", {0}, {{5}}}));
+}
+
+TEST(ParseMessage, RefusesABadTokens) {
+  const json valid = json::parse(R"({"type":"Tokens","v":1,"task_id":4,"attempt":2,"offsets":[0,3],"tokens":[[5,6],[]]})");
+  ASSERT_EQ(parse_message(valid.dump()).type, MessageType::Tokens);
+  auto code_for = [&](const std::function<void(json&)>& spoil) {
+    json j = valid;
+    spoil(j);
+    return protocol_code([&] { parse_message(j.dump()); });
+  };
+  EXPECT_EQ(code_for([](json& j) { j.erase("task_id"); }), codes::kBadMessage);
+  EXPECT_EQ(code_for([](json& j) { j["task_id"] = 0; }), codes::kBadMessage);
+  EXPECT_EQ(code_for([](json& j) { j["attempt"] = 0; }), codes::kBadMessage);
+  EXPECT_EQ(code_for([](json& j) { j["request_id"] = std::string(129, 'r'); }), codes::kBadMessage);
+  EXPECT_EQ(code_for([](json& j) { j.erase("offsets"); }), codes::kBadMessage);
+  EXPECT_EQ(code_for([](json& j) { j.erase("tokens"); }), codes::kBadMessage);
+  EXPECT_EQ(code_for([](json& j) { j["offsets"] = json::parse("[0]"); }), codes::kBadMessage) << "one offset per row";
+  EXPECT_EQ(code_for([](json& j) { j["offsets"] = json::parse("[0,-1]"); }), codes::kBadMessage);
+  EXPECT_EQ(code_for([](json& j) { j["offsets"] = json::parse("[0,1.5]"); }), codes::kBadMessage);
+  EXPECT_EQ(code_for([](json& j) { j["offsets"] = json::parse("[0,18446744073709551615]"); }), codes::kBadMessage);
+  EXPECT_EQ(code_for([](json& j) { j["tokens"] = json::parse("[[5,-6],[]]"); }), codes::kBadMessage);
+  EXPECT_EQ(code_for([](json& j) { j["tokens"] = json::parse("[[5,6],7]"); }), codes::kBadMessage);
+  EXPECT_EQ(code_for([](json& j) {
+              j["offsets"] = json::array();
+              j["tokens"] = json::array();
+            }),
+            codes::kBadMessage)
+      << "no rows";
+  EXPECT_EQ(code_for([](json& j) {
+              j["offsets"] = json(std::vector<int64_t>(65, 0));
+              j["tokens"] = json(std::vector<std::vector<int64_t>>(65, {1}));
+            }),
+            codes::kBadMessage);
+  EXPECT_EQ(code_for([](json& j) { j["offsets"] = json::parse("[1048576,0]"); }), codes::kBadMessage) << "past the longest answer";
+  EXPECT_EQ(code_for([](json& j) { j["offsets"] = json::parse("[1048577,0]"); }), codes::kBadMessage);
+  // 64 rows and an answer of exactly 2^20 ids are within bounds.
+  EXPECT_NO_THROW(parse_message(json{{"type", "Tokens"}, {"v", 1}, {"task_id", 1},
+                                     {"offsets", std::vector<int64_t>(64, 0)},
+                                     {"tokens", std::vector<std::vector<int64_t>>(64, std::vector<int64_t>{1})}}
+                                    .dump()));
+  EXPECT_NO_THROW(parse_message(json::parse(R"({"type":"Tokens","v":1,"task_id":1,"offsets":[1048575],"tokens":[[9]]})").dump()));
+}
+
 TEST(MessageRoundTrip, Cancel) {
   round_trip(Cancel{12, ""}, MessageType::Cancel);
   round_trip(Cancel{0, "req-5"}, MessageType::Cancel);
@@ -366,10 +420,11 @@ TEST(MessageRoundTrip, EveryFieldOfTheSamplesIsSet) {
 
 TEST(MessageTypeName, RoundTrips) {
   for (const auto t : {MessageType::Hello, MessageType::Register, MessageType::Registered, MessageType::Heartbeat,
-                       MessageType::Submit, MessageType::Accepted, MessageType::Assign, MessageType::Result,
-                       MessageType::Cancel, MessageType::Error}) {
+                       MessageType::Submit, MessageType::Accepted, MessageType::Assign, MessageType::Tokens,
+                       MessageType::Result, MessageType::Cancel, MessageType::Error}) {
     EXPECT_EQ(parse_message_type(message_type_name(t)), t);
   }
+  EXPECT_STREQ(message_type_name(MessageType::Tokens), "Tokens");
   EXPECT_EQ(parse_message_type("hello"), std::nullopt);
 }
 
@@ -988,6 +1043,36 @@ TEST(BlockingClient, ReceiveTimesOutWithNothing) {
   expect_echo(client, heartbeat(1));  // and the connection still works afterwards
 }
 
+// A poll that times out between the bytes of a header keeps them: the next receive reads the
+// frame whole (a client polling for cancellation must never lose its place in the stream).
+TEST(BlockingClient, APollThatTimesOutMidFrameLosesNoBytes) {
+  asio::io_context io;
+  asio::ip::tcp::acceptor acceptor(io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  const auto port = acceptor.local_endpoint().port();
+  const std::string frame = encode_frame(heartbeat(41)) + encode_frame(heartbeat(42));
+  std::promise<void> half_sent, go_on;
+  std::thread server([&] {
+    asio::ip::tcp::socket s(io);
+    acceptor.accept(s);
+    asio::write(s, asio::buffer(frame.data(), 2));  // half a header
+    half_sent.set_value();
+    go_on.get_future().wait();
+    asio::write(s, asio::buffer(frame.data() + 2, frame.size() - 2));
+    std::this_thread::sleep_for(200ms);
+  });
+  BlockingClient client = BlockingClient::connect({"127.0.0.1", port}, kWait);
+  half_sent.get_future().wait();
+  EXPECT_FALSE(client.receive(30ms).has_value());
+  EXPECT_FALSE(client.receive(30ms).has_value());
+  go_on.set_value();
+  const Message first = next_message(client);
+  ASSERT_EQ(first.type, MessageType::Heartbeat);
+  EXPECT_EQ(first.as<Heartbeat>().queued, 41);
+  const Message second = next_message(client);  // it came in the same read: kept for this call
+  EXPECT_EQ(second.as<Heartbeat>().queued, 42);
+  server.join();
+}
+
 // ---------------------------------------------------------------------------------------------
 // A worker's coordinator session, against a scripted coordinator
 
@@ -1245,6 +1330,14 @@ TEST(WorkerSession, RegistersWithAValidProofThenServesAssignsAndCancels) {
   result.attempt = 2;
   result.report.ok = true;
   result.report.tokens = {{7, 8}};
+  Tokens tokens{11, 2, "", {0}, {{7}}};
+  EXPECT_FALSE((*session).send_tokens(tokens, from + 1000)) << "tokens go back only on the connection that assigned the task";
+  EXPECT_TRUE((*session).send_tokens(tokens, from));
+  const auto chunk = coordinator.next(0, MessageType::Tokens);
+  ASSERT_TRUE(chunk);
+  EXPECT_TRUE(chunk->as<Tokens>() == tokens);
+  EXPECT_FALSE(coordinator.next(0, MessageType::Tokens, 100ms)) << "one chunk, sent once";
+
   EXPECT_FALSE((*session).send_result(result, from + 1000)) << "a result goes back only on the connection that assigned it";
   EXPECT_TRUE((*session).send_result(result, from));
   const auto answer = coordinator.next(0, MessageType::Result);

@@ -23,7 +23,7 @@ struct SubmitArgs {
   data::GenerationParams generation;  // sent as given (its stop ids: the encrypted EOS)
   double timeout_s = 600, max_ppl_ratio = data::kDefaultMaxPplRatio;
   ChatOptions chat;
-  bool json = false, ignore_eos = false;
+  bool json = false, ignore_eos = false, stream = false;
 };
 
 void run(const SubmitArgs& a) {
@@ -58,14 +58,36 @@ void run(const SubmitArgs& a) {
   net::SubmitOptions o;
   o.timeout = std::chrono::milliseconds(static_cast<int64_t>(a.timeout_s * 1000));
   o.on_accepted = [](const net::Accepted& acc) { spdlog::info("accepted as task {} ({})", acc.task_id, acc.request_id); };
+  // --stream: the text as the worker produces it, decrypted here. A retried attempt starts again
+  // at offset 0 (docs/protocol.md); its text is shown only where it goes past what is already on
+  // the screen.
+  std::vector<int64_t> streamed;  // the current attempt's ids, decrypted, in order
+  std::string shown;
+  if (a.stream && !a.json)
+    o.on_tokens = [&](const net::Tokens& t) {
+      if (t.offsets.front() == 0) streamed.clear();
+      const auto ids = codec.decrypt(t.tokens.front());
+      for (std::size_t i = 0; i < ids.size(); ++i)
+        if (t.offsets.front() + static_cast<int64_t>(i) == static_cast<int64_t>(streamed.size())) streamed.push_back(ids[i]);
+      const auto text = tokenizer.decode(streamed);
+      if (text.size() > shown.size() && text.compare(0, shown.size(), shown) == 0) {
+        std::cout << text.substr(shown.size()) << std::flush;
+        shown = text;
+      }
+    };
   const auto res = net::submit_and_wait(net::parse_endpoint(a.coordinator), r, o);
-  if (res.status != "done" || !res.report.ok)
+  if (res.status != "done" || !res.report.ok) {
+    if (!shown.empty()) std::cout << std::endl;
     throw std::runtime_error("task " + std::to_string(res.task_id) + " " + res.status + ": " + res.report.error);
+  }
   if (res.report.tokens.size() != 1) throw std::runtime_error("the result holds " + std::to_string(res.report.tokens.size()) + " rows, expected 1");
   const auto ids = codec.decrypt(res.report.tokens.front());
   const auto text = tokenizer.decode(ids);
   if (!a.json) {
-    std::cout << text << "\n";
+    // Streamed: the rest of the answer; all of it again, on a line of its own, if a retry
+    // changed what was shown.
+    if (!shown.empty() && text.compare(0, shown.size(), shown) == 0) std::cout << text.substr(shown.size()) << "\n";
+    else std::cout << (shown.empty() ? "" : "\n") << text << "\n";
     spdlog::info("task {}: worker {}, arm {}{}{}, {} tokens in {:.1f} ms (predicted {:.1f} ms), {} attempt(s)", res.task_id, res.worker,
                  res.arm, res.ppl_ratio ? fmt::format(" (measured perplexity ratio {:.3f})", *res.ppl_ratio) : "",
                  res.explored ? " (explored)" : "", ids.size(), res.report.latency_ms, res.predicted_ms, res.attempts);
@@ -111,6 +133,7 @@ void register_submit(CLI::App& app) {
   cmd->add_option("--timeout-s", a->timeout_s, "give up after this long")->capture_default_str()->check(CLI::Range(0.1, 86400.0));
   cmd->add_flag("--ignore-eos", a->ignore_eos, "do not stop at the tokenizer's EOS");
   cmd->add_flag("--json", a->json, "print {text, ids, worker, arm, latency_ms, attempts, ...}");
+  cmd->add_flag("--stream", a->stream, "print the answer as the worker produces it (text output; ignored with --json)");
   cmd->callback([a, prompt] {
     if ((prompt->count() > 0) == !a->chat.chat.empty()) throw std::runtime_error("submit: give --prompt TEXT or --chat TEXT (one of them)");
     run(*a);

@@ -97,6 +97,9 @@ std::vector<Seed> seeds() {
   assign.time_limit_ms = 30000;
   add("full", assign);
 
+  add("from-worker", net::Tokens{17, 2, "", {0, 0}, {{4013}, {338}}});
+  add("to-client", net::Tokens{17, 2, "req-7f3e", {1, 1}, {{338, 263}, {}}});
+
   net::Result from_worker;
   from_worker.task_id = 17;
   from_worker.attempt = 2;

@@ -49,6 +49,7 @@ void for_each_message_type(F&& f) {
   f.template operator()<net::Submit>(MT::Submit);
   f.template operator()<net::Accepted>(MT::Accepted);
   f.template operator()<net::Assign>(MT::Assign);
+  f.template operator()<net::Tokens>(MT::Tokens);
   f.template operator()<net::Result>(MT::Result);
   f.template operator()<net::Cancel>(MT::Cancel);
   f.template operator()<net::ErrorMsg>(MT::Error);

@@ -38,6 +38,7 @@ build: setup configure
 
 test: build
 	@bash tools/fetch-tokenizers.sh || echo "make test: TOKENIZERS NOT FETCHED: the real-tokenizer tests will skip"
+	@bash tools/fetch-openai.sh || echo "make test: THE OPENAI CLIENT WAS NOT FETCHED: the gateway's end-to-end tests will skip"
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 
 corpus:

@@ -17,8 +17,8 @@ namespace {
 using std::chrono::milliseconds;
 
 // The coordinator said no (bad request, unknown model, wrong key): retrying would not help.
-struct Refused : std::runtime_error {
-  using std::runtime_error::runtime_error;
+struct Refused : SubmitError {
+  using SubmitError::SubmitError;
 };
 struct TimedOut : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -108,7 +108,7 @@ Result submit_and_wait(const Endpoint& coordinator, TaskRequest request, const S
             const auto e = m->as<ErrorMsg>();
             // A draining coordinator will be back: wait and resubmit, like a lost connection.
             if (e.code == codes::kShuttingDown) throw std::runtime_error(e.message);
-            throw Refused("coordinator refused the task: " + e.message + " (" + e.code + ")");
+            throw Refused(e.code, "coordinator refused the task: " + e.message + " (" + e.code + ")");
           }
         }
       } catch (const Refused&) {
@@ -122,7 +122,7 @@ Result submit_and_wait(const Endpoint& coordinator, TaskRequest request, const S
         // once it has it, the task survives a coordinator restart and we wait it out.
         if (!accepted) {
           if (cancel_requested()) return cancelled_here(request, 0, std::string("cancelled; the submission failed: ") + e.what());
-          throw std::runtime_error(e.what());
+          throw SubmitError(kSubmitUnreachable, e.what());
         }
         last_error = e.what();
         if (cancel_requested()) start_cancelling();
@@ -138,8 +138,8 @@ Result submit_and_wait(const Endpoint& coordinator, TaskRequest request, const S
     return cancelled_here(request, task_id,
                           "cancelled; the coordinator did not confirm within " + std::to_string(kCancelWait.count()) + " ms" +
                               (last_error.empty() ? std::string() : " (last error: " + last_error + ")"));
-  throw std::runtime_error("no result from " + coordinator.str() + " within " + std::to_string(options.timeout.count()) + " ms" +
-                           (last_error.empty() ? std::string() : " (last error: " + last_error + ")"));
+  throw SubmitError(kSubmitTimeout, "no result from " + coordinator.str() + " within " + std::to_string(options.timeout.count()) + " ms" +
+                                        (last_error.empty() ? std::string() : " (last error: " + last_error + ")"));
 }
 
 }  // namespace eesched::net

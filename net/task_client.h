@@ -11,6 +11,8 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <stdexcept>
+#include <string>
 
 #include "net/endpoint.h"
 #include "net/messages.h"
@@ -39,9 +41,18 @@ struct SubmitOptions {
   std::shared_ptr<std::atomic<bool>> cancel;
 };
 
+// Why a submission ended without a Result: `code` is the coordinator's error code when it refused
+// the task (codes::kNoWorker, kBadMessage, kOverloaded, ... of net/protocol.h), or one of these.
+inline constexpr const char* kSubmitTimeout = "timeout";          // no Result within options.timeout
+inline constexpr const char* kSubmitUnreachable = "unreachable";  // the coordinator could not be reached (before it accepted)
+struct SubmitError : std::runtime_error {
+  SubmitError(std::string code_, const std::string& message) : std::runtime_error(message), code(std::move(code_)) {}
+  std::string code;
+};
+
 // Submits `request` (a request_id is drawn when empty) and returns the coordinator's Result
-// (status done, failed or cancelled). Throws std::runtime_error with the coordinator's reason
-// when it refuses the task (an Error frame), or on timeout.
+// (status done, failed or cancelled). Throws SubmitError with the coordinator's reason when it
+// refuses the task (an Error frame), when it cannot be reached, or on timeout.
 Result submit_and_wait(const Endpoint& coordinator, TaskRequest request, const SubmitOptions& options = {});
 
 }  // namespace eesched::net

@@ -527,6 +527,7 @@ struct Coordinator::Impl {
     t.worker_name = w.name;
     t.arm = p.choice.arm.name;
     t.explored = p.choice.explored;
+    ++(t.explored ? counters.arms_explored : counters.arms_chosen)[p.choice.arm.name];
     t.predicted_ms = p.choice.predicted_ms;
     t.ppl_ratio = p.ppl_ratio;
     t.policy = !t.request.arm.empty() ? "client" : policy_label;
@@ -700,6 +701,7 @@ CoordinatorStats Coordinator::stats() const {
   st.live_workers = static_cast<int64_t>(impl_->workers.size());
   st.pending = static_cast<int64_t>(impl_->tasks.pending_count());
   st.running = static_cast<int64_t>(impl_->tasks.size()) - st.pending;
+  for (const auto& [conn, w] : impl_->workers.all()) st.worker_tasks[w.name] += static_cast<int64_t>(w.outstanding.size());
   return st;
 }
 

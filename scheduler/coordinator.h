@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -54,6 +55,8 @@ struct CoordinatorOptions {
 struct CoordinatorStats {
   int64_t accepted = 0, completed = 0, failed = 0, cancelled = 0, reassigned = 0, recovered = 0;
   int64_t live_workers = 0, pending = 0, running = 0;
+  std::map<std::string, int64_t> arms_chosen, arms_explored;  // placements by arm (explored: by exploration)
+  std::map<std::string, int64_t> worker_tasks;                // tasks assigned to each live worker, unfinished
   std::vector<double> submit_to_assign_us;  // record_timings only: Submit received -> Assign sent
   std::vector<double> result_to_reply_us;   // record_timings only: Result received -> client answered
 };

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job, end to end, on loopback: a coordinator and two workers (1 and 2 threads) serve the
 # demo models encrypted under a fresh key; the client submits ~20 varied tasks, the shipped
-# selector picks worker and arm for each, and only the client can read the answers.
+# selector picks worker and arm for each, and only the client can read the answers. Then an
+# application written against the OpenAI API (the official `openai` npm client) streams a chat
+# answer through `eesched serve`, the gateway that holds the key, and its /metrics.
 set -euo pipefail
 EESCHED=${1:-build/eesched}
 EESCHED=$(realpath "$EESCHED")
@@ -27,7 +29,7 @@ ee make-token --out "$work/worker.token" >/dev/null
 echo
 echo "== 2. the daemons: a coordinator with the shipped selector, two workers that never see a key =="
 "$EESCHED" coordinator --listen 127.0.0.1:0 --db "$work/coordinator.db" --selector models/selector.json \
-  --token-file "$work/worker.token" >"$work/coordinator.log" 2>&1 &
+  --token-file "$work/worker.token" --metrics-listen 127.0.0.1:0 >"$work/coordinator.log" 2>&1 &
 pids+=($!)
 coord_pid=$!
 port=""
@@ -131,11 +133,40 @@ echo "the client's plaintext id run [${needles[0]}] in the workers' and coordina
 [ "$hits" -eq 0 ]
 
 echo
-echo "== 5. every run is logged for the selector to learn from =="
+echo "== 5. an OpenAI application: the official openai client streams a chat answer through the gateway =="
+if command -v node >/dev/null && bash tools/fetch-openai.sh >"$work/fetch-openai.log" 2>&1; then
+  echo "demo-api-key" >"$work/api.key"
+  "$EESCHED" serve --coordinator "$addr" --key "$work/client.eekey" --model "target=models/target" \
+    --listen 127.0.0.1:0 --api-key-file "$work/api.key" >"$work/serve.log" 2>&1 &
+  serve_pid=$!
+  pids+=("$serve_pid")
+  url=""
+  for _ in $(seq 1 100); do
+    url=$(sed -n 's/.*on \(http:\/\/127\.0\.0\.1:[0-9]*\).*/\1/p' "$work/serve.log" | head -1)
+    [ -n "$url" ] && break
+    sleep 0.1
+  done
+  [ -n "$url" ] || { cat "$work/serve.log"; echo "demo: the gateway did not start" >&2; exit 1; }
+  echo "gateway on $url (holds the key; the coordinator and workers see encrypted ids only)"
+  echo "user: Tell me about the state of our economy."
+  node tests/openai/chat.mjs "$url/v1" demo-api-key target "Tell me about the state of our economy." 48
+  echo "the gateway's metrics (GET $url/metrics):"
+  curl -s "$url/metrics" | grep -E '^eesched_gateway_(requests_total|prompt_tokens_total|generation_tokens_total|time_to_first_token_seconds_(sum|count)|e2e_request_latency_seconds_count)' | sed 's/^/  /'
+  metrics_url=$(sed -n 's/.*metrics on \(http:[^ ]*\).*/\1/p' "$work/coordinator.log" | head -1)
+  echo "the coordinator's metrics (GET $metrics_url):"
+  curl -s "$metrics_url" | grep -E '^eesched_coordinator_(tasks_total|decisions_total|live_workers|reassignments_total)' | sed 's/^/  /'
+  kill -TERM "$serve_pid"
+  wait "$serve_pid" || { echo "demo: the gateway exited with an error" >&2; cat "$work/serve.log"; exit 1; }
+else
+  echo "skipped: node or the openai npm package is missing ($(tail -1 "$work/fetch-openai.log" 2>/dev/null)); scripts/setup.sh installs node"
+fi
+
+echo
+echo "== 6. every run is logged for the selector to learn from =="
 ee db stats --db "$work/coordinator.db" | sed 's/^/  /'
 
 echo
-echo "== 6. stop everything cleanly (SIGTERM: drain, then exit 0) =="
+echo "== 7. stop everything cleanly (SIGTERM: drain, then exit 0) =="
 kill -TERM "${worker_pids[@]}" "$coord_pid"
 status=0
 for p in "${worker_pids[@]}" "$coord_pid"; do wait "$p" || status=$?; done

@@ -2,6 +2,8 @@
 # Installs every Debian package eesched needs to build, test and run that is not installed yet.
 # (npm, needed only to fetch the training corpus and the real tokenizers, is installed by
 # tools/fetch-corpus.sh and tools/fetch-tokenizers.sh.) libpcre2-dev and libicu-dev: runtime/tokenizer_json.
+# libcpp-httplib-dev: the gateway's HTTP server. nodejs: the official `openai` client drives the
+# gateway in its tests and the demo (tools/fetch-openai.sh fetches it); curl: the demo's /metrics.
 # Idempotent: checks dpkg first and runs apt-get update only when something is missing.
 #
 # `setup.sh fuzz` (run by `make fuzz`) installs instead what the fuzz targets need (tests/fuzz/):
@@ -14,6 +16,7 @@ PACKAGES=(
   libtorch-dev libopenblas0-pthread libopenblas0-openmp libxgboost-dev
   libsqlite3-dev sqlite3 libasio-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev libsentencepiece-dev sentencepiece libsodium-dev libpcre2-dev libicu-dev
+  libcpp-httplib-dev nodejs curl
 )
 # clang-14 alone does not bring the runtimes: libclang-rt-14-dev (only recommended by clang's
 # dependencies) holds libclang_rt.fuzzer/asan/ubsan, which -fsanitize=fuzzer,address,undefined

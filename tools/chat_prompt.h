@@ -1,12 +1,9 @@
 #pragma once
-// A chat turn as a prompt, on the client side: `--chat TEXT [--system TEXT]` rendered with the
-// tokenizer directory's chat template (runtime/chat_template.h), encoded as Hugging Face's
-// apply_chat_template(tokenize=True) does, with the template's end-of-turn token as a stop id.
-#include <cstdint>
-#include <optional>
+// A chat turn as a prompt, on the client side: `--chat TEXT [--system TEXT]` as options of a
+// subcommand, rendered by runtime/chat_prompt.h.
 #include <string>
-#include <vector>
 
+#include "runtime/chat_prompt.h"
 #include "runtime/tokenizer.h"
 
 namespace CLI {
@@ -24,14 +21,8 @@ struct ChatOptions {
 // Adds --chat, --system and --chat-template to a subcommand.
 void add_chat_options(CLI::App* cmd, ChatOptions& options);
 
-struct ChatPrompt {
-  std::string text;                   // the rendered conversation, ending with the assistant's header
-  std::vector<int64_t> ids;           // plaintext ids
-  std::optional<int64_t> end_of_turn; // the id that ends the assistant's turn, when the vocabulary has it
-};
-
-// Throws a one-line error when the tokenizer has no chat template (a tokenizer.model, or a
-// tokenizer.json without tokenizer_config.json's template) and no family is named.
-ChatPrompt chat_prompt(const runtime::Tokenizer& tokenizer, const ChatOptions& options);
+// The --chat turn (and --system) rendered and encoded (runtime/chat_prompt.h): the tokenizer's
+// template, or the plain format for a tokenizer without one.
+runtime::ChatPrompt chat_prompt(const runtime::Tokenizer& tokenizer, const ChatOptions& options);
 
 }  // namespace eesched::tools

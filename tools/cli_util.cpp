@@ -1,5 +1,6 @@
 #include "tools/cli_util.h"
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -17,6 +18,16 @@ std::string read_text_file(const std::filesystem::path& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+std::string read_api_key_file(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot read the API key file " + path.string());
+  std::string key;
+  std::getline(in, key);
+  while (!key.empty() && std::isspace(static_cast<unsigned char>(key.back()))) key.pop_back();
+  if (key.empty()) throw std::runtime_error("the API key file " + path.string() + " has an empty first line");
+  return key;
 }
 
 std::vector<int64_t> parse_id_list(const std::string& text) {

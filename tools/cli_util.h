@@ -12,6 +12,10 @@ namespace eesched::tools {
 // Reads a whole file; throws std::runtime_error("cannot read PATH: reason").
 std::string read_text_file(const std::filesystem::path& path);
 
+// An API key file's secret: its first line, trailing whitespace dropped; a one-line error when
+// the file cannot be read or the line is empty.
+std::string read_api_key_file(const std::filesystem::path& path);
+
 // "1,2,3" -> {1, 2, 3}; throws on anything else.
 std::vector<int64_t> parse_id_list(const std::string& text);
 

@@ -1,12 +1,17 @@
 // eesched coordinator: the scheduling daemon (scheduler/coordinator.h).
+#include <optional>
+
+#include <spdlog/spdlog.h>
+
 #include "scheduler/coordinator.h"
+#include "scheduler/metrics_endpoint.h"
 #include "tools/commands.h"
 
 namespace eesched::tools {
 namespace {
 
 struct CoordinatorArgs {
-  std::string listen = "127.0.0.1:7700", db, selector, token_file, policy = "meta", train_db;
+  std::string listen = "127.0.0.1:7700", db, selector, token_file, policy = "meta", train_db, metrics_listen;
   int threads = 2, max_attempts = 3, max_outstanding = 32;
   double explore = 0.02;
   int64_t heartbeat_ms = 1000, worker_timeout_ms = 5000, task_timeout_s = 300, drain_timeout_s = 30;
@@ -32,6 +37,11 @@ void run(const CoordinatorArgs& a) {
   o.drain_timeout = std::chrono::seconds(a.drain_timeout_s);
   o.handle_signals = true;
   scheduler::Coordinator coordinator(o);
+  std::optional<scheduler::MetricsEndpoint> metrics;
+  if (!a.metrics_listen.empty()) {
+    metrics.emplace(net::parse_endpoint(a.metrics_listen), coordinator);
+    spdlog::info("metrics on http://{}:{}/metrics", net::parse_endpoint(a.metrics_listen).host, metrics->port());
+  }
   coordinator.run();
 }
 
@@ -42,6 +52,7 @@ void register_coordinator(CLI::App& app) {
   auto* cmd = app.add_subcommand("coordinator",
                                  "run the coordinator daemon: accept workers and clients, choose (worker, arm) per task, log every run");
   cmd->add_option("--listen", a->listen, "HOST:PORT to listen on (port 0: any free port)")->capture_default_str();
+  cmd->add_option("--metrics-listen", a->metrics_listen, "HOST:PORT to serve Prometheus GET /metrics on over HTTP (port 0: any free port); off when not given");
   cmd->add_option("--db", a->db, "performance store (SQLite; created if missing)")->required();
   cmd->add_option("--selector", a->selector, "selector file (train-selector); without one every task runs kv")
       ->check(CLI::ExistingFile);

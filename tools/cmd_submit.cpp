@@ -39,7 +39,7 @@ void run(const SubmitArgs& a) {
   if (!a.chat.chat.empty()) {
     auto chat = chat_prompt(tokenizer, a.chat);
     prompt = std::move(chat.ids);
-    if (chat.end_of_turn && !a.ignore_eos) stops.push_back(*chat.end_of_turn);
+    if (!a.ignore_eos) stops.insert(stops.end(), chat.stop_ids.begin(), chat.stop_ids.end());
   } else {
     prompt = tokenizer.encode(a.prompt);
   }

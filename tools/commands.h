@@ -25,6 +25,8 @@ void register_make_token(CLI::App& app);
 void register_coordinator(CLI::App& app);
 void register_worker(CLI::App& app);
 void register_submit(CLI::App& app);
+void register_serve(CLI::App& app);
+void register_bench_serve(CLI::App& app);
 void register_bench_dispatch(CLI::App& app);
 void register_tokenize(CLI::App& app);
 

@@ -45,6 +45,8 @@ int main(int argc, char** argv) {
   eesched::tools::register_coordinator(app);
   eesched::tools::register_worker(app);
   eesched::tools::register_submit(app);
+  eesched::tools::register_serve(app);
+  eesched::tools::register_bench_serve(app);
   eesched::tools::register_bench_dispatch(app);
   eesched::tools::register_tokenize(app);
 

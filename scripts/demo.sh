@@ -17,6 +17,19 @@ cleanup() {
 }
 trap cleanup EXIT
 ee() { "$EESCHED" --log-level warn "$@"; }
+# wait_for LOG SED_EXPR WHAT: the first match of SED_EXPR in LOG once a daemon has written it
+# (10 s at most), else the log and a one-line error.
+wait_for() {
+  local found=""
+  for _ in $(seq 1 200); do
+    found=$(sed -n "$2" "$1" | head -1)
+    [ -n "$found" ] && { echo "$found"; return 0; }
+    sleep 0.05
+  done
+  cat "$1" >&2
+  echo "demo: $3 did not start" >&2
+  exit 1
+}
 
 echo "== 1. the model owner: a fresh key, the demo models encrypted under it =="
 ee keygen --model models/target --out "$work/client.eekey"
@@ -32,13 +45,7 @@ echo "== 2. the daemons: a coordinator with the shipped selector, two workers th
   --token-file "$work/worker.token" --metrics-listen 127.0.0.1:0 >"$work/coordinator.log" 2>&1 &
 pids+=($!)
 coord_pid=$!
-port=""
-for _ in $(seq 1 200); do
-  port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/coordinator.log" | head -1)
-  [ -n "$port" ] && break
-  sleep 0.05
-done
-[ -n "$port" ] || { cat "$work/coordinator.log"; echo "demo: the coordinator did not start" >&2; exit 1; }
+port=$(wait_for "$work/coordinator.log" 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "the coordinator")
 addr="127.0.0.1:$port"
 echo "coordinator on $addr"
 worker_pids=()
@@ -140,13 +147,7 @@ if command -v node >/dev/null && bash tools/fetch-openai.sh >"$work/fetch-openai
     --listen 127.0.0.1:0 --api-key-file "$work/api.key" >"$work/serve.log" 2>&1 &
   serve_pid=$!
   pids+=("$serve_pid")
-  url=""
-  for _ in $(seq 1 100); do
-    url=$(sed -n 's/.*on \(http:\/\/127\.0\.0\.1:[0-9]*\).*/\1/p' "$work/serve.log" | head -1)
-    [ -n "$url" ] && break
-    sleep 0.1
-  done
-  [ -n "$url" ] || { cat "$work/serve.log"; echo "demo: the gateway did not start" >&2; exit 1; }
+  url=$(wait_for "$work/serve.log" 's/.*on \(http:\/\/127\.0\.0\.1:[0-9]*\).*/\1/p' "the gateway")
   echo "gateway on $url (holds the key; the coordinator and workers see encrypted ids only)"
   echo "user: Tell me about the state of our economy."
   node tests/openai/chat.mjs "$url/v1" demo-api-key target "Tell me about the state of our economy." 48

@@ -39,14 +39,14 @@ float* f32(at::Tensor& t) { return t.data_ptr<float>(); }
 
 }  // namespace
 
-at::Tensor LlamaModel::decode_step(const at::Tensor& ids, KVCache& cache, LogitsAt which) const {
+at::Tensor LlamaModel::decode_step(const at::Tensor& ids, KVCache& cache, const std::vector<int64_t>& slots, LogitsAt which) const {
   const int64_t B = ids.size(0), d = config_.hidden_size, hd = config_.head_dim();
   const int64_t H = config_.num_attention_heads, KV = config_.num_key_value_heads, G = H / KV;
   const int64_t inter = config_.intermediate_size, cap = cache.capacity();
   const float eps = static_cast<float>(config_.rms_norm_eps);
   const float q_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
   std::vector<int64_t> pos(static_cast<std::size_t>(B));
-  for (int64_t b = 0; b < B; ++b) pos[static_cast<std::size_t>(b)] = cache.length(b);
+  for (int64_t b = 0; b < B; ++b) pos[static_cast<std::size_t>(b)] = cache.length(slots[static_cast<std::size_t>(b)]);
 
   auto x = embed(ids.reshape({B})).contiguous();  // [B, d], the residual stream
   auto h = at::empty({B, d}, at::kFloat);
@@ -83,7 +83,7 @@ at::Tensor LlamaModel::decode_step(const at::Tensor& ids, KVCache& cache, Logits
           for (int64_t i = 0; i < hd; ++i) v[i] *= q_scale;
       }
       for (int64_t g = 0; g < KV; ++g) {
-        const int64_t at_pos = ((b * KV + g) * cap + p) * hd;
+        const int64_t at_pos = ((slots[static_cast<std::size_t>(b)] * KV + g) * cap + p) * hd;
         std::copy_n(row + (H + g) * hd, hd, kc + at_pos);
         std::copy_n(row + (H + KV + g) * hd, hd, vc + at_pos);
       }
@@ -100,8 +100,9 @@ at::Tensor LlamaModel::decode_step(const at::Tensor& ids, KVCache& cache, Logits
         const int64_t b = task / H, head = task % H, g = head / G;
         const int64_t span = pos[static_cast<std::size_t>(b)] + 1;
         const float* q = qkvp + b * width + head * hd;
-        const float* keys = kc + (b * KV + g) * cap * hd;
-        const float* values = vc + (b * KV + g) * cap * hd;
+        const int64_t slot = slots[static_cast<std::size_t>(b)];
+        const float* keys = kc + (slot * KV + g) * cap * hd;
+        const float* values = vc + (slot * KV + g) * cap * hd;
         float top = -std::numeric_limits<float>::infinity();
         for (int64_t j = 0; j < span; ++j) top = std::max(top, scores[static_cast<std::size_t>(j)] = dot(q, keys + j * hd, hd));
         float total = 0.0f;
@@ -127,7 +128,7 @@ at::Tensor LlamaModel::decode_step(const at::Tensor& ids, KVCache& cache, Logits
     auto down = layer.w_down.apply(act).contiguous();
     axpy(1.0f, down.data_ptr<float>(), xp, B * d);
   }
-  for (int64_t b = 0; b < B; ++b) cache.set_length(b, pos[static_cast<std::size_t>(b)] + 1);
+  for (int64_t b = 0; b < B; ++b) cache.set_length(slots[static_cast<std::size_t>(b)], pos[static_cast<std::size_t>(b)] + 1);
 
   for (int64_t b = 0; b < B; ++b) rms_norm_row(xp + b * d, norm_.data_ptr<float>(), eps, d, hp + b * d);
   auto logits = head_.apply(h);  // [B, vocab]

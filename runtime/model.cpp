@@ -7,6 +7,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <numeric>
 
 #include <nlohmann/json.hpp>
 
@@ -644,7 +645,7 @@ at::Tensor LlamaModel::mlp_block(const Layer& layer, const at::Tensor& x, int64_
 
 at::Tensor LlamaModel::attention_block(const Layer& layer, int64_t index, const at::Tensor& x, const at::Tensor& cos,
                                        const at::Tensor& sin, const at::Tensor& mask, KVCache* cache,
-                                       const std::vector<int64_t>* n_new) const {
+                                       const std::vector<int64_t>* n_new, const std::vector<int64_t>* slots) const {
   const int64_t B = x.size(0), T = x.size(1);
   const int64_t H = config_.num_attention_heads, KV = config_.num_key_value_heads, hd = config_.head_dim();
   const int64_t G = H / KV;
@@ -669,13 +670,25 @@ at::Tensor LlamaModel::attention_block(const Layer& layer, int64_t index, const 
     auto& cv = cache->v_[static_cast<std::size_t>(index)];
     int64_t span = 0;
     for (int64_t b = 0; b < B; ++b) {
-      const int64_t start = cache->length(b), n = (*n_new)[static_cast<std::size_t>(b)];
-      ck[b].narrow(1, start, n).copy_(k[b].narrow(1, 0, n));
-      cv[b].narrow(1, start, n).copy_(v[b].narrow(1, 0, n));
+      const int64_t slot = (*slots)[static_cast<std::size_t>(b)];
+      const int64_t start = cache->length(slot), n = (*n_new)[static_cast<std::size_t>(b)];
+      ck[slot].narrow(1, start, n).copy_(k[b].narrow(1, 0, n));
+      cv[slot].narrow(1, start, n).copy_(v[b].narrow(1, 0, n));
       span = std::max(span, start + n);
     }
     keys = ck.narrow(2, 0, span);
     values = cv.narrow(2, 0, span);
+    // Rows read their own sequences: a view when the slots are one ascending run (the whole
+    // cache, or one sequence's prefill), else a copy of the rows' first `span` positions.
+    const auto& sl = *slots;
+    if (std::is_sorted(sl.begin(), sl.end()) && sl.back() - sl.front() == B - 1) {
+      keys = keys.narrow(0, sl.front(), B);
+      values = values.narrow(0, sl.front(), B);
+    } else {
+      const auto index = at::tensor(sl, at::kLong);
+      keys = keys.index_select(0, index);
+      values = values.index_select(0, index);
+    }
   }
   const int64_t S = keys.size(2);
   // Grouped-query attention without repeating K/V: the G query heads that share a KV head are
@@ -704,7 +717,7 @@ at::Tensor LlamaModel::forward(const at::Tensor& ids, const FfnObserver& observe
   at::Tensor mask;
   if (T > 1) mask = at::full({T, T}, -std::numeric_limits<float>::infinity(), at::kFloat).triu(1).view({1, T, T});
   for (std::size_t i = 0; i < layers_.size(); ++i) {
-    x = attention_block(layers_[i], static_cast<int64_t>(i), x, cos, sin, mask, nullptr, nullptr);
+    x = attention_block(layers_[i], static_cast<int64_t>(i), x, cos, sin, mask, nullptr, nullptr, nullptr);
     x = mlp_block(layers_[i], x, static_cast<int64_t>(i), &observe);
   }
   return head(x);
@@ -713,22 +726,39 @@ at::Tensor LlamaModel::forward(const at::Tensor& ids, const FfnObserver& observe
 at::Tensor LlamaModel::forward(const at::Tensor& ids, const std::vector<int64_t>& n_new, KVCache& cache,
                                LogitsAt which) const {
   if (ids.dim() != 2) throw Error("forward: ids must be [batch, time]");
+  if (ids.size(0) != cache.batch())
+    throw Error("forward: batch " + std::to_string(ids.size(0)) + " does not match the cache (" + std::to_string(cache.batch()) + ")");
+  std::vector<int64_t> slots(static_cast<std::size_t>(ids.size(0)));
+  std::iota(slots.begin(), slots.end(), int64_t{0});
+  return forward(ids, n_new, cache, slots, which);
+}
+
+at::Tensor LlamaModel::forward(const at::Tensor& ids, const std::vector<int64_t>& n_new, KVCache& cache,
+                               const std::vector<int64_t>& slots, LogitsAt which) const {
+  if (ids.dim() != 2) throw Error("forward: ids must be [batch, time]");
   const int64_t B = ids.size(0), T = ids.size(1);
-  if (B != cache.batch() || static_cast<int64_t>(n_new.size()) != B)
-    throw Error("forward: batch " + std::to_string(B) + " does not match the cache (" + std::to_string(cache.batch()) + ")");
+  if (B < 1 || static_cast<int64_t>(n_new.size()) != B || static_cast<int64_t>(slots.size()) != B)
+    throw Error("forward: " + std::to_string(B) + " rows need as many token counts and cache sequences");
+  std::vector<bool> taken(static_cast<std::size_t>(cache.batch()), false);
+  for (const auto slot : slots) {
+    if (slot < 0 || slot >= cache.batch() || taken[static_cast<std::size_t>(slot)])
+      throw Error("forward: cache sequence " + std::to_string(slot) + " is out of range or named twice");
+    taken[static_cast<std::size_t>(slot)] = true;
+  }
   std::vector<int64_t> starts(static_cast<std::size_t>(B));
   bool uniform = true;
   for (int64_t b = 0; b < B; ++b) {
     const auto n = n_new[static_cast<std::size_t>(b)];
-    starts[static_cast<std::size_t>(b)] = cache.length(b);
+    const auto slot = slots[static_cast<std::size_t>(b)];
+    starts[static_cast<std::size_t>(b)] = cache.length(slot);
     if (n < 1 || n > T) throw Error("forward: row " + std::to_string(b) + " adds " + std::to_string(n) + " tokens of " + std::to_string(T));
-    if (cache.length(b) + n > cache.capacity())
-      throw Error("forward: sequence " + std::to_string(b) + " would exceed the KV cache capacity of " +
+    if (cache.length(slot) + n > cache.capacity())
+      throw Error("forward: sequence " + std::to_string(slot) + " would exceed the KV cache capacity of " +
                   std::to_string(cache.capacity()) + " positions");
     uniform = uniform && n == T && starts[static_cast<std::size_t>(b)] == starts[0];
   }
   // Decoding (one new token per row): the fused step, without per-operation dispatch.
-  if (T == 1 && !embed_.requires_grad()) return decode_step(ids, cache, which);
+  if (T == 1 && !embed_.requires_grad()) return decode_step(ids, cache, slots, which);
   // Positions: row b, column t sits at starts[b] + t (clamped for padding columns).
   auto start_t = at::tensor(starts, at::kLong).view({B, 1});
   auto pos = (start_t + at::arange(T, at::kLong).view({1, T})).clamp_max(config_.max_position_embeddings - 1);
@@ -749,10 +779,11 @@ at::Tensor LlamaModel::forward(const at::Tensor& ids, const std::vector<int64_t>
 
   auto x = embed(ids);
   for (std::size_t i = 0; i < layers_.size(); ++i) {
-    x = attention_block(layers_[i], static_cast<int64_t>(i), x, cos, sin, mask, &cache, &n_new);
+    x = attention_block(layers_[i], static_cast<int64_t>(i), x, cos, sin, mask, &cache, &n_new, &slots);
     x = mlp_block(layers_[i], x);
   }
-  for (int64_t b = 0; b < B; ++b) cache.set_length(b, starts[static_cast<std::size_t>(b)] + n_new[static_cast<std::size_t>(b)]);
+  for (int64_t b = 0; b < B; ++b)
+    cache.set_length(slots[static_cast<std::size_t>(b)], starts[static_cast<std::size_t>(b)] + n_new[static_cast<std::size_t>(b)]);
 
   if (which == LogitsAt::All) return head(x);
   // Only each row's last real position goes through the LM head: prefill of a long prompt

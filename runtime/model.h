@@ -141,6 +141,12 @@ class LlamaModel {
   // the logits of each row's last new token, [B, vocab] (Last).
   at::Tensor forward(const at::Tensor& ids, const std::vector<int64_t>& n_new, KVCache& cache,
                      LogitsAt which = LogitsAt::All) const;
+  // The same over some of the cache's sequences: row b of ids extends sequence slots[b] (distinct
+  // slots; the others are left as they are). Continuous batching (runtime/batch_decoder.h) runs
+  // the sequences in flight over a cache sized for the most it admits. Each row computes exactly
+  // what it would alone: the decoding step's kernels treat rows independently.
+  at::Tensor forward(const at::Tensor& ids, const std::vector<int64_t>& n_new, KVCache& cache,
+                     const std::vector<int64_t>& slots, LogitsAt which = LogitsAt::All) const;
 
  private:
   // A linear weight [out, in] stored as row blocks, each float (f32, bf16 or f16) or int8; the output is the
@@ -167,13 +173,13 @@ class LlamaModel {
   };
   at::Tensor attention_block(const Layer& layer, int64_t index, const at::Tensor& x, const at::Tensor& cos,
                              const at::Tensor& sin, const at::Tensor& mask, KVCache* cache,
-                             const std::vector<int64_t>* n_new) const;
+                             const std::vector<int64_t>* n_new, const std::vector<int64_t>* slots) const;
   at::Tensor mlp_block(const Layer& layer, const at::Tensor& x, int64_t index = -1, const FfnObserver* observe = nullptr) const;
   at::Tensor head(const at::Tensor& hidden) const;
   // forward() with cache for one new token per row (decoding): the same layers as plain loops
   // over raw buffers around the matrix kernels, with no per-operation dispatch
   // (runtime/decode_step.cpp).
-  at::Tensor decode_step(const at::Tensor& ids, KVCache& cache, LogitsAt which) const;
+  at::Tensor decode_step(const at::Tensor& ids, KVCache& cache, const std::vector<int64_t>& slots, LogitsAt which) const;
   at::Tensor embed(const at::Tensor& ids) const;  // f32 rows of the embedding table
 
   LlamaConfig config_;

@@ -221,6 +221,7 @@ json to_message(const Register& m) {
   j["hardware"] = m.hardware;
   j["models"] = m.models;
   j["dry_run"] = m.dry_run;
+  j["slots"] = m.slots;
   j["nonce"] = m.nonce;
   j["proof"] = m.proof;
   return j;
@@ -322,6 +323,8 @@ Register read_message<Register>(const json& j) {
   if (!models.is_array()) bad("field \"models\" must be an array");
   for (const auto& mj : models) m.models.push_back(mj.get<ModelInfo>());
   m.dry_run = field_or<bool>(j, "dry_run", false);
+  m.slots = field_or<int64_t>(j, "slots", 1);
+  if (m.slots < 1) bad("field \"slots\" must be at least 1");
   m.nonce = field<std::string>(j, "nonce");
   m.proof = field<std::string>(j, "proof");
   return m;

@@ -46,6 +46,7 @@ struct Register {
   data::HardwareProfile hardware;
   std::vector<ModelInfo> models;
   bool dry_run = false;             // answers immediately without running a model (bench-dispatch)
+  int64_t slots = 1;                // tasks it decodes at once (its continuous batch, `worker --max-batch`)
   std::string nonce;                // the worker's challenge to the coordinator (mutual authentication)
   std::string proof;                // HMAC(token, Hello.nonce, name)
 

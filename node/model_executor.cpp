@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <utility>
 
 #include "accel/arm_cache.h"
 #include "accel/registry.h"
@@ -12,6 +13,8 @@
 #include "node/assignment.h"
 #include "node/task_runner.h"
 #include "node/token_stream.h"
+#include "runtime/batch_decoder.h"
+#include "runtime/model.h"
 #include "runtime/threads.h"
 
 namespace eesched::node {
@@ -35,15 +38,58 @@ RunMetrics failed_run(const std::string& why) {
   return m;
 }
 
+// Whether the task may join a continuous batch: an arm that decodes one token per step with the
+// KV cache and no draft, one prompt, and prompt + new tokens within the batch context.
+bool batchable(const net::Assign& a, const BatchingOptions& batching) {
+  if (batching.max_batch <= 1 || a.prompt_ids.size() != 1) return false;
+  try {
+    const auto arm = data::parse_arm(a.arm);
+    if (!arm.kv_cache || arm.needs_draft() || arm.batch_one) return false;
+  } catch (const std::exception&) {
+    return false;  // runs alone, which reports the error
+  }
+  return static_cast<int64_t>(a.prompt_ids.front().size()) + a.generation.max_new_tokens - 1 <= batching.context;
+}
+
 }  // namespace
 
-ModelExecutor::ModelExecutor(const ModelSet& models, net::Endpoint coordinator, int threads, RunDone done, TokensOut tokens)
+int64_t default_max_batch(const ModelSet& models, int64_t context, int64_t free_memory_bytes) {
+  constexpr int64_t kPreferred = 8;
+  int64_t per_sequence = 0;  // KV cache bytes of one sequence of `context` positions, largest model
+  for (const auto& m : models.all()) {
+    const auto& r = m.info.row;
+    const int64_t head_dim = r.head_dim > 0 ? r.head_dim : r.heads > 0 ? r.hidden / r.heads : r.hidden;
+    const int64_t kv_heads = r.kv_heads > 0 ? r.kv_heads : r.heads;
+    per_sequence = std::max(per_sequence, 2 * r.layers * kv_heads * head_dim * 4 * context);
+  }
+  if (per_sequence <= 0 || free_memory_bytes <= 0) return kPreferred;
+  return std::clamp<int64_t>(free_memory_bytes / 4 / per_sequence, 1, kPreferred);
+}
+
+struct ModelExecutor::Running {
+  Job job;
+  std::unique_ptr<TokenStream> stream;
+  std::string started_at;
+};
+
+struct ModelExecutor::Batch {
+  std::shared_ptr<const accel::PreparedArm> arm;
+  std::unique_ptr<runtime::BatchDecoder> decoder;
+  std::map<int64_t, Running> running;  // by the decoder's sequence id
+};
+
+ModelExecutor::ModelExecutor(const ModelSet& models, net::Endpoint coordinator, int threads, BatchingOptions batching,
+                             RunDone done, TokensOut tokens)
     : models_(models),
       coordinator_(std::move(coordinator)),
       threads_(threads),
+      batching_(batching),
       done_(std::move(done)),
       tokens_(std::move(tokens)),
-      cache_(std::make_unique<accel::ArmCache>()) {}
+      cache_(std::make_unique<accel::ArmCache>()) {
+  if (batching_.max_batch < 1 || batching_.max_batch > runtime::BatchDecoder::kMaxBatch)
+    throw std::runtime_error("--max-batch must be 1.." + std::to_string(runtime::BatchDecoder::kMaxBatch));
+}
 
 ModelExecutor::~ModelExecutor() {
   stop();
@@ -73,8 +119,8 @@ void ModelExecutor::cancel(int64_t task_id) {
     queue_.erase(std::remove_if(queue_.begin(), queue_.end(), [&](const Job& j) { return j.assign.task_id == task_id; }),
                  queue_.end());
     removed = before - queue_.size();
-    running = running_task_ && running_task_id_ == task_id;
-    if (running) cancel_running_ = true;
+    running = running_.count(task_id) > 0;
+    if (running) cancelled_.insert(task_id);
   }
   spdlog::debug("task {}: cancelled{}", task_id,
                 running ? " (running: it stops after this step)" : removed ? "" : " (not here: finished)");
@@ -89,7 +135,7 @@ std::size_t ModelExecutor::drop_queued() {
 
 int64_t ModelExecutor::queued() const {
   std::lock_guard lock(mutex_);
-  return static_cast<int64_t>(queue_.size()) + (running_task_ ? 1 : 0);
+  return static_cast<int64_t>(queue_.size() + running_.size());
 }
 
 void ModelExecutor::stop() {
@@ -105,39 +151,147 @@ void ModelExecutor::join() {
   if (thread_.joinable()) thread_.join();
 }
 
+bool ModelExecutor::take_cancel(int64_t task_id) {
+  std::lock_guard lock(mutex_);
+  return cancelled_.erase(task_id) > 0;
+}
+
 void ModelExecutor::loop() {
   runtime::set_threads(threads_);  // OpenMP's thread count is per calling thread
   for (;;) {
-    Job job;
+    bool batched = false;
+    for (const auto& [key, b] : batches_) batched = batched || !b->running.empty();
     {
       std::unique_lock lock(mutex_);
-      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      if (stopping_) return;
-      job = std::move(queue_.front());
-      queue_.pop_front();
-      running_task_ = true;
-      running_task_id_ = job.assign.task_id;
-      cancel_running_ = false;
+      // A running batch keeps stepping (after stop() too: its tasks finish); otherwise wait.
+      if (!batched) cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (stopping_ && !batched) return;
     }
-    const auto m = execute(job);
-    {
-      std::lock_guard lock(mutex_);
-      running_task_ = false;
+    if (auto job = admit()) {
+      finish(*job, execute_alone(*job));
+      continue;
     }
-    const auto& a = job.assign;
-    // The ids are what this worker sees: encrypted. Logged so anyone can check that.
-    if (m.ok)
-      spdlog::info("task {} attempt {}: arm {}, prompt {} -> {} tokens {} in {:.1f} ms", a.task_id, a.attempt, a.arm,
-                   preview(a.prompt_ids.front()), m.new_tokens, m.tokens.empty() ? "[]" : preview(m.tokens.front()), m.latency_ms);
-    else if (m.error == "cancelled")
-      spdlog::info("task {} attempt {}: cancelled while running", a.task_id, a.attempt);
-    else
-      spdlog::warn("task {} attempt {}: arm {} failed: {}", a.task_id, a.attempt, a.arm, m.error);
-    done_(a, job.from, m);
+    step_batches();
   }
 }
 
-RunMetrics ModelExecutor::execute(const Job& job) {
+std::optional<ModelExecutor::Job> ModelExecutor::admit() {
+  for (;;) {
+    int64_t active = 0;
+    for (const auto& [key, b] : batches_) active += static_cast<int64_t>(b->running.size());
+    Job job;
+    {
+      std::lock_guard lock(mutex_);
+      if (stopping_ || queue_.empty() || active >= batching_.max_batch) return std::nullopt;
+      const bool alone = !batchable(queue_.front().assign, batching_);
+      if (alone && active > 0) return std::nullopt;  // it waits for the batch to drain, and so do those behind it
+      job = std::move(queue_.front());
+      queue_.pop_front();
+      running_.insert(job.assign.task_id);
+      if (alone) return job;
+    }
+    admit_to_batch(std::move(job));
+  }
+}
+
+void ModelExecutor::admit_to_batch(Job job) {
+  const auto& a = job.assign;
+  try {
+    const auto* target = models_.find(a.model, false);
+    if (!target) throw std::runtime_error("this worker has no model '" + a.model + "'");
+    const auto arm = data::parse_arm(a.arm);
+    const auto spec = task_spec(coordinator_, a, arm);
+    const accel::ModelPair pair{target->model, nullptr, target->info.key_fingerprint, ""};
+    if (auto why = accel::arm_refusal(arm, spec, pair)) throw std::runtime_error("arm " + arm.name + " cannot run here: " + *why);
+    const std::string key = target->info.row.fingerprint + "|" + arm.name;
+    auto& batch = batches_[key];
+    if (!batch) {
+      // A new arm's batch: the idle batches of other arms give their KV caches back first.
+      for (auto it = batches_.begin(); it != batches_.end();)
+        it = it->first != key && it->second->running.empty() ? batches_.erase(it) : std::next(it);
+      auto fresh = std::make_unique<Batch>();
+      fresh->arm = cache_->get(target->info.row.fingerprint + "|", arm, pair);
+      fresh->decoder = std::make_unique<runtime::BatchDecoder>(
+          *fresh->arm->models.target,
+          runtime::BatchDecoderOptions{batching_.max_batch, batching_.context, batching_.prefill_chunk, batching_.prefill_chunk});
+      batches_[key] = std::move(fresh);
+    }
+    auto& b = *batches_[key];
+    runtime::BatchRequest request;
+    request.prompt = a.prompt_ids.front();
+    request.generation = spec.generation;
+    request.time_limit_ms = a.time_limit_ms;
+    if (auto why = b.decoder->refusal(request); !why.empty()) throw std::runtime_error(why);
+    const int64_t id = b.decoder->admit(std::move(request));
+    auto stream = std::make_unique<TokenStream>(a.task_id, a.attempt, 1, [this, from = job.from](const net::Tokens& t) {
+      if (tokens_) tokens_(t, from);
+    });
+    spdlog::debug("task {} attempt {}: joins the {} batch ({} running)", a.task_id, a.attempt, arm.name, b.running.size() + 1);
+    b.running.emplace(id, Running{std::move(job), std::move(stream), data::iso_utc_now()});
+  } catch (const std::exception& e) {
+    finish(job, failed_run(e.what()));
+  }
+}
+
+void ModelExecutor::step_batches() {
+  for (auto& [key, b] : batches_) {
+    // Cancelled tasks leave before the step.
+    for (auto it = b->running.begin(); it != b->running.end();) {
+      if (!take_cancel(it->second.job.assign.task_id)) {
+        ++it;
+        continue;
+      }
+      b->decoder->remove(it->first);
+      it->second.stream->flush();
+      finish(it->second.job, failed_run("cancelled"));
+      it = b->running.erase(it);
+    }
+    if (b->running.empty()) continue;
+    std::vector<runtime::SequenceUpdate> updates;
+    try {
+      updates = b->decoder->step();
+    } catch (const std::exception& e) {
+      // A failed forward (out of memory, say): every task of the batch fails with it.
+      for (auto& [id, run] : b->running) {
+        b->decoder->remove(id);
+        finish(run.job, failed_run(e.what()));
+      }
+      b->running.clear();
+      continue;
+    }
+    for (auto& u : updates) {
+      const auto it = b->running.find(u.id);
+      if (it == b->running.end()) continue;
+      auto& run = it->second;
+      if (!u.new_tokens.empty()) run.stream->add({u.new_tokens});
+      if (!u.finished) continue;
+      run.stream->flush();
+      finish(run.job, run_metrics(u.result, std::nullopt, run.job.assign.time_limit_ms, run.started_at));
+      b->running.erase(it);
+    }
+  }
+}
+
+void ModelExecutor::finish(const Job& job, const RunMetrics& m) {
+  {
+    std::lock_guard lock(mutex_);
+    running_.erase(job.assign.task_id);
+    cancelled_.erase(job.assign.task_id);
+  }
+  const auto& a = job.assign;
+  // The ids are what this worker sees: encrypted. Logged so anyone can check that.
+  if (m.ok)
+    spdlog::info("task {} attempt {}: arm {}, prompt {} -> {} tokens {} in {:.1f} ms", a.task_id, a.attempt, a.arm,
+                 a.prompt_ids.empty() ? "[]" : preview(a.prompt_ids.front()), m.new_tokens,
+                 m.tokens.empty() ? "[]" : preview(m.tokens.front()), m.latency_ms);
+  else if (m.error == "cancelled")
+    spdlog::info("task {} attempt {}: cancelled while running", a.task_id, a.attempt);
+  else
+    spdlog::warn("task {} attempt {}: arm {} failed: {}", a.task_id, a.attempt, a.arm, m.error);
+  done_(a, job.from, m);
+}
+
+RunMetrics ModelExecutor::execute_alone(const Job& job) {
   const auto& a = job.assign;
   try {
     const auto* target = models_.find(a.model, false);
@@ -157,12 +311,12 @@ RunMetrics ModelExecutor::execute(const Job& job) {
                                 draft ? draft->info.key_fingerprint : ""};
     if (auto why = accel::arm_refusal(arm, spec, pair)) throw std::runtime_error("arm " + arm.name + " cannot run here: " + *why);
     const auto prepared = cache_->get(target->info.row.fingerprint + "|" + (draft ? draft->info.row.fingerprint : ""), arm, pair);
-    // Tokens go back to the connection the task came on, ahead of its Result (sent by loop()).
+    // Tokens go back to the connection the task came on, ahead of its Result (sent by finish()).
     TokenStream stream(a.task_id, a.attempt, a.prompt_ids.size(), [this, &job](const net::Tokens& t) {
       if (tokens_) tokens_(t, job.from);
     });
-    auto m = execute_task(*prepared, spec, a.prompt_ids, a.time_limit_ms, [this, &stream](const auto& step) {
-      if (cancel_running_) throw std::runtime_error("cancelled");
+    auto m = execute_task(*prepared, spec, a.prompt_ids, a.time_limit_ms, [this, &stream, &a](const auto& step) {
+      if (take_cancel(a.task_id)) throw std::runtime_error("cancelled");
       stream.add(step);
     });
     stream.flush();

@@ -2,6 +2,7 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <exception>
 #include <utility>
 #include <random>
@@ -10,37 +11,53 @@
 #include "data/time.h"
 
 namespace eesched::node {
+namespace {
+
+void stamp_end(RunMetrics& m) {
+  m.ended_at = data::iso_utc_now();
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  m.peak_rss_bytes = static_cast<int64_t>(usage.ru_maxrss) * 1024;
+}
+
+}  // namespace
+
+RunMetrics run_metrics(const runtime::GenerateResult& g, std::optional<double> acceptance_rate, double time_limit_ms,
+                       std::string started_at) {
+  RunMetrics m;
+  m.started_at = std::move(started_at);
+  m.latency_ms = g.total_ms;
+  m.ttft_ms = g.ttft_ms;
+  m.ms_per_token = g.ms_per_token();
+  m.tokens_per_s = g.tokens_per_s();
+  m.new_tokens = g.new_tokens();
+  m.acceptance_rate = acceptance_rate;
+  m.tokens = g.tokens;
+  const bool timed_out = std::find(g.finish_reason.begin(), g.finish_reason.end(), "timeout") != g.finish_reason.end();
+  m.ok = !timed_out;
+  if (timed_out) m.error = "timeout after " + std::to_string(static_cast<int64_t>(time_limit_ms)) + " ms";
+  stamp_end(m);
+  return m;
+}
 
 RunMetrics execute_task(const accel::PreparedArm& arm, const data::TaskSpec& task,
                         const std::vector<std::vector<int64_t>>& prompts, double time_limit_ms, StepTokens on_tokens) {
-  RunMetrics m;
-  m.started_at = data::iso_utc_now();
+  const auto started_at = data::iso_utc_now();
   try {
     runtime::GenerateOptions o;
     o.generation = task.generation;
     o.time_limit_ms = time_limit_ms;
     o.on_tokens = std::move(on_tokens);
     const auto r = accel::run_arm(arm, prompts, o);
-    const auto& g = r.generation;
-    m.latency_ms = g.total_ms;
-    m.ttft_ms = g.ttft_ms;
-    m.ms_per_token = g.ms_per_token();
-    m.tokens_per_s = g.tokens_per_s();
-    m.new_tokens = g.new_tokens();
-    m.acceptance_rate = r.acceptance_rate;
-    m.tokens = g.tokens;
-    const bool timed_out = std::find(g.finish_reason.begin(), g.finish_reason.end(), "timeout") != g.finish_reason.end();
-    m.ok = !timed_out;
-    if (timed_out) m.error = "timeout after " + std::to_string(static_cast<int64_t>(time_limit_ms)) + " ms";
+    return run_metrics(r.generation, r.acceptance_rate, time_limit_ms, started_at);
   } catch (const std::exception& e) {
+    RunMetrics m;
+    m.started_at = started_at;
     m.ok = false;
     m.error = e.what();
+    stamp_end(m);
+    return m;
   }
-  m.ended_at = data::iso_utc_now();
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  m.peak_rss_bytes = static_cast<int64_t>(usage.ru_maxrss) * 1024;
-  return m;
 }
 
 std::vector<int64_t> synthetic_prompt(const std::string& task_id, int64_t n, int64_t vocab) {

@@ -11,6 +11,7 @@
 #include "accel/registry.h"
 #include "data/store.h"
 #include "data/task.h"
+#include "runtime/generate.h"
 
 namespace eesched::node {
 
@@ -29,6 +30,10 @@ RunMetrics execute_task(const accel::PreparedArm& arm, const data::TaskSpec& tas
                         const std::vector<std::vector<int64_t>>& prompts, double time_limit_ms = 0,
                         StepTokens on_tokens = nullptr);
 
+// The measurements of a finished generation (one row per prompt), as execute_task records them:
+// failed with "timeout after N ms" when a row timed out. Stamps ended_at and the peak RSS.
+RunMetrics run_metrics(const runtime::GenerateResult& g, std::optional<double> acceptance_rate, double time_limit_ms,
+                       std::string started_at);
 
 // The ids a task without text uses: `n` ids drawn from [3, vocab) seeded by the task id, so every
 // run of the task (any arm, any machine) sees the same prompt.

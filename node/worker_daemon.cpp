@@ -68,10 +68,12 @@ struct WorkerDaemon::Impl {
     if (!options.db.empty()) run_log.emplace(options.db, name, hardware, *models, options.coordinator);
 
     auto done = [this](const net::Assign& a, net::WorkerSession::ConnectionId from, const RunMetrics& m) { finished(a, from, m); };
+    if (options.batching.max_batch == 0)
+      options.batching.max_batch = options.dry_run ? 1 : default_max_batch(*models, options.batching.context, hardware.mem_free_bytes);
     if (options.dry_run)
       executor = std::make_unique<DryRunExecutor>(*models, done);
     else
-      executor = std::make_unique<ModelExecutor>(*models, options.coordinator, options.threads, done,
+      executor = std::make_unique<ModelExecutor>(*models, options.coordinator, options.threads, options.batching, done,
                                                  [this](const net::Tokens& t, net::WorkerSession::ConnectionId to) {
                                                    session->send_tokens(t, to);
                                                  });
@@ -81,6 +83,7 @@ struct WorkerDaemon::Impl {
     registration.hardware = hardware;
     registration.models = models->infos();
     registration.dry_run = options.dry_run;
+    registration.slots = options.batching.max_batch;
     net::WorkerSession::Handlers handlers;
     handlers.on_assign = [this](net::Assign a, net::WorkerSession::ConnectionId from) { executor->assign(std::move(a), from); };
     handlers.on_cancel = [this](const net::Cancel& c) { executor->cancel(c.task_id); };

@@ -221,6 +221,7 @@ struct Coordinator::Impl {
     w.name = r.name;
     w.hardware = r.hardware;
     w.dry_run = r.dry_run;
+    w.slots = std::max<int64_t>(1, r.slots);
     w.id = store.upsert_worker(data::worker_row(r.name, r.hardware));
     for (auto& m : r.models) {
       m.row.id = store.upsert_model(m.row);
@@ -240,8 +241,8 @@ struct Coordinator::Impl {
                                                options.heartbeat.count()}));
     std::string names;
     for (const auto& m : w.models) names += (names.empty() ? "" : ", ") + m.row.name;
-    spdlog::info("worker {} registered from {} ({} threads, {:.0f} GFLOP/s): {}{}{}", w.name, conn->peer(), w.hardware.threads,
-                 w.hardware.gflops, names, w.draft ? ", draft " + w.draft->row.name : "", w.dry_run ? " [dry run]" : "");
+    spdlog::info("worker {} registered from {} ({} threads, {:.0f} GFLOP/s, {} slot{}): {}{}{}", w.name, conn->peer(),
+                 w.hardware.threads, w.hardware.gflops, w.slots, w.slots > 1 ? "s" : "", names, w.draft ? ", draft " + w.draft->row.name : "", w.dry_run ? " [dry run]" : "");
     workers.add(conn->id(), std::move(w));
     dispatch();
   }
@@ -531,7 +532,7 @@ struct Coordinator::Impl {
     t.predicted_ms = p.choice.predicted_ms;
     t.ppl_ratio = p.ppl_ratio;
     t.policy = !t.request.arm.empty() ? "client" : policy_label;
-    if (w.outstanding.empty()) t.started_at = Clock::now();
+    if (static_cast<int64_t>(w.outstanding.size()) < w.slots) t.started_at = Clock::now();  // a free slot: it runs now
     workers.assign(w, t.row.id, p.choice.predicted_ms);
     // The store keeps such a task `pending` until its result: a restart re-queues it either way,
     // and one write fewer per task is throughput.
@@ -701,7 +702,12 @@ CoordinatorStats Coordinator::stats() const {
   st.live_workers = static_cast<int64_t>(impl_->workers.size());
   st.pending = static_cast<int64_t>(impl_->tasks.pending_count());
   st.running = static_cast<int64_t>(impl_->tasks.size()) - st.pending;
-  for (const auto& [conn, w] : impl_->workers.all()) st.worker_tasks[w.name] += static_cast<int64_t>(w.outstanding.size());
+  for (const auto& [conn, w] : impl_->workers.all()) {
+    const auto n = static_cast<int64_t>(w.outstanding.size());
+    st.worker_tasks[w.name] += n;
+    st.worker_running[w.name] += std::min(n, w.slots);
+    st.worker_slots[w.name] += w.slots;
+  }
   return st;
 }
 

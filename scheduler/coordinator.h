@@ -57,6 +57,8 @@ struct CoordinatorStats {
   int64_t live_workers = 0, pending = 0, running = 0;
   std::map<std::string, int64_t> arms_chosen, arms_explored;  // placements by arm (explored: by exploration)
   std::map<std::string, int64_t> worker_tasks;                // tasks assigned to each live worker, unfinished
+  std::map<std::string, int64_t> worker_running;              // of those, the ones in its running batch (at most its slots)
+  std::map<std::string, int64_t> worker_slots;                // tasks each live worker decodes at once
   std::vector<double> submit_to_assign_us;  // record_timings only: Submit received -> Assign sent
   std::vector<double> result_to_reply_us;   // record_timings only: Result received -> client answered
 };

@@ -34,6 +34,12 @@ std::string render_coordinator_metrics(const CoordinatorStats& s) {
   m.set("eesched_coordinator_tasks_running", {}, static_cast<double>(s.running));
   m.declare("eesched_coordinator_worker_tasks", K::Gauge, "tasks a worker is running or holds queued, by worker");
   for (const auto& [worker, n] : s.worker_tasks) m.set("eesched_coordinator_worker_tasks", {{"worker", worker}}, static_cast<double>(n));
+  m.declare("eesched_coordinator_worker_running_batch", K::Gauge,
+            "tasks in a worker's running batch: its unfinished tasks up to its slots, by worker");
+  for (const auto& [worker, n] : s.worker_running)
+    m.set("eesched_coordinator_worker_running_batch", {{"worker", worker}}, static_cast<double>(n));
+  m.declare("eesched_coordinator_worker_slots", K::Gauge, "tasks a worker decodes at once (its --max-batch), by worker");
+  for (const auto& [worker, n] : s.worker_slots) m.set("eesched_coordinator_worker_slots", {{"worker", worker}}, static_cast<double>(n));
   return m.render();
 }
 

@@ -75,7 +75,8 @@ std::optional<Choice> place(const PlacementTask& task, const std::vector<const W
       // The same decision either way: keep the one that is free sooner (the first on ties).
       if (seen->second != kNone) {
         auto& kept = options[seen->second];
-        if (w.queue_ms < kept.queue_ms) kept.id = w.id, kept.queue_ms = w.queue_ms, kept.task.worker_id = w.id;
+        if (std::make_pair(w.queue_ms, w.occupancy) < std::make_pair(kept.queue_ms, kept.occupancy))
+          kept.id = w.id, kept.queue_ms = w.queue_ms, kept.occupancy = w.occupancy, kept.task.worker_id = w.id;
       }
       continue;
     }
@@ -94,7 +95,7 @@ std::optional<Choice> place(const PlacementTask& task, const std::vector<const W
       seen->second = kNone;  // its twins cannot run it either
       continue;
     }
-    options.push_back(WorkerOption{w.id, std::move(c), w.queue_ms, w.cost_weight});
+    options.push_back(WorkerOption{w.id, std::move(c), w.queue_ms, w.cost_weight, w.occupancy});
   }
   if (options.empty()) {
     if (!task.pinned_arm.empty()) throw Unplaceable("arm " + task.pinned_arm + " does not apply: " + why);

@@ -31,7 +31,8 @@ struct WorkerState {
   data::ModelRow model;                 // the task's model as this worker holds it, with its measured quality
   std::optional<data::ModelRow> draft;  // the worker's draft model, if it has one
   data::Landmarks landmarks;            // measured acceptance rates of its draft pairs
-  double queue_ms = 0;                  // predicted work queued on it
+  double queue_ms = 0;                  // predicted wait before a new task starts on it (worker_pool.h)
+  int64_t occupancy = 1;                // tasks its batch would run with a new one in it
   double cost_weight = 1;
   std::string profile;                  // profile_key(*this), when the caller caches it; empty: computed per decision
 };

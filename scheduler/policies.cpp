@@ -214,7 +214,7 @@ Choice Policy::choose(const std::vector<WorkerOption>& workers, std::mt19937_64&
     const auto arm = std::find_if(w.task.arms.begin(), w.task.arms.end(), [&](const data::Arm& a) { return a.name == name; });
     if (arm == w.task.arms.end()) throw std::runtime_error("policy " + this->name() + " picked " + name + ", which the worker may not run");
     const double ms = predict_ms(w.task, {*arm})[0];
-    const double score = (w.queue_ms + ms) * w.cost_weight;
+    const double score = (w.queue_ms + ms * batch_slowdown(w.task, *arm, w.occupancy)) * w.cost_weight;
     if (score < best_score) best_score = score, best = {w.id, *arm, ms, false};
   }
   if (best.arm.name.empty()) throw std::runtime_error("no applicable arm to choose from");

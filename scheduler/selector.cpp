@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "data/features.h"
+#include "data/roofline.h"
 #include "data/time.h"
 
 namespace eesched::scheduler {
@@ -192,6 +193,15 @@ data::Arm Selector::choose(const TaskCase& c, const std::vector<data::Arm>& arms
   return arms[static_cast<std::size_t>(std::min_element(scores.begin(), scores.end()) - scores.begin())];
 }
 
+double batch_slowdown(const TaskCase& c, const data::Arm& arm, int64_t occupancy) {
+  if (occupancy <= 1 || !arm.kv_cache || arm.batch_one || c.spec.batch != 1) return 1.0;
+  auto spec = c.spec;
+  const auto alone = data::estimate_roofline(spec, c.model, nullptr, c.hardware, arm, std::nullopt).step_ms;
+  spec.batch = occupancy;
+  const auto shared = data::estimate_roofline(spec, c.model, nullptr, c.hardware, arm, std::nullopt).step_ms;
+  return alone > 0 ? std::max(1.0, shared / alone) : 1.0;
+}
+
 Choice Selector::choose_worker_arm(const std::vector<WorkerOption>& workers) const {
   if (workers.empty()) throw std::runtime_error("no live worker holds the model");
   Choice best;
@@ -202,7 +212,7 @@ Choice Selector::choose_worker_arm(const std::vector<WorkerOption>& workers) con
     const auto ms = predict_ms(w.task, arms);
     const auto scores = anchored(arms, ms);
     for (std::size_t i = 0; i < arms.size(); ++i) {
-      const double score = (w.queue_ms + scores[i]) * w.cost_weight;
+      const double score = (w.queue_ms + scores[i] * batch_slowdown(w.task, arms[i], w.occupancy)) * w.cost_weight;
       if (score < best_score) best_score = score, best = {w.id, arms[i], ms[i], false};
     }
   }

@@ -60,9 +60,16 @@ struct WorkerOption {
   int64_t id = 0;
   TaskCase task;           // the task on this worker: its hardware, its copy of the model and draft,
                            // landmarks; task.arms are the arms it may run there
-  double queue_ms = 0;     // predicted time until it is free (its queued work)
+  double queue_ms = 0;     // predicted time until it can start the task (its queued work)
   double cost_weight = 1;  // > 1 makes a worker less attractive (e.g. a shared or paid machine)
+  int64_t occupancy = 1;   // tasks its continuous batch would decode at once with this one in it
 };
+
+// How much longer a run takes sharing a batch of `occupancy` tasks than alone, by the roofline
+// (data/roofline.h): the decoding step of the whole batch against a batch of one. A step streams
+// the weights once for every row, so a memory-bound model pays little for the extra rows until
+// their FLOPs outweigh the bytes. 1 for arms that do not batch (speculative, no KV cache).
+double batch_slowdown(const TaskCase& c, const data::Arm& arm, int64_t occupancy);
 
 struct Choice {
   int64_t worker = 0;

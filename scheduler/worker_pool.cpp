@@ -18,11 +18,11 @@ Worker& WorkerPool::add(uint64_t conn_id, Worker w) {
     s.hardware = w.hardware;
     s.model = m.row;
     if (w.draft) s.draft = w.draft->row;
-    s.queue_ms = w.queue_ms;
     w.states.push_back(std::move(s));
   }
   w.landmarks_epoch = 0;
   auto& added = workers_[conn_id] = std::move(w);
+  update_queue(added);
   refresh(added);
   return added;
 }
@@ -80,20 +80,32 @@ const net::ModelInfo& WorkerPool::model_for(const Worker& w, const net::TaskRequ
   return *std::find_if(w.models.begin(), w.models.end(), [&](const net::ModelInfo& m) { return serves(m, r); });
 }
 
+void WorkerPool::update_queue(Worker& w) {
+  const auto n = static_cast<int64_t>(w.outstanding.size());
+  const int64_t slots = std::max<int64_t>(1, w.slots);
+  const double wait = n < slots ? 0.0 : static_cast<double>(n - slots + 1) * (w.queue_ms / static_cast<double>(n)) / static_cast<double>(slots);
+  for (auto& s : w.states) {
+    s.queue_ms = wait;
+    s.occupancy = std::min(n + 1, slots);
+  }
+}
+
 void WorkerPool::assign(Worker& w, int64_t task_id, double predicted_ms) {
   w.outstanding.push_back(task_id);
   w.queue_ms += predicted_ms;
-  for (auto& s : w.states) s.queue_ms = w.queue_ms;
+  update_queue(w);
 }
 
 std::optional<int64_t> WorkerPool::unassign(Worker& w, int64_t task_id, double predicted_ms) {
   const auto it = std::find(w.outstanding.begin(), w.outstanding.end(), task_id);
   if (it == w.outstanding.end()) return std::nullopt;
   w.outstanding.erase(it);
-  w.queue_ms = std::max(0.0, w.queue_ms - predicted_ms);
-  for (auto& s : w.states) s.queue_ms = w.queue_ms;
-  if (w.outstanding.empty()) return std::nullopt;
-  return w.outstanding.front();
+  w.queue_ms = w.outstanding.empty() ? 0.0 : std::max(0.0, w.queue_ms - predicted_ms);
+  update_queue(w);
+  // The task that took the freed slot, if any (the caller ignores one that had already started).
+  const auto slot = static_cast<std::size_t>(std::max<int64_t>(1, w.slots) - 1);
+  if (w.outstanding.size() <= slot) return std::nullopt;
+  return w.outstanding[slot];
 }
 
 }  // namespace eesched::scheduler

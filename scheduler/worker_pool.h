@@ -32,7 +32,8 @@ struct Worker {
   std::optional<net::ModelInfo> draft;
   bool dry_run = false;
   std::deque<int64_t> outstanding;     // task ids assigned and unfinished, in assignment order
-  double queue_ms = 0;                 // predicted work outstanding
+  double queue_ms = 0;                 // predicted work outstanding (each task's time alone, summed)
+  int64_t slots = 1;                   // tasks it decodes at once (Register.slots)
 
   // Placement's view of each model (index-aligned with `models`); queue_ms is kept current.
   std::vector<WorkerState> states;
@@ -61,9 +62,13 @@ class WorkerPool {
   // The model of `w` that serves `r` (the one candidates() chose).
   const net::ModelInfo& model_for(const Worker& w, const net::TaskRequest& r) const;
 
-  // Queue accounting of one assignment.
+  // Queue accounting of one assignment. The queue model placement sees (WorkerState): a worker
+  // with n tasks outstanding and S slots starts a new task at once while n < S, sharing its batch
+  // with min(n + 1, S) tasks; otherwise after the n - S + 1 tasks ahead of it have left, which
+  // its S slots drain in parallel: (n - S + 1) x (mean predicted task) / S. With one slot that is
+  // the whole queue, as before batching.
   void assign(Worker& w, int64_t task_id, double predicted_ms);
-  // Returns the task first in the worker's line now (it runs next, or already runs), if any.
+  // Returns the task that the freed slot goes to (it runs next, or already runs), if any.
   std::optional<int64_t> unassign(Worker& w, int64_t task_id, double predicted_ms);
 
   // A run measured an acceptance rate: every cached landmark is stale.
@@ -75,6 +80,7 @@ class WorkerPool {
  private:
   std::optional<double> landmark(int64_t model_id, std::optional<int64_t> draft_id);
   void refresh(Worker& w);
+  static void update_queue(Worker& w);
 
   data::Store& store_;
   std::map<uint64_t, Worker> workers_;  // by connection id

@@ -23,6 +23,7 @@ struct WorkerArgs {
   std::string coordinator, token_file, db, name, draft, key_fingerprint;
   std::vector<std::string> models;
   int threads = 0;
+  int64_t max_batch = 0, batch_context = 4096, prefill_chunk = 64;
   bool dry_run = false;
   int64_t max_backoff_ms = 5000;
 };
@@ -55,6 +56,7 @@ void run(const WorkerArgs& a) {
   o.coordinator = net::parse_endpoint(a.coordinator);
   o.token_file = a.token_file;
   o.threads = a.threads;
+  o.batching = node::BatchingOptions{a.max_batch, a.batch_context, a.prefill_chunk};
   o.db = a.db;
   o.name = a.name;
   o.max_backoff = std::chrono::milliseconds(a.max_backoff_ms);
@@ -116,6 +118,19 @@ void register_worker(CLI::App& app) {
       ->required()
       ->check(CLI::ExistingFile);
   add_threads_option(cmd, args->threads);
+  cmd->add_option("--max-batch", args->max_batch,
+                  "tasks decoded together in a continuous batch, 1..16 (1: one at a time; default 0: 8, fewer when "
+                  "their KV caches would not fit in a quarter of the free memory)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{16}));
+  cmd->add_option("--batch-context", args->batch_context,
+                  "positions per batched task (prompt + new tokens); longer tasks run alone")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{2}, int64_t{1} << 20));
+  cmd->add_option("--prefill-chunk", args->prefill_chunk,
+                  "prompt tokens prefilled per forward between decoding steps of the batch")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   cmd->add_option("--db", args->db, "local performance store to log every run in (optional)");
   cmd->add_option("--name", args->name, "the name to register under (default: HOST/threads=N)");
   cmd->add_flag("--dry-run", args->dry_run, "answer every task at once without loading or running a model (measures the coordinator)");

@@ -164,7 +164,7 @@ RunMetrics ModelExecutor::execute(const Job& job) {
     auto m = execute_task(*prepared, spec, a.prompt_ids, a.time_limit_ms, [this, &stream](const auto& step) {
       if (cancel_running_) throw std::runtime_error("cancelled");
       stream.add(step);
-    });
+    }, a.resume_from);
     stream.flush();
     return m;
   } catch (const std::exception& e) {

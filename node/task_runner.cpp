@@ -12,7 +12,8 @@
 namespace eesched::node {
 
 RunMetrics execute_task(const accel::PreparedArm& arm, const data::TaskSpec& task,
-                        const std::vector<std::vector<int64_t>>& prompts, double time_limit_ms, StepTokens on_tokens) {
+                        const std::vector<std::vector<int64_t>>& prompts, double time_limit_ms, StepTokens on_tokens,
+                        int64_t rng_skip) {
   RunMetrics m;
   m.started_at = data::iso_utc_now();
   try {
@@ -20,6 +21,7 @@ RunMetrics execute_task(const accel::PreparedArm& arm, const data::TaskSpec& tas
     o.generation = task.generation;
     o.time_limit_ms = time_limit_ms;
     o.on_tokens = std::move(on_tokens);
+    o.rng_skip = rng_skip;
     const auto r = accel::run_arm(arm, prompts, o);
     const auto& g = r.generation;
     m.latency_ms = g.total_ms;

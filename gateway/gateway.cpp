@@ -191,7 +191,7 @@ struct Gateway::Impl {
       std::vector<int64_t> fresh;
       for (std::size_t i = 0; i < row.size(); ++i) {
         const auto pos = offset + static_cast<int64_t>(i);
-        if (pos < static_cast<int64_t>(received.size())) continue;  // a retry's repeat of what was streamed
+        if (pos < static_cast<int64_t>(received.size())) continue;  // a task restarted with the coordinator repeats
         if (pos > static_cast<int64_t>(received.size())) break;     // a gap: the final Result fills it
         received.push_back(row[i]);
         fresh.push_back(row[i]);

@@ -264,6 +264,7 @@ json to_message(const Assign& m) {
   j["prompt_ids"] = m.prompt_ids;
   put_generation(j, m.generation);
   j["time_limit_ms"] = m.time_limit_ms;
+  if (m.resume_from > 0) j["resume_from"] = m.resume_from;
   return j;
 }
 
@@ -368,6 +369,10 @@ Assign read_message<Assign>(const json& j) {
   m.generation = read_generation(j, m.prompt_ids.size());
   m.time_limit_ms = field_or<double>(j, "time_limit_ms", 0.0);
   if (!(m.time_limit_ms >= 0)) bad("time_limit_ms must not be negative");
+  m.resume_from = field_or<int64_t>(j, "resume_from", 0);
+  if (m.resume_from < 0 || m.resume_from > data::kMaxNewTokens) bad("resume_from must be 0 to 1048576");
+  for (const auto& row : m.prompt_ids)
+    if (static_cast<int64_t>(row.size()) <= m.resume_from) bad("resume_from must be shorter than every prompt row");
   return m;
 }
 

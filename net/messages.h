@@ -104,9 +104,17 @@ struct Assign {
   std::string arm;
   std::string model;
   std::string draft;                 // the worker's draft model for speculative arms, or empty
+  // The client's prompt; for a resumed task (resume_from > 0), followed in each row by the first
+  // resume_from ids that earlier attempts already streamed to the client.
   std::vector<std::vector<int64_t>> prompt_ids;
-  data::GenerationParams generation;  // the client's, unchanged
+  // The client's, unchanged, except that a resumed task's max_new_tokens is what is left of it
+  // (the client's minus resume_from).
+  data::GenerationParams generation;
   double time_limit_ms = 0;          // 0: none
+  // New ids of each row that earlier attempts of the task already produced (and streamed), now at
+  // the end of its prompt: this attempt continues the answer after them. A seeded sampler skips
+  // as many draws of each row's random stream, so the answer continues as one uninterrupted run's.
+  int64_t resume_from = 0;
 
   bool operator==(const Assign&) const = default;
 };
@@ -115,7 +123,9 @@ struct Assign {
 // waiting for it, with request_id set): a chunk of the new ids of one attempt, per batch row.
 // Row r's chunk continues that row's answer at position offsets[r] (how many of its new ids came
 // in earlier Tokens of the same attempt); it may be empty. All Tokens of an attempt come before
-// its Result, which still carries the whole answer; a new attempt starts again at offset 0.
+// its Result, which still carries the whole answer. From a worker, offsets count within its
+// attempt; relayed to a client, they are positions in the whole answer (the coordinator adds the
+// attempt's Assign.resume_from), so a resumed attempt continues where the stream stopped.
 struct Tokens {
   int64_t task_id = 0;
   int64_t attempt = 1;

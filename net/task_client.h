@@ -25,9 +25,11 @@ struct SubmitOptions {
   std::function<void(const Accepted&)> on_accepted;  // e.g. to print the task id
   // Each Tokens message relayed for the task (request_id set), in arrival order, on the calling
   // thread, before submit_and_wait returns the Result (keep it short: the wait does not read
-  // meanwhile). Tokens of one attempt come in order and before its Result; a retried attempt (a
-  // worker lost mid-task) starts again at offset 0 with a higher `attempt` (after a coordinator
-  // restart, from attempt 1 again), so deduplicate by (row, offset). Tokens are a preview: the
+  // meanwhile). Offsets are positions in the row's whole answer and come in order, before the
+  // Result: a retried attempt (a worker lost mid-task) continues after what was streamed, under a
+  // higher `attempt`, with no position sent twice. Only after a coordinator restart does the task
+  // start again at offset 0 (from attempt 1 again), so take a chunk where it goes past what you
+  // have, by (row, offset). Tokens are a preview: the
   // Result's tokens are the answer, and a Result may come without any Tokens before it (a
   // request reattached after its task finished, a dry-run worker). An exception it throws leaves
   // submit_and_wait as it is (the task is not cancelled).

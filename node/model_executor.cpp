@@ -221,6 +221,7 @@ void ModelExecutor::admit_to_batch(Job job) {
     request.prompt = a.prompt_ids.front();
     request.generation = spec.generation;
     request.time_limit_ms = a.time_limit_ms;
+    request.rng_skip = a.resume_from;  // a resumed task continues its sampled stream
     if (auto why = b.decoder->refusal(request); !why.empty()) throw std::runtime_error(why);
     const int64_t id = b.decoder->admit(std::move(request));
     auto stream = std::make_unique<TokenStream>(a.task_id, a.attempt, 1, [this, from = job.from](const net::Tokens& t) {
@@ -318,7 +319,7 @@ RunMetrics ModelExecutor::execute_alone(const Job& job) {
     auto m = execute_task(*prepared, spec, a.prompt_ids, a.time_limit_ms, [this, &stream, &a](const auto& step) {
       if (take_cancel(a.task_id)) throw std::runtime_error("cancelled");
       stream.add(step);
-    });
+    }, a.resume_from);
     stream.flush();
     return m;
   } catch (const std::exception& e) {

@@ -41,13 +41,15 @@ RunMetrics run_metrics(const runtime::GenerateResult& g, std::optional<double> a
 }
 
 RunMetrics execute_task(const accel::PreparedArm& arm, const data::TaskSpec& task,
-                        const std::vector<std::vector<int64_t>>& prompts, double time_limit_ms, StepTokens on_tokens) {
+                        const std::vector<std::vector<int64_t>>& prompts, double time_limit_ms, StepTokens on_tokens,
+                        int64_t rng_skip) {
   const auto started_at = data::iso_utc_now();
   try {
     runtime::GenerateOptions o;
     o.generation = task.generation;
     o.time_limit_ms = time_limit_ms;
     o.on_tokens = std::move(on_tokens);
+    o.rng_skip = rng_skip;
     const auto r = accel::run_arm(arm, prompts, o);
     return run_metrics(r.generation, r.acceptance_rate, time_limit_ms, started_at);
   } catch (const std::exception& e) {

@@ -24,11 +24,13 @@ using StepTokens = std::function<void(const std::vector<std::vector<int64_t>>& n
 
 // Runs `task` (its GenerationParams exactly as the client gave them) on `prompts` with the arm,
 // stopping after the step that crosses time_limit_ms (0: none); on_tokens, when given, sees the
-// tokens as they are produced. Never throws for a failure of the run itself (an exception of
-// on_tokens included: it ends the run): that is recorded in the metrics.
+// tokens as they are produced. rng_skip: a resumed task's net::Assign::resume_from (the new ids
+// earlier attempts produced, now ending each prompt), skipped in each row's sampling stream
+// (runtime::GenerateOptions::rng_skip). Never throws for a failure of the run itself (an
+// exception of on_tokens included: it ends the run): that is recorded in the metrics.
 RunMetrics execute_task(const accel::PreparedArm& arm, const data::TaskSpec& task,
                         const std::vector<std::vector<int64_t>>& prompts, double time_limit_ms = 0,
-                        StepTokens on_tokens = nullptr);
+                        StepTokens on_tokens = nullptr, int64_t rng_skip = 0);
 
 // The measurements of a finished generation (one row per prompt), as execute_task records them:
 // failed with "timeout after N ms" when a row timed out. Stamps ended_at and the peak RSS.

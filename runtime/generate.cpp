@@ -47,6 +47,7 @@ GenerateResult generate(const LlamaModel& model, const std::vector<std::vector<i
   const auto& config = model.config();
   if (prompts.empty()) throw Error("generate: no prompts");
   if (options.generation.max_new_tokens < 1) throw Error("generate: max_new_tokens must be at least 1");
+  if (options.rng_skip < 0) throw Error("generate: rng_skip must not be negative");
   validate(options.generation);
   std::size_t longest = 0;
   for (const auto& p : prompts) {
@@ -71,6 +72,7 @@ GenerateResult generate(const LlamaModel& model, const std::vector<std::vector<i
   for (int64_t b = 0; b < B; ++b) {
     std::seed_seq seq{options.generation.seed, static_cast<uint64_t>(b)};
     rngs.emplace_back(seq);
+    rngs.back().discard(static_cast<unsigned long long>(options.rng_skip));
   }
   const auto start = Clock::now();
 

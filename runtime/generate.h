@@ -17,6 +17,12 @@ struct GenerateOptions {
   GenerationParams generation;    // the task's sampling and limits, as the client asked (data/generation.h)
   bool kv_cache = true;           // false: recompute the whole sequence every step (`plain`)
   double time_limit_ms = 0;       // > 0: stop after the step that crosses it, finish_reason "timeout"
+  // Draws to discard from each row's RNG before the first sample: a resumed task continues the
+  // stream of the attempt it replaces (whose new ids now end its prompts), so seeded sampling
+  // goes on exactly as one uninterrupted run would (one draw per sampled token; greedy draws none).
+  // The plain loop only: speculative decoding (accel/speculative.cpp) draws a varying number per
+  // token and ignores it.
+  int64_t rng_skip = 0;
   // Optional, for streaming: called on the generating thread after every step that produced a
   // token, with the ids each row produced in that step (one per row for the plain loop, the
   // accepted run of a speculative round), the stop id excluded and nothing for a row that has

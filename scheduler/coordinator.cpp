@@ -347,10 +347,12 @@ struct Coordinator::Impl {
 
   // ---- results -----------------------------------------------------------------------------
 
-  // A running attempt's tokens: relayed to every client waiting on the task, request_id filled
-  // in, and never stored (only the Result is). Only the worker holding the current attempt is
-  // heard, as for results; the relay keeps the worker's order, so all of an attempt's Tokens
-  // reach a client before its Result. A client that is gone is skipped.
+  // A running attempt's tokens: kept with the task (a retry continues after them) and relayed to
+  // every client waiting on the task, request_id filled in, offsets made positions in the whole
+  // answer (the attempt's resume_from added), what earlier attempts relayed left out; never
+  // stored (only the Result is). Only the worker holding the current attempt is heard, as for
+  // results; the relay keeps the worker's order, so all of an attempt's Tokens reach a client
+  // before its Result. A client that is gone is skipped.
   void on_tokens(const ConnPtr& conn, net::Tokens tk) {
     Task* t = tasks.find(tk.task_id);
     if (!t || t->worker_conn != conn->id() || t->attempts != tk.attempt) {
@@ -362,11 +364,13 @@ struct Coordinator::Impl {
                    t->request.prompt_ids.size());
       return;
     }
+    net::Tokens out = t->record_tokens(tk);
     if (t->waiters.empty()) return;
-    tk.request_id = t->request.request_id;
+    if (std::all_of(out.tokens.begin(), out.tokens.end(), [](const auto& row) { return row.empty(); })) return;
+    out.request_id = t->request.request_id;
     nlohmann::json body;
     try {
-      body = net::to_message(tk);
+      body = net::to_message(out);
       for (const auto& weak : t->waiters)
         if (const auto c = weak.lock()) c->send(body);
     } catch (const net::ProtocolError& e) {  // the request id pushed it over the frame limit: the Result has them all
@@ -396,7 +400,7 @@ struct Coordinator::Impl {
     }
     if (r.report.acceptance_rate) workers.landmarks_changed();
     net::Result res = tasks.result_of(*t, "done");
-    res.report = r.report;
+    res.report = TaskTable::whole_answer(*t, r.report);  // earlier attempts' streamed ids first
     answer(tasks.finish(t->row.id, data::TaskStatus::Done, std::move(res), run));
     ++counters.completed;
     if (options.record_timings) counters.result_to_reply_us.push_back(us_since(received));
@@ -407,11 +411,17 @@ struct Coordinator::Impl {
   void retry(int64_t id, const std::string& error, std::optional<int64_t> failed_worker) {
     const bool known = tasks.find(id) != nullptr;
     if (auto done = tasks.retry(id, error, failed_worker)) {
-      answer(std::move(*done));
-      ++counters.failed;
+      ended(std::move(*done));
     } else if (known) {
       ++counters.reassigned;
     }
+  }
+
+  // A task that retry() or fail_now() finished: failed, or done when every row had streamed its
+  // whole budget before the attempt ended.
+  void ended(Finished done) {
+    ++(done.result.status == "done" ? counters.completed : counters.failed);
+    answer(done);
   }
 
   // Answers every client waiting on a finished task.
@@ -507,8 +517,7 @@ struct Coordinator::Impl {
         // fail this task now; the others go on.
         try {
           if (auto done = tasks.fail_now(id, std::string("cannot schedule: ") + e.what())) {
-            answer(std::move(*done));
-            ++counters.failed;
+            ended(std::move(*done));
           }
         } catch (const std::exception& again) {
           spdlog::error("task {}: {}", id, again.what());
@@ -544,21 +553,29 @@ struct Coordinator::Impl {
     a.model = t.request.model;
     if (p.choice.arm.needs_draft() && w.draft) a.draft = w.draft->row.name;
     a.prompt_ids = t.request.prompt_ids;
-    a.generation = t.request.generation;  // the client's, unchanged
+    a.generation = t.request.generation;  // the client's, unchanged unless resumed
+    if (t.resume_from > 0) {
+      // A retry continues after what earlier attempts streamed (TaskTable::retry): those ids end
+      // each prompt row, and only the rest of the budget is left.
+      const auto done = t.committed();
+      for (std::size_t r = 0; r < a.prompt_ids.size() && r < done.size(); ++r)
+        a.prompt_ids[r].insert(a.prompt_ids[r].end(), done[r].begin(), done[r].end());
+      a.generation.max_new_tokens -= t.resume_from;
+      a.resume_from = t.resume_from;
+    }
     a.time_limit_ms = static_cast<double>(options.task_timeout.count());
     try {
       w.conn->send(net::to_message(a));
     } catch (const net::ProtocolError& e) {
       unassign(w, t);
       if (auto done = tasks.fail_now(t.row.id, std::string("the task cannot be sent to a worker: ") + e.what())) {
-        answer(std::move(*done));
-        ++counters.failed;
+        ended(std::move(*done));
       }
       return;
     }
     if (options.record_timings) counters.submit_to_assign_us.push_back(us_since(t.submitted_at));
-    spdlog::debug("task {} attempt {} -> {} ({}, predicted {:.1f} ms{})", t.row.id, t.attempts, w.name, t.arm, t.predicted_ms,
-                  t.explored ? ", explored" : "");
+    spdlog::debug("task {} attempt {} -> {} ({}, predicted {:.1f} ms{}{})", t.row.id, t.attempts, w.name, t.arm, t.predicted_ms,
+                  t.explored ? ", explored" : "", t.resume_from > 0 ? ", resuming after " + std::to_string(t.resume_from) + " tokens" : "");
   }
 
   // ---- deadlines and recovery --------------------------------------------------------------

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <limits>
 
 namespace eesched::scheduler {
 
@@ -48,7 +49,41 @@ net::Result stored_result(const data::TaskRow& row, const std::optional<data::Ru
   }
   r.report.error = o.error;
   r.report.tokens = o.tokens;
+  // The whole answer, earlier attempts' streamed ids included (the run measured its attempt only).
+  if (!o.tokens.empty()) {
+    r.report.new_tokens = 0;
+    for (const auto& row : o.tokens) r.report.new_tokens += static_cast<int64_t>(row.size());
+  }
   return r;
+}
+
+net::Tokens Task::record_tokens(const net::Tokens& tk) {
+  net::Tokens out;
+  out.task_id = tk.task_id;
+  out.attempt = tk.attempt;
+  out.offsets.resize(tk.tokens.size());
+  out.tokens.resize(tk.tokens.size());
+  if (streamed.size() < tk.tokens.size()) streamed.resize(tk.tokens.size());
+  for (std::size_t r = 0; r < tk.tokens.size() && r < tk.offsets.size(); ++r) {
+    auto& have = streamed[r];
+    const int64_t start = resume_from + tk.offsets[r];
+    for (std::size_t i = 0; i < tk.tokens[r].size(); ++i) {
+      const int64_t pos = start + static_cast<int64_t>(i);
+      const auto known = static_cast<int64_t>(have.size());
+      if (pos < known) continue;  // relayed before (an earlier attempt's row that ran ahead)
+      if (pos > known) break;     // a gap: nothing after it is in order
+      have.push_back(tk.tokens[r][i]);
+      out.tokens[r].push_back(tk.tokens[r][i]);
+    }
+    out.offsets[r] = static_cast<int64_t>(have.size() - out.tokens[r].size());
+  }
+  return out;
+}
+
+std::vector<std::vector<int64_t>> Task::committed() const {
+  std::vector<std::vector<int64_t>> rows;
+  for (const auto& row : streamed) rows.emplace_back(row.begin(), row.begin() + std::min<std::ptrdiff_t>(resume_from, std::ssize(row)));
+  return rows;
 }
 
 Task* TaskTable::find(int64_t id) {
@@ -117,6 +152,20 @@ std::optional<Finished> TaskTable::retry(int64_t id, const std::string& error, s
   t->worker_conn.reset();
   t->last_error = error;
   if (failed_worker) t->failed_on.insert(*failed_worker);
+  // The next attempt continues after what every row streamed (rows that ran ahead, or finished,
+  // regenerate their later ids: the same ones under greedy decoding and seeded sampling).
+  int64_t resume = t->streamed.size() == t->request.prompt_ids.size() ? std::numeric_limits<int64_t>::max() : 0;
+  for (const auto& row : t->streamed) resume = std::min<int64_t>(resume, std::ssize(row));
+  t->resume_from = std::min(resume, t->request.generation.max_new_tokens);
+  if (t->resume_from > 0 && t->resume_from == t->request.generation.max_new_tokens) {
+    // Every row streamed its whole budget before the attempt ended: that is the answer.
+    spdlog::info("task {}: attempt {} ended ({}) after streaming the whole answer; done", id, t->attempts, error);
+    net::Result res = result_of(*t, "done");
+    res.report.ok = true;
+    res.report.error.clear();
+    res.report = whole_answer(*t, std::move(res.report));
+    return finish(id, data::TaskStatus::Done, std::move(res), std::nullopt);
+  }
   if (t->attempts >= max_attempts_) {
     net::Result res = result_of(*t, "failed");
     res.report.error = "failed after " + std::to_string(t->attempts) + " attempt(s): " + error;
@@ -152,6 +201,18 @@ Finished TaskTable::finish(int64_t id, data::TaskStatus status, net::Result resu
   out.waiters = std::move(it->second.waiters);
   tasks_.erase(it);
   return out;
+}
+
+net::RunReport TaskTable::whole_answer(const Task& t, net::RunReport attempt) {
+  if (t.resume_from > 0) {
+    auto rows = t.committed();
+    rows.resize(std::max(rows.size(), attempt.tokens.size()));
+    for (std::size_t r = 0; r < attempt.tokens.size(); ++r) rows[r].insert(rows[r].end(), attempt.tokens[r].begin(), attempt.tokens[r].end());
+    attempt.tokens = std::move(rows);
+    attempt.new_tokens = 0;
+    for (const auto& row : attempt.tokens) attempt.new_tokens += static_cast<int64_t>(row.size());
+  }
+  return attempt;
 }
 
 net::Result TaskTable::result_of(const Task& t, const std::string& status) const {

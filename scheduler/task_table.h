@@ -2,9 +2,10 @@
 // The coordinator's table of unfinished tasks and their lifecycle:
 //   accepted (persisted first) -> pending -> assigned -> done | failed | cancelled,
 // with retries (an attempt that fails, times out or loses its worker is re-queued, up to
-// max_attempts) and recovery (a restart re-queues every accepted, unfinished client task). It owns
-// the tasks' state and their rows in the store, and sends nothing: the coordinator answers the
-// waiting clients with what finish() hands back and tells the workers.
+// max_attempts, and continues after what earlier attempts already streamed) and recovery (a
+// restart re-queues every accepted, unfinished client task). It owns the tasks' state and their
+// rows in the store, and sends nothing: the coordinator answers the waiting clients with what
+// finish() hands back and tells the workers.
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -47,6 +48,21 @@ struct Task {
   std::set<int64_t> failed_on;           // worker ids where an attempt failed
   std::string last_error;
   std::vector<std::weak_ptr<net::Connection>> waiters;  // clients to answer
+  // The answer as relayed to clients so far, per batch row: the Tokens of this and earlier
+  // attempts, in order, each position once (kept whether or not a client is listening). Memory
+  // only: after a coordinator restart a task starts from scratch.
+  std::vector<std::vector<int64_t>> streamed;
+  // Where the current (or next) attempt's new ids start in each row's answer: the first
+  // resume_from ids of every row of `streamed` are committed, the attempt's prompts end with them
+  // (net::Assign::resume_from), and its Tokens and Result continue after them.
+  int64_t resume_from = 0;
+
+  // Records a chunk of the current attempt's Tokens (offsets counted within the attempt) and
+  // returns what clients have not been sent yet, offsets in the whole answer; rows with nothing
+  // new are empty. Positions already relayed by an earlier attempt are not relayed again.
+  net::Tokens record_tokens(const net::Tokens& tk);
+  // The first resume_from ids of each row: what earlier attempts committed to.
+  std::vector<std::vector<int64_t>> committed() const;
 };
 
 // A task that reached its final state: the answer and who waits for it.
@@ -84,8 +100,10 @@ class TaskTable {
   void requeue(std::deque<int64_t> waiting) { pending_ = std::move(waiting); }
   void drop_pending(int64_t id);
 
-  // An attempt ended without a result. The task is re-queued (first: it waited longest) or,
-  // after max_attempts, finished as failed.
+  // An attempt ended without a result. The task is re-queued (first: it waited longest) to
+  // continue after the tokens every row has streamed (the fewest over the rows: all rows resume
+  // from the same step), or finished as done when they hold the whole answer already (every row
+  // streamed max_new_tokens), or, after max_attempts, finished as failed.
   std::optional<Finished> retry(int64_t id, const std::string& error, std::optional<int64_t> failed_worker);
   // Gives up on a task no worker can ever run: its next retry fails it.
   std::optional<Finished> fail_now(int64_t id, const std::string& error);
@@ -96,6 +114,9 @@ class TaskTable {
 
   // The Result of a task as it stands (status as given): what finish() records and sends.
   net::Result result_of(const Task& t, const std::string& status) const;
+  // The client's answer from an attempt's report: the committed ids of earlier attempts, then the
+  // attempt's, per row; new_tokens counts the whole answer.
+  static net::RunReport whole_answer(const Task& t, net::RunReport attempt);
 
  private:
   data::Store& store_;

@@ -134,17 +134,26 @@ struct EncryptedDeployment {
   }
 };
 
-// What plaintext inference gives for the prompt with the arm, on this machine (eos < 0: no stop).
-inline std::vector<int64_t> local_plaintext(const std::vector<int64_t>& prompt, const std::string& arm_name, int64_t max_new_tokens,
-                                     int64_t eos) {
+// What plaintext inference gives for the prompt with the arm and the generation parameters (stop
+// ids in plaintext), on this machine.
+inline std::vector<int64_t> local_plaintext(const std::vector<int64_t>& prompt, const std::string& arm_name,
+                                            const data::GenerationParams& generation) {
   accel::ModelPair plain;
   plain.target = std::shared_ptr<const runtime::LlamaModel>(&testing::target_model(), [](const runtime::LlamaModel*) {});
   plain.draft = std::shared_ptr<const runtime::LlamaModel>(&testing::draft_model(), [](const runtime::LlamaModel*) {});
   const auto arm = accel::build_arm(data::parse_arm(arm_name), plain);
   runtime::GenerateOptions o;
-  o.generation.max_new_tokens = max_new_tokens;
-  if (eos >= 0) o.generation.stop_ids = {eos};
+  o.generation = generation;
   return accel::run_arm(arm, {prompt}, o).generation.tokens.front();
+}
+
+// The same, greedy (eos < 0: no stop).
+inline std::vector<int64_t> local_plaintext(const std::vector<int64_t>& prompt, const std::string& arm_name, int64_t max_new_tokens,
+                                     int64_t eos) {
+  data::GenerationParams g;
+  g.max_new_tokens = max_new_tokens;
+  if (eos >= 0) g.stop_ids = {eos};
+  return local_plaintext(prompt, arm_name, g);
 }
 
 

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <future>
+#include <map>
 #include <random>
 #include <set>
 #include <sstream>
@@ -659,9 +660,10 @@ TEST(Daemons, TokensStreamThroughTheCoordinatorAndConcatenateToTheResult) {
 
 // The coordinator relays Tokens only from the worker holding the task's current attempt (stale
 // attempts, other tasks and a wrong batch are dropped), with the client's request id, before the
-// Result; a retry after a lost worker streams again from offset 0 under its new attempt; clients
-// may not send Tokens.
-TEST(Daemons, OnlyTheCurrentAttemptsTokensAreRelayedAndARetryStartsAtOffsetZero) {
+// Result; a retry after a lost worker continues after what was streamed: those ids end its prompt,
+// its budget is what is left, and its Tokens and Result continue the answer (offsets in the whole
+// answer); clients may not send Tokens.
+TEST(Daemons, OnlyTheCurrentAttemptsTokensAreRelayedAndARetryContinuesAfterThem) {
   TempDir dir;
   net::Token::write_new(dir / "token");
   const auto token = net::Token::read_file(dir / "token");
@@ -678,40 +680,191 @@ TEST(Daemons, OnlyTheCurrentAttemptsTokensAreRelayedAndARetryStartsAtOffsetZero)
     return net::submit_and_wait(coordinator.at(), dry_request("streamed"), o);
   });
   const auto a1 = first->next_assign();
+  EXPECT_EQ(a1.resume_from, 0);
   first->send(net::Tokens{a1.task_id, a1.attempt, "", {0}, {{7, 8}}});
   first->send(net::Tokens{a1.task_id, a1.attempt + 1, "", {0}, {{66}}});  // not the current attempt
   first->send(net::Tokens{a1.task_id + 100, 1, "", {0}, {{67}}});        // not a task of this worker
   first->send(net::Tokens{a1.task_id, a1.attempt, "", {0, 0}, {{68}, {69}}});  // not the task's batch
   first->send(net::Tokens{a1.task_id, a1.attempt, "", {2}, {{9}}});
 
-  // The worker is lost mid-task: the task moves to another, which streams from the start again.
+  // The worker is lost mid-task: the task moves to another, which continues after the 3 ids.
   ScriptedWorker second(coordinator.at(), token, "second", hw, {dry_model("dry")});
   coordinator.await_workers(2);
   first.reset();
   const auto a2 = second.next_assign();
   EXPECT_EQ(a2.task_id, a1.task_id);
   EXPECT_EQ(a2.attempt, a1.attempt + 1);
-  second.send(net::Tokens{a2.task_id, a2.attempt, "", {0}, {{7, 8, 9, 10}}});
-  second.answer(a2, {{7, 8, 9, 10}});
+  EXPECT_EQ(a2.resume_from, 3);
+  EXPECT_EQ(a2.prompt_ids, (std::vector<std::vector<int64_t>>{{5, 6, 7, 8, 7, 8, 9}}));
+  EXPECT_EQ(a2.generation.max_new_tokens, 1);
+  second.send(net::Tokens{a2.task_id, a2.attempt, "", {0}, {{10}}});
+  second.answer(a2, {{10}});
   ASSERT_EQ(pending.wait_for(10s), std::future_status::ready);
   const auto res = pending.get();
   ASSERT_EQ(res.status, "done") << res.report.error;
   EXPECT_EQ(res.attempts, 2);
   EXPECT_EQ(res.report.tokens, (std::vector<std::vector<int64_t>>{{7, 8, 9, 10}}));
+  EXPECT_EQ(res.report.new_tokens, 4);
   ASSERT_EQ(chunks.size(), 3u);
   EXPECT_TRUE(chunks[0] == (net::Tokens{a1.task_id, a1.attempt, "streamed", {0}, {{7, 8}}})) << net::to_message(chunks[0]).dump();
   EXPECT_TRUE(chunks[1] == (net::Tokens{a1.task_id, a1.attempt, "streamed", {2}, {{9}}})) << net::to_message(chunks[1]).dump();
-  EXPECT_TRUE(chunks[2] == (net::Tokens{a2.task_id, a2.attempt, "streamed", {0}, {{7, 8, 9, 10}}})) << net::to_message(chunks[2]).dump();
+  EXPECT_TRUE(chunks[2] == (net::Tokens{a2.task_id, a2.attempt, "streamed", {3}, {{10}}})) << net::to_message(chunks[2]).dump();
 
   // Late tokens of a finished task go nowhere, and cost the worker nothing.
-  second.send(net::Tokens{a2.task_id, a2.attempt, "", {4}, {{11}}});
+  second.send(net::Tokens{a2.task_id, a2.attempt, "", {1}, {{11}}});
   std::this_thread::sleep_for(50ms);
   EXPECT_EQ(coordinator->stats().live_workers, 1);
   EXPECT_EQ(data::Store::open(dir / "coordinator.db").runs_since("2000").size(), 1u) << "Tokens are never stored; the Result is";
+  // A client that reattaches after the end gets the whole answer from the store.
+  const auto again = net::submit_and_wait(coordinator.at(), dry_request("streamed"), within(5s));
+  EXPECT_EQ(again.report.tokens, res.report.tokens);
+  EXPECT_EQ(again.report.new_tokens, 4);
 
   auto client = net::BlockingClient::connect(coordinator.at(), 2s);
   client.send(net::to_message(net::Tokens{a2.task_id, 1, "", {0}, {{1}}}));
   expect_error_then_close(client, net::codes::kUnexpected);
+}
+
+// Resuming a batch: every row continues from the step all rows reached (the fewest ids streamed
+// over the rows); what a row streamed beyond it is regenerated but not relayed again. A task whose
+// rows all streamed their whole budget is done when its worker is lost, without another attempt.
+TEST(Daemons, ABatchResumesFromTheStepAllRowsReachedAndAFullyStreamedTaskIsDone) {
+  TempDir dir;
+  net::Token::write_new(dir / "token");
+  const auto token = net::Token::read_file(dir / "token");
+  LocalCoordinator coordinator(dir.path());
+  const data::HardwareProfile hw{"box", "cpu", 2, 50.0, 10.0, int64_t{8} << 30, int64_t{4} << 30, "2024-01-02T03:04:05Z"};
+  std::optional<ScriptedWorker> first;
+  first.emplace(coordinator.at(), token, "first", hw, std::vector<net::ModelInfo>{dry_model("dry")});
+  coordinator.await_workers(1);
+
+  std::vector<net::Tokens> chunks;
+  auto batch = dry_request("batch");
+  batch.prompt_ids = {{5, 6, 7, 8}, {9, 10}};
+  auto pending = std::async(std::launch::async, [&] {
+    auto o = within(10s);
+    o.on_tokens = [&](const net::Tokens& t) { chunks.push_back(t); };
+    return net::submit_and_wait(coordinator.at(), batch, o);
+  });
+  const auto a1 = first->next_assign();
+  first->send(net::Tokens{a1.task_id, a1.attempt, "", {0, 0}, {{1, 2, 3}, {4}}});
+  std::optional<ScriptedWorker> second;
+  second.emplace(coordinator.at(), token, "second", hw, std::vector<net::ModelInfo>{dry_model("dry")});
+  coordinator.await_workers(2);
+  first.reset();
+  const auto a2 = second->next_assign();
+  EXPECT_EQ(a2.resume_from, 1);
+  EXPECT_EQ(a2.prompt_ids, (std::vector<std::vector<int64_t>>{{5, 6, 7, 8, 1}, {9, 10, 4}}));
+  EXPECT_EQ(a2.generation.max_new_tokens, 3);
+  second->send(net::Tokens{a2.task_id, a2.attempt, "", {0, 0}, {{2, 3, 20}, {21}}});
+  second->answer(a2, {{2, 3, 20}, {21, 22, 23}});
+  ASSERT_EQ(pending.wait_for(10s), std::future_status::ready);
+  const auto res = pending.get();
+  ASSERT_EQ(res.status, "done") << res.report.error;
+  EXPECT_EQ(res.report.tokens, (std::vector<std::vector<int64_t>>{{1, 2, 3, 20}, {4, 21, 22, 23}}));
+  EXPECT_EQ(res.report.new_tokens, 8);
+  ASSERT_EQ(chunks.size(), 2u);
+  EXPECT_TRUE(chunks[0] == (net::Tokens{a1.task_id, a1.attempt, "batch", {0, 0}, {{1, 2, 3}, {4}}})) << net::to_message(chunks[0]).dump();
+  EXPECT_TRUE(chunks[1] == (net::Tokens{a2.task_id, a2.attempt, "batch", {3, 1}, {{20}, {21}}})) << net::to_message(chunks[1]).dump();
+
+  // All four ids streamed, then the worker is lost before its Result: done, one attempt.
+  std::vector<net::Tokens> full_chunks;
+  auto whole = std::async(std::launch::async, [&] {
+    auto o = within(10s);
+    o.on_tokens = [&](const net::Tokens& t) { full_chunks.push_back(t); };
+    return net::submit_and_wait(coordinator.at(), dry_request("all-streamed"), o);
+  });
+  const auto b = second->next_assign();
+  second->send(net::Tokens{b.task_id, b.attempt, "", {0}, {{31, 32, 33, 34}}});
+  for (int i = 0; i < 500 && full_chunks.empty(); ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(full_chunks.size(), 1u);
+  const auto completed = coordinator->stats().completed;
+  second.reset();  // lost before its Result
+  ASSERT_EQ(whole.wait_for(10s), std::future_status::ready);
+  const auto done = whole.get();
+  EXPECT_EQ(done.status, "done") << done.report.error;
+  EXPECT_TRUE(done.report.ok);
+  EXPECT_EQ(done.report.error, "");
+  EXPECT_EQ(done.attempts, 1);
+  EXPECT_EQ(done.report.tokens, (std::vector<std::vector<int64_t>>{{31, 32, 33, 34}}));
+  EXPECT_EQ(done.report.new_tokens, 4);
+  EXPECT_EQ(coordinator->stats().completed, completed + 1);
+  EXPECT_EQ(data::Store::open(dir / "coordinator.db").tasks_with_status(data::TaskStatus::Done).size(), 2u);
+}
+
+// A worker killed (SIGKILL) mid-stream: the task moves to the other worker, which continues after
+// the ids already streamed (they end its prompt; a seeded sampler skips as many draws), so the
+// client's stream has no repeated and no missing id, equals the Result, and decrypts to one
+// uninterrupted local run: greedy, then seeded sampling. Both workers are real processes.
+TEST(Daemons, AWorkerKilledMidStreamIsResumedElsewhereWithNoRepeatedOrMissingToken) {
+  EncryptedDeployment d;
+  LocalCoordinator coordinator(d.dir.path());
+  const auto at = coordinator.at();
+  std::map<std::string, std::unique_ptr<ChildProcess>> workers;
+  const auto start_worker = [&](const std::string& name) {
+    workers[name] = std::make_unique<ChildProcess>(
+        std::vector<std::string>{"--log-level", "debug", "worker", "--coordinator", at.str(), "--model", "target=" + d.target.string(),
+                                 "--token-file", (d.dir / "token").string(), "--threads", "1", "--name", name},
+        d.dir / (name + ".log"));
+  };
+  start_worker("w1");
+  start_worker("w2");
+  coordinator.await_workers(2);
+
+  const auto prompt = d.tokenizer.encode("The state of the Union is");
+  constexpr int64_t kTokens = 160;  // long enough that the kill lands mid-stream (at the 3rd id)
+  int64_t reassigned = 0;
+  for (const double temperature : {0.0, 0.9}) {
+    const std::string what = temperature > 0 ? "seeded sampling" : "greedy";
+    auto request = d.request(prompt, "kv", kTokens);
+    request.generation.stop_ids.clear();  // the whole budget
+    request.generation = testing::with_sampling(request.generation, temperature, 0, 1.0, 4242);
+
+    std::vector<net::Tokens> chunks;
+    int64_t streamed = 0;
+    std::string victim;
+    auto o = within(120s);
+    o.on_tokens = [&](const net::Tokens& t) {
+      chunks.push_back(t);
+      streamed += static_cast<int64_t>(t.tokens.at(0).size());
+      if (!victim.empty() || streamed < 3) return;
+      for (const auto& [name, n] : coordinator->stats().worker_tasks)
+        if (n > 0) victim = name;  // the one running it
+      if (!victim.empty()) workers.at(victim)->signal(SIGKILL);
+    };
+    const auto res = net::submit_and_wait(at, request, o);
+    ASSERT_FALSE(victim.empty()) << what;
+    EXPECT_EQ(workers.at(victim)->wait(), 128 + SIGKILL) << what;
+    ASSERT_EQ(res.status, "done") << what << ": " << res.report.error;
+    EXPECT_EQ(res.attempts, 2) << what << ": the kill must land mid-stream";
+    EXPECT_NE(res.worker, victim) << what;
+    EXPECT_EQ(coordinator->stats().reassigned, ++reassigned) << what;
+
+    // The stream, in order: each chunk starts where the one before ended (no repeat, no gap),
+    // and the new attempt's first chunk continues after what the killed one streamed.
+    std::vector<int64_t> joined;
+    std::optional<int64_t> resumed_at;
+    for (const auto& c : chunks) {
+      ASSERT_EQ(c.offsets.size(), 1u) << what;
+      EXPECT_EQ(c.offsets[0], static_cast<int64_t>(joined.size())) << what << ": no repeated and no missing token";
+      if (c.attempt == 2 && !resumed_at) resumed_at = c.offsets[0];
+      joined.insert(joined.end(), c.tokens[0].begin(), c.tokens[0].end());
+    }
+    ASSERT_TRUE(resumed_at) << what << ": the new attempt streamed nothing";
+    EXPECT_GE(*resumed_at, 3) << what << ": the new attempt must continue, not start again";
+    ASSERT_EQ(res.report.tokens.size(), 1u);
+    EXPECT_EQ(joined, res.report.tokens[0]) << what;
+    EXPECT_EQ(static_cast<int64_t>(joined.size()), kTokens) << what;
+    EXPECT_EQ(res.report.new_tokens, kTokens) << what;
+    auto plain = request.generation;
+    plain.stop_ids.clear();
+    EXPECT_EQ(d.codec.decrypt(joined), local_plaintext(prompt, "kv", plain)) << what << ": as one uninterrupted run";
+
+    if (temperature == 0.0) {
+      start_worker(victim + "-again");  // two workers for the next round
+      coordinator.await_workers(2);
+    }
+  }
 }
 
 // A client cancels mid-stream (as the gateway does when its caller goes away or a stop string

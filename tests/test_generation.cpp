@@ -105,6 +105,36 @@ TEST(Generate, DeterministicUnderASeedAndDifferentAcrossSeeds) {
   EXPECT_NE(a.tokens, c.tokens);
 }
 
+// A run resumed after its first k ids (they end the prompts now, k draws skipped in each row's
+// random stream) continues exactly as the uninterrupted run: what a retried task relies on.
+TEST(Generate, ResumingAfterKTokensWithRngSkipContinuesTheSameRun) {
+  auto model = tiny_model();
+  const std::vector<std::vector<int64_t>> prompts{{1, 50, 60, 70}, {1, 9}};
+  for (const bool kv : {true, false}) {
+    for (const double temperature : {0.0, 4.0}) {  // hot: the tiny random model's distributions are peaked
+      rt::GenerateOptions o;
+      o.kv_cache = kv;
+      o.generation.max_new_tokens = 24;
+      o.generation = with_sampling(o.generation, temperature, 0, 1.0, 1234);
+      const auto whole = rt::generate(model, prompts, o).tokens;
+      ASSERT_EQ(whole[1].size(), 24u);
+      constexpr int64_t k = 7;
+      auto resumed_prompts = prompts;
+      for (std::size_t r = 0; r < prompts.size(); ++r) resumed_prompts[r].insert(resumed_prompts[r].end(), whole[r].begin(), whole[r].begin() + k);
+      o.generation.max_new_tokens -= k;
+      o.rng_skip = k;
+      const auto rest = rt::generate(model, resumed_prompts, o).tokens;
+      for (std::size_t r = 0; r < prompts.size(); ++r) {
+        EXPECT_EQ(rest[r], std::vector<int64_t>(whole[r].begin() + k, whole[r].end())) << "row " << r << " kv " << kv << " t " << temperature;
+      }
+      if (temperature > 0) {  // the skip is what makes it so
+        o.rng_skip = 0;
+        EXPECT_NE(rt::generate(model, resumed_prompts, o).tokens, rest);
+      }
+    }
+  }
+}
+
 TEST(Generate, MaxNewTokensIsRespected) {
   auto model = tiny_model();
   for (int64_t n : {1, 5, 17}) {

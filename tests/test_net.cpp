@@ -288,7 +288,32 @@ TEST(MessageRoundTrip, Assign) {
   m.prompt_ids = {{1, 2}, {3}};
   m.generation = {7, 1.5, 3, 0.875, uint64_t{1} << 63, {0}};
   m.time_limit_ms = 2500.5;
-  round_trip(m, MessageType::Assign);
+  EXPECT_EQ(round_trip(m, MessageType::Assign).resume_from, 0);
+  EXPECT_FALSE(to_message(m).contains("resume_from")) << "a first attempt says nothing of resuming";
+  m.prompt_ids = {{1, 2}, {3, 4}};
+  m.resume_from = 1;  // each row's prompt ends with the one id an earlier attempt streamed
+  EXPECT_EQ(round_trip(m, MessageType::Assign).resume_from, 1);
+}
+
+// A resumed Assign's resume_from is a count of ids at the end of every prompt row: never negative,
+// and each row holds at least one id of the client's prompt before them.
+TEST(ParseMessage, RefusesABadResumeFrom) {
+  Assign m;
+  m.task_id = 3;
+  m.arm = "kv";
+  m.model = "tiny";
+  m.prompt_ids = {{1, 2, 3}, {4, 5}};
+  m.resume_from = 1;
+  ASSERT_EQ(parse_message(to_message(m).dump()).as<Assign>().resume_from, 1);
+  auto code_for = [&](const json& value) {
+    json j = to_message(m);
+    j["resume_from"] = value;
+    return protocol_code([&] { parse_message(j.dump()); });
+  };
+  EXPECT_EQ(code_for(-1), codes::kBadMessage);
+  EXPECT_EQ(code_for(2), codes::kBadMessage) << "the second row would be all resumed ids";
+  EXPECT_EQ(code_for("1"), codes::kBadMessage);
+  EXPECT_EQ(code_for(1.5), codes::kBadMessage);
 }
 
 // The GenerationParams a client sends reach the worker unchanged: Submit -> Assign carries the

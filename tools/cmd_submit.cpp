@@ -58,10 +58,11 @@ void run(const SubmitArgs& a) {
   net::SubmitOptions o;
   o.timeout = std::chrono::milliseconds(static_cast<int64_t>(a.timeout_s * 1000));
   o.on_accepted = [](const net::Accepted& acc) { spdlog::info("accepted as task {} ({})", acc.task_id, acc.request_id); };
-  // --stream: the text as the worker produces it, decrypted here. A retried attempt starts again
-  // at offset 0 (docs/protocol.md); its text is shown only where it goes past what is already on
+  // --stream: the text as the worker produces it, decrypted here. A retried attempt continues
+  // after what was streamed; only a task restarted by a coordinator restart starts again at
+  // offset 0 (docs/protocol.md), and its text is shown only where it goes past what is already on
   // the screen.
-  std::vector<int64_t> streamed;  // the current attempt's ids, decrypted, in order
+  std::vector<int64_t> streamed;  // the answer's ids since offset 0 was last seen, decrypted, in order
   std::string shown;
   if (a.stream && !a.json)
     o.on_tokens = [&](const net::Tokens& t) {

@@ -109,6 +109,61 @@ EESCHED_VECTOR_TARGET inline void gemv_block_avx2(const T* w, const float* scale
   }
 }
 
+// Several rows of X at once (continuous batching, speculative verification): four weight rows
+// times M rows of X, 4 x M accumulators, each added in column order exactly as
+// gemv_block_avx2 adds it, so every row of X gets bit for bit what it gets alone. One row of X
+// at a time would be one accumulator per dot product (four with four weight rows), bound by FMA
+// latency rather than by memory: a batch of eight then cost four decoding steps instead of one.
+template <typename T, int M>
+EESCHED_VECTOR_TARGET inline void gemm_tile_avx2(const T* w, const float* scales, const float* const* xs, float* const* ys,
+                                                 int64_t cols, int64_t r) {
+  constexpr int R = 4;
+  const int64_t cols8 = cols - cols % 8;
+  const T* row = w + r * cols;
+  __m256 a[R][M];
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < M; ++j) a[i][j] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < cols8; k += 8) {
+    __m256 xk[M];
+    for (int j = 0; j < M; ++j) xk[j] = _mm256_loadu_ps(xs[j] + k);
+    for (int i = 0; i < R; ++i) {
+      const __m256 wk = load8(row + i * cols + k);
+      for (int j = 0; j < M; ++j) a[i][j] = _mm256_fmadd_ps(wk, xk[j], a[i][j]);
+    }
+  }
+  for (int i = 0; i < R; ++i) {
+    const T* ri = row + i * cols;
+    for (int j = 0; j < M; ++j) {
+      float sum = horizontal_sum(a[i][j]);
+      for (int64_t c = cols8; c < cols; ++c) sum = std::fma(static_cast<float>(ri[c]), xs[j][c], sum);
+      ys[j][r + i] = scales ? sum * scales[r + i] : sum;
+    }
+  }
+}
+
+// Rows [r0, r1) of W times m rows of X (row i at x + i * cols, its output at y + i * y_stride).
+template <typename T>
+EESCHED_VECTOR_TARGET void gemm_rows_avx2(const T* w, const float* scales, const float* x, float* y, int64_t cols, int64_t y_stride,
+                                          int64_t m, int64_t r0, int64_t r1) {
+  constexpr int M = 2;
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    int64_t i = 0;
+    for (; i + M <= m; i += M) {
+      const float* xs[M] = {x + i * cols, x + (i + 1) * cols};
+      float* ys[M] = {y + i * y_stride, y + (i + 1) * y_stride};
+      gemm_tile_avx2<T, M>(w, scales, xs, ys, cols, r);
+    }
+    for (; i < m; ++i) {
+      const float* xs[1] = {x + i * cols};
+      float* ys[1] = {y + i * y_stride};
+      gemm_tile_avx2<T, 1>(w, scales, xs, ys, cols, r);
+    }
+  }
+  for (; r < r1; ++r)
+    for (int64_t i = 0; i < m; ++i) gemv_block_avx2<T, 1>(w, scales, x + i * cols, y + i * y_stride, cols, r, nullptr);
+}
+
 template <typename T>
 EESCHED_VECTOR_TARGET void gemv_rows_avx2(const T* w, const float* scales, const float* x, float* y, int64_t cols,
                                           int64_t r0, int64_t r1) {
@@ -244,6 +299,7 @@ at::Tensor run_rows(const T* w, const float* scales, const at::Tensor& x, int64_
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, cols * static_cast<int64_t>(sizeof(T)) * m));
   at::parallel_for(0, groups, grain, [&](int64_t begin, int64_t end) {
     if (m == 1) return kernel(w, scales, xp, yp, cols, begin * 4, std::min(end * 4, rows));
+    if (has_avx2_fma()) return gemm_rows_avx2<T>(w, scales, xp, yp, cols, rows, m, begin * 4, std::min(end * 4, rows));
     for (int64_t g = begin; g < end; ++g) {
       const int64_t r0 = g * 4, r1 = std::min(r0 + 4, rows);
       // The kernel indexes y by absolute row: hand it output row i's base.

@@ -18,9 +18,11 @@ namespace eesched::runtime {
 at::Tensor gemv(const at::Tensor& w, const at::Tensor& x);
 
 // Y = X W^T for a few rows of X [m, cols] -> [m, rows] (m up to kFewRows): every group of four
-// weight rows is multiplied with all m rows while it sits in L1, so W streams from memory once,
-// as in gemv. For speculative verification and small batches, where a GEMM would be
-// memory-bound anyway and BLAS may first copy (pack) W.
+// weight rows is multiplied with all m rows while it sits in L1 (two rows of X at a time, eight
+// accumulators in flight), so W streams from memory once, as in gemv. Each row of Y is bit for
+// bit what gemv gives its row of X alone (continuous batching relies on it). For speculative
+// verification and small batches, where a GEMM would be memory-bound anyway and BLAS may first
+// copy (pack) W.
 inline constexpr int64_t kFewRows = 16;
 at::Tensor matmul_few_rows(const at::Tensor& w, const at::Tensor& x);
 

@@ -1349,6 +1349,23 @@ TEST(Gemv, MatchesAtenMvOnAwkwardShapes) {
 }
 
 
+// Continuous batching's premise: a few rows of X multiplied together give each row bit for bit
+// what gemv gives it alone, in every weight type, through the 4-row x 2-row tiles and every tail.
+TEST(Gemv, EachRowOfAFewRowProductIsItsGemvBitForBit) {
+  using eesched::runtime::gemv;
+  using eesched::runtime::matmul_few_rows;
+  for (const auto dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    for (auto [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {3, 7}, {5, 9}, {9, 33}, {37, 100}, {300, 768}}) {
+      const auto w = at::randn({rows, cols}).to(dtype);
+      for (int64_t m = 1; m <= eesched::runtime::kFewRows; m += (m < 4 ? 1 : 5)) {
+        const auto xs = at::randn({m, cols});
+        const auto y = matmul_few_rows(w, xs);
+        for (int64_t i = 0; i < m; ++i) EXPECT_TRUE(at::equal(y[i], gemv(w, xs[i]))) << rows << "x" << cols << " m " << m << " row " << i;
+      }
+    }
+  }
+}
+
 // bf16 and f16 weights are streamed as stored and widened in registers: against a float64
 // product of the same weights widened, on shapes that exercise the 4-row blocks (16-bit), the 16-
 // and 8-wide loops and every tail, for one row (gemv), a few rows, and many rows (tiled prefill).

@@ -248,27 +248,30 @@ void ModelExecutor::step_batches() {
       it = b->running.erase(it);
     }
     if (b->running.empty()) continue;
-    std::vector<runtime::SequenceUpdate> updates;
-    try {
-      updates = b->decoder->step();
-    } catch (const std::exception& e) {
-      // A failed forward (out of memory, say): every task of the batch fails with it.
-      for (auto& [id, run] : b->running) {
-        b->decoder->remove(id);
-        finish(run.job, failed_run(e.what()));
+    // Newcomers' prefill, whose first tokens go out at once, then the batch's decoding step.
+    for (const auto phase : {&runtime::BatchDecoder::prefill, &runtime::BatchDecoder::decode}) {
+      std::vector<runtime::SequenceUpdate> updates;
+      try {
+        updates = (b->decoder.get()->*phase)();
+      } catch (const std::exception& e) {
+        // A failed forward (out of memory, say): every task of the batch fails with it.
+        for (auto& [id, run] : b->running) {
+          b->decoder->remove(id);
+          finish(run.job, failed_run(e.what()));
+        }
+        b->running.clear();
+        break;
       }
-      b->running.clear();
-      continue;
-    }
-    for (auto& u : updates) {
-      const auto it = b->running.find(u.id);
-      if (it == b->running.end()) continue;
-      auto& run = it->second;
-      if (!u.new_tokens.empty()) run.stream->add({u.new_tokens});
-      if (!u.finished) continue;
-      run.stream->flush();
-      finish(run.job, run_metrics(u.result, std::nullopt, run.job.assign.time_limit_ms, run.started_at));
-      b->running.erase(it);
+      for (auto& u : updates) {
+        const auto it = b->running.find(u.id);
+        if (it == b->running.end()) continue;
+        auto& run = it->second;
+        if (!u.new_tokens.empty()) run.stream->add({u.new_tokens});
+        if (!u.finished) continue;
+        run.stream->flush();
+        finish(run.job, run_metrics(u.result, std::nullopt, run.job.assign.time_limit_ms, run.started_at));
+        b->running.erase(it);
+      }
     }
   }
 }

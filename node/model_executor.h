@@ -35,7 +35,7 @@ namespace eesched::node {
 struct BatchingOptions {
   int64_t max_batch = 1;        // tasks decoded at once; 1: one at a time
   int64_t context = 4096;       // positions per batched task (prompt + new tokens); longer ones run alone
-  int64_t prefill_chunk = 64;   // prompt tokens per prefill forward, between decoding steps
+  int64_t prefill_chunk = 128;  // prompt tokens per prefill forward, between decoding steps
 };
 
 // The default --max-batch: 8 (a decoding step of a memory-bound model costs little more for 8

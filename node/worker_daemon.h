@@ -33,7 +33,7 @@ struct WorkerOptions {
   std::filesystem::path token_file;
   int threads = 0;                    // intra-op threads; 0: all cores
   // Continuous batching (node/model_executor.h); batching.max_batch 0: default_max_batch.
-  BatchingOptions batching{0, 4096, 64};
+  BatchingOptions batching{0, 4096, 128};
   std::filesystem::path db;           // local run log; empty: none
   std::string name;                   // empty: data::worker_name(hardware)
   std::filesystem::path hardware_cache;  // empty: the default cache directory

@@ -111,65 +111,71 @@ bool BatchDecoder::take_token(Sequence& s, const float* logits, SequenceUpdate& 
   return false;
 }
 
-std::vector<SequenceUpdate> BatchDecoder::step() {
+// Ends the sequences whose update says so: their results move into the updates, their slots free.
+void BatchDecoder::retire(std::vector<SequenceUpdate>& updates) {
+  for (auto& u : updates) {
+    if (!u.finished) continue;
+    const auto it = std::find_if(sequences_.begin(), sequences_.end(), [&](const auto& s) { return s->id == u.id; });
+    (*it)->result.total_ms = ms_between((*it)->admitted, Clock::now());
+    u.result = std::move((*it)->result);
+    remove(u.id);
+  }
+}
+
+std::vector<SequenceUpdate> BatchDecoder::prefill() {
   c10::InferenceMode inference;
   std::vector<SequenceUpdate> updates;
-  std::vector<Sequence*> ended;
-  auto update_of = [&](Sequence& s) -> SequenceUpdate& {
-    for (auto& u : updates)
-      if (u.id == s.id) return u;
-    updates.push_back(SequenceUpdate{s.id, {}, false, {}});
-    return updates.back();
-  };
-
-  // Prefill: whole chunks at fixed offsets of each prompt, oldest newcomer first.
+  // Whole chunks at fixed offsets of each prompt, oldest newcomer first, while they fit the
+  // budget (the first always runs): a newcomer's first token waits for no later one's prefill.
   int64_t budget = options_.prefill_budget;
-  for (auto& sp : sequences_) {
-    Sequence& s = *sp;
+  bool full = false;
+  for (auto it = sequences_.begin(); it != sequences_.end() && !full; ++it) {
+    Sequence& s = **it;
     const auto prompt_len = static_cast<int64_t>(s.request.prompt.size());
-    while (s.prefilled < prompt_len && budget > 0) {
+    while (s.prefilled < prompt_len) {
       const int64_t n = std::min(options_.prefill_chunk, prompt_len - s.prefilled);
-      auto ids = at::tensor(std::vector<int64_t>(s.request.prompt.begin() + s.prefilled, s.request.prompt.begin() + s.prefilled + n),
-                            at::kLong)
-                     .view({1, n});
-      auto logits = model_.forward(ids, {n}, *cache_, {s.slot}, LogitsAt::Last).contiguous();
+      if (n > budget && budget < options_.prefill_budget) {
+        full = true;
+        break;
+      }
+      const auto first = s.request.prompt.begin() + s.prefilled;
+      const auto ids = at::tensor(std::vector<int64_t>(first, first + n), at::kLong).view({1, n});
+      const auto logits = model_.forward(ids, {n}, *cache_, {s.slot}, LogitsAt::Last).contiguous();
       s.prefilled += n;
-      budget -= n;
+      budget = std::max<int64_t>(0, budget - n);
       if (s.prefilled == prompt_len) {
-        auto& u = update_of(s);
-        if (take_token(s, logits.data_ptr<float>(), u)) ended.push_back(&s);
+        SequenceUpdate u{s.id, {}, false, {}};
+        u.finished = take_token(s, logits.data_ptr<float>(), u);
+        updates.push_back(std::move(u));
       }
     }
-    if (budget <= 0) break;
   }
+  retire(updates);
+  return updates;
+}
 
-  // Decoding: every sequence with a sampled token to feed, in admission order, but those whose
-  // prefill just ended (their first token goes out now; their second comes next step).
+std::vector<SequenceUpdate> BatchDecoder::decode() {
+  c10::InferenceMode inference;
+  std::vector<SequenceUpdate> updates;
+  // Every sequence with a sampled token to feed, in admission order.
   std::vector<Sequence*> rows;
   for (auto& sp : sequences_)
-    if (sp->has_pending && std::none_of(updates.begin(), updates.end(), [&](const SequenceUpdate& u) { return u.id == sp->id; }))
-      rows.push_back(sp.get());
-  if (!rows.empty()) {
-    const auto B = static_cast<int64_t>(rows.size());
-    std::vector<int64_t> next, slots;
-    for (auto* s : rows) next.push_back(s->pending), slots.push_back(s->slot);
-    auto logits = model_.forward(at::tensor(next, at::kLong).view({B, 1}), std::vector<int64_t>(rows.size(), 1), *cache_, slots,
-                                 LogitsAt::Last)
-                      .contiguous();
-    const float* data = logits.data_ptr<float>();
-    for (int64_t b = 0; b < B; ++b) {
-      Sequence& s = *rows[static_cast<std::size_t>(b)];
-      if (take_token(s, data + b * model_.config().vocab_size, update_of(s))) ended.push_back(&s);
-    }
+    if (sp->has_pending) rows.push_back(sp.get());
+  if (rows.empty()) return updates;
+  const auto B = static_cast<int64_t>(rows.size());
+  std::vector<int64_t> next, slots;
+  for (auto* s : rows) next.push_back(s->pending), slots.push_back(s->slot);
+  const auto logits =
+      model_.forward(at::tensor(next, at::kLong).view({B, 1}), std::vector<int64_t>(rows.size(), 1), *cache_, slots, LogitsAt::Last)
+          .contiguous();
+  const float* data = logits.data_ptr<float>();
+  for (int64_t b = 0; b < B; ++b) {
+    Sequence& s = *rows[static_cast<std::size_t>(b)];
+    SequenceUpdate u{s.id, {}, false, {}};
+    u.finished = take_token(s, data + b * model_.config().vocab_size, u);
+    updates.push_back(std::move(u));
   }
-
-  for (Sequence* s : ended) {
-    auto& u = update_of(*s);
-    u.finished = true;
-    s->result.total_ms = ms_between(s->admitted, Clock::now());
-    u.result = std::move(s->result);
-    remove(s->id);
-  }
+  retire(updates);
   return updates;
 }
 

@@ -2,8 +2,8 @@
 // Continuous batching: up to max_batch sequences decode together, one token each per step, over
 // one KV cache with a slot per sequence; sequences join and leave between steps. A newcomer's
 // prompt is prefilled in chunks of prefill_chunk tokens between decoding steps (at least one
-// chunk, at most prefill_budget tokens per step), so a long prompt delays the others by a
-// chunk at a time, not by its whole prefill.
+// chunk, and more while they fit in prefill_budget tokens), so a long prompt delays the others
+// by a chunk at a time, not by its whole prefill.
 //
 // Batch invariance: a sequence's tokens do not depend on what else runs. Prefill runs each
 // sequence alone, cut at fixed multiples of prefill_chunk whatever the budget left; a decoding
@@ -31,8 +31,8 @@ class LlamaModel;
 struct BatchDecoderOptions {
   int64_t max_batch = 8;        // sequences in flight, 1..kMaxBatch
   int64_t context = 4096;       // positions per sequence (prompt + new tokens); capped at the model's
-  int64_t prefill_chunk = 64;   // prompt tokens per prefill forward
-  int64_t prefill_budget = 64;  // prompt tokens prefilled per step, over all newcomers (at least one chunk)
+  int64_t prefill_chunk = 128;  // prompt tokens per prefill forward
+  int64_t prefill_budget = 128; // prompt tokens per prefill(), over all newcomers (at least one chunk)
 };
 
 // One sequence, as a task gives it.
@@ -43,7 +43,7 @@ struct BatchRequest {
   int64_t rng_skip = 0;      // draws to discard from the sequence's RNG first (GenerateOptions::rng_skip)
 };
 
-// What one step did to a sequence: the token it produced (none or one), and whether it ended.
+// What prefill() or decode() did to a sequence: the token it produced (none or one), and whether it ended.
 struct SequenceUpdate {
   int64_t id = 0;
   std::vector<int64_t> new_tokens;
@@ -70,15 +70,21 @@ class BatchDecoder {
   std::string refusal(const BatchRequest& request) const;
 
   // Takes a free slot for the request (has_free_slot() must hold; refusal() must be empty, else
-  // runtime::Error). Returns the sequence's id; it starts prefilling at the next step.
+  // runtime::Error). Returns the sequence's id; it starts prefilling at the next prefill().
   int64_t admit(BatchRequest request);
   // Ends the sequence now (no result); false when it is not here.
   bool remove(int64_t id);
 
-  // One iteration: prefill chunks of the newcomers (oldest first; one that completes its prompt
-  // samples its first token), then one decoding step of every other sequence with a token to feed. Returns an update per sequence that produced a token
-  // or ended; an ended sequence has left (its slot is free). Does nothing when nothing is in flight.
-  std::vector<SequenceUpdate> step();
+  // An iteration is prefill() then decode(), each returning an update per sequence that produced
+  // a token (one at most) or ended; an ended sequence has left (its slot is free). Each does
+  // nothing when it has nothing to do. Two calls, so a newcomer's first token can go out as soon
+  // as its prefill ends, not after the others' step.
+  //
+  // Prefill chunks of the newcomers (oldest first, at most prefill_budget tokens); one that
+  // completes its prompt samples its first token.
+  std::vector<SequenceUpdate> prefill();
+  // One decoding step of every sequence with a sampled token to feed.
+  std::vector<SequenceUpdate> decode();
 
   // Bytes held by the KV cache.
   int64_t cache_bytes() const;
@@ -97,6 +103,7 @@ class BatchDecoder {
   };
   // Samples the sequence's next token from its logits row; true when the sequence ended.
   bool take_token(Sequence& s, const float* logits, SequenceUpdate& update);
+  void retire(std::vector<SequenceUpdate>& updates);
 
   const LlamaModel& model_;
   BatchDecoderOptions options_;

@@ -81,4 +81,26 @@ DecodeBenchResult bench_decode(const LlamaModel& model, const DecodeBenchOptions
   return r;
 }
 
+std::vector<BatchStepResult> bench_batch_steps(const LlamaModel& model, const std::vector<int64_t>& batches,
+                                               const DecodeBenchOptions& o) {
+  const auto& c = model.config();
+  if (o.prompt_tokens + o.new_tokens > c.max_position_embeddings)
+    throw Error("bench-decode: prompt + new tokens exceed max_position_embeddings " + std::to_string(c.max_position_embeddings));
+  std::mt19937_64 rng(o.seed);
+  std::uniform_int_distribution<int64_t> pick(0, c.vocab_size - 1);
+  std::vector<BatchStepResult> out;
+  for (const int64_t b : batches) {
+    if (b < 1 || b > kFewRows) throw Error("bench-decode: batch sizes must be 1.." + std::to_string(kFewRows));
+    std::vector<std::vector<int64_t>> prompts(static_cast<std::size_t>(b), std::vector<int64_t>(static_cast<std::size_t>(o.prompt_tokens)));
+    for (auto& p : prompts)
+      for (auto& id : p) id = pick(rng);
+    GenerateOptions g;
+    g.generation.max_new_tokens = o.new_tokens;
+    double best = 1e30;
+    for (int i = 0; i < 2; ++i) best = std::min(best, generate(model, prompts, g).ms_per_token());
+    out.push_back({b, best, 1000.0 * static_cast<double>(b) / best});
+  }
+  return out;
+}
+
 }  // namespace eesched::runtime

@@ -2,6 +2,7 @@
 // Batch-1 decoding speed against this machine's memory roofline: decoding one token streams
 // every weight once, so weight bytes x tokens/s can at best approach the copy bandwidth.
 #include <cstdint>
+#include <vector>
 
 namespace eesched::runtime {
 
@@ -29,5 +30,15 @@ struct DecodeBenchResult {
 double measure_copy_bandwidth_gbps(int64_t bytes = int64_t{256} << 20, int repeats = 5);
 
 DecodeBenchResult bench_decode(const LlamaModel& model, const DecodeBenchOptions& options);
+
+// One decoding step of `batch` sequences at once (the KV cache path continuous batching runs),
+// best of two generations of options.new_tokens tokens from prompts of options.prompt_tokens.
+struct BatchStepResult {
+  int64_t batch = 0;
+  double step_ms = 0;        // the whole batch's step
+  double tokens_per_s = 0;   // batch x 1000 / step_ms
+};
+std::vector<BatchStepResult> bench_batch_steps(const LlamaModel& model, const std::vector<int64_t>& batches,
+                                               const DecodeBenchOptions& options);
 
 }  // namespace eesched::runtime

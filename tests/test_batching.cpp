@@ -54,13 +54,14 @@ std::vector<Outcome> run_batched(const rt::LlamaModel& model, const std::vector<
       ++next;
     }
     if (next == jobs.size() && decoder.active() == 0) break;
-    for (auto& u : decoder.step()) {
-      auto& o = out[job_of.at(u.id)];
-      EXPECT_FALSE(o.finished) << "an update after the end";
-      EXPECT_LE(u.new_tokens.size(), 1u);
-      o.streamed.insert(o.streamed.end(), u.new_tokens.begin(), u.new_tokens.end());
-      if (u.finished) o.finished = true, o.result = std::move(u.result);
-    }
+    for (const auto phase : {&rt::BatchDecoder::prefill, &rt::BatchDecoder::decode})
+      for (auto& u : (decoder.*phase)()) {
+        auto& o = out[job_of.at(u.id)];
+        EXPECT_FALSE(o.finished) << "an update after the end";
+        EXPECT_LE(u.new_tokens.size(), 1u);
+        o.streamed.insert(o.streamed.end(), u.new_tokens.begin(), u.new_tokens.end());
+        if (u.finished) o.finished = true, o.result = std::move(u.result);
+      }
   }
   for (const auto& o : out) {
     EXPECT_TRUE(o.finished);
@@ -249,15 +250,19 @@ TEST(BatchDecoder, RefusesWhatCannotRunAndRemovesOnRequest) {
   EXPECT_FALSE(d.remove(a));
   std::vector<int64_t> got;
   bool ended = false;
-  while (!ended)
-    for (auto& u : d.step()) {
+  while (!ended) {
+    auto updates = d.prefill();
+    for (auto& u : d.decode()) updates.push_back(std::move(u));
+    for (auto& u : updates) {
       EXPECT_EQ(u.id, b);
       got.insert(got.end(), u.new_tokens.begin(), u.new_tokens.end());
       ended = u.finished;
     }
+  }
   EXPECT_EQ(got.size(), 3u);
   EXPECT_EQ(d.active(), 0);
-  EXPECT_TRUE(d.step().empty());
+  EXPECT_TRUE(d.prefill().empty());
+  EXPECT_TRUE(d.decode().empty());
 }
 
 }  // namespace

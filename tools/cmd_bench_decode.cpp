@@ -11,6 +11,10 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "data/arm.h"
+#include "data/hardware.h"
+#include "data/roofline.h"
+#include "node/model_row.h"
 #include "runtime/bench_decode.h"
 #include "runtime/gemv.h"
 #include "runtime/model.h"
@@ -26,7 +30,48 @@ struct BenchDecodeArgs {
   int64_t tokens = 64, prompt = 128;
   bool json = false;
   int threads = 0;
+  std::vector<int64_t> batches;
 };
+
+// The roofline's decoding step (data/roofline.h) for `batch` sequences on this machine, the
+// figure the coordinator's queue model scales a batched task by (scheduler::batch_slowdown).
+double roofline_step_ms(const runtime::LlamaModel& model, const data::HardwareProfile& hw, int64_t prompt, int64_t tokens,
+                        int64_t batch) {
+  const auto row = node::model_row("bench", "", model.config(), model.weight_bytes(), model.dtype_label(), false);
+  data::TaskSpec spec;
+  spec.prompt_tokens = prompt;
+  spec.generation.max_new_tokens = tokens;
+  spec.batch = batch;
+  return data::estimate_roofline(spec, row, nullptr, hw, data::parse_arm("kv"), std::nullopt).step_ms;
+}
+
+// --batch: the step of each batch size against batch 1, measured and as the roofline predicts.
+void print_batches(const runtime::LlamaModel& model, const BenchDecodeArgs& a, int threads) {
+  runtime::DecodeBenchOptions o;
+  o.prompt_tokens = a.prompt;
+  o.new_tokens = a.tokens;
+  const auto steps = runtime::bench_batch_steps(model, a.batches, o);
+  const auto hw = data::load_or_measure_hardware({}, threads);
+  const double base = steps.front().step_ms;
+  const double base_roofline = roofline_step_ms(model, hw, a.prompt, a.tokens, steps.front().batch);
+  nlohmann::json levels = nlohmann::json::array();
+  if (!a.json)
+    std::cout << fmt::format("{:>5} {:>10} {:>10} {:>14} {:>16}\n", "batch", "step ms", "tokens/s", "step x first", "roofline x first");
+  for (const auto& s : steps) {
+    const double predicted = roofline_step_ms(model, hw, a.prompt, a.tokens, s.batch) / base_roofline;
+    if (a.json)
+      levels.push_back({{"batch", s.batch}, {"step_ms", s.step_ms}, {"tokens_per_s", s.tokens_per_s},
+                        {"step_ratio", s.step_ms / base}, {"roofline_step_ratio", predicted}});
+    else
+      std::cout << fmt::format("{:>5} {:>10.2f} {:>10.1f} {:>14.2f} {:>16.2f}\n", s.batch, s.step_ms, s.tokens_per_s, s.step_ms / base,
+                               predicted);
+  }
+  if (a.json)
+    std::cout << nlohmann::json{{"model", a.model}, {"threads", threads}, {"gflops", hw.gflops}, {"copy_gbps", hw.copy_gbps},
+                                {"batches", levels}}
+                     .dump()
+              << std::endl;
+}
 
 // Bytes of the checkpoint's tensor files (one file or every shard).
 double checkpoint_bytes(const std::filesystem::path& dir) {
@@ -59,6 +104,7 @@ void run(const BenchDecodeArgs& a) {
   const auto t0 = std::chrono::steady_clock::now();
   auto model = runtime::LlamaModel::load(a.model);
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!a.batches.empty()) return print_batches(model, a, threads);
   const double rss_after_load = peak_rss_bytes(), on_disk = checkpoint_bytes(a.model);
   const double head = head_share(model.config());
   runtime::DecodeBenchOptions o;
@@ -118,6 +164,11 @@ void register_bench_decode(CLI::App& app) {
   cmd->add_option("--tokens", args->tokens, "tokens to decode")->capture_default_str()->check(CLI::Range(2, 100000));
   cmd->add_option("--prompt-tokens", args->prompt, "prompt length for prefill")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_flag("--json", args->json, "print the figures as one JSON object");
+  cmd->add_option("--batch", args->batches,
+                  "instead: the decoding step of each of these batch sizes (comma-separated, 1..16) against the first, "
+                  "measured and as the roofline predicts (what the coordinator's queue model assumes)")
+      ->delimiter(',')
+      ->check(CLI::Range(int64_t{1}, int64_t{16}));
   add_threads_option(cmd, args->threads);
   cmd->callback([args] { run(*args); });
 }

@@ -23,7 +23,7 @@ struct WorkerArgs {
   std::string coordinator, token_file, db, name, draft, key_fingerprint;
   std::vector<std::string> models;
   int threads = 0;
-  int64_t max_batch = 0, batch_context = 4096, prefill_chunk = 64;
+  int64_t max_batch = 0, batch_context = 4096, prefill_chunk = 128;
   bool dry_run = false;
   int64_t max_backoff_ms = 5000;
 };

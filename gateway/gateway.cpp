@@ -337,10 +337,24 @@ struct Gateway::Impl {
       metrics.add(kRequests, {{"endpoint", "/v1/models"}, {"status", std::to_string(r.status)}});
     });
     server.Get("/health", [this](const httplib::Request&, httplib::Response& r) {
-      // Up when the coordinator answers (docs/gateway.md: what this does not check yet).
+      // Up when a live worker holds each served model under our key (the coordinator says which).
       try {
-        auto c = net::BlockingClient::connect(options.coordinator, std::chrono::milliseconds(2000));
-        r.set_content(nlohmann::json{{"status", "ok"}}.dump(), "application/json");
+        const auto status = net::query_status(options.coordinator, std::chrono::milliseconds(2000));
+        nlohmann::json workers = nlohmann::json::object();
+        std::string missing;
+        for (const auto& [name, m] : models) {
+          int64_t n = 0;
+          for (const auto& s : status.models)
+            if (s.name == name && (s.key_fingerprint.empty() || s.key_fingerprint == key.fingerprint())) n += s.workers;
+          workers[name] = n;
+          if (n == 0) missing += (missing.empty() ? "" : ", ") + name;
+        }
+        nlohmann::json body{{"status", missing.empty() ? "ok" : "unavailable"}, {"workers", workers}};
+        if (!missing.empty()) {
+          r.status = 503;
+          body["error"] = "no live worker holds " + missing;
+        }
+        r.set_content(body.dump(), "application/json");
       } catch (const std::exception& e) {
         r.status = 503;
         r.set_content(nlohmann::json{{"status", "unavailable"}, {"error", e.what()}}.dump(), "application/json");

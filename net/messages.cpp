@@ -303,6 +303,18 @@ json to_message(const Cancel& m) {
 
 json to_message(const ErrorMsg& m) { return make_error(m.code, m.message, m.task_id); }
 
+json to_message(const Status&) { return base(MessageType::Status); }
+
+json to_message(const StatusReply& m) {
+  auto j = base(MessageType::StatusReply);
+  j["workers"] = m.workers;
+  j["queued"] = m.queued;
+  j["models"] = json::array();
+  for (const auto& s : m.models)
+    j["models"].push_back({{"name", s.name}, {"key_fingerprint", s.key_fingerprint}, {"workers", s.workers}, {"slots", s.slots}});
+  return j;
+}
+
 template <>
 Hello read_message<Hello>(const json& j) {
   return {field<std::string>(j, "nonce"), field_or<std::string>(j, "server", "")};
@@ -438,6 +450,31 @@ ErrorMsg read_message<ErrorMsg>(const json& j) {
   return m;
 }
 
+template <>
+Status read_message<Status>(const json&) {
+  return {};
+}
+
+template <>
+StatusReply read_message<StatusReply>(const json& j) {
+  StatusReply m;
+  m.workers = field<int64_t>(j, "workers");
+  m.queued = field_or<int64_t>(j, "queued", 0);
+  if (m.workers < 0 || m.queued < 0) bad("StatusReply counts must not be negative");
+  const json& models = member(j, "models");
+  if (!models.is_array()) bad("field \"models\" must be an array");
+  for (const auto& mj : models) {
+    ServedModel s;
+    s.name = field<std::string>(mj, "name");
+    s.key_fingerprint = field_or<std::string>(mj, "key_fingerprint", "");
+    s.workers = field<int64_t>(mj, "workers");
+    s.slots = field_or<int64_t>(mj, "slots", 0);
+    if (s.workers < 0 || s.slots < 0) bad("StatusReply model counts must not be negative");
+    m.models.push_back(std::move(s));
+  }
+  return m;
+}
+
 namespace {
 
 template <class T>
@@ -451,7 +488,8 @@ Message parse_message(std::string_view body) {
   Envelope e = parse_envelope(body);
   static constexpr Payload (*kDecoders[])(const json&) = {
       decode<Hello>,    decode<Register>, decode<Registered>, decode<Heartbeat>, decode<Submit>,
-      decode<Accepted>, decode<Assign>,   decode<Tokens>,     decode<Result>,    decode<Cancel>, decode<ErrorMsg>};
+      decode<Accepted>, decode<Assign>,   decode<Tokens>,     decode<Result>,    decode<Cancel>, decode<ErrorMsg>,
+      decode<Status>,   decode<StatusReply>};
   static_assert(std::size(kDecoders) == std::variant_size_v<Payload>);
   try {
     return {e.type, kDecoders[static_cast<std::size_t>(e.type)](e.body)};

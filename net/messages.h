@@ -177,6 +177,31 @@ struct ErrorMsg {
   bool operator==(const ErrorMsg&) const = default;
 };
 
+// Status (client -> coordinator): which models live workers hold now; answered with a
+// StatusReply on the same connection (the gateway's /health asks it).
+struct Status {
+  bool operator==(const Status&) const = default;
+};
+
+// A model as the live workers hold it, under one key.
+struct ServedModel {
+  std::string name;
+  std::string key_fingerprint;  // the key its copies are encrypted under ("" when unknown)
+  int64_t workers = 0;          // live workers holding it
+  int64_t slots = 0;            // their slots together (tasks decoded at once)
+
+  bool operator==(const ServedModel&) const = default;
+};
+
+// StatusReply (coordinator -> client).
+struct StatusReply {
+  int64_t workers = 0;              // live workers
+  int64_t queued = 0;               // tasks waiting for a worker
+  std::vector<ServedModel> models;  // targets only, by name then key
+
+  bool operator==(const StatusReply&) const = default;
+};
+
 void to_json(nlohmann::json& j, const ModelInfo& m);
 void from_json(const nlohmann::json& j, ModelInfo& m);
 void to_json(nlohmann::json& j, const TaskRequest& r);
@@ -196,6 +221,8 @@ nlohmann::json to_message(const Tokens& m);
 nlohmann::json to_message(const Result& m);
 nlohmann::json to_message(const Cancel& m);
 nlohmann::json to_message(const ErrorMsg& m);
+nlohmann::json to_message(const Status& m);
+nlohmann::json to_message(const StatusReply& m);
 
 // Typed reads; throw ProtocolError(bad_message) naming the first bad field.
 template <class T>
@@ -211,10 +238,13 @@ template <> Tokens read_message<Tokens>(const nlohmann::json& j);
 template <> Result read_message<Result>(const nlohmann::json& j);
 template <> Cancel read_message<Cancel>(const nlohmann::json& j);
 template <> ErrorMsg read_message<ErrorMsg>(const nlohmann::json& j);
+template <> Status read_message<Status>(const nlohmann::json& j);
+template <> StatusReply read_message<StatusReply>(const nlohmann::json& j);
 
 // One frame, decoded: its type and its typed fields.
 // Alternatives in MessageType's order: a payload's index() is its type.
-using Payload = std::variant<Hello, Register, Registered, Heartbeat, Submit, Accepted, Assign, Tokens, Result, Cancel, ErrorMsg>;
+using Payload = std::variant<Hello, Register, Registered, Heartbeat, Submit, Accepted, Assign, Tokens, Result, Cancel, ErrorMsg, Status,
+                             StatusReply>;
 struct Message {
   MessageType type = MessageType::Hello;
   Payload payload;

@@ -7,7 +7,7 @@
 namespace eesched::net {
 namespace {
 
-constexpr std::array<std::pair<MessageType, const char*>, 11> kTypeNames{{
+constexpr std::array<std::pair<MessageType, const char*>, 13> kTypeNames{{
     {MessageType::Hello, "Hello"},
     {MessageType::Register, "Register"},
     {MessageType::Registered, "Registered"},
@@ -19,6 +19,8 @@ constexpr std::array<std::pair<MessageType, const char*>, 11> kTypeNames{{
     {MessageType::Result, "Result"},
     {MessageType::Cancel, "Cancel"},
     {MessageType::Error, "Error"},
+    {MessageType::Status, "Status"},
+    {MessageType::StatusReply, "StatusReply"},
 }};
 
 }  // namespace

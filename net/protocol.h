@@ -22,7 +22,7 @@ inline constexpr std::size_t kDefaultMaxFrameBytes = std::size_t{16} << 20;  // 
 // coordinator's own proof). Accepted acknowledges a Submit once the task is persisted. Tokens
 // carry a running task's new (encrypted) ids as they are produced, worker -> coordinator ->
 // client, ahead of its Result. Error stays last (tests/fuzz/make_seeds walks the enum up to it).
-enum class MessageType { Hello, Register, Registered, Heartbeat, Submit, Accepted, Assign, Tokens, Result, Cancel, Error };
+enum class MessageType { Hello, Register, Registered, Heartbeat, Submit, Accepted, Assign, Tokens, Result, Cancel, Error, Status, StatusReply };
 
 const char* message_type_name(MessageType t);
 std::optional<MessageType> parse_message_type(std::string_view name);

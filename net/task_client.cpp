@@ -142,4 +142,24 @@ Result submit_and_wait(const Endpoint& coordinator, TaskRequest request, const S
                                         (last_error.empty() ? std::string() : " (last error: " + last_error + ")"));
 }
 
+StatusReply query_status(const Endpoint& coordinator, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto left = [&] {
+    return std::max(std::chrono::milliseconds(1),
+                    std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()));
+  };
+  auto client = BlockingClient::connect(coordinator, timeout);
+  client.send(to_message(Status{}));
+  for (;;) {
+    auto m = client.receive(left());
+    if (!m) throw std::runtime_error("the coordinator at " + coordinator.str() + " did not answer a status request in time");
+    if (m->type == MessageType::Hello) continue;
+    if (m->type == MessageType::Error) {
+      const auto& e = m->as<ErrorMsg>();
+      throw std::runtime_error("the coordinator refused a status request: " + e.code + ": " + e.message);
+    }
+    return std::move(m->as<StatusReply>());
+  }
+}
+
 }  // namespace eesched::net

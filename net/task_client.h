@@ -57,4 +57,8 @@ struct SubmitError : std::runtime_error {
 // refuses the task (an Error frame), when it cannot be reached, or on timeout.
 Result submit_and_wait(const Endpoint& coordinator, TaskRequest request, const SubmitOptions& options = {});
 
+// Asks the coordinator which models its live workers hold (net::Status). Throws
+// std::runtime_error when it cannot be reached or does not answer within `timeout`.
+StatusReply query_status(const Endpoint& coordinator, std::chrono::milliseconds timeout);
+
 }  // namespace eesched::net

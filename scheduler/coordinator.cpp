@@ -158,6 +158,10 @@ struct Coordinator::Impl {
         case net::MessageType::Cancel:
           if (peer->second.role == Role::Worker) return conn->fail(net::codes::kUnexpected, "a worker cannot cancel tasks");
           return on_cancel(conn, m.as<net::Cancel>());
+        case net::MessageType::Status:
+          if (peer->second.role == Role::Worker) return conn->fail(net::codes::kUnexpected, "a worker cannot ask for the status");
+          conn->send(net::to_message(status()));
+          return;
         case net::MessageType::Error: {
           const auto& e = m.as<net::ErrorMsg>();
           spdlog::warn("{} reported an error: {}: {}", conn->peer(), e.code, e.message);
@@ -449,6 +453,25 @@ struct Coordinator::Impl {
       Task* n = tasks.find(*next);
       if (n && !n->started_at) n->started_at = Clock::now();
     }
+  }
+
+  // What the live workers hold, per (model, key): the gateway's /health asks (net::Status).
+  net::StatusReply status() {
+    net::StatusReply reply;
+    reply.queued = static_cast<int64_t>(tasks.pending_count());
+    std::map<std::pair<std::string, std::string>, net::ServedModel> held;
+    for (const auto& [conn, w] : workers.all()) {
+      ++reply.workers;
+      for (const auto& m : w.models) {
+        auto& s = held[{m.row.name, m.key_fingerprint}];
+        s.name = m.row.name;
+        s.key_fingerprint = m.key_fingerprint;
+        ++s.workers;
+        s.slots += w.slots;
+      }
+    }
+    for (auto& [key, s] : held) reply.models.push_back(std::move(s));
+    return reply;
   }
 
   // ---- placement ---------------------------------------------------------------------------

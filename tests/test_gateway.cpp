@@ -366,9 +366,33 @@ TEST_F(GatewayEndToEnd, TheOpenAiClientGetsThePlaintextAnswersStreamedOrNot) {
   EXPECT_THAT(metrics->body, HasSubstr("eesched_gateway_requests_total{endpoint=\"/v1/chat/completions\",status=\"401\"} 1\n"));
   EXPECT_THAT(metrics->body, HasSubstr("eesched_gateway_cancelled_total{reason=\"stop_string\"}"));
   EXPECT_THAT(metrics->body, HasSubstr("eesched_gateway_time_to_first_token_seconds_count{model=\"target\"} 8\n"));
+  // /health: 503 while a served model ("ghost") has no worker, naming it; the others counted.
   const auto health = http.Get("/health");
   ASSERT_TRUE(health);
-  EXPECT_EQ(health->status, 200);
+  EXPECT_EQ(health->status, 503);
+  const auto h = nlohmann::json::parse(health->body);
+  EXPECT_EQ(h["status"], "unavailable");
+  EXPECT_EQ(h["workers"]["target"], 2);
+  EXPECT_EQ(h["workers"]["ghost"], 0);
+  EXPECT_THAT(h["error"].get<std::string>(), HasSubstr("ghost"));
+  {
+    // A gateway serving only what the workers hold is healthy.
+    gateway::GatewayOptions o;
+    o.coordinator = coordinator_->at();
+    o.key = d_.dir / "client.eekey";
+    o.models = {{"target", testing::tokenizer_path(), ""}};
+    o.port = 0;
+    gateway::Gateway healthy(o);
+    const int port = healthy.bind();
+    std::thread serving([&] { healthy.serve(); });
+    httplib::Client probe("127.0.0.1", port);
+    const auto ok = probe.Get("/health");
+    healthy.stop();
+    serving.join();
+    ASSERT_TRUE(ok);
+    EXPECT_EQ(ok->status, 200) << ok->body;
+    EXPECT_EQ(nlohmann::json::parse(ok->body)["workers"]["target"], 2);
+  }
 
   // The coordinator's own /metrics (`coordinator --metrics-listen`) counts the same tasks.
   scheduler::MetricsEndpoint coordinator_metrics({"127.0.0.1", 0}, **coordinator_);

@@ -243,6 +243,7 @@ TEST(MessageRoundTrip, RegisterWithHardwareAndTwoModels) {
   draft.draft = true;
   m.models = {target, draft};
   m.dry_run = true;
+  m.slots = 8;
   m.nonce = "worker-nonce";
   m.proof = "worker-proof";
   round_trip(m, MessageType::Register);
@@ -251,6 +252,21 @@ TEST(MessageRoundTrip, RegisterWithHardwareAndTwoModels) {
 TEST(MessageRoundTrip, Registered) { round_trip(Registered{42, "coordinator-proof", 250}, MessageType::Registered); }
 
 TEST(MessageRoundTrip, Heartbeat) { round_trip(Heartbeat{17}, MessageType::Heartbeat); }
+
+TEST(MessageRoundTrip, StatusAndItsReply) {
+  round_trip(Status{}, MessageType::Status);
+  StatusReply r;
+  r.workers = 3;
+  r.queued = 5;
+  r.models = {{"llama-tiny", "key-1", 2, 16}, {"llama-tiny", "key-2", 1, 1}};
+  round_trip(r, MessageType::StatusReply);
+  EXPECT_THROW(parse_message(R"({"type":"StatusReply","v":1,"workers":-1,"models":[]})"), ProtocolError);
+  EXPECT_THROW(parse_message(R"({"type":"StatusReply","v":1,"workers":1,"models":[{"name":"m","workers":-2}]})"), ProtocolError);
+  // A Register from an older worker, without slots, decodes with one.
+  auto old = to_message(Register{"w", {}, {}, false, 1, "n", "p"});
+  old.erase("slots");
+  EXPECT_EQ(parse_message(old.dump()).as<Register>().slots, 1);
+}
 
 TaskRequest sample_request() {
   TaskRequest r;

@@ -131,6 +131,8 @@ std::vector<Seed> seeds() {
   failed.status = "failed";
   add("failed", failed);
 
+  add("ask", net::Status{});
+  add("two-keys", net::StatusReply{3, 5, {{"llama-tiny", "key-1", 2, 16}, {"llama-tiny", "key-2", 1, 1}}});
   add("by-task-id", net::Cancel{17, ""});
   add("by-request-id", net::Cancel{0, "req-7f3e"});
 

@@ -53,6 +53,8 @@ void for_each_message_type(F&& f) {
   f.template operator()<net::Result>(MT::Result);
   f.template operator()<net::Cancel>(MT::Cancel);
   f.template operator()<net::ErrorMsg>(MT::Error);
+  f.template operator()<net::Status>(MT::Status);
+  f.template operator()<net::StatusReply>(MT::StatusReply);
 }
 
 // ---------------------------------------------------------------------------------------------

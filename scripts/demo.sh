@@ -151,11 +151,12 @@ if command -v node >/dev/null && bash tools/fetch-openai.sh >"$work/fetch-openai
   echo "gateway on $url (holds the key; the coordinator and workers see encrypted ids only)"
   echo "user: Tell me about the state of our economy."
   node tests/openai/chat.mjs "$url/v1" demo-api-key target "Tell me about the state of our economy." 48
+  echo "GET $url/health: $(curl -s "$url/health")"
   echo "the gateway's metrics (GET $url/metrics):"
   curl -s "$url/metrics" | grep -E '^eesched_gateway_(requests_total|prompt_tokens_total|generation_tokens_total|time_to_first_token_seconds_(sum|count)|e2e_request_latency_seconds_count)' | sed 's/^/  /'
   metrics_url=$(sed -n 's/.*metrics on \(http:[^ ]*\).*/\1/p' "$work/coordinator.log" | head -1)
   echo "the coordinator's metrics (GET $metrics_url):"
-  curl -s "$metrics_url" | grep -E '^eesched_coordinator_(tasks_total|decisions_total|live_workers|reassignments_total)' | sed 's/^/  /'
+  curl -s "$metrics_url" | grep -E '^eesched_coordinator_(tasks_total|decisions_total|live_workers|reassignments_total|worker_slots)' | sed 's/^/  /'
   kill -TERM "$serve_pid"
   wait "$serve_pid" || { echo "demo: the gateway exited with an error" >&2; cat "$work/serve.log"; exit 1; }
 else

@@ -188,6 +188,52 @@ TEST(Daemons, EncryptedResultsEqualLocalPlaintextAndNothingPlaintextIsStoredOrLo
   EXPECT_EQ(worker_store.counts().runs, static_cast<int64_t>(prompts.size()));
 }
 
+// A worker with slots runs concurrent tasks in one continuous batch: their runs overlap in time,
+// and each answer (greedy or seeded, kv or kv+int8) is what local plaintext generation gives it
+// alone. A speculative task, which cannot batch, runs alone between them and is exact too.
+TEST(Daemons, ConcurrentTasksShareAWorkersBatchAndEachAnswersAsAlone) {
+  EncryptedDeployment d;
+  LocalCoordinator coordinator(d.dir.path());
+  auto wo = d.worker(coordinator.at(), "w1");
+  wo.batching.max_batch = 4;
+  LocalWorker worker(std::move(wo));
+  coordinator.await_workers(1);
+  EXPECT_EQ(coordinator->stats().worker_slots.at("w1"), 4);
+
+  const std::vector<std::string> texts = {"The state of the Union is", "Our economy", "In the coming year we will",
+                                          "Fellow-Citizens of the Senate", "We the people", "The budget"};
+  const std::vector<std::string> arms = {"kv", "kv", "kv+int8", "kv", "kv+spec2", "kv+int8"};
+  std::vector<std::future<net::Result>> pending;
+  std::vector<data::GenerationParams> plain_params;
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    auto r = d.request(d.tokenizer.encode(texts[i]), arms[i], 24 + 4 * static_cast<int64_t>(i));
+    if (i % 2 == 1 && arms[i] != "kv+spec2") r.generation.temperature = 0.8, r.generation.seed = 7 + i;
+    auto plain = r.generation;
+    plain.stop_ids = {d.tokenizer.eos_id()};
+    plain_params.push_back(plain);
+    pending.push_back(std::async(std::launch::async, [&coordinator, r] {
+      net::SubmitOptions o;
+      o.timeout = std::chrono::milliseconds(60000);
+      return net::submit_and_wait(coordinator.at(), r, o);
+    }));
+  }
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    const auto res = pending[i].get();
+    ASSERT_EQ(res.status, "done") << res.report.error;
+    EXPECT_EQ(res.arm, arms[i]);
+    EXPECT_EQ(d.codec.decrypt(res.report.tokens.at(0)), local_plaintext(d.tokenizer.encode(texts[i]), arms[i], plain_params[i]))
+        << "task " << i << " (" << arms[i] << ")";
+  }
+  // Batched runs overlapped: some run started before another ended.
+  const auto runs = data::Store::open(d.dir / "w1.db").runs_since("2000");
+  ASSERT_EQ(runs.size(), texts.size());
+  int overlapping = 0;
+  for (const auto& a : runs)
+    for (const auto& b : runs)
+      if (a.id < b.id && a.started_at < b.ended_at && b.started_at < a.ended_at) ++overlapping;
+  EXPECT_GT(overlapping, 0) << "no two tasks ran at once";
+}
+
 // A worker killed (SIGKILL) mid-task: the task finishes on another worker; one result, one ok run.
 TEST(Daemons, TaskOfAKilledWorkerFinishesElsewhereExactlyOnce) {
   EncryptedDeployment d;

@@ -60,7 +60,8 @@ nlohmann::json data_quality(const std::string& dir) {
 TEST_F(Cli, EverySubcommandHasHelp) {
   for (const char* sub : {"train-lm", "generate", "logits", "perplexity", "make-synthetic", "bench-decode", "keygen",
                           "encrypt-model", "bench-ee", "bench-arms", "make-suite", "bench", "db", "train-selector", "replay", "bench-selector",
-                          "make-token", "coordinator", "worker", "submit", "bench-dispatch", "measure-quality", "tokenize"}) {
+                          "make-token", "coordinator", "worker", "submit", "bench-dispatch", "measure-quality", "tokenize",
+                          "attack weights"}) {
     auto r = run_eesched(std::string(sub) + " --help");
     EXPECT_EQ(r.exit_code, 0) << sub;
     EXPECT_THAT(r.output, HasSubstr("--")) << sub;
@@ -203,6 +204,16 @@ TEST_F(Cli, EncryptedGenerateDecryptsToThePlaintextText) {
   EXPECT_EQ(secret["text"], plain["text"]);
   EXPECT_EQ(secret["ids"], plain["ids"]);
   EXPECT_EQ(secret["prompt_ids"], plain["prompt_ids"]);
+
+  // Were these weights public, a worker would read the whole vocabulary back from them.
+  const auto attack = run_eesched("attack weights --encrypted " + enc + " --public " + model() + " --key " + key +
+                                  " --text " + (eesched::testing::source_dir() / "corpus" / "moby-dick.txt").string() + " --json");
+  ASSERT_EQ(attack.exit_code, 0) << attack.output;
+  const auto a = nlohmann::json::parse(attack.output);
+  EXPECT_EQ(a["vocab_recovered"], 1.0);
+  EXPECT_EQ(a["tokens_recovered"], 1.0);
+  EXPECT_GT(a["text_tokens"].get<int64_t>(), 1000);
+  EXPECT_EQ(a["residual_recovered"], 1.0);
   // What crosses the wire is exactly the encryption of the prompt, stop ids and answer under the
   // key. (Not merely "different from the plaintext": a random permutation has fixed points, so a
   // single repeated token can legitimately encrypt to itself.)

@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ee/attack_weights.h"
 #include "ee/codec.h"
 #include "ee/key.h"
 #include "ee/manifest.h"
@@ -585,6 +586,43 @@ TEST(EeModelDir, PruneStatisticsTravelPermutedWithTheEncryptedModel) {
   EXPECT_THAT(error_of([&] { rt::LlamaModel::load(plain_dir); }), HasSubstr("negative"));
   rt::write_ffn_stats(plain_dir / rt::kFfnStatsFile, {stats[0], stats[1].narrow(0, 0, 10)});
   EXPECT_THAT(error_of([&] { rt::LlamaModel::load(plain_dir); }), HasSubstr("FFN neurons"));
+}
+
+// The weights attack (threat model: the worker holds the public base weights). It must recover
+// every permutation when the weights it holds are the ones encrypted, and nothing when they are
+// not: a harness that scored 0% because it was broken could not pass the first, nor one that
+// matched anything the second.
+TEST(EeAttack, WeightsAttackRecoversEveryPermutationFromThePublicWeights) {
+  const auto plain = synthetic_gqa(31);
+  const auto key = fixed_key(plain.config().vocab_size);
+  const auto encrypted = ee::encrypt_model(plain, key, "m");
+  const auto truth = ee::derive_secrets(key, plain.config(), "m");
+  const auto guess = ee::attack_weights(encrypted.weights(), plain.weights());
+  const std::vector<int64_t> text = {5, 5, 9, 200, 17, 5};
+  const auto s = ee::score_weights_attack(guess, truth, text);
+  EXPECT_EQ(s.vocab_recovered, 1.0);
+  EXPECT_EQ(s.tokens_recovered, 1.0);
+  EXPECT_EQ(s.residual_recovered, 1.0);
+  EXPECT_EQ(s.ffn_recovered, 1.0);
+
+  // Public weights of another model (private weights): nothing matches.
+  const auto other = synthetic_gqa(32);
+  const auto none = ee::score_weights_attack(ee::attack_weights(encrypted.weights(), other.weights()), truth, text);
+  EXPECT_EQ(none.vocab_recovered, 0.0);
+  EXPECT_EQ(none.tokens_recovered, 0.0);
+  EXPECT_EQ(none.ffn_recovered, 0.0);
+
+  // Duplicate rows cannot be told apart: two tokens with one embedding (and head) row are
+  // reported unrecovered, the rest still are.
+  auto w = plain.weights();
+  w.embed_tokens = w.embed_tokens.clone();
+  w.lm_head = w.lm_head.clone();
+  w.embed_tokens[7].copy_(w.embed_tokens[8]);
+  w.lm_head[7].copy_(w.lm_head[8]);
+  const rt::LlamaModel twins(plain.config(), w);
+  const auto twins_enc = ee::encrypt_model(twins, key, "m");
+  const auto partial = ee::score_weights_attack(ee::attack_weights(twins_enc.weights(), twins.weights()), truth, {});
+  EXPECT_DOUBLE_EQ(partial.vocab_recovered, 1.0 - 2.0 / static_cast<double>(plain.config().vocab_size));
 }
 
 }  // namespace

@@ -206,13 +206,16 @@ TEST_F(Cli, EncryptedGenerateDecryptsToThePlaintextText) {
   EXPECT_EQ(secret["prompt_ids"], plain["prompt_ids"]);
 
   // Were these weights public, a worker would read the whole vocabulary back from them.
-  const auto attack = run_eesched("attack weights --encrypted " + enc + " --public " + model() + " --key " + key +
-                                  " --text " + (eesched::testing::source_dir() / "corpus" / "moby-dick.txt").string() + " --json");
+  const auto text = d / "held-out.txt";
+  std::ofstream(text) << "It is a truth universally acknowledged, that a single man in possession of a good fortune, "
+                         "must be in want of a wife. The state of the Union is strong, and our economy grows.\n";
+  const auto attack = run_eesched("attack weights --encrypted " + enc + " --public " + model() + " --key " + key + " --text " +
+                                  text.string() + " --json");
   ASSERT_EQ(attack.exit_code, 0) << attack.output;
   const auto a = nlohmann::json::parse(attack.output);
   EXPECT_EQ(a["vocab_recovered"], 1.0);
   EXPECT_EQ(a["tokens_recovered"], 1.0);
-  EXPECT_GT(a["text_tokens"].get<int64_t>(), 1000);
+  EXPECT_GT(a["text_tokens"].get<int64_t>(), 20);
   EXPECT_EQ(a["residual_recovered"], 1.0);
   // What crosses the wire is exactly the encryption of the prompt, stop ids and answer under the
   // key. (Not merely "different from the plaintext": a random permutation has fixed points, so a

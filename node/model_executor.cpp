@@ -204,29 +204,29 @@ void ModelExecutor::admit_to_batch(Job job) {
     const accel::ModelPair pair{target->model, nullptr, target->info.key_fingerprint, ""};
     if (auto why = accel::arm_refusal(arm, spec, pair)) throw std::runtime_error("arm " + arm.name + " cannot run here: " + *why);
     const std::string key = target->info.row.fingerprint + "|" + arm.name;
-    auto& batch = batches_[key];
-    if (!batch) {
-      // A new arm's batch: the idle batches of other arms give their KV caches back first.
-      for (auto it = batches_.begin(); it != batches_.end();)
-        it = it->first != key && it->second->running.empty() ? batches_.erase(it) : std::next(it);
+    auto found = batches_.find(key);
+    if (found == batches_.end()) {
+      // Built whole before it enters the map: a failure here leaves no half-made batch behind.
       auto fresh = std::make_unique<Batch>();
       fresh->arm = cache_->get(target->info.row.fingerprint + "|", arm, pair);
       fresh->decoder = std::make_unique<runtime::BatchDecoder>(
           *fresh->arm->models.target,
           runtime::BatchDecoderOptions{batching_.max_batch, batching_.context, batching_.prefill_chunk, batching_.prefill_chunk});
-      batches_[key] = std::move(fresh);
+      // A new arm's batch: the idle batches of other arms give their KV caches back.
+      for (auto it = batches_.begin(); it != batches_.end();) it = it->second->running.empty() ? batches_.erase(it) : std::next(it);
+      found = batches_.emplace(key, std::move(fresh)).first;
     }
-    auto& b = *batches_[key];
+    auto& b = *found->second;
     runtime::BatchRequest request;
     request.prompt = a.prompt_ids.front();
     request.generation = spec.generation;
     request.time_limit_ms = a.time_limit_ms;
     request.rng_skip = a.resume_from;  // a resumed task continues its sampled stream
     if (auto why = b.decoder->refusal(request); !why.empty()) throw std::runtime_error(why);
-    const int64_t id = b.decoder->admit(std::move(request));
     auto stream = std::make_unique<TokenStream>(a.task_id, a.attempt, 1, [this, from = job.from](const net::Tokens& t) {
       if (tokens_) tokens_(t, from);
     });
+    const int64_t id = b.decoder->admit(std::move(request));
     spdlog::debug("task {} attempt {}: joins the {} batch ({} running)", a.task_id, a.attempt, arm.name, b.running.size() + 1);
     b.running.emplace(id, Running{std::move(job), std::move(stream), data::iso_utc_now()});
   } catch (const std::exception& e) {

@@ -80,7 +80,98 @@ void hash_as_f32(crypto_generichash_state* st, const at::Tensor& t) {
   }
 }
 
+// n standard normal draws for this label: Box-Muller over two of the key's streams, a million
+// at a time (each chunk its own label, so no stream is held whole).
+at::Tensor gaussians(const Key& key, const std::string& label, int64_t n) {
+  auto out = at::empty({n}, at::kDouble);
+  double* o = out.data_ptr<double>();
+  constexpr int64_t kChunk = int64_t{1} << 20;
+  for (int64_t start = 0, chunk = 0; start < n; start += kChunk, ++chunk) {
+    const int64_t m = std::min(kChunk, n - start);
+    const auto l = label + "/" + std::to_string(chunk);
+    const auto u = key.angles(l + "/radius", m), a = key.angles(l + "/angle", m);
+    for (int64_t i = 0; i < m; ++i) {
+      const auto k = static_cast<std::size_t>(i);
+      o[start + i] = std::sqrt(-2.0 * std::log1p(-u[k] / (2 * std::numbers::pi))) * std::cos(a[k]);
+    }
+  }
+  return out;
+}
+
+// A Haar-random orthogonal matrix: QR of a Gaussian one, with R's diagonal signs moved into Q
+// (without them Q is not uniformly distributed).
+at::Tensor haar_rotation(const Key& key, const std::string& label, int64_t d) {
+  auto [q, r] = at::linalg_qr(gaussians(key, label, d * d).view({d, d}));
+  return (q * r.diagonal().sign().unsqueeze(0)).contiguous();
+}
+
+// 16-bit weights keep their dtype after a dense transform (rounded again: the one place the
+// rotate scheme is lossy beyond float rounding); everything else becomes f32.
+at::Tensor like(const at::Tensor& result, const at::Tensor& source) {
+  const auto d = source.scalar_type();
+  return result.to(d == at::kBFloat16 || d == at::kHalf ? d : at::kFloat).contiguous();
+}
+
+// The same function with its residual stream turned by R (row convention, x -> x R): RMSNorm
+// keeps rms(x R) = rms(x), so each norm's weight is folded into the matrices that read its
+// output (W -> W diag(g) R) and becomes all ones; writers of the stream become R^T W; the
+// embedding E R; the head H diag(g_final) R, a matrix of its own even when tied.
+LlamaWeights rotated_weights(const LlamaWeights& w, const LlamaConfig& c, const at::Tensor& rotation) {
+  c10::InferenceMode guard;
+  const auto r = rotation.to(at::kFloat);
+  auto reads = [&](const at::Tensor& m, const at::Tensor& norm) { return like((m.to(at::kFloat) * norm.to(at::kFloat).unsqueeze(0)).matmul(r), m); };
+  auto writes = [&](const at::Tensor& m) { return like(r.t().matmul(m.to(at::kFloat)), m); };
+  auto ones = [](const at::Tensor& norm) { return at::ones_like(norm); };
+  LlamaWeights out;
+  out.embed_tokens = like(w.embed_tokens.to(at::kFloat).matmul(r), w.embed_tokens);
+  out.lm_head = reads(c.tie_word_embeddings || !w.lm_head.defined() ? w.embed_tokens : w.lm_head, w.norm);
+  out.norm = ones(w.norm);
+  for (const auto& in : w.layers) {
+    runtime::LayerWeights o = in;  // biases, q/k norms and FFN statistics are not on the stream
+    o.q_proj = reads(in.q_proj, in.input_layernorm);
+    o.k_proj = reads(in.k_proj, in.input_layernorm);
+    o.v_proj = reads(in.v_proj, in.input_layernorm);
+    o.gate_proj = reads(in.gate_proj, in.post_attention_layernorm);
+    o.up_proj = reads(in.up_proj, in.post_attention_layernorm);
+    o.o_proj = writes(in.o_proj);
+    o.down_proj = writes(in.down_proj);
+    o.input_layernorm = ones(in.input_layernorm);
+    o.post_attention_layernorm = ones(in.post_attention_layernorm);
+    out.layers.push_back(std::move(o));
+  }
+  return out;
+}
+
 }  // namespace
+
+Scheme make_scheme(const std::string& name, double noise) {
+  if (name != "permute" && name != "rotate") throw Error("unknown EE scheme '" + name + "' (permute, rotate)");
+  if (!(noise >= 0 && noise <= 10)) throw Error("--noise must be between 0 and 10 (relative to each row's RMS)");
+  Scheme s;
+  s.name = name;
+  s.noise = noise;
+  return s;
+}
+
+std::vector<std::string> transform_names(const LlamaConfig& c, const Scheme& scheme) {
+  auto names = transform_names(c);
+  if (scheme.rotates()) {
+    std::replace(names.begin(), names.end(), std::string("residual_permutation"), std::string("residual_rotation"));
+    names.push_back("norm_weights_folded");
+  }
+  if (scheme.noise > 0) names.push_back("embedding_head_noise=" + std::to_string(scheme.noise));
+  return names;
+}
+
+Scheme scheme_of(const std::vector<std::string>& transforms) {
+  Scheme s;
+  const std::string noise = "embedding_head_noise=";
+  for (const auto& t : transforms) {
+    if (t == "residual_rotation") s.name = "rotate";
+    if (t.rfind(noise, 0) == 0) s.noise = std::stod(t.substr(noise.size()));
+  }
+  return s;
+}
 
 std::vector<std::string> transform_names() {
   return {"vocab_permutation", "residual_permutation", "ffn_permutation", "attention_head_permutation",
@@ -140,6 +231,31 @@ ModelSecrets derive_secrets(const Key& key, const LlamaConfig& c, const std::str
     s.layers.push_back(std::move(layer));
   }
   return s;
+}
+
+ModelSecrets derive_secrets(const Key& key, const LlamaConfig& c, const std::string& model, const Scheme& scheme) {
+  auto s = derive_secrets(key, c, model);
+  if (scheme.rotates()) s.rotation = haar_rotation(key, "rotation/" + model, c.hidden_size);
+  return s;
+}
+
+runtime::LlamaModel noised_model(const runtime::LlamaModel& model, const Key& key, const std::string& label, double noise) {
+  if (noise <= 0) return model;
+  c10::InferenceMode guard;
+  auto w = model.weights();
+  auto config = model.config();
+  // Each row gets N(0, (noise * rms(row))^2) per entry, from the key: the same key and model
+  // give the same noised model on every machine.
+  auto noisy = [&](const at::Tensor& t, const std::string& what) {
+    const auto x = t.to(at::kFloat);
+    const auto rms = x.pow(2).mean(1, true).sqrt();
+    const auto g = gaussians(key, "noise-" + what + "/" + label, x.numel()).view(x.sizes()).to(at::kFloat);
+    return like(x + noise * rms * g, t);
+  };
+  w.lm_head = noisy(config.tie_word_embeddings || !w.lm_head.defined() ? w.embed_tokens : w.lm_head, "head");
+  w.embed_tokens = noisy(w.embed_tokens, "embed");
+  config.tie_word_embeddings = false;
+  return runtime::LlamaModel(config, w);
 }
 
 std::string model_fingerprint(const runtime::LlamaModel& model) {
@@ -240,6 +356,19 @@ runtime::LlamaModel encrypt_model(const runtime::LlamaModel& model, const Key& k
   return runtime::LlamaModel(encrypt_config(model.config(), secrets), encrypt_weights(model.weights(), model.config(), secrets));
 }
 
+runtime::LlamaModel encrypt_model(const runtime::LlamaModel& model, const Key& key, const std::string& model_label, const Scheme& scheme) {
+  if (!scheme.rotates() && scheme.noise <= 0) return encrypt_model(model, key, model_label);
+  const auto secrets = derive_secrets(key, model.config(), model_label, scheme);
+  const auto noisy = noised_model(model, key, model_label, scheme.noise);
+  auto config = noisy.config();
+  auto weights = noisy.weights();
+  if (scheme.rotates()) {
+    weights = rotated_weights(weights, config, secrets.rotation);
+    config.tie_word_embeddings = false;
+  }
+  return runtime::LlamaModel(encrypt_config(config, secrets), encrypt_weights(weights, config, secrets));
+}
+
 void check_encrypt_dirs(const std::filesystem::path& in, const std::filesystem::path& out, bool force) {
   if (Manifest::read(in)) throw Error(in.string() + " is already encrypted (it has ee.json)");
   std::error_code ec;
@@ -264,13 +393,14 @@ EncryptDirResult encrypt_model_dir(const std::filesystem::path& in, const Key& k
     throw Error("the key is for a vocabulary of " + std::to_string(key.vocab_size()) + " tokens, " + in.string() + " has " +
                 std::to_string(model.config().vocab_size));
   const auto t0 = std::chrono::steady_clock::now();
-  auto encrypted = encrypt_model(model, key, model_fingerprint(model));
+  auto encrypted = encrypt_model(model, key, model_fingerprint(model), options.scheme);
   EncryptDirResult r;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r.key_fingerprint = key.fingerprint();
   r.parameters = model.config().parameter_count();
   encrypted.save(out);
-  Manifest m{kScheme, kSchemeVersion, r.key_fingerprint, model.config().vocab_size, transform_names(model.config()), options.quality};
+  Manifest m{kScheme, kSchemeVersion, r.key_fingerprint, model.config().vocab_size, transform_names(model.config(), options.scheme),
+             options.quality};
   m.write(out);
   // An encrypted directory carries no tokenizer: that would hand the worker the vocabulary.
   for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "model.safetensors.index.json"})

@@ -29,7 +29,29 @@ struct ModelSecrets {
   std::vector<int64_t> vocab;                  // [vocab]: token t is sent as vocab[t]
   std::vector<int64_t> residual;               // [hidden]
   std::vector<Layer> layers;
+  // Scheme "rotate" only: a Haar-random orthogonal [hidden, hidden] f64 matrix R; the residual
+  // row x becomes x R, then its dims move by `residual`. Undefined for the default scheme.
+  at::Tensor rotation;
 };
+
+// Which transform encrypt-model applies (`--scheme`, `--noise`).
+//  - "permute" (the default): permutations and quarter turns only. Exact, bit for bit, in every
+//    dtype; a worker holding the public base weights undoes it (docs/ee.md, weakness 2).
+//  - "rotate": the residual stream is turned by a dense secret rotation instead of only
+//    permuted, with the RMSNorm weights folded into the matrices that read the stream (their
+//    norms become all ones) and the head untied. Exact up to float rounding; it defeats
+//    sorted-row signatures but not the rotation-invariant ones (norms, Gram and eigen
+//    structure: `eesched attack weights` measures that).
+// `noise` (either scheme): secret Gaussian noise of this size relative to each row's RMS on the
+// embedding and head rows, applied to the plaintext before encryption. Lossy: the encrypted
+// model then decrypts to the noised plaintext model (noised_model), not to the original.
+struct Scheme {
+  std::string name = "permute";
+  double noise = 0;
+  bool rotates() const { return name == "rotate"; }
+};
+// Throws a one-line Error for an unknown name or a noise outside [0, 10].
+Scheme make_scheme(const std::string& name, double noise);
 
 // The names of the transforms, as listed in ee.json.
 std::vector<std::string> transform_names();
@@ -49,6 +71,15 @@ bool pair_sign_flips_only(const runtime::LlamaConfig& config);
 // permutations of different models under one key; the vocabulary permutation depends on the
 // key alone, so models that share a tokenizer (a draft and its target) share it.
 ModelSecrets derive_secrets(const Key& key, const runtime::LlamaConfig& config, const std::string& model_label);
+ModelSecrets derive_secrets(const Key& key, const runtime::LlamaConfig& config, const std::string& model_label, const Scheme& scheme);
+
+// The plaintext model with the scheme's secret noise on its embedding and head rows (the head
+// untied): what an encrypted model with noise decrypts to. The model itself when noise is 0.
+runtime::LlamaModel noised_model(const runtime::LlamaModel& model, const Key& key, const std::string& model_label, double noise);
+// The scheme an ee.json transform list records (the default scheme for an older list).
+Scheme scheme_of(const std::vector<std::string>& transforms);
+// The scheme's names as listed in ee.json.
+std::vector<std::string> transform_names(const runtime::LlamaConfig& config, const Scheme& scheme);
 
 // A content hash of a plaintext model (config and every weight), the default model label.
 std::string model_fingerprint(const runtime::LlamaModel& model);
@@ -63,6 +94,7 @@ std::vector<at::Tensor> encrypt_ffn_stats(const std::vector<at::Tensor>& stats, 
 
 // The whole model, in memory.
 runtime::LlamaModel encrypt_model(const runtime::LlamaModel& model, const Key& key, const std::string& model_label);
+runtime::LlamaModel encrypt_model(const runtime::LlamaModel& model, const Key& key, const std::string& model_label, const Scheme& scheme);
 
 struct EncryptDirResult {
   double seconds = 0;            // transform time, excluding load and save
@@ -75,6 +107,7 @@ struct EncryptDirOptions {
   data::QualityTable quality;            // measured on the plaintext model, recorded in ee.json
   const runtime::LlamaModel* model = nullptr;  // the plaintext model as loaded from `in` (e.g. with
                                          // FFN statistics attached); null: load it from `in`
+  Scheme scheme;
 };
 
 // eesched encrypt-model: plaintext model directory in, encrypted model directory out (config.json,

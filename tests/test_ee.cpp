@@ -607,10 +607,12 @@ TEST(EeAttack, WeightsAttackRecoversEveryPermutationFromThePublicWeights) {
 
   // Public weights of another model (private weights): nothing matches.
   const auto other = synthetic_gqa(32);
+  // (Sorted rows then match nothing, so the attack tries the rotation path too: it finds no
+  // structure to align, and its nearest rows are right by chance only, about 1 in 300.)
   const auto none = ee::score_weights_attack(ee::attack_weights(encrypted.weights(), other.weights()), truth, text);
-  EXPECT_EQ(none.vocab_recovered, 0.0);
-  EXPECT_EQ(none.tokens_recovered, 0.0);
-  EXPECT_EQ(none.ffn_recovered, 0.0);
+  EXPECT_LT(none.vocab_recovered, 0.02);
+  EXPECT_LE(none.tokens_recovered, 0.5);
+  EXPECT_LT(none.ffn_recovered, 0.05);
 
   // Duplicate rows cannot be told apart: two tokens with one embedding (and head) row are
   // reported unrecovered, the rest still are.
@@ -623,6 +625,115 @@ TEST(EeAttack, WeightsAttackRecoversEveryPermutationFromThePublicWeights) {
   const auto twins_enc = ee::encrypt_model(twins, key, "m");
   const auto partial = ee::score_weights_attack(ee::attack_weights(twins_enc.weights(), twins.weights()), truth, {});
   EXPECT_DOUBLE_EQ(partial.vocab_recovered, 1.0 - 2.0 / static_cast<double>(plain.config().vocab_size));
+}
+
+// The opt-in "rotate" scheme: a dense secret rotation of the residual stream with the norm
+// weights folded in. Exact up to float rounding: the decrypted logits are the plaintext ones
+// (to 1e-4 of their scale) and greedy answers are the same, in every family; the norms become
+// ones and the head its own matrix.
+TEST(EeScheme, RotateDecryptsToPlaintextUpToRoundingInEveryFamily) {
+  uint64_t seed = 80;
+  for (const auto& family : kFamilies) {
+    SCOPED_TRACE(family);
+    const auto plain = family_model(family, seed++);
+    const auto key = fixed_key(plain.config().vocab_size);
+    const auto scheme = ee::make_scheme("rotate", 0);
+    const auto encrypted = ee::encrypt_model(plain, key, "m", scheme);
+    EXPECT_FALSE(encrypted.config().tie_word_embeddings);
+    const auto ew = encrypted.weights();
+    EXPECT_TRUE(at::equal(ew.norm, at::ones_like(ew.norm)));
+    EXPECT_TRUE(at::equal(ew.layers[0].input_layernorm, at::ones_like(ew.layers[0].input_layernorm)));
+    // Every residual row is mixed: no row of the embedding is a permutation of a plaintext row.
+    EXPECT_EQ(ee::attack_weights(ew, plain.weights()).method, "eigenvectors + procrustes");
+    const ee::Codec codec(key);
+    std::vector<int64_t> ids;
+    for (int64_t i = 0; i < 40; ++i) ids.push_back((i * 37 + 11) % plain.config().vocab_size);
+    c10::InferenceMode guard;
+    const auto a = plain.forward(at::tensor(ids, at::kLong).view({1, -1}))[0];
+    const auto b = encrypted.forward(at::tensor(codec.encrypt(ids), at::kLong).view({1, -1}))[0];
+    std::vector<int64_t> pv;
+    for (int64_t t = 0; t < plain.config().vocab_size; ++t) pv.push_back(codec.encrypt(t));
+    const double scale = a.abs().max().item<double>();
+    EXPECT_GT(scale, 0.5);
+    EXPECT_LT((b.index_select(1, at::tensor(pv, at::kLong)) - a).abs().max().item<double>(), 1e-4 * scale);
+    EXPECT_FALSE(at::equal(b.index_select(1, at::tensor(pv, at::kLong)), a));  // rounding differs: not the permute scheme
+    rt::GenerateOptions o;
+    o.generation.max_new_tokens = 10;
+    const auto prompts = varied_prompts(20, plain.config().vocab_size, 5);
+    std::vector<std::vector<int64_t>> wire;
+    for (const auto& p : prompts) wire.push_back(codec.encrypt(p));
+    const auto pa = rt::generate(plain, prompts, o), pb = rt::generate(encrypted, wire, o);
+    for (std::size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(codec.decrypt(pb.tokens[i]), pa.tokens[i]) << "prompt " << i;
+  }
+}
+
+// Noise (either scheme) is lossy: the encrypted model decrypts to the noised plaintext model,
+// which differs from the original; the noise comes from the key (the same key, the same model).
+TEST(EeScheme, NoisedModelsDecryptToTheNoisedPlaintext) {
+  const auto plain = synthetic_gqa(21);
+  const auto key = fixed_key(plain.config().vocab_size);
+  const ee::Codec codec(key);
+  std::vector<int64_t> ids;
+  for (int64_t i = 0; i < 30; ++i) ids.push_back((i * 53 + 7) % plain.config().vocab_size);
+  std::vector<int64_t> pv;
+  for (int64_t t = 0; t < plain.config().vocab_size; ++t) pv.push_back(codec.encrypt(t));
+  c10::InferenceMode guard;
+  const auto original = plain.forward(at::tensor(ids, at::kLong).view({1, -1}))[0];
+  const auto noised = ee::noised_model(plain, key, "m", 0.2);
+  const auto reference = noised.forward(at::tensor(ids, at::kLong).view({1, -1}))[0];
+  EXPECT_TRUE(at::equal(ee::noised_model(plain, key, "m", 0.2).weights().embed_tokens, noised.weights().embed_tokens));
+  EXPECT_GT((reference - original).abs().max().item<double>(), 1e-2);
+  for (const char* name : {"permute", "rotate"}) {
+    SCOPED_TRACE(name);
+    const auto encrypted = ee::encrypt_model(plain, key, "m", ee::make_scheme(name, 0.2));
+    const auto b = encrypted.forward(at::tensor(codec.encrypt(ids), at::kLong).view({1, -1}))[0].index_select(1, at::tensor(pv, at::kLong));
+    EXPECT_LT((b - reference).abs().max().item<double>(), 1e-4 * reference.abs().max().item<double>());
+  }
+  EXPECT_THAT(error_of([] { ee::make_scheme("aloe", 0); }), HasSubstr("unknown EE scheme 'aloe'"));
+  EXPECT_THAT(error_of([] { ee::make_scheme("rotate", -1); }), HasSubstr("--noise"));
+}
+
+// The rotation does not hide the vocabulary from a worker holding the public weights: the Gram
+// matrix of a matrix that reads the stream is public up to the rotation, its eigenvectors align
+// the bases, and every token goes to its nearest public row. Against other weights it finds
+// nothing, so a harness that scored by chance could not pass.
+TEST(EeAttack, RotationIsUndoneFromTheGramEigenvectors) {
+  const auto plain = synthetic_gqa(33);
+  const auto key = fixed_key(plain.config().vocab_size);
+  const auto scheme = ee::make_scheme("rotate", 0);
+  const auto encrypted = ee::encrypt_model(plain, key, "m", scheme);
+  const auto truth = ee::derive_secrets(key, plain.config(), "m", scheme);
+  ASSERT_TRUE(truth.rotation.defined());
+  const auto guess = ee::attack_weights(encrypted.weights(), plain.weights());
+  EXPECT_EQ(guess.method, "eigenvectors + procrustes");
+  const auto s = ee::score_weights_attack(guess, truth, {});
+  EXPECT_GE(s.vocab_recovered, 0.99);
+  EXPECT_GE(s.residual_recovered, 0.95);
+  EXPECT_GE(s.ffn_recovered, 0.99);
+  const auto none = ee::score_weights_attack(ee::attack_weights(encrypted.weights(), synthetic_gqa(34).weights()), truth, {});
+  EXPECT_LT(none.vocab_recovered, 0.02);
+  EXPECT_LT(none.residual_recovered, 0.1);
+}
+
+// Hidden states: the first layer's input at each position is the encrypted embedding row of the
+// token sent; with the weights attack's residual map the worker reads every token of the prompt
+// under either scheme. A map from other weights reads (almost) none.
+TEST(EeAttack, HiddenStatesOfTheFirstLayerRevealThePrompt) {
+  const auto plain = synthetic_gqa(35);
+  const auto key = fixed_key(plain.config().vocab_size);
+  const ee::Codec codec(key);
+  const auto prompt = varied_prompts(3, plain.config().vocab_size, 60)[2];  // 75 tokens
+  for (const char* name : {"permute", "rotate"}) {
+    SCOPED_TRACE(name);
+    const auto encrypted = ee::encrypt_model(plain, key, "m", ee::make_scheme(name, 0));
+    const auto states = encrypted.weights().embed_tokens.index_select(0, at::tensor(codec.encrypt(prompt), at::kLong));
+    const auto guess = ee::attack_weights(encrypted.weights(), plain.weights());
+    EXPECT_EQ(ee::attack_hidden_states(states, plain.weights(), guess), prompt);
+    const auto wrong = ee::attack_hidden_states(states, plain.weights(), ee::attack_weights(encrypted.weights(), synthetic_gqa(36).weights()));
+    int64_t hits = 0;
+    for (std::size_t i = 0; i < prompt.size(); ++i) hits += wrong[i] == prompt[i];
+    EXPECT_LE(hits, static_cast<int64_t>(prompt.size()) / 10);
+  }
 }
 
 }  // namespace

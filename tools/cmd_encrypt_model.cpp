@@ -20,7 +20,8 @@ namespace eesched::tools {
 namespace {
 
 struct EncryptArgs {
-  std::string model, key, out;
+  std::string model, key, out, scheme = "permute";
+  double noise = 0;
   bool force = false, no_quality = false, remeasure = false;
   OwnerQualityArgs owner;
   int threads = 0;
@@ -51,6 +52,7 @@ void run(const EncryptArgs& a) {
   runtime::set_threads(a.threads);
   const std::filesystem::path dir(a.model);
   const auto key = ee::Key::load(a.key);
+  const auto scheme = ee::make_scheme(a.scheme, a.noise);
   const auto wanted = a.owner.transforms.empty() ? accel::default_quality_transforms() : accel::parse_quality_transforms(a.owner.transforms);
   ee::check_encrypt_dirs(dir, a.out, a.force);  // before spending time measuring
   auto plain = runtime::LlamaModel::load(dir);
@@ -74,6 +76,10 @@ void run(const EncryptArgs& a) {
     }
   }
   options.model = &plain;
+  options.scheme = scheme;
+  if (scheme.noise > 0)
+    spdlog::warn("--noise {}: the encrypted model decrypts to a noised copy of this model (lossy; quality figures in ee.json are "
+                 "the plaintext model's)", scheme.noise);
   const auto r = ee::encrypt_model_dir(dir, key, a.out, options);
   std::cout << fmt::format("wrote {}: {} parameters transformed in {:.2f} s under key {}; pruning statistics: {}; quality: {}", a.out,
                            human_count(static_cast<double>(r.parameters)), r.seconds, r.key_fingerprint,
@@ -93,6 +99,15 @@ void register_encrypt_model(CLI::App& app) {
   add_key_option(cmd, args->key, "key file from `eesched keygen`");
   cmd->add_option("--out", args->out, "encrypted model directory to write")->required();
   cmd->add_flag("--force", args->force, "overwrite an existing model in --out");
+  cmd->add_option("--scheme", args->scheme,
+                  "permute (default: exact, bit for bit) or rotate (a dense secret rotation of the residual stream, norm weights "
+                  "folded, head untied: exact up to float rounding; docs/ee.md has what each hides)")
+      ->check(CLI::IsMember({"permute", "rotate"}))
+      ->capture_default_str();
+  cmd->add_option("--noise", args->noise,
+                  "secret Gaussian noise on embedding and head rows, relative to each row's RMS (lossy; 0 = none)")
+      ->check(CLI::Range(0.0, 10.0))
+      ->capture_default_str();
   cmd->add_flag("--no-quality", args->no_quality, "record no quality (lossy arms then serve no tolerant task)");
   cmd->add_flag("--remeasure", args->remeasure, "measure the quality even when MODEL/quality.json is current");
   add_owner_quality_options(cmd, args->owner);

@@ -61,7 +61,7 @@ TEST_F(Cli, EverySubcommandHasHelp) {
   for (const char* sub : {"train-lm", "generate", "logits", "perplexity", "make-synthetic", "bench-decode", "keygen",
                           "encrypt-model", "bench-ee", "bench-arms", "make-suite", "bench", "db", "train-selector", "replay", "bench-selector",
                           "make-token", "coordinator", "worker", "submit", "bench-dispatch", "measure-quality", "tokenize",
-                          "attack weights"}) {
+                          "attack weights", "db purge-ids"}) {
     auto r = run_eesched(std::string(sub) + " --help");
     EXPECT_EQ(r.exit_code, 0) << sub;
     EXPECT_THAT(r.output, HasSubstr("--")) << sub;
@@ -137,6 +137,12 @@ TEST_F(Cli, BadInputIsAOneLineErrorAndNonZeroExit) {
       {"db forget --db /nonexistent.db --arms kv+int8", "no store at /nonexistent.db"},
       {"db forget --db /nonexistent.db --model target", "no store at /nonexistent.db"},
       {"db forget --db /nonexistent.db", "say what to forget"},
+      {"db purge-ids --db /nonexistent.db --all", "no store at /nonexistent.db"},
+      {"db purge-ids --db /nonexistent.db", "--older-than-days N or --all"},
+      {"worker --coordinator 127.0.0.1:1 --dry-run --token-file " + eesched::testing::tokenizer_path().string() + " --retain-ids 7d",
+       "give none, all, or a whole number of days"},
+      {"coordinator --db /tmp/x.db --token-file " + eesched::testing::tokenizer_path().string() + " --retain-ids 0",
+       "give none, all, or a whole number of days"},
   };
   for (const auto& [args, needle] : cases) {
     auto r = run_eesched(args, /*merge_stderr=*/true);

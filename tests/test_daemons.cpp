@@ -22,6 +22,7 @@
 #include "data/time.h"
 #include "ee/codec.h"
 #include "ee/key.h"
+#include "ee/rotate.h"
 #include "ee/transform.h"
 #include "net/auth.h"
 #include "net/blocking_client.h"
@@ -1114,6 +1115,95 @@ TEST(Daemons, RetainIdsDaysPurgesOnlyOldEndedTasksOfCoordinatorAndWorker) {
   // The pending client task the coordinator found is recovered and runs.
   const auto res = net::submit_and_wait(coordinator.at(), dry_request("old-pending"), within(30s));
   EXPECT_EQ(res.status, "done");
+}
+
+// A key rotation, live: a coordinator, a worker holding the model under the old key (a real
+// process, one task at a time) and one holding it re-encrypted under a new key by rotate-key
+// (ee/rotate.h). Tasks under both keys are submitted at once; mid-way the old worker gets SIGTERM
+// and drains: no task is lost or moved, every old-key task ran on the old worker and every
+// new-key one on the new, each decrypting (with its own key) to local plaintext generation.
+TEST(Daemons, ARotatedKeyIsServedNextToTheOldOneWhileTheOldKeysWorkerDrains) {
+  EncryptedDeployment d;
+  const auto new_key = testing::fixed_key(d.key.vocab_size(), 9);
+  const ee::Codec new_codec(new_key);
+  ee::rotate_model_dir(d.target, d.key, new_key, d.dir / "new" / "target", false);
+  ee::rotate_model_dir(d.draft, d.key, new_key, d.dir / "new" / "draft", false);
+
+  LocalCoordinator coordinator(d.dir.path());
+  const auto at = coordinator.at();
+  ChildProcess old_worker({"--log-level", "debug", "worker", "--coordinator", at.str(), "--model", "target=" + d.target.string(),
+                           "--draft", d.draft.string(), "--token-file", (d.dir / "token").string(), "--threads", "1", "--name",
+                           "old", "--max-batch", "1", "--db", (d.dir / "old.db").string()},
+                          d.dir / "old.log");
+  auto wo = d.worker(at, "new");
+  wo.models = {{"target", d.dir / "new" / "target"}};
+  wo.draft = d.dir / "new" / "draft";
+  LocalWorker new_worker(std::move(wo));
+  coordinator.await_workers(2);
+
+  const std::vector<std::string> texts = {"The state of the Union is", "Our economy", "In the coming year we will",
+                                          "Fellow-Citizens of the Senate", "We the people", "The budget"};
+  const std::vector<std::string> arms = {"kv", "kv+int8", "kv", "kv+spec2", "kv", "kv"};
+  constexpr int64_t kTokens = 64;  // no stop: every old-key task takes a while
+  struct Submitted {
+    bool new_key;
+    std::vector<int64_t> prompt;
+    std::string arm;
+    std::future<net::Result> result;
+  };
+  std::vector<Submitted> all;
+  for (std::size_t i = 0; i < texts.size(); ++i)
+    for (const bool use_new : {false, true}) {
+      const auto prompt = d.tokenizer.encode(texts[i]);
+      auto r = d.request(prompt, arms[i], kTokens);
+      r.generation.stop_ids.clear();
+      if (use_new) {
+        r.key_fingerprint = new_key.fingerprint();
+        r.prompt_ids = {new_codec.encrypt(prompt)};
+      }
+      all.push_back({use_new, prompt, arms[i], std::async(std::launch::async, [at, r] {
+                       return net::submit_and_wait(at, r, within(120s));
+                     })});
+    }
+  // Mid-way: every task accepted, the old worker has finished some and holds more.
+  for (int i = 0; i < 3000 && coordinator->stats().accepted < static_cast<int64_t>(all.size()); ++i) std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(coordinator->stats().accepted, static_cast<int64_t>(all.size()));
+  int64_t held = 0;
+  for (int i = 0; i < 6000; ++i) {
+    const auto st = coordinator->stats();
+    held = st.worker_tasks.count("old") ? st.worker_tasks.at("old") : 0;
+    if (held < static_cast<int64_t>(texts.size())) break;
+    std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_GE(held, 2) << "the old worker finished too fast to drain it mid-way";
+  old_worker.signal(SIGTERM);
+  EXPECT_EQ(old_worker.wait(), 0) << testing::read_file(d.dir / "old.log");
+
+  for (auto& s : all) {
+    ASSERT_EQ(s.result.wait_for(120s), std::future_status::ready);
+    const auto res = s.result.get();
+    ASSERT_EQ(res.status, "done") << res.report.error;
+    EXPECT_EQ(res.worker, s.new_key ? "new" : "old") << "a task ran on the other key's worker";
+    EXPECT_EQ(res.attempts, 1);
+    const auto& codec = s.new_key ? new_codec : d.codec;
+    EXPECT_EQ(codec.decrypt(res.report.tokens.at(0)), local_plaintext(s.prompt, s.arm, kTokens, -1))
+        << (s.new_key ? "new" : "old") << " key, " << s.arm;
+  }
+  const auto st = coordinator->stats();
+  EXPECT_EQ(st.completed, static_cast<int64_t>(all.size()));
+  EXPECT_EQ(st.reassigned, 0);
+  EXPECT_EQ(st.failed, 0);
+  EXPECT_EQ(st.live_workers, 1);
+  const auto log = testing::read_file(d.dir / "old.log");
+  EXPECT_THAT(log, HasSubstr("drained: every task held here has finished"));
+  EXPECT_EQ(data::Store::open(d.dir / "old.db").counts().runs, static_cast<int64_t>(texts.size()));
+  // The old key is no longer served: a task under it is refused, naming the key the model is held under.
+  try {
+    net::submit_and_wait(at, d.request(d.tokenizer.encode("Peace"), "kv", 4), within(10s));
+    ADD_FAILURE() << "the old key has no worker left";
+  } catch (const net::SubmitError& e) {
+    EXPECT_THAT(e.what(), HasSubstr(new_key.fingerprint().substr(0, 12)));
+  }
 }
 
 }  // namespace

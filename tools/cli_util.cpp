@@ -72,7 +72,7 @@ CLI::Option* add_retain_ids_option(CLI::App* cmd, std::string& value, const std:
   return cmd
       ->add_option("--retain-ids", value,
                    "how long " + stored +
-                       " keep encrypted prompt and answer ids: all (forever), none (only while a task is unfinished), or N "
+                       " encrypted prompt, stop and answer ids: all (forever), none (only while a task is unfinished), or N "
                        "days after it ended (purged at start and hourly)")
       ->capture_default_str()
       ->check(retention);

@@ -27,7 +27,7 @@ CLI::Option* add_model_option(CLI::App* cmd, std::string& dir, const std::string
 CLI::Option* add_key_option(CLI::App* cmd, std::string& file, const std::string& description, bool optional = false);
 
 // --retain-ids none|N|all (data/retention.h), validated with a one-line reason; `stored` says
-// what the daemon stores ("its store's tasks", "its run log").
+// what keeps them ("the store keeps", "the run log (--db) keeps").
 CLI::Option* add_retain_ids_option(CLI::App* cmd, std::string& value, const std::string& stored);
 
 // Adds --threads N (default 0 = all cores) to a subcommand.

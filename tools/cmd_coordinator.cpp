@@ -80,7 +80,7 @@ void register_coordinator(CLI::App& app) {
       ->capture_default_str()->check(CLI::Range(1, 86400));
   cmd->add_option("--drain-timeout-s", a->drain_timeout_s, "on SIGINT/SIGTERM, wait this long for running tasks")
       ->capture_default_str()->check(CLI::Range(0, 86400));
-  add_retain_ids_option(cmd, a->retain_ids, "the store's tasks");
+  add_retain_ids_option(cmd, a->retain_ids, "the store keeps tasks'");
   cmd->callback([a] { run(*a); });
 }
 

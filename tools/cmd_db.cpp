@@ -134,9 +134,9 @@ void purge_ids(const PurgeArgs& a) {
   store.vacuum();
   store.truncate_wal();
   const auto left = store.id_counts();
-  std::cout << fmt::format("wiped the encrypted ids of {} ended task(s){} in {}, and rebuilt the file; {} task(s) still hold ids "
+  std::cout << fmt::format("wiped the encrypted ids of {} task(s) that ended{} in {}, and rebuilt the file; {} task(s) still hold ids "
                            "({} unfinished, {} ended)\n",
-                           n, cutoff ? " that ended before " + *cutoff : "", a.path, left.holding, left.unfinished, left.ended);
+                           n, cutoff ? " before " + *cutoff : "", a.path, left.holding, left.unfinished, left.ended);
 }
 
 }  // namespace

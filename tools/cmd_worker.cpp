@@ -148,7 +148,7 @@ void register_worker(CLI::App& app) {
                   "reach the coordinator, then exit (a second signal exits at once)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{0}, int64_t{86400}));
-  add_retain_ids_option(cmd, args->retain_ids, "the run log (--db)");
+  add_retain_ids_option(cmd, args->retain_ids, "the run log (--db) keeps");
   cmd->callback([args] { run(*args); });
 }
 

@@ -438,10 +438,16 @@ void Store::set_task_status(int64_t task_id, TaskStatus status) {
 }
 
 void Store::finish_task_in(int64_t task_id, TaskStatus status, const TaskOutcome& o) {
-  auto st = db_.prepare(
-      "UPDATE tasks SET status = ?, updated_at = ?, answer_ids = ?, error = ?, worker = ?, arm = ?, explored = ?, attempts = ?, "
-      "predicted_ms = ?, ppl_ratio = ?, run_id = ? WHERE id = ?");
-  st.bind_text(1, task_status_name(status)).bind_text(2, iso_utc_now()).bind_text(3, nlohmann::json(o.tokens).dump());
+  // Retention `none`: the ids go as the task ends, in the same write (and secure_delete zeroes
+  // the bytes the old row held).
+  const bool wipe = retention_.mode == Retention::Mode::None && status != TaskStatus::Pending && status != TaskStatus::Running;
+  auto st = db_.prepare(wipe ? "UPDATE tasks SET status = ?, updated_at = ?, answer_ids = ?, error = ?, worker = ?, arm = ?, "
+                               "explored = ?, attempts = ?, predicted_ms = ?, ppl_ratio = ?, run_id = ?, prompt_ids = '[]', "
+                               "stop_ids = '[]' WHERE id = ?"
+                             : "UPDATE tasks SET status = ?, updated_at = ?, answer_ids = ?, error = ?, worker = ?, arm = ?, "
+                               "explored = ?, attempts = ?, predicted_ms = ?, ppl_ratio = ?, run_id = ? WHERE id = ?");
+  st.bind_text(1, task_status_name(status)).bind_text(2, iso_utc_now());
+  st.bind_text(3, wipe ? std::string("[]") : nlohmann::json(o.tokens).dump());
   st.bind_text(4, o.error).bind_text(5, o.worker).bind_text(6, o.arm).bind_int64(7, o.explored).bind_int64(8, o.attempts);
   st.bind_double(9, o.predicted_ms);
   bind_opt(st, 10, o.ppl_ratio);
@@ -677,6 +683,59 @@ StoreCounts Store::counts() {
       "(SELECT count(*) FROM workers)");
   st.step();
   return {st.column_int64(0), st.column_int64(1), st.column_int64(2), st.column_int64(3)};
+}
+
+void Store::set_retention(const Retention& r) {
+  retention_ = r;
+  db_.exec(r.keeps_forever() ? "PRAGMA secure_delete = OFF" : "PRAGMA secure_delete = ON");
+}
+
+namespace {
+// A row that still holds encrypted ids, and one that has ended.
+constexpr const char* kHoldsIds = "(prompt_ids != '[]' OR stop_ids != '[]' OR answer_ids != '[]')";
+constexpr const char* kEnded = "status IN ('done', 'failed', 'cancelled')";
+}  // namespace
+
+int64_t Store::purge_ids(const std::optional<std::string>& ended_before, int64_t batch) {
+  if (batch < 1) throw Error(path() + ": purge batch must be at least 1");
+  auto select = db_.prepare(std::string("SELECT id FROM tasks WHERE ") + kEnded + " AND " + kHoldsIds +
+                            " AND (?1 IS NULL OR updated_at < ?1) ORDER BY id LIMIT ?2");
+  auto wipe = db_.prepare("UPDATE tasks SET prompt_ids = '[]', stop_ids = '[]', answer_ids = '[]' WHERE id = ?");
+  int64_t purged = 0;
+  while (true) {
+    sql::Transaction tx(db_);
+    select.reset();
+    if (ended_before)
+      select.bind_text(1, *ended_before);
+    else
+      select.bind_null(1);
+    select.bind_int64(2, batch);
+    std::vector<int64_t> ids;
+    while (select.step()) ids.push_back(select.column_int64(0));
+    select.reset();
+    for (const int64_t id : ids) {
+      wipe.reset();
+      wipe.bind_int64(1, id);
+      wipe.run();
+    }
+    tx.commit();
+    purged += static_cast<int64_t>(ids.size());
+    if (static_cast<int64_t>(ids.size()) < batch) return purged;
+  }
+}
+
+bool Store::truncate_wal() {
+  auto st = db_.prepare("PRAGMA wal_checkpoint(TRUNCATE)");
+  return st.step() && st.column_int64(0) == 0;  // column 0: 1 when a reader or writer kept it from completing
+}
+
+void Store::vacuum() { db_.exec("VACUUM"); }
+
+IdCounts Store::id_counts() {
+  auto st = db_.prepare(std::string("SELECT count(*), ifnull(sum(NOT ") + kEnded + "), 0), ifnull(sum(" + kEnded +
+                        "), 0) FROM tasks WHERE " + kHoldsIds);
+  st.step();
+  return {st.column_int64(0), st.column_int64(1), st.column_int64(2)};
 }
 
 std::optional<double> Store::mean_acceptance(int64_t model_id, std::optional<int64_t> draft_model_id) {

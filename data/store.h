@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "data/retention.h"
 #include "data/rows.h"
 #include "data/sqlite.h"
 
@@ -50,6 +51,13 @@ struct RoundAgreement {
 
 struct StoreCounts {
   int64_t tasks = 0, runs = 0, models = 0, workers = 0;
+};
+
+// Tasks whose row still holds encrypted ids (prompt, stop or answer ids; data/retention.h).
+struct IdCounts {
+  int64_t holding = 0;     // all of them
+  int64_t unfinished = 0;  // of those, pending or running (a coordinator needs these)
+  int64_t ended = 0;       // of those, done, failed or cancelled (what a purge wipes)
 };
 
 class Store {
@@ -105,11 +113,29 @@ class Store {
   // (qspecK: the draft is its own int8 copy); nullopt before any.
   std::optional<double> mean_acceptance(int64_t model_id, std::optional<int64_t> draft_model_id);
 
+  // Retention of encrypted ids (data/retention.h). Not `all`: SQLite's secure_delete is on for this
+  // connection (what a write frees is zeroed in the file); `none`: every task that ends (finish_task*)
+  // has its prompt, stop and answer ids wiped in the same write. Default: all.
+  void set_retention(const Retention& r);
+  const Retention& retention() const { return retention_; }
+  // Wipes the ids of tasks that ended (done, failed, cancelled) before `ended_before` (their
+  // updated_at, ISO-8601 UTC), or of every ended task when nullopt, `batch` rows per transaction so
+  // other writers wait briefly; returns how many rows held ids. Unfinished tasks keep theirs.
+  int64_t purge_ids(const std::optional<std::string>& ended_before, int64_t batch = 256);
+  // Checkpoints the write-ahead log into the file and truncates it to zero bytes, so pages that
+  // held wiped ids do not linger in it; false when a reader kept it from completing.
+  bool truncate_wal();
+  // Rebuilds the file (VACUUM): free pages and free space inside pages, which may hold bytes of
+  // rows written before secure_delete was on, are gone. Offline use: it rewrites the whole file.
+  void vacuum();
+  IdCounts id_counts();
+
  private:
   explicit Store(sql::Database db) : db_(std::move(db)) {}
   bool insert_run_in(const RunRow& r);  // insert_run() inside the caller's transaction
   void finish_task_in(int64_t task_id, TaskStatus status, const TaskOutcome& outcome);
   sql::Database db_;
+  Retention retention_;
 };
 
 }  // namespace eesched::data

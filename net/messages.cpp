@@ -238,6 +238,7 @@ json to_message(const Registered& m) {
 json to_message(const Heartbeat& m) {
   auto j = base(MessageType::Heartbeat);
   j["queued"] = m.queued;
+  if (m.draining) j["draining"] = true;  // absent: false (peers before draining existed send none)
   return j;
 }
 
@@ -355,7 +356,10 @@ Registered read_message<Registered>(const json& j) {
 
 template <>
 Heartbeat read_message<Heartbeat>(const json& j) {
-  return {field_or<int64_t>(j, "queued", 0)};
+  Heartbeat m;
+  m.queued = field_or<int64_t>(j, "queued", 0);
+  m.draining = field_or<bool>(j, "draining", false);
+  return m;
 }
 
 template <>

@@ -62,9 +62,12 @@ struct Registered {
   bool operator==(const Registered&) const = default;
 };
 
-// Heartbeat (worker -> coordinator).
+// Heartbeat (worker -> coordinator, and the coordinator's answer).
 struct Heartbeat {
-  int64_t queued = 0;  // tasks waiting or running on the worker
+  int64_t queued = 0;  // tasks waiting or running on the worker (answer: tasks the coordinator awaits from it)
+  // From a worker: it is draining (takes no new task, leaves once what it holds is done). In the
+  // coordinator's answer: it will assign nothing more, so queued 0 means the worker may leave.
+  bool draining = false;
 
   bool operator==(const Heartbeat&) const = default;
 };

@@ -61,7 +61,7 @@ struct WorkerSession::Impl {
   // Declared before every object that uses it, so those are destroyed first.
   asio::io_context io;
   tcp::resolver resolver{io};
-  asio::steady_timer connect_timer{io}, handshake_timer{io}, heartbeat_timer{io}, reconnect_timer{io};
+  asio::steady_timer connect_timer{io}, handshake_timer{io}, heartbeat_timer{io}, reconnect_timer{io}, drain_timer{io};
   std::shared_ptr<tcp::socket> pending_socket;  // the connection attempt in progress
   milliseconds backoff{kInitialBackoff};
   milliseconds heartbeat{1000};
@@ -70,6 +70,8 @@ struct WorkerSession::Impl {
   bool registered = false;
   int64_t worker_id = 0;
   std::optional<std::string> fatal;
+  bool draining = false;  // drain() called
+  bool drained = false;   // on_drained called
 
   // The live connection; also read by stop() and send_result() from other threads.
   std::mutex conn_mutex;
@@ -106,6 +108,7 @@ struct WorkerSession::Impl {
     handshake_timer.cancel();
     heartbeat_timer.cancel();
     reconnect_timer.cancel();
+    drain_timer.cancel();
     resolver.cancel();
     if (pending_socket) pending_socket->close(ec);
     pending_socket.reset();
@@ -208,6 +211,7 @@ struct WorkerSession::Impl {
     // Tasks not yet started die with their connection: the coordinator reassigns them.
     const std::size_t dropped = was_registered && handlers.on_lost ? handlers.on_lost() : 0;
     if (stopping) return;
+    if (draining) return finish_drain("the link to the coordinator dropped while draining: " + reason);
     spdlog::warn("{} the coordinator {}: {}{}; reconnecting in {} ms", was_registered ? "lost" : "could not register with",
                  options.coordinator.str(), reason,
                  dropped ? " (" + std::to_string(dropped) + " queued task" + (dropped > 1 ? "s" : "") + " dropped)" : "",
@@ -225,7 +229,7 @@ struct WorkerSession::Impl {
         case MessageType::Registered: return on_registered(c, m.as<Registered>());
         case MessageType::Assign: return on_assign(c, m.as<Assign>());
         case MessageType::Cancel: return on_cancel(m.as<Cancel>());
-        case MessageType::Heartbeat: return;  // the coordinator is alive; the idle timer restarted
+        case MessageType::Heartbeat: return on_heartbeat(m.as<Heartbeat>());  // alive: the idle timer restarted
         case MessageType::Error: return on_error(m.as<ErrorMsg>());
         default:
           return c->fail(codes::kUnexpected, std::string("a worker does not accept ") + message_type_name(m.type));
@@ -270,9 +274,50 @@ struct WorkerSession::Impl {
     heartbeat_timer.async_wait([this, weak = std::weak_ptr<Connection>(c)](std::error_code ec) {
       auto c2 = weak.lock();
       if (ec || !c2 || c2 != current() || !registered) return;
-      c2->send(to_message(Heartbeat{handlers.queued ? handlers.queued() : 0}));
+      send_heartbeat(*c2);
       schedule_heartbeat(c2);
     });
+  }
+
+  void send_heartbeat(Connection& c) {
+    Heartbeat hb;
+    hb.queued = handlers.queued ? handlers.queued() : 0;
+    hb.draining = draining;
+    c.send(to_message(hb));
+  }
+
+  // ---------------------------------------------------------------- draining
+
+  void start_drain(milliseconds timeout) {
+    if (stopping || draining) return;
+    draining = true;
+    const auto c = current();
+    if (!c || !registered) return finish_drain("not registered with a coordinator");
+    spdlog::info("draining: no new tasks; finishing the {} held here, then leaving (at most {} s)",
+                 handlers.queued ? handlers.queued() : 0, timeout.count() / 1000);
+    drain_timer.expires_after(timeout);
+    drain_timer.async_wait([this, timeout](std::error_code ec) {
+      if (!ec) finish_drain("the drain timed out after " + std::to_string(timeout.count() / 1000) + " s");
+    });
+    send_heartbeat(*c);  // asks now rather than at the next beat
+  }
+
+  // The coordinator's answer: once it knows we drain and awaits nothing, and nothing runs here.
+  void on_heartbeat(const Heartbeat& hb) {
+    if (!draining || drained || !hb.draining) return;
+    const int64_t here = handlers.queued ? handlers.queued() : 0;
+    if (hb.queued == 0 && here == 0) finish_drain("");
+  }
+
+  void finish_drain(const std::string& why) {
+    if (drained) return;
+    drained = true;
+    drain_timer.cancel();
+    if (why.empty())
+      spdlog::info("drained: every task held here has finished and reached the coordinator");
+    else
+      spdlog::warn("drain ended: {}", why);
+    if (handlers.on_drained) handlers.on_drained();
   }
 
   void on_assign(const std::shared_ptr<Connection>& c, Assign a) {
@@ -331,6 +376,10 @@ WorkerSession::~WorkerSession() = default;
 void WorkerSession::run() { impl_->run(); }
 
 void WorkerSession::stop() { impl_->request_stop(); }
+
+void WorkerSession::drain(std::chrono::milliseconds timeout) {
+  asio::post(impl_->io, [impl = impl_.get(), timeout] { impl->start_drain(timeout); });
+}
 
 bool WorkerSession::send_result(const Result& result, ConnectionId to) { return impl_->send_result(result, to); }
 

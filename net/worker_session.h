@@ -41,6 +41,9 @@ class WorkerSession {
     // (the coordinator reassigns them), for the log.
     std::function<std::size_t()> on_lost;
     std::function<int64_t()> queued;  // tasks queued or running here, sent in each Heartbeat (empty: 0)
+    // drain() is over: the coordinator awaits nothing more from us and nothing runs here (or the
+    // link is gone, or the drain timed out). The caller stops; the session does not by itself.
+    std::function<void()> on_drained;
   };
 
   // `registration` is what Register says (name, hardware, models, dry_run); its nonce and proof
@@ -55,6 +58,11 @@ class WorkerSession {
   // At most once per session.
   void run();
   void stop();  // any thread; also before run()
+  // Any thread, without waiting: asks the coordinator for no new task (Heartbeat.draining, now
+  // and in every beat), keeps serving what it assigned, and calls on_drained once the
+  // coordinator's answer says nothing is outstanding and queued() is 0 — or when the link drops,
+  // or after `timeout`, whichever comes first. Not registered: on_drained at once.
+  void drain(std::chrono::milliseconds timeout);
 
   // Any thread. Sends the result on connection `to` if it is still the live one; true when it
   // was queued for sending. A result too large for a frame is replaced by a failed report that

@@ -13,8 +13,13 @@
 namespace eesched::node {
 
 RunLog::RunLog(const std::filesystem::path& db, const std::string& worker_name, const data::HardwareProfile& hardware,
-               const ModelSet& models, net::Endpoint coordinator)
+               const ModelSet& models, net::Endpoint coordinator, data::Retention retain_ids)
     : store_(data::Store::open(db)), models_(models), coordinator_(std::move(coordinator)) {
+  store_.set_retention(retain_ids);
+  if (!retain_ids.keeps_forever())
+    purger_ = std::make_unique<data::IdPurger>(db, retain_ids, data::purge_period(retain_ids), [](const std::string& message, bool error) {
+      spdlog::log(error ? spdlog::level::err : spdlog::level::info, "run log: {}", message);
+    });
   worker_id_ = store_.upsert_worker(data::worker_row(worker_name, hardware));
   for (const auto& m : models_.all()) model_ids_[m.info.row.fingerprint] = store_.upsert_model(m.info.row);
 }
@@ -32,17 +37,22 @@ void RunLog::record(const net::Assign& a, const RunMetrics& m) {
       // logged under the name as received
     }
     const std::string arm_name = arm ? arm->name : a.arm;
+    const bool keep_ids = store_.retention().mode != data::Retention::Mode::None;
     int64_t task_id = 0;
     if (const auto existing = store_.find_task_by_ext_id(external_task_id(coordinator_, a))) {
       task_id = existing->id;
     } else {
       auto row = data::task_row(task_spec(coordinator_, a, arm.value_or(data::Arm{})), model_ids_.at(target->info.row.fingerprint),
                                 draft ? std::optional<int64_t>(model_ids_.at(draft->info.row.fingerprint)) : std::nullopt);
-      row.prompt_ids = a.prompt_ids;  // encrypted, as received
+      if (keep_ids) {
+        row.prompt_ids = a.prompt_ids;  // encrypted, as received
+      } else {
+        row.generation.stop_ids.clear();  // none: no encrypted id is ever written
+      }
       task_id = store_.insert_task(row);
     }
     data::TaskOutcome outcome;
-    outcome.tokens = m.tokens;  // encrypted
+    if (keep_ids) outcome.tokens = m.tokens;  // encrypted
     outcome.error = m.error;
     outcome.arm = arm_name;
     outcome.attempts = a.attempt;

@@ -35,7 +35,7 @@ const SweepModel& StoredTaskRunner::model(int64_t model_id) {
 }
 
 RunMetrics StoredTaskRunner::run(const data::TaskRow& task, const data::Arm& arm, const std::string& policy, double time_limit_ms) {
-  if (task.prompt_ids.empty()) throw data::Error("task " + task.ext_id + " has no stored prompt ids");
+  if (task.prompt_ids.empty()) throw data::Error("task " + task.ext_id + " has no stored prompt ids (wiped by --retain-ids or db purge-ids)");
   const auto& target = model(task.model_id);
   const SweepModel* draft = task.draft_model_id ? &model(*task.draft_model_id) : nullptr;
   const auto spec = data::task_spec(task);

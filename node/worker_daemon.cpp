@@ -65,7 +65,7 @@ struct WorkerDaemon::Impl {
     models.emplace(models_of(options));
     hardware = data::load_or_measure_hardware(options.hardware_cache, used);
     name = options.name.empty() ? data::worker_name(hardware) : options.name;
-    if (!options.db.empty()) run_log.emplace(options.db, name, hardware, *models, options.coordinator);
+    if (!options.db.empty()) run_log.emplace(options.db, name, hardware, *models, options.coordinator, options.retain_ids);
 
     auto done = [this](const net::Assign& a, net::WorkerSession::ConnectionId from, const RunMetrics& m) { finished(a, from, m); };
     if (options.batching.max_batch == 0)
@@ -90,6 +90,7 @@ struct WorkerDaemon::Impl {
     // Tasks not yet started die with their connection: the coordinator reassigns them.
     handlers.on_lost = [this] { return executor->drop_queued(); };
     handlers.queued = [this] { return executor->queued(); };
+    handlers.on_drained = [this] { request_stop(); };
     session = std::make_unique<net::WorkerSession>(
         net::WorkerSessionOptions{options.coordinator, options.max_backoff, options.connect_timeout}, std::move(token),
         std::move(registration), std::move(handlers));
@@ -148,6 +149,8 @@ WorkerDaemon::~WorkerDaemon() = default;
 void WorkerDaemon::run() { impl_->run(); }
 
 void WorkerDaemon::stop() { impl_->request_stop(); }
+
+void WorkerDaemon::drain(std::chrono::milliseconds timeout) { impl_->session->drain(timeout); }
 
 const std::string& WorkerDaemon::name() const { return impl_->name; }
 

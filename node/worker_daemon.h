@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "data/retention.h"
 #include "net/endpoint.h"
 #include "net/messages.h"
 #include "node/model_executor.h"
@@ -35,6 +36,7 @@ struct WorkerOptions {
   // Continuous batching (node/model_executor.h); batching.max_batch 0: default_max_batch.
   BatchingOptions batching{0, 4096, 128};
   std::filesystem::path db;           // local run log; empty: none
+  data::Retention retain_ids;         // how long the run log keeps encrypted ids (data/retention.h)
   std::string name;                   // empty: data::worker_name(hardware)
   std::filesystem::path hardware_cache;  // empty: the default cache directory
   // Dry run: answer every Assign at once without running a model (bench-dispatch measures the
@@ -59,6 +61,10 @@ class WorkerDaemon {
   // our token or cannot prove it holds the token (retrying would not help).
   void run();
   void stop();  // thread-safe; the task being run finishes first
+  // Thread-safe, non-blocking: takes no new task (the coordinator is told), finishes every task
+  // already assigned here, queued ones included, sends their results, then stops (run() returns):
+  // what a worker of a retired key does on SIGTERM. After `timeout` it stops anyway.
+  void drain(std::chrono::milliseconds timeout);
 
   const std::string& name() const;
   int64_t tasks_run() const;  // results sent, over the daemon's life

@@ -64,6 +64,7 @@ struct Coordinator::Impl {
   mutable std::mutex mu;
   std::condition_variable state_cv;  // stop() requested, or a running task finished
   data::Store store;
+  std::unique_ptr<data::IdPurger> purger;  // --retain-ids none or N days: its own thread and connection
   std::map<uint64_t, Peer> peers;        // by connection id
   WorkerPool workers{store};             // registered workers (scheduler/worker_pool.h)
   TaskTable tasks{store, options.max_attempts};  // unfinished tasks (scheduler/task_table.h)
@@ -78,6 +79,13 @@ struct Coordinator::Impl {
   explicit Impl(CoordinatorOptions o)
       : options(std::move(o)), token(net::Token::read_file(options.token_file)), store(data::Store::open(options.db)),
         rng(options.seed) {
+    store.set_retention(options.retain_ids);
+    if (!options.retain_ids.keeps_forever()) {
+      const auto every = options.purge_every.count() > 0 ? options.purge_every : data::purge_period(options.retain_ids);
+      purger = std::make_unique<data::IdPurger>(options.db, options.retain_ids, every, [](const std::string& message, bool error) {
+        spdlog::log(error ? spdlog::level::err : spdlog::level::info, "{}", message);
+      });
+    }
     if (!options.selector.empty()) selector = Selector::load(options.selector);
     make_placement_policy();
     for (const auto& m : store.models()) known_models[m.name] = m;
@@ -142,9 +150,7 @@ struct Coordinator::Impl {
         case net::MessageType::Register: return on_register(conn, peer->second, std::move(m.as<net::Register>()));
         case net::MessageType::Heartbeat:
           if (peer->second.role != Role::Worker) return conn->fail(net::codes::kUnexpected, "Heartbeat before Register");
-          // Answered, so the worker can tell a silent coordinator from an idle one.
-          conn->send(net::to_message(net::Heartbeat{static_cast<int64_t>(workers.find(conn->id())->outstanding.size())}));
-          return;
+          return on_heartbeat(conn, m.as<net::Heartbeat>());
         case net::MessageType::Submit:
           if (peer->second.role == Role::Worker) return conn->fail(net::codes::kUnexpected, "a worker cannot submit tasks");
           peer->second.role = Role::Client;
@@ -192,6 +198,11 @@ struct Coordinator::Impl {
     peers.erase(conn->id());
     const auto w = workers.remove(conn->id());
     if (!w) return;
+    if (w->draining && w->outstanding.empty()) {
+      spdlog::info("worker {} drained and left", w->name);
+      dispatch();
+      return;
+    }
     spdlog::warn("worker {} is gone ({}); {} task(s) to reassign", w->name, reason, w->outstanding.size());
     for (const int64_t id : w->outstanding) {
       if (Task* t = tasks.find(id)) t->worker_conn.reset();
@@ -251,16 +262,44 @@ struct Coordinator::Impl {
     dispatch();
   }
 
+  // Answered, so the worker can tell a silent coordinator from an idle one: with the tasks it
+  // still owes us, and whether it is draining. A worker that asks to drain gets nothing new from
+  // here on; every Assign sent before this answer precedes it on the socket, so an answer that
+  // says draining with nothing outstanding tells the worker it may leave.
+  void on_heartbeat(const ConnPtr& conn, const net::Heartbeat& hb) {
+    Worker* w = workers.find(conn->id());
+    if (!w) return;
+    if (hb.draining && !w->draining) {
+      w->draining = true;
+      spdlog::info("worker {} is draining: {} task(s) to finish there, none new", w->name, w->outstanding.size());
+    }
+    net::Heartbeat answer;
+    answer.queued = static_cast<int64_t>(w->outstanding.size());
+    answer.draining = w->draining;
+    conn->send(net::to_message(answer));
+  }
+
   // ---- clients -----------------------------------------------------------------------------
 
   // The model row a new task refers to, or why it cannot be accepted.
   std::optional<data::ModelRow> model_for(const net::TaskRequest& r, std::string& why) {
     std::string other_key;
+    bool draining = false;  // only draining workers hold it under this key
     for (const auto& [id, w] : workers.all())
       for (const auto& m : w.models) {
-        if (serves(m, r)) return m.row;
-        if (m.row.name == r.model) other_key = m.key_fingerprint;
+        if (serves(m, r)) {
+          if (!w.draining) return m.row;
+          draining = true;
+        } else if (m.row.name == r.model) {
+          other_key = m.key_fingerprint;
+        }
       }
+    if (draining) {
+      why = "the workers holding model '" + r.model + "' under key " + r.key_fingerprint.substr(0, 12) +
+            " are draining (a key rotation?): " + (other_key.empty() ? "no other worker holds it"
+                                                                        : "others hold it under key " + other_key.substr(0, 12));
+      return std::nullopt;
+    }
     if (!other_key.empty()) {
       why = "no worker holds model '" + r.model + "' encrypted under key " + r.key_fingerprint.substr(0, 12) +
             " (workers hold it under key " + other_key.substr(0, 12) + "): wrong key?";
@@ -309,6 +348,15 @@ struct Coordinator::Impl {
     }
     const bool finished = row.status == data::TaskStatus::Done || row.status == data::TaskStatus::Failed ||
                           row.status == data::TaskStatus::Cancelled;
+    if (finished && row.from_client && row.status == data::TaskStatus::Done && row.outcome.tokens.empty() &&
+        row.prompt_ids.empty()) {
+      // Its ids were wiped (retention): a Result without them would read as an empty answer.
+      conn->send(net::make_error(net::codes::kNotFound,
+                                 "task '" + row.ext_id + "' is done, but its encrypted ids are no longer kept (retention: " +
+                                     data::retention_name(store.retention()) + "): the answer is gone",
+                                 row.id));
+      return;
+    }
     if (finished && row.from_client) {
       const auto run = row.outcome.run_id ? store.find_run(*row.outcome.run_id) : std::nullopt;
       conn->send(net::to_message(net::Accepted{row.id, row.ext_id}));
@@ -461,6 +509,7 @@ struct Coordinator::Impl {
     reply.queued = static_cast<int64_t>(tasks.pending_count());
     std::map<std::pair<std::string, std::string>, net::ServedModel> held;
     for (const auto& [conn, w] : workers.all()) {
+      if (w.draining) continue;  // leaving: it serves no new task
       ++reply.workers;
       for (const auto& m : w.models) {
         auto& s = held[{m.row.name, m.key_fingerprint}];

@@ -11,6 +11,11 @@
 // that was accepted and not finished; a client that resubmits the same request_id is attached
 // to the existing task (or handed its stored result).
 //
+// Workers that ask to drain (Heartbeat.draining: a worker's SIGTERM) get no new task; what they
+// hold finishes there, and they leave once the coordinator's answer says nothing is outstanding.
+// Old and new keys are served side by side (tasks go by model and key fingerprint), so a key
+// rotation drains the old key's workers while the new key's take over.
+//
 // Threads: one io_context served by a small pool; all scheduling state sits behind one mutex
 // and every operation under it is short (a selector decision is ~20 us, a store write ~50 us).
 // No inference and no training ever run here.
@@ -22,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "data/retention.h"
 #include "net/endpoint.h"
 #include "net/protocol.h"
 
@@ -50,6 +56,10 @@ struct CoordinatorOptions {
   std::size_t max_frame_bytes = net::kDefaultMaxFrameBytes;
   bool record_timings = false;       // keep per-task dispatch overheads for stats()
   bool handle_signals = false;       // SIGINT/SIGTERM: stop() (drain); a second one: stop at once
+  // How long the store keeps tasks' encrypted ids (data/retention.h): all (default), none (only
+  // while unfinished: wiped as a task ends), or N days after it ended (purged at start and hourly).
+  data::Retention retain_ids;
+  std::chrono::milliseconds purge_every{0};  // the purge period; 0: data::purge_period(retain_ids)
 };
 
 struct CoordinatorStats {

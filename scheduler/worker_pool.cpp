@@ -64,7 +64,7 @@ std::vector<const WorkerState*> WorkerPool::candidates(const net::TaskRequest& r
                                                        int max_outstanding) {
   std::vector<const WorkerState*> fresh, failed;
   for (auto& [cid, w] : workers_) {
-    if (static_cast<int>(w.outstanding.size()) >= max_outstanding) continue;
+    if (w.draining || static_cast<int>(w.outstanding.size()) >= max_outstanding) continue;
     for (std::size_t i = 0; i < w.models.size(); ++i) {
       if (!serves(w.models[i], r)) continue;
       refresh(w);

@@ -34,6 +34,7 @@ struct Worker {
   std::deque<int64_t> outstanding;     // task ids assigned and unfinished, in assignment order
   double queue_ms = 0;                 // predicted work outstanding (each task's time alone, summed)
   int64_t slots = 1;                   // tasks it decodes at once (Register.slots)
+  bool draining = false;               // asked to drain (Heartbeat.draining): no new task, its own finish
 
   // Placement's view of each model (index-aligned with `models`); queue_ms is kept current.
   std::vector<WorkerState> states;
@@ -55,7 +56,7 @@ class WorkerPool {
   std::map<uint64_t, Worker>& all() { return workers_; }
   std::size_t size() const { return workers_.size(); }
 
-  // The placement states of the workers that can take `r` now (below max_outstanding, holding
+  // The placement states of the workers that can take `r` now (not draining, below max_outstanding, holding
   // its model under its key), preferring those where it has not failed yet. Valid until the
   // pool changes.
   std::vector<const WorkerState*> candidates(const net::TaskRequest& r, const std::set<int64_t>& failed_on, int max_outstanding);

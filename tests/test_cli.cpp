@@ -61,7 +61,7 @@ TEST_F(Cli, EverySubcommandHasHelp) {
   for (const char* sub : {"train-lm", "generate", "logits", "perplexity", "make-synthetic", "bench-decode", "keygen",
                           "encrypt-model", "bench-ee", "bench-arms", "make-suite", "bench", "db", "train-selector", "replay", "bench-selector",
                           "make-token", "coordinator", "worker", "submit", "bench-dispatch", "measure-quality", "tokenize",
-                          "attack weights"}) {
+                          "attack weights", "rotate-key", "db purge-ids"}) {
     auto r = run_eesched(std::string(sub) + " --help");
     EXPECT_EQ(r.exit_code, 0) << sub;
     EXPECT_THAT(r.output, HasSubstr("--")) << sub;
@@ -137,6 +137,12 @@ TEST_F(Cli, BadInputIsAOneLineErrorAndNonZeroExit) {
       {"db forget --db /nonexistent.db --arms kv+int8", "no store at /nonexistent.db"},
       {"db forget --db /nonexistent.db --model target", "no store at /nonexistent.db"},
       {"db forget --db /nonexistent.db", "say what to forget"},
+      {"db purge-ids --db /nonexistent.db --all", "no store at /nonexistent.db"},
+      {"db purge-ids --db /nonexistent.db", "--older-than-days N or --all"},
+      {"worker --coordinator 127.0.0.1:1 --dry-run --token-file " + eesched::testing::tokenizer_path().string() + " --retain-ids 7d",
+       "give none, all, or a whole number of days"},
+      {"coordinator --db /tmp/x.db --token-file " + eesched::testing::tokenizer_path().string() + " --retain-ids 0",
+       "give none, all, or a whole number of days"},
   };
   for (const auto& [args, needle] : cases) {
     auto r = run_eesched(args, /*merge_stderr=*/true);
@@ -244,6 +250,45 @@ TEST_F(Cli, EncryptedGenerateDecryptsToThePlaintextText) {
            {"encrypt-model --model " + enc + " --key " + key + " --out " + (d / "enc2").string(), "already encrypted"},
        })
     expect_one_line_error(cmd, needle);
+}
+
+// rotate-key: from the encrypted directory and the old key only, a new key and the model under it,
+// answering as the plaintext does; the time and the bytes to ship printed; mistakes refused.
+TEST_F(Cli, RotateKeyReencryptsWithoutThePlaintextAndPrintsTheBytesToShip) {
+  TempDir d;
+  const auto old_key = (d / "old.eekey").string(), new_key = (d / "new.eekey").string(), enc = (d / "enc" / "m").string();
+  ASSERT_EQ(run_eesched("keygen --model " + model() + " --out " + old_key).exit_code, 0);
+  ASSERT_EQ(run_eesched("--log-level warn encrypt-model --no-quality --model " + model() + " --key " + old_key + " --out " + enc).exit_code, 0);
+  const auto r = run_eesched("rotate-key --key " + old_key + " --model " + enc + " --out " + (d / "rot").string() + " --out-key " + new_key);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("re-encryption"));
+  EXPECT_THAT(r.output, HasSubstr("bytes to ship"));
+  EXPECT_EQ(std::filesystem::status(new_key).permissions() & std::filesystem::perms::all,
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  const auto key = ee::Key::load(new_key);
+  EXPECT_THAT(r.output, HasSubstr(key.fingerprint()));
+  const auto rotated = (d / "rot" / "m").string();
+  EXPECT_EQ(ee::Manifest::read(rotated)->key_fingerprint, key.fingerprint());
+
+  const std::string args = " --prompt 'Fellow citizens of the' --max-new-tokens 12 --ignore-eos --json";
+  const auto plain = nlohmann::json::parse(run_eesched("generate --model " + model() + args).output);
+  const auto tok = " --tokenizer " + (model_dir_ / "tokenizer.model").string();
+  const auto secret = nlohmann::json::parse(run_eesched("generate --model " + rotated + " --key " + new_key + tok + args).output);
+  EXPECT_EQ(secret["ids"], plain["ids"]);
+  EXPECT_EQ(secret["text"], plain["text"]);
+
+  for (const auto& [cmd, needle] : std::vector<std::pair<std::string, std::string>>{
+           {"generate --model " + rotated + " --key " + old_key + tok + " --prompt hi", "wrong key"},
+           {"rotate-key --key " + new_key + " --model " + enc + " --out " + (d / "x").string() + " --out-key " + (d / "y").string(),
+            "wrong key"},
+           {"rotate-key --key " + old_key + " --model " + model() + " --out " + (d / "x").string() + " --out-key " + (d / "y").string(),
+            "is not encrypted"},
+           {"rotate-key --key " + old_key + " --model " + enc + " --out " + (d / "rot").string() + " --out-key " + (d / "y").string(),
+            "--force"},
+           {"rotate-key --key " + old_key + " --model " + enc + " --out " + (d / "x").string(), "exactly one of --out-key"},
+       })
+    expect_one_line_error(cmd, needle);
+  EXPECT_FALSE(std::filesystem::exists(d / "y")) << "no key is made when nothing can be rotated";
 }
 
 // Arms on the command line, on the committed demo models (trained, so greedy choices are clear).

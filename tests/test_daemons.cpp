@@ -16,9 +16,13 @@
 #include "accel/quality.h"
 #include "accel/registry.h"
 #include "accel/run.h"
+#include "data/retention.h"
+#include "data/sqlite.h"
 #include "data/store.h"
+#include "data/time.h"
 #include "ee/codec.h"
 #include "ee/key.h"
+#include "ee/rotate.h"
 #include "ee/transform.h"
 #include "net/auth.h"
 #include "net/blocking_client.h"
@@ -955,6 +959,251 @@ TEST(Daemons, ACancelMidStreamEndsTheTaskAndStopsItsWorker) {
   const auto none = net::submit_and_wait({"127.0.0.1", 1}, request, o2);  // nothing listens there: nothing is sent
   EXPECT_EQ(none.status, "cancelled");
   EXPECT_EQ(none.task_id, 0);
+}
+
+// ---- retention and key rotation (docs/ee.md, "Keys and retention") ------------------------------
+
+// --retain-ids none: a coordinator keeps a task's encrypted ids only while it is unfinished, and a
+// worker never writes any; once tasks end, neither SQLite file holds them (read with SQL and as
+// raw bytes), while a pending task keeps its ids through a restart and completes from them.
+TEST(Daemons, RetainIdsNoneKeepsIdsOnlyWhileATaskIsUnfinished) {
+  EncryptedDeployment d;
+  scheduler::CoordinatorOptions co;
+  co.retain_ids = data::Retention::none();
+  const std::vector<std::string> texts = {"The state of the Union is", "Our economy", "In the coming year we will"};
+  std::vector<std::vector<int64_t>> wire_prompts, wire_answers;
+  const auto pending_prompt = d.tokenizer.encode("We the people of the United States");
+  auto pending = d.request(pending_prompt, "kv", 12);
+  pending.request_id = "retain-pending";
+  {
+    LocalCoordinator coordinator(d.dir.path(), co);
+    {
+      auto wo = d.worker(coordinator.at(), "w1");
+      wo.retain_ids = data::Retention::none();
+      LocalWorker worker(std::move(wo));
+      coordinator.await_workers(1);
+      for (std::size_t i = 0; i < texts.size(); ++i) {
+        const auto prompt = d.tokenizer.encode(texts[i]);
+        auto r = d.request(prompt, "kv", 16);
+        r.request_id = "retain-" + std::to_string(i);
+        const auto res = net::submit_and_wait(coordinator.at(), r, within(60s));
+        ASSERT_EQ(res.status, "done") << res.report.error;
+        EXPECT_EQ(d.codec.decrypt(res.report.tokens.at(0)), local_plaintext(prompt, "kv", 16, d.tokenizer.eos_id()));
+        wire_prompts.push_back(r.prompt_ids.at(0));
+        wire_answers.push_back(res.report.tokens.at(0));
+      }
+    }
+    coordinator.await_workers(0);
+    // No worker now: the task is accepted (the model is known) and waits, in the store.
+    auto client = net::BlockingClient::connect(coordinator.at(), 2s);
+    client.send(net::to_message(net::Submit{pending}));
+    for (bool accepted = false; !accepted;) {
+      const auto m = client.receive(5s);
+      ASSERT_TRUE(m);
+      ASSERT_NE(m->type, net::MessageType::Error) << m->as<net::ErrorMsg>().message;
+      accepted = m->type == net::MessageType::Accepted;
+    }
+  }
+  // The files as they are on disk with both daemons stopped.
+  std::string bytes;
+  for (const auto& f : {"coordinator.db", "coordinator.db-wal", "w1.db", "w1.db-wal"}) bytes += file_bytes(d.dir / f);
+  ASSERT_THAT(bytes, HasSubstr(join(pending.prompt_ids.at(0)))) << "the pending task's ids must be there (positive control)";
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    EXPECT_THAT(bytes, ::testing::Not(HasSubstr(join(wire_prompts[i])))) << "prompt " << i;
+    EXPECT_THAT(bytes, ::testing::Not(HasSubstr(join(wire_answers[i])))) << "answer " << i;
+  }
+  {
+    auto store = data::Store::open(d.dir / "coordinator.db");
+    const auto ids = store.id_counts();
+    EXPECT_EQ(ids.holding, 1);
+    EXPECT_EQ(ids.unfinished, 1);
+    data::sql::Database raw((d.dir / "coordinator.db").string());
+    auto st = raw.prepare("SELECT prompt_ids, stop_ids, answer_ids, worker, prompt_tokens FROM tasks WHERE status = 'done' ORDER BY id");
+    int done = 0;
+    while (st.step()) {
+      ++done;
+      EXPECT_EQ(st.column_text(0), "[]");
+      EXPECT_EQ(st.column_text(1), "[]");
+      EXPECT_EQ(st.column_text(2), "[]");
+      EXPECT_EQ(st.column_text(3), "w1");  // what the scheduler learns from stays: lengths, worker, runs
+      EXPECT_GT(st.column_int64(4), 0);
+    }
+    EXPECT_EQ(done, 3);
+    EXPECT_EQ(store.runs_since("2000").size(), 3u);
+    auto worker_store = data::Store::open(d.dir / "w1.db");
+    EXPECT_EQ(worker_store.id_counts().holding, 0) << "a worker under `none` writes no id";
+    EXPECT_EQ(worker_store.counts().runs, 3);
+  }
+  // A restart: the pending task is dispatched from its stored ids and answers as local plaintext
+  // does; then its ids go too. A client reattaching to a task whose ids are gone is told so.
+  {
+    LocalCoordinator coordinator(d.dir.path(), co);
+    auto wo = d.worker(coordinator.at(), "w2");
+    wo.retain_ids = data::Retention::none();
+    LocalWorker worker(std::move(wo));
+    const auto res = net::submit_and_wait(coordinator.at(), pending, within(60s));
+    ASSERT_EQ(res.status, "done") << res.report.error;
+    EXPECT_EQ(res.worker, "w2");
+    EXPECT_EQ(d.codec.decrypt(res.report.tokens.at(0)), local_plaintext(pending_prompt, "kv", 12, d.tokenizer.eos_id()));
+    auto again = d.request(d.tokenizer.encode(texts[0]), "kv", 16);
+    again.request_id = "retain-0";
+    try {
+      net::submit_and_wait(coordinator.at(), again, within(10s));
+      ADD_FAILURE() << "a task whose ids are gone must not answer with an empty result";
+    } catch (const net::SubmitError& e) {
+      EXPECT_THAT(e.what(), HasSubstr("no longer kept"));
+    }
+  }
+  EXPECT_EQ(data::Store::open(d.dir / "coordinator.db").id_counts().holding, 0);
+  EXPECT_THAT(file_bytes(d.dir / "coordinator.db"), ::testing::Not(HasSubstr(join(pending.prompt_ids.at(0)))));
+}
+
+// --retain-ids N: the coordinator's store and a worker's run log lose the ids of tasks that ended
+// more than N days ago as each daemon starts; younger and unfinished tasks keep theirs.
+TEST(Daemons, RetainIdsDaysPurgesOnlyOldEndedTasksOfCoordinatorAndWorker) {
+  TempDir dir;
+  net::Token::write_new(dir / "token");
+  const auto now = std::chrono::system_clock::now();
+  const auto fill = [&](const std::filesystem::path& db) {
+    auto store = data::Store::open(db);
+    const int64_t m = store.upsert_model(dry_model("dry").row);
+    int64_t k = 0;
+    for (const std::string& id : std::vector<std::string>{"old-done", "old-pending", "young-done"}) {
+      data::TaskRow t;
+      t.ext_id = id;
+      t.model_id = m;
+      t.prompt_tokens = 3;
+      t.generation.max_new_tokens = 2;
+      t.prompt_ids = {{9000 + ++k, 9100, 9200}};
+      t.from_client = db.filename() == "c.db";
+      const int64_t tid = store.insert_task(t);
+      if (id != "old-pending") {
+        data::TaskOutcome o;
+        o.tokens = {{7000 + k, 7100}};
+        store.finish_task(tid, data::TaskStatus::Done, o);
+      }
+    }
+    data::sql::Database raw(db.string());
+    const auto set = [&](const std::string& id, int days) {
+      raw.prepare("UPDATE tasks SET updated_at = ? WHERE ext_id = ?")
+          .bind_text(1, data::iso_utc(now - std::chrono::hours(24 * days)))
+          .bind_text(2, id)
+          .run();
+    };
+    set("old-done", 10), set("old-pending", 10), set("young-done", 2);
+  };
+  const auto expect_purged = [](const std::filesystem::path& db) {
+    auto store = data::Store::open(db);
+    EXPECT_TRUE(store.find_task_by_ext_id("old-done")->prompt_ids.empty()) << db;
+    EXPECT_TRUE(store.find_task_by_ext_id("old-done")->outcome.tokens.empty()) << db;
+    EXPECT_FALSE(store.find_task_by_ext_id("young-done")->prompt_ids.empty()) << db;
+    EXPECT_FALSE(store.find_task_by_ext_id("young-done")->outcome.tokens.empty()) << db;
+    EXPECT_FALSE(store.find_task_by_ext_id("old-pending")->prompt_ids.empty()) << db;
+  };
+  fill(dir / "c.db");
+  fill(dir / "w.db");
+  scheduler::CoordinatorOptions co;
+  co.db = dir / "c.db";
+  co.retain_ids = data::Retention::for_days(7);
+  LocalCoordinator coordinator(dir.path(), co);
+  expect_purged(dir / "c.db");
+  auto wo = dry_worker(coordinator.at(), dir / "token", "dry-1");
+  wo.db = dir / "w.db";
+  wo.retain_ids = data::Retention::for_days(7);
+  LocalWorker worker(std::move(wo));
+  expect_purged(dir / "w.db");
+  // The pending client task the coordinator found is recovered and runs.
+  const auto res = net::submit_and_wait(coordinator.at(), dry_request("old-pending"), within(30s));
+  EXPECT_EQ(res.status, "done");
+}
+
+// A key rotation, live: a coordinator, a worker holding the model under the old key (a real
+// process, one task at a time) and one holding it re-encrypted under a new key by rotate-key
+// (ee/rotate.h). Tasks under both keys are submitted at once; mid-way the old worker gets SIGTERM
+// and drains: no task is lost or moved, every old-key task ran on the old worker and every
+// new-key one on the new, each decrypting (with its own key) to local plaintext generation.
+TEST(Daemons, ARotatedKeyIsServedNextToTheOldOneWhileTheOldKeysWorkerDrains) {
+  EncryptedDeployment d;
+  const auto new_key = testing::fixed_key(d.key.vocab_size(), 9);
+  const ee::Codec new_codec(new_key);
+  ee::rotate_model_dir(d.target, d.key, new_key, d.dir / "new" / "target", false);
+  ee::rotate_model_dir(d.draft, d.key, new_key, d.dir / "new" / "draft", false);
+
+  LocalCoordinator coordinator(d.dir.path());
+  const auto at = coordinator.at();
+  ChildProcess old_worker({"--log-level", "debug", "worker", "--coordinator", at.str(), "--model", "target=" + d.target.string(),
+                           "--draft", d.draft.string(), "--token-file", (d.dir / "token").string(), "--threads", "1", "--name",
+                           "old", "--max-batch", "1", "--db", (d.dir / "old.db").string()},
+                          d.dir / "old.log");
+  auto wo = d.worker(at, "new");
+  wo.models = {{"target", d.dir / "new" / "target"}};
+  wo.draft = d.dir / "new" / "draft";
+  LocalWorker new_worker(std::move(wo));
+  coordinator.await_workers(2);
+
+  const std::vector<std::string> texts = {"The state of the Union is", "Our economy", "In the coming year we will",
+                                          "Fellow-Citizens of the Senate", "We the people", "The budget"};
+  const std::vector<std::string> arms = {"kv", "kv+int8", "kv", "kv+spec2", "kv", "kv"};
+  constexpr int64_t kTokens = 64;  // no stop: every old-key task takes a while
+  struct Submitted {
+    bool new_key;
+    std::vector<int64_t> prompt;
+    std::string arm;
+    std::future<net::Result> result;
+  };
+  std::vector<Submitted> all;
+  for (std::size_t i = 0; i < texts.size(); ++i)
+    for (const bool use_new : {false, true}) {
+      const auto prompt = d.tokenizer.encode(texts[i]);
+      auto r = d.request(prompt, arms[i], kTokens);
+      r.generation.stop_ids.clear();
+      if (use_new) {
+        r.key_fingerprint = new_key.fingerprint();
+        r.prompt_ids = {new_codec.encrypt(prompt)};
+      }
+      all.push_back({use_new, prompt, arms[i], std::async(std::launch::async, [at, r] {
+                       return net::submit_and_wait(at, r, within(120s));
+                     })});
+    }
+  // Mid-way: every task accepted, the old worker has finished some and holds more.
+  for (int i = 0; i < 3000 && coordinator->stats().accepted < static_cast<int64_t>(all.size()); ++i) std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(coordinator->stats().accepted, static_cast<int64_t>(all.size()));
+  int64_t held = 0;
+  for (int i = 0; i < 6000; ++i) {
+    const auto st = coordinator->stats();
+    held = st.worker_tasks.count("old") ? st.worker_tasks.at("old") : 0;
+    if (held < static_cast<int64_t>(texts.size())) break;
+    std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_GE(held, 2) << "the old worker finished too fast to drain it mid-way";
+  old_worker.signal(SIGTERM);
+  EXPECT_EQ(old_worker.wait(), 0) << testing::read_file(d.dir / "old.log");
+
+  for (auto& s : all) {
+    ASSERT_EQ(s.result.wait_for(120s), std::future_status::ready);
+    const auto res = s.result.get();
+    ASSERT_EQ(res.status, "done") << res.report.error;
+    EXPECT_EQ(res.worker, s.new_key ? "new" : "old") << "a task ran on the other key's worker";
+    EXPECT_EQ(res.attempts, 1);
+    const auto& codec = s.new_key ? new_codec : d.codec;
+    EXPECT_EQ(codec.decrypt(res.report.tokens.at(0)), local_plaintext(s.prompt, s.arm, kTokens, -1))
+        << (s.new_key ? "new" : "old") << " key, " << s.arm;
+  }
+  const auto st = coordinator->stats();
+  EXPECT_EQ(st.completed, static_cast<int64_t>(all.size()));
+  EXPECT_EQ(st.reassigned, 0);
+  EXPECT_EQ(st.failed, 0);
+  EXPECT_EQ(st.live_workers, 1);
+  const auto log = testing::read_file(d.dir / "old.log");
+  EXPECT_THAT(log, HasSubstr("drained: every task held here has finished"));
+  EXPECT_EQ(data::Store::open(d.dir / "old.db").counts().runs, static_cast<int64_t>(texts.size()));
+  // The old key is no longer served: a task under it is refused, naming the key the model is held under.
+  try {
+    net::submit_and_wait(at, d.request(d.tokenizer.encode("Peace"), "kv", 4), within(10s));
+    ADD_FAILURE() << "the old key has no worker left";
+  } catch (const net::SubmitError& e) {
+    EXPECT_THAT(e.what(), HasSubstr(new_key.fingerprint().substr(0, 12)));
+  }
 }
 
 }  // namespace

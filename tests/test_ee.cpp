@@ -19,6 +19,7 @@
 #include "ee/codec.h"
 #include "ee/key.h"
 #include "ee/manifest.h"
+#include "ee/rotate.h"
 #include "ee/transform.h"
 #include "runtime/error.h"
 #include "runtime/ffn_stats.h"
@@ -734,6 +735,121 @@ TEST(EeAttack, HiddenStatesOfTheFirstLayerRevealThePrompt) {
     for (std::size_t i = 0; i < prompt.size(); ++i) hits += wrong[i] == prompt[i];
     EXPECT_LE(hits, static_cast<int64_t>(prompt.size()) / 10);
   }
+
+// ---- key rotation (ee/rotate.h) ----------------------------------------------------------------
+
+// The plaintext model's logits at every position are the rotated model's under the new key's
+// vocabulary permutation, for every family and in 16-bit dtypes, kept exactly in their dtype.
+TEST(EeRotate, RotatedModelIsAnEncryptionUnderTheNewKey) {
+  uint64_t seed = 140;
+  for (const auto& family : kFamilies) {
+    for (const bool bf16 : {false, true}) {
+      SCOPED_TRACE(family + (bf16 ? " bf16" : " f32"));
+      auto plain = family_model(family, seed++);
+      if (bf16) {
+        auto c = plain.config();
+        c.torch_dtype = "bfloat16";
+        plain = rt::LlamaModel(c, eesched::testing::weights_in(plain.weights(), at::kBFloat16));
+      }
+      const int64_t vocab = plain.config().vocab_size;
+      const auto old_key = fixed_key(vocab, 7), new_key = fixed_key(vocab, 9);
+      const auto encrypted = ee::encrypt_model(plain, old_key, ee::model_fingerprint(plain));
+      const auto rotated = ee::rotate_model(encrypted, old_key, new_key);
+      EXPECT_EQ(rotated.dtype(), plain.dtype());
+      EXPECT_EQ(rotated.weight_bytes(), plain.weight_bytes());
+      const ee::Codec old_codec(old_key), new_codec(new_key);
+      EXPECT_EQ(rotated.config().eos_token_id, new_codec.encrypt(plain.config().eos_token_id));
+      EXPECT_EQ(rotated.config().bos_token_id, new_codec.encrypt(plain.config().bos_token_id));
+      std::vector<int64_t> ids;
+      for (int64_t i = 0; i < 40; ++i) ids.push_back((i * 37 + 11) % vocab);
+      c10::InferenceMode guard;
+      const auto a = plain.forward(at::tensor(ids, at::kLong).view({1, -1}))[0];
+      const auto b = rotated.forward(at::tensor(new_codec.encrypt(ids), at::kLong).view({1, -1}))[0];
+      std::vector<int64_t> pv;
+      for (int64_t t = 0; t < vocab; ++t) pv.push_back(new_codec.encrypt(t));
+      EXPECT_LT((b.index_select(1, at::tensor(pv, at::kLong)) - a).abs().max().item<double>(), bf16 ? 1e-3 : 1e-4);
+      EXPECT_GT(a.abs().max().item<double>(), 0.5);
+      // Greedy answers decrypt to the plaintext ones.
+      rt::GenerateOptions o;
+      o.generation.max_new_tokens = 10;
+      const auto prompts = varied_prompts(12, vocab, seed);
+      std::vector<std::vector<int64_t>> wire;
+      for (const auto& p : prompts) wire.push_back(new_codec.encrypt(p));
+      const auto want = rt::generate(plain, prompts, o), got = rt::generate(rotated, wire, o);
+      for (std::size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(new_codec.decrypt(got.tokens[i]), want.tokens[i]) << "prompt " << i;
+      // The old key's view of it is garbage, and every matrix moved (no weight is left as the old
+      // encryption had it, nor as a fresh encryption under the new key would have it).
+      const auto old_view = rotated.forward(at::tensor(old_codec.encrypt(ids), at::kLong).view({1, -1}))[0];
+      std::vector<int64_t> old_pv;
+      for (int64_t t = 0; t < vocab; ++t) old_pv.push_back(old_codec.encrypt(t));
+      EXPECT_GT((old_view.index_select(1, at::tensor(old_pv, at::kLong)) - a).abs().max().item<double>(), 0.5);
+      const auto fresh = ee::encrypt_model(plain, new_key, ee::model_fingerprint(plain));
+      const auto ew = encrypted.weights().layers[0], rw = rotated.weights().layers[0], fw = fresh.weights().layers[0];
+      for (const auto pick : {&rt::LayerWeights::q_proj, &rt::LayerWeights::gate_proj, &rt::LayerWeights::down_proj}) {
+        EXPECT_FALSE(at::equal(ew.*pick, rw.*pick));
+        EXPECT_FALSE(at::equal(fw.*pick, rw.*pick));
+      }
+    }
+  }
+}
+
+// rotate-key's directory form: quality figures and pruning statistics carried over, the new
+// fingerprint in ee.json, the same file sizes; and every mistake refused before anything is written.
+TEST(EeRotate, DirectoryRotationCarriesQualityAndStatisticsAndRefusesMistakes) {
+  TempDir dir;
+  auto model = eesched::testing::tiny_model(4);
+  std::vector<at::Tensor> stats;
+  for (int64_t l = 0; l < model.config().num_hidden_layers; ++l) stats.push_back(at::rand({model.config().intermediate_size}, at::kDouble));
+  model = rt::with_ffn_stats(model, stats);
+  model.save(dir / "plain");
+  const auto old_key = fixed_key(1024, 3), new_key = fixed_key(1024, 5);
+  ee::EncryptDirOptions options;
+  options.quality = {{"int8", {1.004, 0.97}}};
+  ee::encrypt_model_dir(dir / "plain", old_key, dir / "enc", options);
+
+  const auto r = ee::rotate_model_dir(dir / "enc", old_key, new_key, dir / "rot", false);
+  EXPECT_EQ(r.old_fingerprint, old_key.fingerprint());
+  EXPECT_EQ(r.new_fingerprint, new_key.fingerprint());
+  EXPECT_EQ(r.bytes, ee::directory_bytes(dir / "rot"));
+  EXPECT_EQ(r.bytes, ee::directory_bytes(dir / "enc"));  // the same tensors, shapes and dtypes; same-length JSON
+  const auto m = ee::Manifest::read(dir / "rot");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->key_fingerprint, new_key.fingerprint());
+  EXPECT_EQ(m->quality, options.quality);
+  EXPECT_NO_THROW(m->check_key(new_key));
+  EXPECT_THROW(m->check_key(old_key), rt::Error);
+  const auto rotated = rt::LlamaModel::load(dir / "rot");
+  ASSERT_TRUE(rotated.has_ffn_stats());
+  // The statistics moved with the neurons: the same values, permuted.
+  for (std::size_t l = 0; l < stats.size(); ++l) {
+    auto a = std::get<0>(rt::ffn_stats_of(rotated)[l].sort()), b = std::get<0>(stats[l].sort());
+    EXPECT_TRUE(at::equal(a, b)) << "layer " << l;
+  }
+  // Bit for bit what rotate_model gives in memory.
+  const auto expected = ee::rotate_model(rt::LlamaModel::load(dir / "enc"), old_key, new_key);
+  const auto x = expected.weights().named(), y = rotated.weights().named();
+  ASSERT_EQ(x.size(), y.size());
+  for (std::size_t i = 0; i < x.size(); ++i) EXPECT_TRUE(at::equal(x[i].second, y[i].second.to(x[i].second.scalar_type()))) << x[i].first;
+
+  EXPECT_THAT(error_of([&] { ee::rotate_model_dir(dir / "plain", old_key, new_key, dir / "x", false); }), HasSubstr("is not encrypted"));
+  EXPECT_THAT(error_of([&] { ee::rotate_model_dir(dir / "enc", new_key, old_key, dir / "x", false); }), HasSubstr("wrong key"));
+  EXPECT_THAT(error_of([&] { ee::rotate_model_dir(dir / "enc", old_key, old_key, dir / "x", false); }), HasSubstr("the new key is the old key"));
+  EXPECT_THAT(error_of([&] { ee::rotate_model_dir(dir / "enc", old_key, fixed_key(2048), dir / "x", false); }), HasSubstr("vocabulary of 2048"));
+  EXPECT_THAT(error_of([&] { ee::rotate_model_dir(dir / "enc", old_key, new_key, dir / "enc", true); }), HasSubstr("must differ"));
+  EXPECT_THAT(error_of([&] { ee::rotate_model_dir(dir / "enc", old_key, new_key, dir / "rot", false); }), HasSubstr("--force"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "x"));
+  // Rotating again, from the rotated directory, to a third key works the same way.
+  const auto third = fixed_key(1024, 11);
+  ee::rotate_model_dir(dir / "rot", new_key, third, dir / "rot2", false);
+  const auto twice = rt::LlamaModel::load(dir / "rot2");
+  const ee::Codec codec(third);
+  rt::GenerateOptions o;
+  o.generation.max_new_tokens = 8;
+  const auto prompts = varied_prompts(6, 1024, 17);
+  std::vector<std::vector<int64_t>> wire;
+  for (const auto& p : prompts) wire.push_back(codec.encrypt(p));
+  const auto want = rt::generate(model, prompts, o), got = rt::generate(twice, wire, o);
+  for (std::size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(codec.decrypt(got.tokens[i]), want.tokens[i]) << "prompt " << i;
 }
 
 }  // namespace

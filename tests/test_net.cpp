@@ -251,7 +251,14 @@ TEST(MessageRoundTrip, RegisterWithHardwareAndTwoModels) {
 
 TEST(MessageRoundTrip, Registered) { round_trip(Registered{42, "coordinator-proof", 250}, MessageType::Registered); }
 
-TEST(MessageRoundTrip, Heartbeat) { round_trip(Heartbeat{17}, MessageType::Heartbeat); }
+TEST(MessageRoundTrip, Heartbeat) {
+  round_trip(Heartbeat{17, false}, MessageType::Heartbeat);
+  round_trip(Heartbeat{0, true}, MessageType::Heartbeat);
+  // A peer from before draining sends no such field, and a non-draining one writes none.
+  EXPECT_FALSE(read_message<Heartbeat>(json::parse(R"({"type":"Heartbeat","v":1,"queued":2})")).draining);
+  EXPECT_FALSE(to_message(Heartbeat{2, false}).contains("draining"));
+  EXPECT_EQ(protocol_code([] { read_message<Heartbeat>(json::parse(R"({"queued":0,"draining":"yes"})")); }), codes::kBadMessage);
+}
 
 TEST(MessageRoundTrip, StatusAndItsReply) {
   round_trip(Status{}, MessageType::Status);
@@ -745,7 +752,7 @@ Connection::Options small_limits() {
   return o;
 }
 
-json heartbeat(int64_t queued) { return to_message(Heartbeat{queued}); }
+json heartbeat(int64_t queued) { return to_message(Heartbeat{queued, false}); }
 
 // The next message, which must arrive within kWait.
 Message next_message(BlockingClient& client) {

@@ -13,7 +13,9 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "data/error.h"
 #include "tests/expect_error.h"
@@ -21,6 +23,8 @@
 #include "data/sqlite.h"
 #include "data/store.h"
 #include "data/suite.h"
+#include "data/retention.h"
+#include "data/time.h"
 
 namespace eesched::data {
 namespace {
@@ -844,6 +848,160 @@ TEST_F(StoreTest, MalformedSuiteReportsEveryBadLine) {
   write_text(path, "# only comments\n\n");
   EXPECT_NE(error_of([&] { read_suite(path); }).find("no tasks"), std::string::npos);
   EXPECT_NE(error_of([&] { read_suite(file("missing.jsonl")); }).find("cannot open"), std::string::npos);
+}
+
+// ---- retention of encrypted ids (data/retention.h) --------------------------------------------
+
+TEST(Retention, ParsesNoneAllAndDaysAndRefusesTheRestInOneLine) {
+  EXPECT_EQ(parse_retention("all"), Retention::all());
+  EXPECT_EQ(parse_retention("none"), Retention::none());
+  EXPECT_EQ(parse_retention("7"), Retention::for_days(7));
+  EXPECT_EQ(parse_retention("36500"), Retention::for_days(36500));
+  for (const char* bad : {"", "0", "-1", "7d", "1.5", "36501", "999999999999", "None", " 7"}) {
+    const auto msg = error_of([&] { parse_retention(bad); });
+    EXPECT_NE(msg.find("give none, all, or a whole number of days from 1 to 36500"), std::string::npos) << bad << ": " << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  }
+  EXPECT_EQ(retention_name(Retention::for_days(30)), "30 days");
+  const auto now = std::chrono::system_clock::now();
+  EXPECT_EQ(retention_cutoff(Retention::for_days(2), now), iso_utc(now - std::chrono::hours(48)));
+  EXPECT_FALSE(retention_cutoff(Retention::none(), now).has_value());
+}
+
+namespace {
+// A client task with recognizable encrypted ids: prompt 9000+k.., stop 8800+k, answer 7000+k...
+TaskRow id_task(const std::string& ext_id, int64_t model_id, int64_t k) {
+  TaskRow t;
+  t.ext_id = ext_id;
+  t.model_id = model_id;
+  t.prompt_tokens = 4;
+  t.generation.max_new_tokens = 3;
+  t.generation.stop_ids = {8800 + k};
+  t.prompt_ids = {{9000 + k, 9100 + k, 9200 + k, 9300 + k}};
+  t.from_client = true;
+  return t;
+}
+TaskOutcome answer(int64_t k) {
+  TaskOutcome o{{{7000 + k, 7100 + k, 7200 + k}}, "", "w", "kv", false, 1, 0, std::nullopt, std::nullopt};
+  return o;
+}
+std::string file_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+std::string prompt_json(int64_t k) { return nlohmann::json(id_task("x", 0, k).prompt_ids).dump(); }
+std::string answer_json(int64_t k) { return nlohmann::json(answer(k).tokens).dump(); }
+void set_updated_at(const fs::path& db, const std::string& ext_id, const std::string& when) {
+  sql::Database raw(db.string());
+  raw.set_busy_timeout(std::chrono::seconds(10));
+  raw.prepare("UPDATE tasks SET updated_at = ?, created_at = ? WHERE ext_id = ?").bind_text(1, when).bind_text(2, when).bind_text(3, ext_id).run();
+}
+}  // namespace
+
+// `none`: ids live while the task is unfinished and are wiped, in the file's bytes too, as it ends.
+TEST_F(StoreTest, RetentionNoneWipesIdsAsTasksEndAndLeavesNoBytesInTheFile) {
+  const auto db = file("none.db");
+  {
+    auto store = Store::open(db);
+    store.set_retention(Retention::none());
+    const int64_t m = store.upsert_model(model("fp"));
+    const int64_t done = store.insert_task(id_task("done", m, 1));
+    const int64_t failed = store.insert_task(id_task("failed", m, 2));
+    const int64_t cancelled = store.insert_task(id_task("cancelled", m, 3));
+    store.insert_task(id_task("pending", m, 4));
+    EXPECT_EQ(store.id_counts().unfinished, 4);
+    store.finish_task_with_run(done, TaskStatus::Done, answer(1), run(done, std::nullopt, "kv", 10));
+    store.finish_task(failed, TaskStatus::Failed, answer(2));
+    store.finish_task(cancelled, TaskStatus::Cancelled, answer(3));
+    for (const char* id : {"done", "failed", "cancelled"}) {
+      const auto row = store.find_task_by_ext_id(id);
+      ASSERT_TRUE(row);
+      EXPECT_TRUE(row->prompt_ids.empty()) << id;
+      EXPECT_TRUE(row->outcome.tokens.empty()) << id;
+      EXPECT_TRUE(row->generation.stop_ids.empty()) << id;
+      EXPECT_EQ(row->outcome.worker, "w") << id;  // the rest of the outcome stays
+    }
+    const auto pending = store.find_task_by_ext_id("pending");
+    EXPECT_EQ(pending->prompt_ids, id_task("x", 0, 4).prompt_ids);
+    const auto ids = store.id_counts();
+    EXPECT_EQ(ids.holding, 1);
+    EXPECT_EQ(ids.unfinished, 1);
+    EXPECT_EQ(ids.ended, 0);
+  }
+  // Closed: the write-ahead log is folded in and gone; the file holds the pending task's ids
+  // (positive control) and nothing of the others'.
+  EXPECT_FALSE(fs::exists(file("none.db-wal")));
+  const auto bytes = file_bytes(db);
+  EXPECT_NE(bytes.find(prompt_json(4)), std::string::npos);
+  for (int64_t k = 1; k <= 3; ++k) {
+    EXPECT_EQ(bytes.find(prompt_json(k)), std::string::npos) << k;
+    EXPECT_EQ(bytes.find(answer_json(k)), std::string::npos) << k;
+  }
+}
+
+// N days: a purge wipes the ids of tasks that ended before the cutoff, and only those.
+TEST_F(StoreTest, PurgeWipesOnlyTasksThatEndedBeforeTheCutoff) {
+  const auto db = file("days.db");
+  auto store = Store::open(db);
+  const int64_t m = store.upsert_model(model("fp"));
+  const std::vector<std::pair<std::string, TaskStatus>> tasks = {
+      {"old-done", TaskStatus::Done}, {"old-failed", TaskStatus::Failed}, {"old-pending", TaskStatus::Pending},
+      {"new-done", TaskStatus::Done}, {"new-cancelled", TaskStatus::Cancelled}};
+  int64_t k = 0;
+  for (const auto& [id, status] : tasks) {
+    const int64_t t = store.insert_task(id_task(id, m, ++k));
+    if (status != TaskStatus::Pending) store.finish_task(t, status, answer(k));
+  }
+  const auto now = std::chrono::system_clock::now();
+  for (const char* id : {"old-done", "old-failed", "old-pending"}) set_updated_at(db, id, iso_utc(now - std::chrono::hours(24 * 10)));
+  set_updated_at(db, "new-done", iso_utc(now - std::chrono::hours(24 * 2)));
+  EXPECT_EQ(store.id_counts().holding, 5);
+  EXPECT_EQ(store.purge_ids(retention_cutoff(Retention::for_days(7), now), /*batch=*/1), 2);
+  EXPECT_TRUE(store.find_task_by_ext_id("old-done")->prompt_ids.empty());
+  EXPECT_TRUE(store.find_task_by_ext_id("old-done")->outcome.tokens.empty());
+  EXPECT_TRUE(store.find_task_by_ext_id("old-failed")->prompt_ids.empty());
+  EXPECT_FALSE(store.find_task_by_ext_id("old-pending")->prompt_ids.empty()) << "unfinished tasks keep their ids";
+  EXPECT_FALSE(store.find_task_by_ext_id("new-done")->prompt_ids.empty());
+  EXPECT_FALSE(store.find_task_by_ext_id("new-done")->outcome.tokens.empty());
+  EXPECT_FALSE(store.find_task_by_ext_id("new-cancelled")->prompt_ids.empty());
+  EXPECT_EQ(store.purge_ids(retention_cutoff(Retention::for_days(7), now)), 0) << "nothing left to purge";
+  const auto ids = store.id_counts();
+  EXPECT_EQ(ids.holding, 3);
+  EXPECT_EQ(ids.unfinished, 1);
+  EXPECT_EQ(ids.ended, 2);
+  // Every ended task (db purge-ids --all, or `none` at startup).
+  EXPECT_EQ(store.purge_ids(std::nullopt), 2);
+  EXPECT_EQ(store.id_counts().holding, 1);
+}
+
+// The purger: once at construction (a store written under `all` brought in line), then periodically.
+TEST_F(StoreTest, IdPurgerPurgesAtStartAndThenPeriodically) {
+  const auto db = file("purger.db");
+  auto store = Store::open(db);
+  const int64_t m = store.upsert_model(model("fp"));
+  store.finish_task(store.insert_task(id_task("old", m, 1)), TaskStatus::Done, answer(1));
+  store.finish_task(store.insert_task(id_task("recent", m, 2)), TaskStatus::Done, answer(2));
+  const auto now = std::chrono::system_clock::now();
+  set_updated_at(db, "old", iso_utc(now - std::chrono::hours(24 * 31)));
+  std::vector<std::string> heard;
+  std::mutex heard_mu;
+  {
+    IdPurger purger(db, Retention::for_days(30), std::chrono::milliseconds(50), [&](const std::string& msg, bool error) {
+      std::lock_guard lock(heard_mu);
+      heard.push_back((error ? "error: " : "") + msg);
+    });
+    EXPECT_EQ(purger.purged(), 1);  // at construction, before anything else
+    EXPECT_TRUE(store.find_task_by_ext_id("old")->prompt_ids.empty());
+    EXPECT_FALSE(store.find_task_by_ext_id("recent")->prompt_ids.empty());
+    set_updated_at(db, "recent", iso_utc(now - std::chrono::hours(24 * 40)));  // now old enough
+    for (int i = 0; i < 200 && purger.purged() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    EXPECT_EQ(purger.purged(), 2);
+  }
+  EXPECT_TRUE(store.find_task_by_ext_id("recent")->prompt_ids.empty());
+  std::lock_guard lock(heard_mu);
+  ASSERT_FALSE(heard.empty());
+  EXPECT_NE(heard.front().find("retention 30 days: wiped the encrypted ids of 1 ended task(s)"), std::string::npos) << heard.front();
+  EXPECT_THROW(IdPurger(db, Retention::all()), Error);
 }
 
 }  // namespace

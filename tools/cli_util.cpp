@@ -1,5 +1,7 @@
 #include "tools/cli_util.h"
 
+#include "data/retention.h"
+
 #include <cctype>
 #include <cerrno>
 #include <cstring>
@@ -54,6 +56,26 @@ CLI::Option* add_model_option(CLI::App* cmd, std::string& dir, const std::string
 CLI::Option* add_key_option(CLI::App* cmd, std::string& file, const std::string& description, bool optional) {
   auto* opt = cmd->add_option("--key", file, description)->check(CLI::ExistingFile);
   return optional ? opt : opt->required();
+}
+
+CLI::Option* add_retain_ids_option(CLI::App* cmd, std::string& value, const std::string& stored) {
+  const CLI::Validator retention(
+      [](std::string& text) -> std::string {
+        try {
+          data::parse_retention(text);
+          return "";
+        } catch (const std::exception& e) {
+          return e.what();
+        }
+      },
+      "none|N|all");
+  return cmd
+      ->add_option("--retain-ids", value,
+                   "how long " + stored +
+                       " encrypted prompt, stop and answer ids: all (forever), none (only while a task is unfinished), or N "
+                       "days after it ended (purged at start and hourly)")
+      ->capture_default_str()
+      ->check(retention);
 }
 
 void add_threads_option(CLI::App* cmd, int& threads) {

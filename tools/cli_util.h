@@ -26,6 +26,10 @@ CLI::Option* add_model_option(CLI::App* cmd, std::string& dir, const std::string
 // --key FILE: an existing EE key file (required unless `optional`).
 CLI::Option* add_key_option(CLI::App* cmd, std::string& file, const std::string& description, bool optional = false);
 
+// --retain-ids none|N|all (data/retention.h), validated with a one-line reason; `stored` says
+// what keeps them ("the store keeps", "the run log (--db) keeps").
+CLI::Option* add_retain_ids_option(CLI::App* cmd, std::string& value, const std::string& stored);
+
 // Adds --threads N (default 0 = all cores) to a subcommand.
 void add_threads_option(CLI::App* cmd, int& threads);
 

@@ -3,15 +3,17 @@
 
 #include <spdlog/spdlog.h>
 
+#include "data/retention.h"
 #include "scheduler/coordinator.h"
 #include "scheduler/metrics_endpoint.h"
+#include "tools/cli_util.h"
 #include "tools/commands.h"
 
 namespace eesched::tools {
 namespace {
 
 struct CoordinatorArgs {
-  std::string listen = "127.0.0.1:7700", db, selector, token_file, policy = "meta", train_db, metrics_listen;
+  std::string listen = "127.0.0.1:7700", db, selector, token_file, policy = "meta", train_db, metrics_listen, retain_ids = "all";
   int threads = 2, max_attempts = 3, max_outstanding = 32;
   double explore = 0.02;
   int64_t heartbeat_ms = 1000, worker_timeout_ms = 5000, task_timeout_s = 300, drain_timeout_s = 30;
@@ -36,6 +38,7 @@ void run(const CoordinatorArgs& a) {
   o.task_timeout = std::chrono::seconds(a.task_timeout_s);
   o.drain_timeout = std::chrono::seconds(a.drain_timeout_s);
   o.handle_signals = true;
+  o.retain_ids = data::parse_retention(a.retain_ids);
   scheduler::Coordinator coordinator(o);
   std::optional<scheduler::MetricsEndpoint> metrics;
   if (!a.metrics_listen.empty()) {
@@ -77,6 +80,7 @@ void register_coordinator(CLI::App& app) {
       ->capture_default_str()->check(CLI::Range(1, 86400));
   cmd->add_option("--drain-timeout-s", a->drain_timeout_s, "on SIGINT/SIGTERM, wait this long for running tasks")
       ->capture_default_str()->check(CLI::Range(0, 86400));
+  add_retain_ids_option(cmd, a->retain_ids, "the store keeps tasks'");
   cmd->callback([a] { run(*a); });
 }
 

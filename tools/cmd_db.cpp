@@ -1,5 +1,6 @@
 // eesched db: looking into a performance store, forgetting runs a code change made stale, and
 // recording models' measured quality.
+#include <chrono>
 #include <fstream>
 #include <iostream>
 
@@ -8,6 +9,7 @@
 
 #include "data/arm.h"
 #include "data/quality.h"
+#include "data/retention.h"
 #include "data/store.h"
 #include "tools/commands.h"
 
@@ -29,6 +31,10 @@ void stats(const std::string& path) {
   for (const auto& w : store.workers())
     std::cout << fmt::format("worker {}: {} threads, {:.1f} GFLOP/s, {:.1f} GB/s, {}\n", w.name, w.hardware.threads,
                              w.hardware.gflops, w.hardware.copy_gbps, w.hardware.cpu_model);
+  const auto ids = store.id_counts();
+  std::cout << fmt::format("encrypted ids: {} of {} tasks hold them ({} unfinished, {} ended{})\n", ids.holding, c.tasks,
+                           ids.unfinished, ids.ended,
+                           ids.ended > 0 ? fmt::format("; eesched db purge-ids --db {} --all wipes the ended ones", path) : "");
   const auto arms = store.arm_summaries();
   if (arms.empty()) return;
   if (const auto a = store.round_agreement(); a.cases > 0)
@@ -109,13 +115,37 @@ void record_quality(const QualityArgs& a) {
   std::cout << fmt::format("recorded {} measured transform(s) on {} row(s) of model {}\n", table.size(), n, a.model);
 }
 
+struct PurgeArgs {
+  std::string path;
+  int64_t older_than_days = 0;
+  bool all = false;
+};
+
+// Offline: wipes the encrypted ids of ended tasks, then rebuilds the file so no free page or
+// free space inside a page keeps their bytes (a store written without secure_delete may hold
+// copies of rows rewritten since). Unfinished tasks keep theirs: a coordinator needs them.
+void purge_ids(const PurgeArgs& a) {
+  if (a.all == (a.older_than_days > 0)) throw std::runtime_error("say which ended tasks: --older-than-days N or --all");
+  if (!std::filesystem::exists(a.path)) throw std::runtime_error("no store at " + a.path);
+  auto store = data::Store::open(a.path);
+  store.set_retention(a.all ? data::Retention::none() : data::Retention::for_days(a.older_than_days));
+  const auto cutoff = data::retention_cutoff(store.retention(), std::chrono::system_clock::now());
+  const auto n = store.purge_ids(cutoff);
+  store.vacuum();
+  store.truncate_wal();
+  const auto left = store.id_counts();
+  std::cout << fmt::format("wiped the encrypted ids of {} task(s) that ended{} in {}, and rebuilt the file; {} task(s) still hold ids "
+                           "({} unfinished, {} ended)\n",
+                           n, cutoff ? " before " + *cutoff : "", a.path, left.holding, left.unfinished, left.ended);
+}
+
 }  // namespace
 
 void register_db(CLI::App& app) {
-  auto* cmd = app.add_subcommand("db", "inspect a performance store, or forget stale runs");
+  auto* cmd = app.add_subcommand("db", "inspect a performance store, forget stale runs, or purge encrypted ids");
   cmd->require_subcommand(1);
   auto path = std::make_shared<std::string>();
-  auto* st = cmd->add_subcommand("stats", "tasks, runs, workers, and per-arm win counts and mean speedups");
+  auto* st = cmd->add_subcommand("stats", "tasks, runs, workers, tasks still holding encrypted ids, and per-arm win counts and mean speedups");
   st->add_option("--db", *path, "performance store")->required();
   st->callback([path] { stats(*path); });
 
@@ -135,6 +165,17 @@ void register_db(CLI::App& app) {
   qu->add_option("--model", qa->model, "model name, as in db stats")->required();
   qu->add_option("--from", qa->from, "quality.json or ee.json holding the measurements")->required();
   qu->callback([qa] { record_quality(*qa); });
+
+  auto pa = std::make_shared<PurgeArgs>();
+  auto* pu = cmd->add_subcommand("purge-ids",
+                                 "wipe the encrypted prompt, stop and answer ids of ended tasks (done, failed, cancelled) in a store "
+                                 "whose daemon is stopped, and rebuild the file so none of their bytes remain; unfinished tasks "
+                                 "keep theirs (what --retain-ids does on a running coordinator or worker)");
+  pu->add_option("--db", pa->path, "performance store (the coordinator's --db, or a worker's run log)")->required();
+  pu->add_option("--older-than-days", pa->older_than_days, "only tasks that ended more than N days ago")
+      ->check(CLI::Range(int64_t{1}, int64_t{36500}));
+  pu->add_flag("--all", pa->all, "every ended task");
+  pu->callback([pa] { purge_ids(*pa); });
 }
 
 }  // namespace eesched::tools

@@ -34,6 +34,25 @@ struct ReplayArgs {
 void run_live(const ReplayArgs& a, const scheduler::Policy& policy) {
   auto store = data::Store::open(a.db);
   const auto history = scheduler::History::load(store, /*require_all=*/true);
+  // Tasks whose ids a retention policy wiped (--retain-ids, db purge-ids) cannot run again: said
+  // up front, by name, and skipped.
+  std::vector<std::string> no_ids;
+  std::set<std::string> checked;
+  for (const auto& c : history.cases) {
+    if (!checked.insert(c.spec.id).second) continue;
+    const auto task = store.find_task_by_ext_id(c.spec.id);
+    if (!task || task->prompt_ids.empty()) no_ids.push_back(c.spec.id);
+  }
+  if (!no_ids.empty()) {
+    std::string names;
+    for (std::size_t i = 0; i < no_ids.size() && i < 10; ++i) names += (i ? ", " : "") + no_ids[i];
+    if (no_ids.size() > 10) names += ", ...";
+    std::cerr << fmt::format("{} of {} tasks have no stored prompt ids (wiped by --retain-ids or db purge-ids) and are skipped: {}\n",
+                             no_ids.size(), checked.size(), names);
+    if (no_ids.size() == checked.size())
+      throw std::runtime_error("no task in " + a.db + " holds its prompt ids any more: nothing to re-execute");
+  }
+  const std::set<std::string> skip(no_ids.begin(), no_ids.end());
   node::StoredTaskRunner runner(store, a.models_dir, a.key, a.threads);
   std::set<int64_t> seen;
   std::mt19937_64 rng(a.seed);
@@ -42,7 +61,7 @@ void run_live(const ReplayArgs& a, const scheduler::Policy& policy) {
   std::cout << fmt::format("{:<10} {:<18} {:>10} {:>12} {:>12}  {}\n", "task", "arm", "live ms", "recorded ms", "oracle ms",
                            "recorded on");
   for (const auto& c0 : history.cases) {
-    if (n >= a.tasks || !seen.insert(c0.task_id).second) continue;
+    if (n >= a.tasks || skip.count(c0.spec.id) || !seen.insert(c0.task_id).second) continue;
     auto c = c0;
     c.hardware = runner.hardware();  // decide for this machine
     const auto arm = data::parse_arm(policy.pick(c, rng));

@@ -10,6 +10,7 @@
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
 
+#include "data/retention.h"
 #include "net/endpoint.h"
 #include "runtime/synthetic.h"
 #include "node/worker_daemon.h"
@@ -25,7 +26,8 @@ struct WorkerArgs {
   int threads = 0;
   int64_t max_batch = 0, batch_context = 4096, prefill_chunk = 128;
   bool dry_run = false;
-  int64_t max_backoff_ms = 5000;
+  int64_t max_backoff_ms = 5000, drain_timeout_s = 600;
+  std::string retain_ids = "all";
 };
 
 // A model a dry-run worker claims to hold: the shape of a synthetic preset ("syn110m"; any
@@ -58,6 +60,8 @@ void run(const WorkerArgs& a) {
   o.threads = a.threads;
   o.batching = node::BatchingOptions{a.max_batch, a.batch_context, a.prefill_chunk};
   o.db = a.db;
+  o.retain_ids = data::parse_retention(a.retain_ids);
+  if (a.db.empty() && a.retain_ids != "all") spdlog::info("--retain-ids {}: no --db, so nothing is stored anyway", a.retain_ids);
   o.name = a.name;
   o.max_backoff = std::chrono::milliseconds(a.max_backoff_ms);
   if (a.dry_run) {
@@ -74,8 +78,9 @@ void run(const WorkerArgs& a) {
   }
   node::WorkerDaemon daemon(std::move(o));
 
-  // Signals are waited for on a thread of their own; the first stops the daemon (the running
-  // task finishes), a second one exits at once.
+  // Signals are waited for on a thread of their own; the first drains the daemon (no new task;
+  // every task already assigned here finishes and its result goes out, then it leaves), a second
+  // one exits at once.
   asio::io_context signal_io;
   asio::signal_set signals(signal_io, SIGINT, SIGTERM);
   bool signalled = false;
@@ -86,8 +91,8 @@ void run(const WorkerArgs& a) {
       std::_Exit(1);
     }
     signalled = true;
-    spdlog::info("{}: stopping (again to exit at once)", strsignal(sig));
-    daemon.stop();
+    spdlog::info("{}: draining (again to exit at once)", strsignal(sig));
+    daemon.drain(std::chrono::seconds(a.drain_timeout_s));
     signals.async_wait(on_signal);
   };
   signals.async_wait(on_signal);
@@ -108,7 +113,7 @@ void run(const WorkerArgs& a) {
 
 void register_worker(CLI::App& app) {
   auto args = std::make_shared<WorkerArgs>();
-  auto* cmd = app.add_subcommand("worker", "serve encrypted models to a coordinator (runs until SIGINT/SIGTERM)");
+  auto* cmd = app.add_subcommand("worker", "serve encrypted models to a coordinator (runs until SIGINT/SIGTERM, which drains it)");
   cmd->add_option("--coordinator", args->coordinator, "the coordinator's HOST:PORT")->required();
   cmd->add_option("--model", args->models,
                   "encrypted model directory, as NAME=DIR or DIR (named after the directory); repeatable. "
@@ -138,6 +143,12 @@ void register_worker(CLI::App& app) {
   cmd->add_option("--max-backoff-ms", args->max_backoff_ms, "longest wait between reconnection attempts")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{3600000}));
+  cmd->add_option("--drain-timeout-s", args->drain_timeout_s,
+                  "on SIGINT/SIGTERM: no new tasks; wait at most this long for the ones assigned here to finish and "
+                  "reach the coordinator, then exit (a second signal exits at once)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{86400}));
+  add_retain_ids_option(cmd, args->retain_ids, "the run log (--db) keeps");
   cmd->callback([args] { run(*args); });
 }
 

@@ -11,6 +11,7 @@ void register_train_lm(CLI::App& app);
 void register_make_synthetic(CLI::App& app);
 void register_bench_decode(CLI::App& app);
 void register_keygen(CLI::App& app);
+void register_rotate_key(CLI::App& app);
 void register_attack(CLI::App& app);
 void register_attack_frontier(CLI::App* attack);  // `attack frontier`, on the `attack` command
 void register_encrypt_model(CLI::App& app);

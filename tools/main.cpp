@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
 
   eesched::tools::register_train_lm(app);
   eesched::tools::register_keygen(app);
+  eesched::tools::register_rotate_key(app);
   eesched::tools::register_attack(app);
   eesched::tools::register_encrypt_model(app);
   eesched::tools::register_measure_quality(app);

@@ -61,8 +61,9 @@ std::vector<Seed> seeds() {
   add("dry-run", reg);
 
   add("full", net::Registered{42, "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00", 250});
-  add("idle", net::Heartbeat{0});
-  add("busy", net::Heartbeat{3});
+  add("idle", net::Heartbeat{0, false});
+  add("busy", net::Heartbeat{3, false});
+  add("draining", net::Heartbeat{2, true});
 
   net::TaskRequest task;
   task.request_id = "req-7f3e";

@@ -83,7 +83,8 @@ RotateDirResult rotate_model_dir(const std::filesystem::path& in, const Key& old
   rotated.save(out);
   Manifest m = *manifest;
   m.key_fingerprint = new_key.fingerprint();
-  m.transforms = transform_names(rotated.config());
+  // The old scheme's dense rotation and noise stay under the new key's permutations.
+  m.transforms = transform_names(rotated.config(), scheme_of(manifest->transforms));
   m.write(out);
   // What an encrypted directory never holds, and a stale shard index the single file replaces.
   for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "model.safetensors.index.json"})

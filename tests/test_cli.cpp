@@ -2,6 +2,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
 #include <set>
 
@@ -61,7 +62,7 @@ TEST_F(Cli, EverySubcommandHasHelp) {
   for (const char* sub : {"train-lm", "generate", "logits", "perplexity", "make-synthetic", "bench-decode", "keygen",
                           "encrypt-model", "bench-ee", "bench-arms", "make-suite", "bench", "db", "train-selector", "replay", "bench-selector",
                           "make-token", "coordinator", "worker", "submit", "bench-dispatch", "measure-quality", "tokenize",
-                          "attack weights", "rotate-key", "db purge-ids"}) {
+                          "attack weights", "attack hidden", "attack frontier", "rotate-key", "db purge-ids"}) {
     auto r = run_eesched(std::string(sub) + " --help");
     EXPECT_EQ(r.exit_code, 0) << sub;
     EXPECT_THAT(r.output, HasSubstr("--")) << sub;
@@ -223,6 +224,46 @@ TEST_F(Cli, EncryptedGenerateDecryptsToThePlaintextText) {
   EXPECT_EQ(a["tokens_recovered"], 1.0);
   EXPECT_GT(a["text_tokens"].get<int64_t>(), 20);
   EXPECT_EQ(a["residual_recovered"], 1.0);
+  // A worker recording the first layer's states reads the prompt off them, before and after
+  // the layer.
+  const auto hidden = run_eesched("attack hidden --encrypted " + enc + " --public " + model() + " --key " + key + " --text " +
+                                  text.string() + " --max-tokens 24 --json");
+  ASSERT_EQ(hidden.exit_code, 0) << hidden.output;
+  const auto h = nlohmann::json::parse(hidden.output);
+  EXPECT_EQ(h["prompt_tokens"], 24);
+  EXPECT_EQ(h["tokens_recovered"], 1.0);
+  EXPECT_EQ(h["vocab_recovered"], 1.0);
+  EXPECT_GE(h["after_layer0_tokens_recovered"].get<double>(), 0.9);
+  // The rotate scheme: the same text out, sorted rows gone, the vocabulary still recovered.
+  const auto rot = (d / "rot").string();
+  ASSERT_EQ(run_eesched("encrypt-model --model " + model() + " --key " + key + " --out " + rot + " --scheme rotate --no-quality").exit_code, 0);
+  EXPECT_THAT(eesched::testing::read_file(std::filesystem::path(rot) / "ee.json"), HasSubstr("residual_rotation"));
+  auto rotated = nlohmann::json::parse(run_eesched("generate --model " + rot + " --key " + key + " --tokenizer " +
+                                                   (model_dir_ / "tokenizer.model").string() + args)
+                                           .output);
+  EXPECT_EQ(rotated["ids"], plain["ids"]);
+  const auto rot_attack = run_eesched("attack weights --encrypted " + rot + " --public " + model() + " --key " + key + " --json");
+  ASSERT_EQ(rot_attack.exit_code, 0) << rot_attack.output;
+  const auto ra = nlohmann::json::parse(rot_attack.output);
+  EXPECT_EQ(ra["method"], "eigenvectors + procrustes");
+  EXPECT_GE(ra["vocab_recovered"].get<double>(), 0.99);
+  EXPECT_GE(ra["residual_recovered"].get<double>(), 0.95);
+  // The frontier, side by side: exact schemes keep the perplexity, noise changes it (this text is
+  // too short and too far from the model's to say in which direction), none hides much.
+  const auto frontier = run_eesched("attack frontier --model " + model() + " --key " + key + " --text " + text.string() +
+                                    " --schemes permute,rotate --noise 0,0.5 --speed-tokens 4 --pairs 1 --json");
+  ASSERT_EQ(frontier.exit_code, 0) << frontier.output;
+  const auto rows = nlohmann::json::parse(frontier.output)["rows"];
+  ASSERT_EQ(rows.size(), 4u);
+  for (const auto& row : rows) {
+    EXPECT_GE(row["vocab_recovered"].get<double>(), 0.5) << row.dump();
+    EXPECT_FALSE(row["meets_goal"].get<bool>()) << row.dump();
+    const double ratio = row["perplexity_ratio"].get<double>();
+    EXPECT_EQ(std::abs(ratio - 1.0) < 1e-3, row["noise"] == 0) << row.dump();
+  }
+  auto bad = run_eesched("encrypt-model --model " + model() + " --key " + key + " --out " + (d / "bad").string() + " --scheme aloe", true);
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.output, HasSubstr("--scheme"));
   // What crosses the wire is exactly the encryption of the prompt, stop ids and answer under the
   // key. (Not merely "different from the plaintext": a random permutation has fixed points, so a
   // single repeated token can legitimately encrypt to itself.)

@@ -735,6 +735,7 @@ TEST(EeAttack, HiddenStatesOfTheFirstLayerRevealThePrompt) {
     for (std::size_t i = 0; i < prompt.size(); ++i) hits += wrong[i] == prompt[i];
     EXPECT_LE(hits, static_cast<int64_t>(prompt.size()) / 10);
   }
+}
 
 // ---- key rotation (ee/rotate.h) ----------------------------------------------------------------
 

@@ -93,6 +93,7 @@ void register_attack(CLI::App& app) {
   w->add_option("--tokenizer", args->tokenizer, "tokenizer for --text (default: the public model's)");
   w->add_flag("--json", args->json, "print {\"vocab_recovered\", \"tokens_recovered\", \"residual_recovered\", \"ffn_recovered\", ...}");
   w->callback([args] { run_weights(*args); });
+  register_attack_ciphertext(cmd);
 }
 
 }  // namespace eesched::tools

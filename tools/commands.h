@@ -12,6 +12,7 @@ void register_make_synthetic(CLI::App& app);
 void register_bench_decode(CLI::App& app);
 void register_keygen(CLI::App& app);
 void register_attack(CLI::App& app);
+void register_attack_ciphertext(CLI::App* attack);  // under `attack` (tools/cmd_attack_ciphertext.cpp)
 void register_encrypt_model(CLI::App& app);
 void register_measure_quality(CLI::App& app);
 void register_bench_ee(CLI::App& app);

@@ -62,7 +62,7 @@ TEST_F(Cli, EverySubcommandHasHelp) {
   for (const char* sub : {"train-lm", "generate", "logits", "perplexity", "make-synthetic", "bench-decode", "keygen",
                           "encrypt-model", "bench-ee", "bench-arms", "make-suite", "bench", "db", "train-selector", "replay", "bench-selector",
                           "make-token", "coordinator", "worker", "submit", "bench-dispatch", "measure-quality", "tokenize",
-                          "attack weights", "attack hidden", "attack frontier", "rotate-key", "db purge-ids"}) {
+                          "attack weights", "attack hidden", "attack frontier", "attack ciphertext", "attack make-requests", "rotate-key", "db purge-ids"}) {
     auto r = run_eesched(std::string(sub) + " --help");
     EXPECT_EQ(r.exit_code, 0) << sub;
     EXPECT_THAT(r.output, HasSubstr("--")) << sub;

@@ -189,6 +189,7 @@ void register_attack(CLI::App& app) {
     if (prompt->count() + text->count() == 0) throw CLI::ValidationError("--prompt or --text", "one of them is required");
     run_hidden(*h_args);
   });
+  register_attack_ciphertext(cmd);
 }
 
 }  // namespace eesched::tools

@@ -14,6 +14,7 @@ void register_keygen(CLI::App& app);
 void register_rotate_key(CLI::App& app);
 void register_attack(CLI::App& app);
 void register_attack_frontier(CLI::App* attack);  // `attack frontier`, on the `attack` command
+void register_attack_ciphertext(CLI::App* attack);  // under `attack` (tools/cmd_attack_ciphertext.cpp)
 void register_encrypt_model(CLI::App& app);
 void register_measure_quality(CLI::App& app);
 void register_bench_ee(CLI::App& app);

@@ -441,7 +441,8 @@ Cancel read_message<Cancel>(const json& j) {
   Cancel m;
   m.task_id = field_or<int64_t>(j, "task_id", 0);
   m.request_id = field_or<std::string>(j, "request_id", "");
-  if (m.task_id <= 0 && m.request_id.empty()) bad("Cancel needs a task_id or a request_id");
+  if (m.task_id < 0) bad("Cancel task_id must be positive");  // else it reads back as request_id alone
+  if (m.task_id == 0 && m.request_id.empty()) bad("Cancel needs a task_id or a request_id");
   return m;
 }
 

@@ -206,6 +206,9 @@ TEST(ParseMessage, RefusesOutOfRangeNumbersAndDeepNesting) {
   for (const auto& [field, value] : std::vector<std::pair<std::string, std::string>>{
            {"mem_total_bytes", "1e100"}, {"threads", "2.5"}, {"threads", "4294967297"}, {"mem_free_bytes", "-1"}})
     EXPECT_EQ(protocol_code([&] { read_message<Register>(json::parse(reg(field, value))); }), codes::kBadMessage) << field << "=" << value;
+  // A negative task_id beside a request_id read back as the request_id alone (k4).
+  EXPECT_EQ(protocol_code([] { parse_message(R"({"type":"Cancel","v":1,"request_id":"?","task_id":-875808})"); }), codes::kBadMessage);
+  EXPECT_EQ(parse_message(R"({"type":"Cancel","v":1,"request_id":"?","task_id":0})").type, MessageType::Cancel);
   std::string deep = std::string(33, '[') + std::string(33, ']');
   EXPECT_EQ(protocol_code([&] { parse_message(R"({"type":"Heartbeat","v":1,"x":)" + deep + "}"); }), codes::kBadJson);
   // Brackets inside strings are text, not nesting.

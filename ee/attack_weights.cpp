@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <optional>
 #include <unordered_map>
 #include <utility>
 
@@ -119,17 +120,17 @@ void attack_rotation(const runtime::LlamaWeights& enc, const runtime::LlamaWeigh
   // the embedding).
   const auto ph = folded(pub.lm_head.defined() ? pub.lm_head : pub.embed_tokens, pub.norm);
   const auto eh = folded(enc.lm_head.defined() ? enc.lm_head : enc.embed_tokens, enc.norm);
-  const auto ee = enc.embed_tokens.to(at::kDouble), pemb = pub.embed_tokens.to(at::kDouble);
+  const auto eemb = enc.embed_tokens.to(at::kDouble), pemb = pub.embed_tokens.to(at::kDouble);
   Nearest best;
   for (int round = 0; round < 3; ++round) {
     const auto rt = r.t();
-    best = nearest({{ee.matmul(rt), pemb}, {eh.matmul(rt), ph}});
+    best = nearest({{eemb.matmul(rt), pemb}, {eh.matmul(rt), ph}});
     if (round == 2) break;
     // Refit R on the clearest half of the matches (at least 4 x hidden of them, when there are).
     std::vector<std::pair<float, int64_t>> order;
     for (std::size_t i = 0; i < best.index.size(); ++i) order.emplace_back(-best.margin[i], static_cast<int64_t>(i));
     std::sort(order.begin(), order.end());
-    const auto hidden = static_cast<std::size_t>(ee.size(1));
+    const auto hidden = static_cast<std::size_t>(eemb.size(1));
     const std::size_t take = std::min(order.size(), std::max(order.size() / 2, 4 * hidden));
     std::vector<int64_t> enc_rows, pub_rows;
     for (std::size_t k = 0; k < take; ++k) {
@@ -137,7 +138,7 @@ void attack_rotation(const runtime::LlamaWeights& enc, const runtime::LlamaWeigh
       pub_rows.push_back(best.index[static_cast<std::size_t>(order[k].second)]);
     }
     const auto ei = at::tensor(enc_rows, at::kLong), pi = at::tensor(pub_rows, at::kLong);
-    r = procrustes(at::cat({pemb.index_select(0, pi), ph.index_select(0, pi)}), at::cat({ee.index_select(0, ei), eh.index_select(0, ei)}));
+    r = procrustes(at::cat({pemb.index_select(0, pi), ph.index_select(0, pi)}), at::cat({eemb.index_select(0, ei), eh.index_select(0, ei)}));
   }
   g.vocab = best.index;
   g.rotation = r;
@@ -214,30 +215,47 @@ std::vector<int64_t> attack_hidden_states(const at::Tensor& states, const runtim
   return nearest({{to_public_basis(states, weights), pub.embed_tokens}}).index;
 }
 
-at::Tensor first_layer_output(const runtime::LlamaModel& model, const at::Tensor& ids) {
+namespace {
+
+// A one-layer copy of `model` whose head is the identity on the first `hidden` logits, so its
+// logits are the first layer's output, RMS-normalized; nullopt when the vocabulary is smaller
+// than hidden. Built once per model: the constructor re-lays the weights out.
+std::optional<runtime::LlamaModel> first_layer_probe(const runtime::LlamaModel& model) {
   auto w = model.weights();
   auto config = model.config();
   const int64_t d = config.hidden_size;
-  if (config.vocab_size < d) return {};
+  if (config.vocab_size < d) return std::nullopt;
   w.layers.resize(1);
   config.num_hidden_layers = 1;
   config.tie_word_embeddings = false;
   w.norm = at::ones({d}, at::kFloat);
   w.lm_head = at::zeros({config.vocab_size, d}, at::kFloat);
   w.lm_head.narrow(0, 0, d).copy_(at::eye(d, at::kFloat));
-  const runtime::LlamaModel one_layer(config, w);
-  return one_layer.forward(ids).narrow(2, 0, d).to(at::kFloat);
+  return runtime::LlamaModel(config, w);
+}
+
+at::Tensor probe_output(const runtime::LlamaModel& probe, const at::Tensor& ids) {
+  return probe.forward(ids).narrow(2, 0, probe.config().hidden_size).to(at::kFloat);
+}
+
+}  // namespace
+
+at::Tensor first_layer_output(const runtime::LlamaModel& model, const at::Tensor& ids) {
+  const auto probe = first_layer_probe(model);
+  return probe ? probe_output(*probe, ids) : at::Tensor();
 }
 
 std::vector<int64_t> attack_hidden_after_first_layer(const at::Tensor& states, const runtime::LlamaModel& pub, const WeightsGuess& weights,
                                                      int64_t shortlist) {
   const auto x = to_public_basis(states, weights).to(at::kFloat);
+  const auto probe = first_layer_probe(pub);
+  if (!probe) return std::vector<int64_t>(static_cast<std::size_t>(x.size(0)), -1);
   // The shortlist: each token's first-layer output alone at position 0 (its own embedding and
   // MLP, attention to itself only), centred, against the centred states.
   const int64_t vocab = pub.config().vocab_size;
   std::vector<at::Tensor> alone;
   for (int64_t start = 0; start < vocab; start += 4096)
-    alone.push_back(first_layer_output(pub, at::arange(start, std::min(vocab, start + 4096), at::kLong).unsqueeze(1)).select(1, 0));
+    alone.push_back(probe_output(*probe, at::arange(start, std::min(vocab, start + 4096), at::kLong).unsqueeze(1)).select(1, 0));
   const auto e = at::cat(alone);
   auto unit = [](const at::Tensor& m) { return m / m.norm(2, 1, true).clamp_min(1e-30); };
   const auto sim = unit(x - x.mean(0, true)).matmul(unit(e - e.mean(0, true)).t());
@@ -248,7 +266,7 @@ std::vector<int64_t> attack_hidden_after_first_layer(const at::Tensor& states, c
     auto ids = at::empty({k, i + 1}, at::kLong);
     if (i > 0) ids.narrow(1, 0, i).copy_(at::tensor(read, at::kLong).unsqueeze(0).expand({k, i}));
     ids.select(1, i).copy_(cand[i]);
-    const auto h = first_layer_output(pub, ids).select(1, i);  // [k, hidden], normalized
+    const auto h = probe_output(*probe, ids).select(1, i);  // [k, hidden], normalized
     const auto target = x[i] / x[i].pow(2).mean().sqrt().clamp_min(1e-30);
     read.push_back(cand[i][(h - target.unsqueeze(0)).pow(2).sum(1).argmin().item<int64_t>()].item<int64_t>());
   }

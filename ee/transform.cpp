@@ -168,7 +168,12 @@ Scheme scheme_of(const std::vector<std::string>& transforms) {
   const std::string noise = "embedding_head_noise=";
   for (const auto& t : transforms) {
     if (t == "residual_rotation") s.name = "rotate";
-    if (t.rfind(noise, 0) == 0) s.noise = std::stod(t.substr(noise.size()));
+    if (t.rfind(noise, 0) != 0) continue;
+    try {
+      s.noise = std::stod(t.substr(noise.size()));
+    } catch (const std::exception&) {
+      throw Error("ee.json: malformed transform '" + t + "'");
+    }
   }
   return s;
 }

@@ -24,6 +24,18 @@ double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock:
 
 uint64_t pair_key(int64_t a, int64_t b) { return (static_cast<uint64_t>(a) << 32) | static_cast<uint64_t>(b); }
 
+// Completes a partial assignment to a bijection: each unset entry (-1) takes the lowest id not
+// yet `used`, in order.
+void fill_in_order(std::vector<int64_t>& assignment, std::vector<char>& used) {
+  int64_t c = 0;
+  for (auto& a : assignment) {
+    if (a >= 0) continue;
+    while (used[static_cast<std::size_t>(c)]) ++c;
+    a = c;
+    used[static_cast<std::size_t>(c)] = 1;
+  }
+}
+
 // The public corpus as a Witten-Bell smoothed bigram model over a candidate list of plaintext
 // ids (indices into `plain`): log P(q | p) = log((c(p q) + d(p) Pu(q)) / (c(p) + d(p))), d(p) the
 // number of distinct successors of p, Pu the add-half unigram model.
@@ -311,13 +323,7 @@ class Search {
       g[static_cast<std::size_t>(p)] = c;
       used[static_cast<std::size_t>(c)] = 1;
     }
-    int64_t c = 0;
-    for (auto& gp : g) {
-      if (gp >= 0) continue;
-      while (used[static_cast<std::size_t>(c)]) ++c;
-      gp = c;
-      used[static_cast<std::size_t>(c)] = 1;
-    }
+    fill_in_order(g, used);
     return g;
   }
 
@@ -428,13 +434,7 @@ std::pair<std::vector<int64_t>, int64_t> refine_pass(const CipherLM& lm, const s
       next[static_cast<std::size_t>(y)] = g[static_cast<std::size_t>(y)];
       used[static_cast<std::size_t>(g[static_cast<std::size_t>(y)])] = 1;
     }
-  int64_t c = 0;
-  for (auto& ny : next) {
-    if (ny >= 0) continue;
-    while (used[static_cast<std::size_t>(c)]) ++c;
-    ny = c;
-    used[static_cast<std::size_t>(c)] = 1;
-  }
+  fill_in_order(next, used);
   int64_t changed = 0;
   for (int64_t y = 0; y < v; ++y) changed += next[static_cast<std::size_t>(y)] != g[static_cast<std::size_t>(y)];
   return {next, changed};

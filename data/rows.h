@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "data/code_version.h"
 #include "data/hardware.h"
 #include "data/quality.h"
 #include "data/task.h"
@@ -116,6 +117,7 @@ struct RunRow {
   std::optional<double> quality;          // e.g. perplexity ratio vs the plain model; lossy arms
   bool ok = true;
   std::string error;  // why the run failed, when !ok
+  int64_t code_version = kCodeVersion;  // the code that measured it (data/code_version.h); 1: before runs carried one
 };
 
 // The store row of a measured run (missing timestamps: now).

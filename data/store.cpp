@@ -126,6 +126,12 @@ UPDATE tasks SET answer_ids = '[]' WHERE answer_ids IS NULL;
 ALTER TABLE tasks DROP COLUMN request;
 ALTER TABLE tasks DROP COLUMN result;
 )sql"},
+    // v6: which generation of the execution code measured a run (data/code_version.h), so
+    // training can keep to runs that describe the current code. Runs recorded before carried
+    // none: version 1.
+    {6, R"sql(
+ALTER TABLE runs ADD COLUMN code_version INTEGER NOT NULL DEFAULT 1;
+)sql"},
 };
 
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
@@ -200,7 +206,7 @@ constexpr const char* kTaskCols =
     "pinned_arm, answer_ids, error, worker, arm, explored, attempts, predicted_ms, ppl_ratio, run_id";
 constexpr const char* kRunCols =
     "id, task_id, worker_id, arm, policy, explored, repeat_index, started_at, ended_at, latency_ms, ttft_ms, ms_per_token, "
-    "tokens_per_s, new_tokens, peak_rss_bytes, acceptance_rate, quality, ok, error";
+    "tokens_per_s, new_tokens, peak_rss_bytes, acceptance_rate, quality, ok, error, code_version";
 
 ModelRow read_model(const sql::Statement& st) {
   ModelRow m;
@@ -312,6 +318,7 @@ RunRow read_run(const sql::Statement& st) {
   r.quality = opt_double(st, 16);
   r.ok = st.column_int64(17) != 0;
   r.error = st.column_text(18);
+  r.code_version = st.column_int64(19);
   return r;
 }
 
@@ -513,11 +520,14 @@ bool Store::insert_run_in(const RunRow& r) {
   if (r.policy.empty()) throw Error(path() + ": run of task " + std::to_string(r.task_id) + " has no policy");
   if (r.started_at.empty() || r.ended_at.empty())
     throw Error(path() + ": run of task " + std::to_string(r.task_id) + " needs started_at and ended_at");
+  if (r.code_version < 1)
+    throw Error(path() + ": run of task " + std::to_string(r.task_id) + " has code version " + std::to_string(r.code_version) +
+                " (versions start at 1)");
   // DO NOTHING covers uniqueness only: a missing task or worker still fails loudly.
   auto st = db_.prepare(
       "INSERT INTO runs (task_id, worker_id, arm, policy, explored, repeat_index, started_at, ended_at, latency_ms, ttft_ms, "
-      "ms_per_token, tokens_per_s, new_tokens, peak_rss_bytes, acceptance_rate, quality, ok, error) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING");
+      "ms_per_token, tokens_per_s, new_tokens, peak_rss_bytes, acceptance_rate, quality, ok, error, code_version) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING");
   st.bind_int64(1, r.task_id);
   bind_opt(st, 2, r.worker_id);
   st.bind_text(3, r.arm).bind_text(4, r.policy).bind_int64(5, r.explored).bind_int64(6, r.repeat_index);
@@ -526,7 +536,7 @@ bool Store::insert_run_in(const RunRow& r) {
   st.bind_int64(14, r.peak_rss_bytes);
   bind_opt(st, 15, r.acceptance_rate);
   bind_opt(st, 16, r.quality);
-  st.bind_int64(17, r.ok).bind_text(18, r.error);
+  st.bind_int64(17, r.ok).bind_text(18, r.error).bind_int64(19, r.code_version);
   st.run();
   return db_.changes() == 1;
 }
@@ -683,6 +693,13 @@ StoreCounts Store::counts() {
       "(SELECT count(*) FROM workers)");
   st.step();
   return {st.column_int64(0), st.column_int64(1), st.column_int64(2), st.column_int64(3)};
+}
+
+std::map<int64_t, int64_t> Store::runs_by_code_version() {
+  auto st = db_.prepare("SELECT code_version, count(*) FROM runs GROUP BY code_version");
+  std::map<int64_t, int64_t> out;
+  while (st.step()) out[st.column_int64(0)] = st.column_int64(1);
+  return out;
 }
 
 void Store::set_retention(const Retention& r) {

@@ -87,7 +87,8 @@ class Store {
   std::optional<RunRow> find_run(int64_t id);
 
   // False, writing nothing, when (task, worker, arm, policy, repeat_index) is already recorded:
-  // a resumed sweep simply retries everything. Other failures (unknown task) throw.
+  // a resumed sweep simply retries everything. Other failures (unknown task, a code_version
+  // below 1) throw. The run's code_version is written as given.
   bool insert_run(const RunRow& r);
   bool has_run(int64_t task_id, std::optional<int64_t> worker_id, const std::string& arm, const std::string& policy,
                int64_t repeat_index);
@@ -108,6 +109,9 @@ class Store {
   std::vector<ArmSummary> arm_summaries(std::optional<int64_t> worker_id = std::nullopt);
   RoundAgreement round_agreement();  // over the sweep's runs
   StoreCounts counts();
+  // How many runs each code version (data/code_version.h) recorded: version -> runs, only the
+  // versions that have any; 1 holds the runs recorded before runs carried a version.
+  std::map<int64_t, int64_t> runs_by_code_version();
   // The landmark feature: mean acceptance rate of the ok speculative runs of this target with
   // this separate draft (specK arms), or with no draft_model_id, of its self-drafting runs
   // (qspecK: the draft is its own int8 copy); nullopt before any.

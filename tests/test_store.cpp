@@ -13,6 +13,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -141,6 +142,7 @@ TEST(RunRowOf, CopiesEveryMeasurementAndFillsMissingTimes) {
   EXPECT_FALSE(failed.ok);
   EXPECT_FALSE(failed.started_at.empty());
   EXPECT_EQ(failed.worker_id, std::nullopt);
+  EXPECT_EQ(r.code_version, kCodeVersion) << "a run measured now is measured by this build's code";
 }
 
 TEST_F(StoreTest, CreatesFreshStoreInWalMode) {
@@ -150,6 +152,7 @@ TEST_F(StoreTest, CreatesFreshStoreInWalMode) {
   EXPECT_EQ(store.schema_version(), Store::code_schema_version());
   const auto c = store.counts();
   EXPECT_EQ(c.tasks + c.runs + c.models + c.workers, 0);
+  EXPECT_TRUE(store.runs_by_code_version().empty());
   sql::Database raw(path.string(), sql::OpenMode::ReadOnly);
   auto st = raw.prepare("PRAGMA journal_mode");
   ASSERT_TRUE(st.step());
@@ -209,6 +212,7 @@ TEST_F(StoreTest, UpgradesVersionOneKeepingData) {
   EXPECT_EQ(runs[0].latency_ms, 42.0);
   EXPECT_FALSE(runs[0].acceptance_rate);  // the new columns read as absent for old rows
   EXPECT_FALSE(runs[0].quality);
+  EXPECT_EQ(runs[0].code_version, 1);  // recorded before runs carried a version
 
   // The new columns work.
   auto r = run(old->id, 1, "kv+spec4", 30.0);
@@ -219,6 +223,8 @@ TEST_F(StoreTest, UpgradesVersionOneKeepingData) {
   ASSERT_EQ(runs.size(), 2u);
   EXPECT_EQ(runs[1].acceptance_rate, 0.75);
   EXPECT_EQ(runs[1].quality, 1.0);
+  EXPECT_EQ(runs[1].code_version, kCodeVersion);
+  EXPECT_EQ(store.runs_by_code_version(), (std::map<int64_t, int64_t>{{1, 1}, {kCodeVersion, 1}}));
 }
 
 // A client's task keeps its whole GenerationParams, its key, its pinned arm and, once finished,
@@ -291,6 +297,7 @@ TEST_F(StoreTest, UpgradesVersionFourRequestsAndAnswersIntoColumns) {
                                "arm", "explored", "attempts", "predicted_ms", "ppl_ratio", "run_id"})
       raw.exec(std::string("ALTER TABLE tasks DROP COLUMN ") + column);
     for (const char* column : {"architecture", "head_dim"}) raw.exec(std::string("ALTER TABLE models DROP COLUMN ") + column);
+    raw.exec("ALTER TABLE runs DROP COLUMN code_version");  // v6
   }
   auto store = Store::open(path);
   EXPECT_EQ(store.schema_version(), Store::code_schema_version());
@@ -314,6 +321,50 @@ TEST_F(StoreTest, UpgradesVersionFourRequestsAndAnswersIntoColumns) {
   ASSERT_TRUE(sweep);
   EXPECT_FALSE(sweep->from_client);
   EXPECT_TRUE(sweep->outcome.tokens.empty());
+}
+
+// Version 6 records which code measured a run: the runs already there were measured before runs
+// carried a version (1), a run recorded now carries this build's, and one recorded with another
+// version (copied from another store) keeps it.
+TEST_F(StoreTest, UpgradesVersionFiveRunsToCodeVersionOne) {
+  const auto path = file("v5.db");
+  int64_t t = 0, w = 0;
+  {
+    auto v6 = Store::open(path);  // the shape, then rolled back to v5's by hand
+    t = v6.insert_task(task("t", v6.upsert_model(model("fp"))));
+    w = v6.upsert_worker(worker_row("w1", HardwareProfile{}));
+    ASSERT_TRUE(v6.insert_run(run(t, w, "kv", 10.0)));
+    ASSERT_TRUE(v6.insert_run(run(t, w, "kv", 11.0, 1)));
+  }
+  {
+    sql::Database raw(path.string());
+    raw.exec("ALTER TABLE runs DROP COLUMN code_version; UPDATE schema_version SET version = 5;");
+  }
+  auto store = Store::open(path);
+  EXPECT_EQ(store.schema_version(), Store::code_schema_version());
+  auto runs = store.runs_since("");
+  ASSERT_EQ(runs.size(), 2u);
+  for (const auto& r : runs) EXPECT_EQ(r.code_version, 1) << r.repeat_index;
+  EXPECT_EQ(store.runs_by_code_version(), (std::map<int64_t, int64_t>{{1, 2}}));
+
+  ASSERT_TRUE(store.insert_run(run(t, w, "kv+int8", 9.0)));  // measured now: RunRow's default
+  auto copied = run(t, w, "plain", 30.0);
+  copied.code_version = kCodeVersion + 1;  // e.g. copied from a store a newer build wrote
+  ASSERT_TRUE(store.insert_run(copied));
+  const auto now = store.run_id(run(t, w, "kv+int8", 9.0));
+  const auto kept = store.run_id(copied);
+  ASSERT_TRUE(now && kept);
+  EXPECT_EQ(store.find_run(*now)->code_version, kCodeVersion);
+  EXPECT_EQ(store.find_run(*kept)->code_version, kCodeVersion + 1);
+  EXPECT_EQ(store.runs_by_code_version(), (std::map<int64_t, int64_t>{{1, 2}, {kCodeVersion, 1}, {kCodeVersion + 1, 1}}));
+  int64_t total = 0;
+  for (const auto& [version, n] : store.runs_by_code_version()) total += n;
+  EXPECT_EQ(total, store.counts().runs);
+
+  auto unversioned = run(t, w, "kv", 12.0, 2);
+  unversioned.code_version = 0;
+  EXPECT_NE(error_of([&] { store.insert_run(unversioned); }).find("code version 0"), std::string::npos);
+  EXPECT_EQ(store.counts().runs, 4);
 }
 
 TEST_F(StoreTest, RefusesNewerSchemaAndForeignFiles) {

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "accel/quality.h"
+#include "data/code_version.h"
 #include "data/error.h"
 #include "data/features.h"
 #include "data/roofline.h"
@@ -277,6 +278,7 @@ TEST(Sweep, SurvivesSigkillAndResumesWithoutDuplicates) {
     EXPECT_TRUE(r.ok);
     EXPECT_GT(r.new_tokens, 0);
     EXPECT_FALSE(r.ended_at.empty());
+    EXPECT_EQ(r.code_version, data::kCodeVersion);
   }
   EXPECT_EQ(keys.size(), runs.size());
 }
@@ -290,6 +292,9 @@ TEST(Sweep, CommandLineAndDbStats) {
   auto stats = run_eesched("db stats --db " + fx.db.string());
   EXPECT_EQ(stats.exit_code, 0);
   EXPECT_THAT(stats.output, HasSubstr("3 tasks, 5 runs"));
+  EXPECT_THAT(stats.output, HasSubstr("runs by code version: " + std::to_string(data::kCodeVersion) +
+                                      " (current): 5 (100.0%); training uses versions >= " +
+                                      std::to_string(data::kOldestCompatibleCodeVersion)));
   EXPECT_THAT(stats.output, HasSubstr("kv+int8"));
   EXPECT_THAT(stats.output, HasSubstr("wins"));
   std::ofstream(fx.dir / "bad.jsonl") << "{\"id\": \"a\"}\nnot json\n";

@@ -3,11 +3,13 @@
 #include <chrono>
 #include <fstream>
 #include <iostream>
+#include <map>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "data/arm.h"
+#include "data/code_version.h"
 #include "data/quality.h"
 #include "data/retention.h"
 #include "data/store.h"
@@ -16,12 +18,29 @@
 namespace eesched::tools {
 namespace {
 
+// "runs by code version: 2 (current): N (x.x%), 1: M (y.y%); training uses versions >= 2 ...",
+// newest first, the current version even with no runs: how much of the history describes the
+// code that runs now.
+std::string code_version_line(std::map<int64_t, int64_t> by_version) {
+  by_version.try_emplace(data::kCodeVersion, 0);
+  int64_t runs = 0;
+  for (const auto& [version, n] : by_version) runs += n;
+  std::string line = "runs by code version: ";
+  for (auto it = by_version.rbegin(); it != by_version.rend(); ++it)
+    line += fmt::format("{}{}{}: {} ({:.1f}%)", it == by_version.rbegin() ? "" : ", ", it->first,
+                        it->first == data::kCodeVersion ? " (current)" : "", it->second,
+                        runs > 0 ? 100.0 * static_cast<double>(it->second) / static_cast<double>(runs) : 0.0);
+  return line + fmt::format("; training uses versions >= {} unless train-selector --all-code-versions",
+                            data::kOldestCompatibleCodeVersion);
+}
+
 void stats(const std::string& path) {
   if (!std::filesystem::exists(path)) throw std::runtime_error("no store at " + path);
   auto store = data::Store::open(path);
   const auto c = store.counts();
   std::cout << fmt::format("{}: {} tasks, {} runs, {} models, {} workers (schema v{})\n", path, c.tasks, c.runs, c.models, c.workers,
                            store.schema_version());
+  if (c.runs > 0) std::cout << code_version_line(store.runs_by_code_version()) << "\n";
   for (const auto& m : store.models()) {
     std::string q;
     for (const auto& [key, v] : m.quality) q += fmt::format("{}{} {:.3f}", q.empty() ? "" : ", ", key, v.ppl_ratio);
@@ -145,7 +164,8 @@ void register_db(CLI::App& app) {
   auto* cmd = app.add_subcommand("db", "inspect a performance store, forget stale runs, or purge encrypted ids");
   cmd->require_subcommand(1);
   auto path = std::make_shared<std::string>();
-  auto* st = cmd->add_subcommand("stats", "tasks, runs, workers, tasks still holding encrypted ids, and per-arm win counts and mean speedups");
+  auto* st = cmd->add_subcommand("stats", "tasks, runs (and how many each code version recorded), workers, tasks still holding encrypted ids, and per-arm "
+                                   "win counts and mean speedups");
   st->add_option("--db", *path, "performance store")->required();
   st->callback([path] { stats(*path); });
 

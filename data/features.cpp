@@ -87,7 +87,21 @@ const std::vector<std::string>& feature_names() {
       "dtype_bytes",          // bytes per weight of the format the model computes in (f32 4, bf16/f16 2); NaN if unknown
       "arch_qkv_bias",        // 1: q/k/v projections carry biases (qwen2)
       "arch_qk_norm",         // 1: per-head RMSNorm on q and k before RoPE (qwen3)
+      // schema 5: the hardware and the arm relative to the machine's speed, which transfer to a
+      // machine history has not seen (absolute GFLOP/s and GB/s identify the few it has)
+      "hw_flops_per_byte",    // GFLOP/s over copy GB/s: the machine's balance (the roofline's ridge point)
+      "kv_compute_share",     // compute floor / (compute + bandwidth floors) of one kv decoding step
+      "kv_prefill_share",     // kv's estimated prefill over its whole task: prefill- or decode-dominated
+      "arm_step_vs_kv",       // the arm's decoding step over kv's (int8 streams fewer bytes, spec more rows)
+      "arm_prefill_vs_kv",
+      "arm_passes_vs_kv",     // sequential forward passes over kv's (speculative arms: fewer target steps, plus the draft's)
   };
+  return names;
+}
+
+const std::vector<std::string>& machine_scale_features() {
+  static const std::vector<std::string> names = {"hw_gflops",    "hw_copy_gbps",   "hw_mem_free_gb",       "memory_bound_ms",
+                                                 "compute_bound_ms", "arm_step_ms", "arm_prefill_ms", "log2_arm_roofline_ms"};
   return names;
 }
 
@@ -149,6 +163,12 @@ std::vector<double> compute_features(const FeatureInputs& in) {
                      dtype_bytes(m.dtype),
                      m.architecture == "qwen2" ? 1.0 : 0.0,
                      m.architecture == "qwen3" ? 1.0 : 0.0});
+  const auto ratio = [](double a, double b) { return b > 0 ? a / b : kMissing; };
+  const double memory_floor = hw.copy_gbps > 0 ? weight_mb / hw.copy_gbps : kMissing;
+  const double compute_floor = hw.gflops > 0 ? 2.0 * params_m * 1e6 * static_cast<double>(t.batch) / (hw.gflops * 1e9) * 1e3 : kMissing;
+  f.insert(f.end(), {ratio(hw.gflops, hw.copy_gbps), ratio(compute_floor, compute_floor + memory_floor),
+                     ratio(kv.prefill_ms, kv.total_ms), ratio(roofline.step_ms, kv.step_ms), ratio(roofline.prefill_ms, kv.prefill_ms),
+                     ratio(roofline.forward_passes, kv.forward_passes)});
   if (f.size() != feature_names().size()) throw Error("compute_features: the vector and feature_names() disagree");
   return f;
 }

@@ -17,7 +17,7 @@
 
 namespace eesched::data {
 
-inline constexpr int kFeatureSchemaVersion = 4;
+inline constexpr int kFeatureSchemaVersion = 5;
 
 // What history says about this combination, where it knows.
 struct Landmarks {
@@ -38,6 +38,12 @@ struct FeatureInputs {
 
 // The names, in order (documented one by one in features.cpp).
 const std::vector<std::string>& feature_names();
+
+// The features that scale with a machine's absolute speed (its probes, and times estimated from
+// them): on a history of a few machines they identify a worker rather than describe it, so trees
+// splitting on them do not transfer to the next machine. The selector's arm-choice model leaves
+// them out (scheduler/selector.h); the ratios and thread count describe the same hardware.
+const std::vector<std::string>& machine_scale_features();
 
 // The vector, in feature_names() order. Deterministic: the same inputs give the same bits.
 std::vector<double> compute_features(const FeatureInputs& in);

@@ -147,6 +147,13 @@ double measure_copy_gbps(int threads, int64_t mem_free) {
   return static_cast<double>(bytes) / best / 1e9;
 }
 
+constexpr int kProbes = 5;
+
+double median_of(std::vector<double> v) {
+  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2), v.end());
+  return v[v.size() / 2];
+}
+
 std::string read_cpu_model() {
   std::ifstream in("/proc/cpuinfo");
   std::string line;
@@ -210,8 +217,17 @@ HardwareProfile measure_hardware(int threads) {
   p.cpu_model = read_cpu_model();
   p.threads = resolve_threads(threads);
   std::tie(p.mem_total_bytes, p.mem_free_bytes) = read_meminfo();
-  p.gflops = measure_gflops(p.threads);
-  p.copy_gbps = measure_copy_gbps(p.threads, p.mem_free_bytes);
+  // The median of several probes, compute and bandwidth interleaved: one probe is the best of
+  // a few passes, but a burst of interference lasting longer than a probe (a neighbour's build, a
+  // page-cache flush) still moves it by 30% or more, and a selector reading a slow 2-thread
+  // machine as a 1-thread one picks the wrong arms. The median ignores up to two such probes.
+  std::vector<double> gflops, gbps;
+  for (int probe = 0; probe < kProbes; ++probe) {
+    gflops.push_back(measure_gflops(p.threads));
+    gbps.push_back(measure_copy_gbps(p.threads, p.mem_free_bytes));
+  }
+  p.gflops = median_of(gflops);
+  p.copy_gbps = median_of(gbps);
   p.measured_at = iso_utc_now();
   return p;
 }
@@ -221,7 +237,8 @@ HardwareProfile load_or_measure_hardware(const std::filesystem::path& cache_dir,
   const int n = resolve_threads(threads);
   const std::string host = host_name();
   const fs::path dir = cache_dir.empty() ? default_cache_dir() : cache_dir;
-  const fs::path file = dir / ("hardware-" + file_safe(host) + "-" + std::to_string(n) + ".json");
+  // "v2": the median of kProbes probes; a cache of the single probe before it is measured over.
+  const fs::path file = dir / ("hardware-v2-" + file_safe(host) + "-" + std::to_string(n) + ".json");
 
   try {
     std::ifstream in(file);

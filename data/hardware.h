@@ -1,6 +1,6 @@
 #pragma once
 // The hardware profile of a worker: what the selector needs to tell a fast machine from a slow
-// one. Measured in well under a second with plain C++ (no BLAS, no LibTorch) and cached per host
+// one. Measured in a few seconds with plain C++ (no BLAS, no LibTorch) and cached per host
 // and thread count, so starting a worker or a sweep stays quick.
 #include <cstdint>
 #include <filesystem>
@@ -23,11 +23,12 @@ struct HardwareProfile {
   bool operator==(const HardwareProfile&) const = default;
 };
 
-// Measures this machine with `threads` threads (<= 0: all hardware threads). Takes ~0.5 s.
+// Measures this machine with `threads` threads (<= 0: all hardware threads): the median of 5
+// probes of each figure. Takes ~2.5 s.
 HardwareProfile measure_hardware(int threads);
 
 // The cached profile for this host and thread count, or a fresh measurement written to
-// CACHE_DIR/hardware-<host>-<threads>.json. An empty cache_dir means $XDG_CACHE_HOME/eesched or
+// CACHE_DIR/hardware-v2-<host>-<threads>.json. An empty cache_dir means $XDG_CACHE_HOME/eesched or
 // ~/.cache/eesched. Free memory is always re-read, since it changes; a cache that cannot be
 // read or written is measured around, never an error.
 HardwareProfile load_or_measure_hardware(const std::filesystem::path& cache_dir, int threads);

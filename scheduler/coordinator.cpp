@@ -29,6 +29,7 @@
 #include "scheduler/history.h"
 #include "scheduler/placement.h"
 #include "scheduler/policies.h"
+#include "scheduler/online.h"
 #include "scheduler/selector.h"
 #include "scheduler/task_table.h"
 #include "scheduler/worker_pool.h"
@@ -58,6 +59,11 @@ struct Coordinator::Impl {
   net::Token token;
   std::optional<Selector> selector;
   std::unique_ptr<Policy> policy;        // what decides placement (scheduler/placement.h)
+  // Policy meta with a selector and options.online: the selector in use, each worker's
+  // correction and retraining (scheduler/online.h); it then decides placement instead of `policy`.
+  std::unique_ptr<OnlineLearner> learner;
+  std::thread retrainer;                 // the retraining in flight, if any (never the network threads)
+  bool retraining = false;               // io thread only
   std::string policy_label;              // recorded with each run: the policy's name, or "default"
   std::vector<data::Arm> candidates_arms;  // what the policy may choose from, catalog order
 
@@ -111,6 +117,22 @@ struct Coordinator::Impl {
       return;
     }
     policy = make_policy(options.policy, selector ? &*selector : nullptr);
+    if (options.policy == "meta" && selector && options.online) {
+      OnlineOptions oo;
+      oo.retrain_every = options.retrain_every;
+      TrainOptions retrain;
+      const auto& summary = selector->training_summary();
+      retrain.rounds = summary.value("rounds", retrain.rounds);
+      retrain.max_depth = summary.value("max_depth", retrain.max_depth);
+      retrain.eta = summary.value("eta", retrain.eta);
+      retrain.members = static_cast<int>(selector->members());
+      retrain.target = selector->target();
+      retrain.anchor_margin = selector->anchor_margin();
+      retrain.excluded = selector->excluded();
+      retrain.threads = 1;  // a core stays free for the network threads and workers
+      learner_retrain = retrain;
+      learner_options = oo;
+    }
     if (policy->needs_outcome())
       throw std::runtime_error("policy '" + options.policy + "' needs each arm's measured latency: it scores replay, it cannot place tasks");
     if (!options.train_db.empty()) {
@@ -121,6 +143,50 @@ struct Coordinator::Impl {
     } else if (options.policy == "knn") {
       throw std::runtime_error("policy 'knn' needs a training history: give --train-db");
     }
+    if (learner_options)
+      learner = std::make_unique<OnlineLearner>(*selector, train_history, *learner_retrain, *learner_options);
+  }
+  std::optional<TrainOptions> learner_retrain;
+  std::optional<OnlineOptions> learner_options;
+
+  const Policy& placement_policy() const { return learner ? learner->policy() : *policy; }
+
+  // A finished run teaches the learner about its worker. Runs that shared a batch are left out:
+  // their latency includes the other tasks' (placement accounts for that separately).
+  void learn_from(const Worker& w, const Task& t, double latency_ms) {
+    if (!learner || t.shared || t.arm.empty()) return;
+    const WorkerState* ws = workers.state_for(w, t.request);
+    if (!ws) return;
+    const PlacementTask task{t.row.id, spec_of(t.request), "", {}};
+    const auto arm = data::parse_arm(t.arm);
+    if (!learner->observe(case_on(task, *ws, {arm}), arm, latency_ms) || retraining) return;
+    // Train on a thread of its own; judge and swap on this one.
+    retraining = true;
+    ++counters.retrains;
+    if (retrainer.joinable()) retrainer.join();  // the previous one has posted its verdict already
+    auto job = std::make_shared<OnlineLearner::RetrainJob>(learner->retrain_job());
+    retrainer = std::thread([this, job] {
+      std::shared_ptr<Selector> candidate;
+      std::string error;
+      try {
+        candidate = std::make_shared<Selector>(OnlineLearner::train_candidate(*job));
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+      asio::post(io, [this, job, candidate, error] {
+        std::lock_guard lock(mu);
+        retraining = false;
+        if (!candidate) {
+          spdlog::warn("selector retraining failed: {}", error);
+          return;
+        }
+        try {
+          if (learner->consider(std::move(*candidate), job->holdout).swapped) ++counters.selector_swaps;
+        } catch (const std::exception& e) {
+          spdlog::warn("judging the retrained selector failed: {}", e.what());
+        }
+      });
+    });
   }
 
   // ---- connections and roles ---------------------------------------------------------------
@@ -453,6 +519,7 @@ struct Coordinator::Impl {
     if (r.report.acceptance_rate) workers.landmarks_changed();
     net::Result res = tasks.result_of(*t, "done");
     res.report = TaskTable::whole_answer(*t, r.report);  // earlier attempts' streamed ids first
+    learn_from(*w, *t, run.latency_ms);
     answer(tasks.finish(t->row.id, data::TaskStatus::Done, std::move(res), run));
     ++counters.completed;
     if (options.record_timings) counters.result_to_reply_us.push_back(us_since(received));
@@ -549,7 +616,7 @@ struct Coordinator::Impl {
     const auto candidates = workers.candidates(t.request, t.failed_on, options.max_outstanding);
     if (candidates.empty()) return std::nullopt;
     const PlacementTask task{t.row.id, spec_of(t.request), t.request.arm, {}};
-    const auto choice = place(task, candidates, candidates_arms, *policy, options.explore, rng);
+    const auto choice = place(task, candidates, candidates_arms, placement_policy(), options.explore, rng);
     if (!choice) return std::nullopt;
     Pick p;
     p.worker = workers.find(static_cast<uint64_t>(choice->worker));
@@ -614,6 +681,9 @@ struct Coordinator::Impl {
     t.ppl_ratio = p.ppl_ratio;
     t.policy = !t.request.arm.empty() ? "client" : policy_label;
     if (static_cast<int64_t>(w.outstanding.size()) < w.slots) t.started_at = Clock::now();  // a free slot: it runs now
+    t.shared = !w.outstanding.empty();
+    for (const int64_t other : w.outstanding)
+      if (Task* o = tasks.find(other)) o->shared = true;
     workers.assign(w, t.row.id, p.choice.predicted_ms);
     // The store keeps such a task `pending` until its result: a restart re-queues it either way,
     // and one write fewer per task is throughput.
@@ -699,7 +769,9 @@ struct Coordinator::Impl {
 };
 
 Coordinator::Coordinator(CoordinatorOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
-Coordinator::~Coordinator() = default;
+Coordinator::~Coordinator() {
+  if (impl_ && impl_->retrainer.joinable()) impl_->retrainer.join();
+}
 
 uint16_t Coordinator::port() const { return impl_->listener->port(); }
 

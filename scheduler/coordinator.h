@@ -60,12 +60,18 @@ struct CoordinatorOptions {
   // while unfinished: wiped as a task ends), or N days after it ended (purged at start and hourly).
   data::Retention retain_ids;
   std::chrono::milliseconds purge_every{0};  // the purge period; 0: data::purge_period(retain_ids)
+  // Learning online (scheduler/online.h), policy meta with a selector only: each worker's
+  // predictions corrected by its own runs, and a retraining every `retrain_every` runs (0: never)
+  // on a thread of its own, swapped in only if better on the most recent runs.
+  bool online = true;
+  int retrain_every = 200;
 };
 
 struct CoordinatorStats {
   int64_t accepted = 0, completed = 0, failed = 0, cancelled = 0, reassigned = 0, recovered = 0;
   int64_t live_workers = 0, pending = 0, running = 0;
   std::map<std::string, int64_t> arms_chosen, arms_explored;  // placements by arm (explored: by exploration)
+  int64_t retrains = 0, selector_swaps = 0;                   // online retrainings, and those swapped in
   std::map<std::string, int64_t> worker_tasks;                // tasks assigned to each live worker, unfinished
   std::map<std::string, int64_t> worker_running;              // of those, the ones in its running batch (at most its slots)
   std::map<std::string, int64_t> worker_slots;                // tasks each live worker decodes at once

@@ -1,6 +1,8 @@
 #pragma once
 // Grouped k-fold cross-validation of the selector: folds split by task, so a task is never in
-// both training and test (its runs on every worker go to the same side).
+// both training and test (its runs on every worker go to the same side). By machine as well
+// (leave one machine out): each machine's cases are scored by selectors trained on the other
+// machines only, on the other task folds, as a machine the shipped selector never saw is.
 #include <cstdint>
 #include <map>
 #include <string>
@@ -15,6 +17,7 @@ namespace eesched::scheduler {
 
 struct FoldResult {
   int fold = 0;
+  std::string machine;  // the machine held out (by machine), or empty
   int64_t train_cases = 0, test_cases = 0;
   double rmse_log_ms = 0;  // prediction error on the test runs, in log(ms)
   Score meta, single_best;
@@ -29,6 +32,7 @@ struct HeldOutDecision {
   int fold = 0;
   int64_t task_id = 0, worker_id = 0;
   std::string task, model;  // the task's suite id and model name
+  std::string machine;
   int threads = 0;          // the worker's
   std::string picked, oracle;
   double slowdown = 1;      // measured latency of the pick over the oracle's
@@ -43,7 +47,7 @@ struct CrossValidation {
   ReplayReport pooled;
 };
 
-CrossValidation cross_validate(const History& h, int k, const TrainOptions& options);
+CrossValidation cross_validate(const History& h, int k, const TrainOptions& options, bool by_machine = false);
 
 // Repeated k-fold: the pooled figures of several cross-validations (each with its own fold split)
 // summarized per policy. One split's figures move by about a point with the seed; their mean is

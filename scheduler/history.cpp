@@ -1,6 +1,7 @@
 #include "scheduler/history.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <limits>
 #include <set>
 
@@ -17,6 +18,14 @@ bool counts(const data::RunRow& r) { return r.ok || r.error.rfind("timeout", 0) 
 }  // namespace
 
 History History::load(data::Store& store, bool require_all) {
+  LoadOptions o;
+  o.require_all = require_all;
+  return load(store, o);
+}
+
+History History::load(data::Store& store, const LoadOptions& options) {
+  const bool require_all = options.require_all;
+  const std::string label = options.label.empty() ? std::filesystem::path(store.path()).stem().string() : options.label;
   std::map<int64_t, data::ModelRow> models;
   for (auto& m : store.models()) models[m.id] = m;
   std::map<int64_t, data::WorkerRow> workers;
@@ -25,9 +34,13 @@ History History::load(data::Store& store, bool require_all) {
   for (auto& row : store.latency_matrix()) tasks[row.task.id] = row.task;
   // (task, worker) -> arm -> latencies
   std::map<std::pair<int64_t, int64_t>, std::map<std::string, std::vector<double>>> measured;
+  std::map<std::pair<int64_t, int64_t>, std::string> first_start;
   for (const auto& r : store.runs_since("")) {
-    if (!r.worker_id || !counts(r)) continue;
-    measured[{r.task_id, *r.worker_id}][r.arm].push_back(r.latency_ms);
+    if (!r.worker_id || !counts(r) || r.code_version < options.min_code_version) continue;
+    const std::pair<int64_t, int64_t> key{r.task_id, *r.worker_id};
+    measured[key][r.arm].push_back(r.latency_ms);
+    auto& start = first_start[key];
+    if (start.empty() || r.started_at < start) start = r.started_at;
   }
   // The arms this history knows: those measured anywhere in it (a sweep over a subset of the
   // catalog is complete when every applicable arm of that subset is measured).
@@ -57,6 +70,8 @@ History History::load(data::Store& store, bool require_all) {
     if (!self_acceptance.count(task.model_id)) self_acceptance[task.model_id] = store.mean_acceptance(task.model_id, std::nullopt);
     c.landmarks.self_acceptance_rate = self_acceptance[task.model_id];
     c.hardware = workers.at(key.second).hardware;
+    c.machine = label + ":" + data::worker_name(c.hardware);
+    c.started_at = first_start.at(key);
     for (const auto& [arm, ms] : arms) c.latency[arm] = data::arm_latency_ms(ms);
     bool complete = true;
     for (const auto& arm : universe) {
@@ -69,6 +84,27 @@ History History::load(data::Store& store, bool require_all) {
     h.cases.push_back(std::move(c));
   }
   return h;
+}
+
+void History::append(History other) {
+  // Ids of the appended store are shifted past this one's, so that no two cases of different
+  // stores share a task or worker id (folds group by task, and knn by worker).
+  if (other.cases.empty()) return;
+  int64_t max_task = 0, max_worker = 0, min_task = other.cases[0].task_id, min_worker = other.cases[0].worker_id;
+  for (const auto& c : cases) max_task = std::max(max_task, c.task_id), max_worker = std::max(max_worker, c.worker_id);
+  for (const auto& c : other.cases) min_task = std::min(min_task, c.task_id), min_worker = std::min(min_worker, c.worker_id);
+  for (auto& c : other.cases) {
+    c.task_id += max_task - min_task + 1;
+    c.worker_id += max_worker - min_worker + 1;
+    cases.push_back(std::move(c));
+  }
+}
+
+std::vector<std::string> History::machines() const {
+  std::vector<std::string> out;
+  for (const auto& c : cases)
+    if (std::find(out.begin(), out.end(), c.machine) == out.end()) out.push_back(c.machine);
+  return out;
 }
 
 std::size_t History::runs() const {

@@ -26,6 +26,17 @@ struct TaskCase {
   data::Landmarks landmarks;
   std::vector<data::Arm> arms;             // applicable (model-free rules) and measured, by name
   std::map<std::string, double> latency;   // arm -> data::arm_latency_ms of its runs; timeouts count at their time
+  // The machine it ran on, "<store>:<host>/threads=<n>": a store is one sitting of one machine,
+  // and one machine at two thread counts is two hardware profiles (leave-one-machine-out holds
+  // each out in turn).
+  std::string machine;
+  std::string started_at;  // its first run's start (ISO UTC): the order an online replay streams cases in
+};
+
+struct LoadOptions {
+  bool require_all = false;      // keep only cases with every applicable arm measured
+  std::string label;             // names the store in TaskCase::machine; empty: the file's stem
+  int64_t min_code_version = 0;  // skip runs of older code (data/code_version.h); 0: every run
 };
 
 struct History {
@@ -34,6 +45,11 @@ struct History {
   // Every (task, worker) of the store; `require_all` keeps only those with every applicable arm
   // measured, among the arms the store has runs of (what replay needs to know the oracle).
   static History load(data::Store& store, bool require_all);
+  static History load(data::Store& store, const LoadOptions& options);
+  // Several stores as one history (one per machine, say): worker and task ids are made distinct.
+  void append(History other);
+  // The distinct machines of its cases, in order of first appearance.
+  std::vector<std::string> machines() const;
   std::size_t runs() const;  // measured (case, arm) pairs
 };
 

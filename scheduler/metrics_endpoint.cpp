@@ -26,6 +26,10 @@ std::string render_coordinator_metrics(const CoordinatorStats& s) {
   m.declare("eesched_coordinator_decisions_total", K::Counter, "placements by the arm chosen and whether it was explored");
   for (const auto& [arm, n] : s.arms_chosen) m.add("eesched_coordinator_decisions_total", {{"arm", arm}, {"explored", "false"}}, static_cast<double>(n));
   for (const auto& [arm, n] : s.arms_explored) m.add("eesched_coordinator_decisions_total", {{"arm", arm}, {"explored", "true"}}, static_cast<double>(n));
+  m.declare("eesched_coordinator_selector_retrains_total", K::Counter, "online retrainings of the selector started (coordinator --retrain-every)");
+  m.add("eesched_coordinator_selector_retrains_total", {}, static_cast<double>(s.retrains));
+  m.declare("eesched_coordinator_selector_swaps_total", K::Counter, "retrained selectors swapped in (better on the most recent runs)");
+  m.add("eesched_coordinator_selector_swaps_total", {}, static_cast<double>(s.selector_swaps));
   m.declare("eesched_coordinator_live_workers", K::Gauge, "registered workers with a live connection");
   m.set("eesched_coordinator_live_workers", {}, static_cast<double>(s.live_workers));
   m.declare("eesched_coordinator_queue_depth", K::Gauge, "accepted tasks waiting for a worker");

@@ -37,6 +37,21 @@ std::vector<data::Arm> admissible_arms(const std::vector<data::Arm>& candidates,
   return out;
 }
 
+TaskCase case_on(const PlacementTask& task, const WorkerState& w, std::vector<data::Arm> arms) {
+  TaskCase c;
+  c.task_id = task.task_id;
+  c.worker_id = w.id;
+  c.spec = task.spec;
+  c.spec.draft = w.draft ? w.draft->name : "";
+  c.model = w.model;
+  c.draft = w.draft;
+  c.hardware = w.hardware;
+  c.landmarks = w.landmarks;
+  c.latency = task.measured;
+  c.arms = std::move(arms);
+  return c;
+}
+
 WorkerState worker_state(const TaskCase& c) {
   WorkerState w;
   w.id = c.worker_id;
@@ -80,16 +95,7 @@ std::optional<Choice> place(const PlacementTask& task, const std::vector<const W
       }
       continue;
     }
-    TaskCase c;
-    c.task_id = task.task_id;
-    c.worker_id = w.id;
-    c.spec = task.spec;
-    c.spec.draft = w.draft ? w.draft->name : "";
-    c.model = w.model;
-    c.draft = w.draft;
-    c.hardware = w.hardware;
-    c.landmarks = w.landmarks;
-    c.latency = task.measured;
+    TaskCase c = case_on(task, w, {});
     c.arms = admissible_arms(arms, c.spec, w.model.quality, &why);
     if (c.arms.empty()) {
       seen->second = kNone;  // its twins cannot run it either
@@ -105,13 +111,8 @@ std::optional<Choice> place(const PlacementTask& task, const std::vector<const W
   Choice choice = policy.choose(options, rng);
   if (task.pinned_arm.empty() && explore > 0 && std::uniform_real_distribution<double>(0, 1)(rng) < explore) {
     const auto& on = *std::find_if(options.begin(), options.end(), [&](const WorkerOption& o) { return o.id == choice.worker; });
-    const auto& own = on.task.arms;
-    if (own.size() > 1) {
-      const auto at = static_cast<std::size_t>(
-          std::find_if(own.begin(), own.end(), [&](const data::Arm& a) { return a.name == choice.arm.name; }) - own.begin());
-      auto other = std::uniform_int_distribution<std::size_t>(0, own.size() - 2)(rng);
-      if (other >= at) ++other;  // any arm but the chosen one
-      choice.arm = own[other];
+    if (const auto other = policy.explore_arm(on, choice, rng); other && other->name != choice.arm.name) {
+      choice.arm = *other;
       choice.predicted_ms = policy.predict_ms(on.task, {choice.arm})[0];
       choice.explored = true;
     }

@@ -65,7 +65,8 @@ std::vector<data::Arm> admissible_arms(const std::vector<data::Arm>& candidates,
 
 // The decision. nullopt when `workers` is empty. `candidates`: the arms the policy may consider
 // (a selector's arms; ignored when the task pins one). With probability `explore` (unpinned
-// tasks only) another admissible arm on the chosen worker is run instead, marked explored, so
+// tasks only) another admissible arm on the chosen worker is run instead (Policy::explore_arm: the
+// selector's are directed at the arms it is least sure are slower), marked explored, so
 // history keeps covering every arm. Workers alike in everything the policy sees are scored once.
 // Throws Unplaceable (see above).
 std::optional<Choice> place(const PlacementTask& task, const std::vector<const WorkerState*>& workers,
@@ -78,6 +79,10 @@ std::optional<Choice> place(const PlacementTask& task, const std::vector<WorkerS
 // A historical case placed as the coordinator would place it: on its own worker, nothing queued,
 // no exploration, its measured arms as the candidates (replay and cross-validation).
 Choice place_case(const TaskCase& c, const Policy& policy, std::mt19937_64& rng);
+
+// The task on one worker, as a policy sees it there: its spec with the worker's draft, the
+// worker's model, hardware and landmarks, and `arms`.
+TaskCase case_on(const PlacementTask& task, const WorkerState& w, std::vector<data::Arm> arms);
 
 // The worker state of a historical case (queue empty).
 WorkerState worker_state(const TaskCase& c);

@@ -26,18 +26,45 @@ std::string oracle_arm(const TaskCase& c) {
 
 class Meta final : public Policy {
  public:
-  explicit Meta(const Selector* s) : s_(s) {
+  Meta(const Selector* s, const Correction* correction) : s_(s), correction_(correction) {
     if (!s_) throw std::runtime_error("policy 'meta' needs a selector (--selector FILE)");
   }
   std::string name() const override { return "meta"; }
-  Choice choose(const std::vector<WorkerOption>& workers, std::mt19937_64&) const override { return s_->choose_worker_arm(workers); }
-  std::vector<double> predict_ms(const TaskCase& c, const std::vector<data::Arm>& arms) const override { return s_->predict_ms(c, arms); }
+  Choice choose(const std::vector<WorkerOption>& workers, std::mt19937_64&) const override {
+    return s_->choose_worker_arm(workers, correction_);
+  }
+  std::vector<double> predict_ms(const TaskCase& c, const std::vector<data::Arm>& arms) const override {
+    std::vector<double> out;
+    for (const auto& p : s_->predict(c, arms, correction_)) out.push_back(p.ms);
+    return out;
+  }
+  // Directed: each other arm with the chance, by the predictions' uncertainty, that it is faster
+  // than the choice (both log-normal), so arms known to be slower are never tried and uncertain
+  // contenders most often. None when no arm has even a 1% chance.
+  std::optional<data::Arm> explore_arm(const WorkerOption& on, const Choice& chosen, std::mt19937_64& rng) const override {
+    const auto& arms = on.task.arms;
+    const auto predicted = s_->predict(on.task, arms, correction_);
+    const auto at = std::find_if(arms.begin(), arms.end(), [&](const data::Arm& a) { return a.name == chosen.arm.name; }) - arms.begin();
+    if (at == static_cast<std::ptrdiff_t>(arms.size())) return std::nullopt;
+    const auto& c = predicted[static_cast<std::size_t>(at)];
+    std::vector<double> chance(arms.size(), 0.0);
+    for (std::size_t i = 0; i < arms.size(); ++i) {
+      if (static_cast<std::ptrdiff_t>(i) == at) continue;
+      const double sd = std::sqrt(predicted[i].log_sd * predicted[i].log_sd + c.log_sd * c.log_sd);
+      const double gap = std::log(c.ms) - std::log(predicted[i].ms);  // > 0: predicted faster than the choice
+      chance[i] = sd > 0 ? 0.5 * std::erfc(-gap / (sd * std::sqrt(2.0))) : (gap > 0 ? 1.0 : 0.0);
+      if (chance[i] < 0.01) chance[i] = 0;
+    }
+    if (std::all_of(chance.begin(), chance.end(), [](double p) { return p == 0; })) return std::nullopt;
+    return arms[std::discrete_distribution<std::size_t>(chance.begin(), chance.end())(rng)];
+  }
 
  protected:
-  std::string arm_for(const TaskCase& c, std::mt19937_64&) const override { return s_->choose(c, c.arms).name; }
+  std::string arm_for(const TaskCase& c, std::mt19937_64&) const override { return s_->choose(c, c.arms, correction_).name; }
 
  private:
   const Selector* s_;
+  const Correction* correction_;
 };
 
 class Random final : public Policy {
@@ -215,18 +242,28 @@ Choice Policy::choose(const std::vector<WorkerOption>& workers, std::mt19937_64&
     if (arm == w.task.arms.end()) throw std::runtime_error("policy " + this->name() + " picked " + name + ", which the worker may not run");
     const double ms = predict_ms(w.task, {*arm})[0];
     const double score = (w.queue_ms + ms * batch_slowdown(w.task, *arm, w.occupancy)) * w.cost_weight;
-    if (score < best_score) best_score = score, best = {w.id, *arm, ms, false};
+    if (score < best_score) best_score = score, best = {w.id, *arm, ms, 0.0, false};
   }
   if (best.arm.name.empty()) throw std::runtime_error("no applicable arm to choose from");
   return best;
+}
+
+std::optional<data::Arm> Policy::explore_arm(const WorkerOption& on, const Choice& chosen, std::mt19937_64& rng) const {
+  const auto& own = on.task.arms;
+  if (own.size() < 2) return std::nullopt;
+  const auto at = static_cast<std::size_t>(std::find_if(own.begin(), own.end(), [&](const data::Arm& a) { return a.name == chosen.arm.name; }) -
+                                           own.begin());
+  auto other = std::uniform_int_distribution<std::size_t>(0, own.size() - 2)(rng);
+  if (other >= at) ++other;  // any arm but the chosen one
+  return own[std::min(other, own.size() - 1)];
 }
 
 std::unique_ptr<Policy> make_single_best(std::vector<std::string> ranking) { return std::make_unique<SingleBest>(std::move(ranking)); }
 
 std::vector<std::string> policy_names() { return {"meta", "random", "single-best", "oracle", "heuristic", "roofline", "knn"}; }
 
-std::unique_ptr<Policy> make_policy(const std::string& name, const Selector* selector) {
-  if (name == "meta") return std::make_unique<Meta>(selector);
+std::unique_ptr<Policy> make_policy(const std::string& name, const Selector* selector, const Correction* correction) {
+  if (name == "meta") return std::make_unique<Meta>(selector, correction);
   if (name == "random") return std::make_unique<Random>();
   if (name == "single-best") return std::make_unique<SingleBest>();
   if (name == "oracle") return std::make_unique<Oracle>();

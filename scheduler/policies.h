@@ -9,6 +9,7 @@
 // (replay, cross-validation) and choose() a (worker, arm) among live workers (the coordinator,
 // through scheduler/placement.h); pick() is choose() on the case's own worker with nothing queued.
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -36,14 +37,19 @@ class Policy {
   // Predicted latency of each arm on c, ms: what queues are weighed and accounted with. Default:
   // the roofline estimate (data/roofline.h), nothing learned.
   virtual std::vector<double> predict_ms(const TaskCase& c, const std::vector<data::Arm>& arms) const;
+  // Exploration (scheduler/placement.h): an arm of `on` to run instead of `chosen`, or none.
+  // Default: any other arm, uniformly. The selector directs it at the arms it is least sure
+  // are slower than its choice.
+  virtual std::optional<data::Arm> explore_arm(const WorkerOption& on, const Choice& chosen, std::mt19937_64& rng) const;
 
  protected:
   // The arm this policy runs for c (one of c.arms) on c's worker.
   virtual std::string arm_for(const TaskCase& c, std::mt19937_64& rng) const = 0;
 };
 
-// "meta" needs `selector`; the others ignore it. Throws on an unknown name.
-std::unique_ptr<Policy> make_policy(const std::string& name, const Selector* selector);
+// "meta" needs `selector` (and decides with `correction`, when given: scheduler/online.h); the
+// others ignore them. Throws on an unknown name.
+std::unique_ptr<Policy> make_policy(const std::string& name, const Selector* selector, const Correction* correction = nullptr);
 std::vector<std::string> policy_names();  // meta, random, single-best, oracle, heuristic, roofline, knn
 // single-best from a known ranking (a selector's single_best_ranking()), without a history.
 std::unique_ptr<Policy> make_single_best(std::vector<std::string> ranking);

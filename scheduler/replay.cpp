@@ -41,6 +41,7 @@ struct Accumulator {
     // Nearest-rank p95.
     const auto rank = static_cast<std::size_t>(std::ceil(0.95 * static_cast<double>(sorted.size())));
     s.p95_slowdown = sorted[std::max<std::size_t>(rank, 1) - 1];
+    s.max_slowdown = sorted.back();
     s.total_ms = total;
     return s;
   }
@@ -77,6 +78,8 @@ ReplayReport replay(const Policy& single_best, const History& test, const std::v
       slices["batch=" + std::to_string(c.spec.batch)].add(it->second, oracle);
       slices[std::string("quality=") + data::quality_name(c.spec.quality)].add(it->second, oracle);
       slices["threads=" + std::to_string(c.hardware.threads)].add(it->second, oracle);
+      if (!c.machine.empty()) slices["machine=" + c.machine].add(it->second, oracle);
+      slices["family=" + (c.model.architecture.empty() ? std::string("llama") : c.model.architecture) + "/" + c.model.dtype].add(it->second, oracle);
     }
     PolicyReport report;
     report.overall = all.score(p->name());

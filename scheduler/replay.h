@@ -21,13 +21,14 @@ struct Score {
                              // of near-equal arms make exact top-1 partly a coin toss)
   double mean_slowdown = 0;  // latency(pick) / latency(oracle), mean over cases
   double p95_slowdown = 0;
+  double max_slowdown = 0;   // the worst pick: a selector must never be catastrophic
   double total_ms = 0;
   double closed_gap = 0;     // NaN when SBS equals the oracle (nothing to close)
 };
 
 struct PolicyReport {
   Score overall;
-  std::vector<Score> slices;  // by model, batch, quality floor, worker threads
+  std::vector<Score> slices;  // by model, batch, quality floor, worker threads, machine
 };
 
 struct ReplayReport {

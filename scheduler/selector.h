@@ -15,10 +15,19 @@
 //   arms depends only on the first, which no longer has to spend its trees on each task's
 //   absolute scale (most of the variance) and learns the arms' relative effects; the sum of both
 //   predicts absolute latency for choosing between workers.
+//
+// What transfers to a machine history has not seen (issue 22): the arm model is an ensemble of
+// `members` models, each fitted on a bootstrap resample of the training tasks, without the
+// features that scale with a machine's absolute speed (data::machine_scale_features()). Their
+// mean is the prediction; their spread is its uncertainty, large where history is thin. The
+// decision is risk-aware: an arm is scored by exp(mean + risk x sd) of its log latency, so an arm
+// predicted slightly faster but possibly far slower loses to a well-known one. An online
+// Correction (scheduler/online.h) shifts a worker's predictions by what its own runs showed.
 #include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -30,7 +39,8 @@
 
 namespace eesched::scheduler {
 
-inline constexpr int kSelectorFileVersion = 1;
+// 2: an ensemble of arm models, the features left out of them, the risk weight.
+inline constexpr int kSelectorFileVersion = 2;
 
 struct TrainOptions {
   // log_ratio_to_kv: the arm's log latency minus kv's on the same case, plus a second model of
@@ -53,6 +63,32 @@ struct TrainOptions {
   // margin of 1-4% lifts held-out top-1 by about a point: predicted gains smaller than that are
   // mostly the model's error.
   double anchor_margin = 0.03;
+  // Bootstrap members of the arm model (1: one model on all the data, no uncertainty).
+  int members = 4;
+  // Weight of the ensemble's spread in the decision (0: the mean alone).
+  double risk = 1.0;
+  // Left out of the arm model (set to missing when training): features that identify a machine.
+  std::vector<std::string> excluded = data::machine_scale_features();
+};
+
+// A predicted latency with its uncertainty: the ensemble's mean and the spread of its members'
+// log latency.
+struct Prediction {
+  double ms = 0;
+  double log_sd = 0;
+};
+
+// An online adjustment of one worker's predictions (scheduler/online.h): a shift of the predicted
+// log latency learned from that worker's recent runs of the arm, and the share of the model's
+// uncertainty left once they are known.
+struct Adjustment {
+  double log_shift = 0;
+  double sd_scale = 1;
+};
+class Correction {
+ public:
+  virtual ~Correction() = default;
+  virtual Adjustment adjust(const TaskCase& c, const data::Arm& arm) const = 0;
 };
 
 // A worker a task could go to, as a policy sees it.
@@ -75,6 +111,7 @@ struct Choice {
   int64_t worker = 0;
   data::Arm arm;
   double predicted_ms = 0;  // the arm's predicted latency on that worker, queue excluded
+  double predicted_log_sd = 0;  // its uncertainty (Prediction::log_sd)
   bool explored = false;    // set by placement when it explored instead of exploiting
 };
 
@@ -85,27 +122,44 @@ class Selector {
   static Selector load(const std::filesystem::path& path);
   void save(const std::filesystem::path& path) const;
 
-  // Predicted latency (ms) of each arm on this case.
+  // Predicted latency of each arm on this case, with its uncertainty; `correction` (optional)
+  // adjusts them by the worker's recent runs.
+  std::vector<Prediction> predict(const TaskCase& c, const std::vector<data::Arm>& arms, const Correction* correction = nullptr) const;
+  // The mean predicted latency (ms) of each arm on this case, uncorrected.
   std::vector<double> predict_ms(const TaskCase& c, const std::vector<data::Arm>& arms) const;
   // The same through XGBoost's C API (slower; tests check the two agree).
   std::vector<double> predict_ms_xgboost(const TaskCase& c, const std::vector<data::Arm>& arms) const;
   // The selector's decision: the (worker, arm) pair of least (queue + anchored predicted latency)
   // x cost weight, over each worker's own arms (already filtered by capability and quality
   // floor). Exploration is placement's (scheduler/placement.h), the same for every policy.
-  Choice choose_worker_arm(const std::vector<WorkerOption>& workers) const;
+  Choice choose_worker_arm(const std::vector<WorkerOption>& workers, const Correction* correction = nullptr) const;
   // The same for one case on its own worker with nothing queued: the arm among `arms`.
-  data::Arm choose(const TaskCase& c, const std::vector<data::Arm>& arms) const;
+  data::Arm choose(const TaskCase& c, const std::vector<data::Arm>& arms, const Correction* correction = nullptr) const;
+  // The score a decision minimizes for one prediction: exp(mean + risk x sd) in ms.
+  double risk_score(const Prediction& p) const;
+
+  // Mean |SHAP contribution| of each feature to the arm model's predicted log latency over these
+  // cases' arms (XGBoost's TreeSHAP, first member), largest first: which features move decisions.
+  std::vector<std::pair<std::string, double>> feature_contributions(const std::vector<TaskCase>& cases) const;
 
   const nlohmann::json& training_summary() const { return training_; }
   const std::vector<std::string>& arms() const { return arms_; }
   const std::string& target() const { return target_; }
   double anchor_margin() const { return anchor_margin_; }
+  double risk() const { return risk_; }
+  void set_risk(double risk);  // >= 0
+  std::size_t members() const { return ensembles_.size(); }
+  const std::vector<std::string>& excluded() const { return excluded_; }
   // The training history's arms by mean slowdown, best first: the single best arm's ranking.
   const std::vector<std::string>& single_best_ranking() const { return anchor_ranking_; }
 
  private:
-  XgbModel model_, base_;              // what is saved (XGBoost's own JSON); base_: kv's log latency
-  TreeEnsemble ensemble_, base_ensemble_;  // what predicts (the same trees, walked directly)
+  std::vector<XgbModel> models_;       // the arm model's members (XGBoost's own JSON is what is saved)
+  XgbModel base_;                      // kv's log latency (log_ratio_to_kv)
+  std::vector<TreeEnsemble> ensembles_;  // what predicts (the same trees, walked directly)
+  TreeEnsemble base_ensemble_;
+  std::vector<std::string> excluded_;
+  double risk_ = 0;
   std::string target_ = "log_latency";
   std::vector<std::string> feature_names_, arms_;
   std::vector<std::string> anchor_ranking_;  // the single best ranking of the training history
@@ -114,6 +168,7 @@ class Selector {
 
   // The scores choosing compares: each arm's predicted ms, the non-anchor arms' inflated.
   std::vector<double> anchored(const std::vector<data::Arm>& arms, std::vector<double> ms) const;
+  double base_log_ms(const TaskCase& c) const;
 };
 
 }  // namespace eesched::scheduler

@@ -38,6 +38,7 @@ struct Task {
   std::string worker_name;
   std::string arm;
   bool explored = false;
+  bool shared = false;  // this attempt shared its worker with other tasks (its latency is not its own)
   double predicted_ms = 0;
   std::optional<double> ppl_ratio;       // the assigned arm's measured ratio (lossy arms)
   std::string policy;

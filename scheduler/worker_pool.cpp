@@ -80,6 +80,12 @@ const net::ModelInfo& WorkerPool::model_for(const Worker& w, const net::TaskRequ
   return *std::find_if(w.models.begin(), w.models.end(), [&](const net::ModelInfo& m) { return serves(m, r); });
 }
 
+const WorkerState* WorkerPool::state_for(const Worker& w, const net::TaskRequest& r) const {
+  for (std::size_t i = 0; i < w.models.size() && i < w.states.size(); ++i)
+    if (serves(w.models[i], r)) return &w.states[i];
+  return nullptr;
+}
+
 void WorkerPool::update_queue(Worker& w) {
   const auto n = static_cast<int64_t>(w.outstanding.size());
   const int64_t slots = std::max<int64_t>(1, w.slots);

@@ -62,6 +62,8 @@ class WorkerPool {
   std::vector<const WorkerState*> candidates(const net::TaskRequest& r, const std::set<int64_t>& failed_on, int max_outstanding);
   // The model of `w` that serves `r` (the one candidates() chose).
   const net::ModelInfo& model_for(const Worker& w, const net::TaskRequest& r) const;
+  // Placement's state of that model on `w`, or null when `w` holds no model serving `r`.
+  const WorkerState* state_for(const Worker& w, const net::TaskRequest& r) const;
 
   // Queue accounting of one assignment. The queue model placement sees (WorkerState): a worker
   // with n tasks outstanding and S slots starts a new task at once while n < S, sharing its batch

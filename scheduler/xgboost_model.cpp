@@ -68,6 +68,28 @@ std::vector<float> XgbModel::predict(const std::vector<float>& x, int64_t cols) 
   return std::vector<float>(result, result + rows);
 }
 
+std::vector<float> XgbModel::contributions(const std::vector<float>& x, int64_t cols) const {
+  if (!booster_) throw std::runtime_error("XGBoost: no model");
+  Matrix m(x, cols);
+  // type 2: SHAP values (TreeSHAP), one per feature plus the bias, summing to the prediction.
+  const char* config = R"({"type": 2, "training": false, "iteration_begin": 0, "iteration_end": 0, "strict_shape": false})";
+  bst_ulong const* shape = nullptr;
+  bst_ulong dim = 0;
+  float const* result = nullptr;
+  check(XGBoosterPredictFromDMatrix(booster_, m.h, config, &shape, &dim, &result), "contributions");
+  const auto rows = x.size() / static_cast<std::size_t>(cols);
+  return std::vector<float>(result, result + rows * static_cast<std::size_t>(cols + 1));
+}
+
+XgbModel::XgbModel(const XgbModel& other) : XgbModel() {
+  if (other.booster_) *this = from_json(other.to_json());
+}
+
+XgbModel& XgbModel::operator=(const XgbModel& other) {
+  if (this != &other) *this = other.booster_ ? from_json(other.to_json()) : XgbModel();
+  return *this;
+}
+
 std::string XgbModel::to_json() const {
   if (!booster_) throw std::runtime_error("XGBoost: no model");
   bst_ulong len = 0;

@@ -14,7 +14,8 @@ namespace {
 
 struct CoordinatorArgs {
   std::string listen = "127.0.0.1:7700", db, selector, token_file, policy = "meta", train_db, metrics_listen, retain_ids = "all";
-  int threads = 2, max_attempts = 3, max_outstanding = 32;
+  int threads = 2, max_attempts = 3, max_outstanding = 32, retrain_every = 200;
+  bool online = true;
   double explore = 0.02;
   int64_t heartbeat_ms = 1000, worker_timeout_ms = 5000, task_timeout_s = 300, drain_timeout_s = 30;
   uint64_t seed = 1;
@@ -30,6 +31,8 @@ void run(const CoordinatorArgs& a) {
   o.token_file = a.token_file;
   o.threads = a.threads;
   o.explore = a.explore;
+  o.online = a.online;
+  o.retrain_every = a.retrain_every;
   o.seed = a.seed;
   o.max_attempts = a.max_attempts;
   o.max_outstanding = a.max_outstanding;
@@ -67,6 +70,13 @@ void register_coordinator(CLI::App& app) {
       ->check(CLI::ExistingFile);
   cmd->add_option("--token-file", a->token_file, "shared worker token (make-token)")->required()->check(CLI::ExistingFile);
   cmd->add_option("--threads", a->threads, "network threads")->capture_default_str()->check(CLI::Range(1, 64));
+  cmd->add_flag("!--no-online", a->online,
+                "policy meta: do not learn online (no per-worker correction of predictions by the worker's own runs, no retraining)");
+  cmd->add_option("--retrain-every", a->retrain_every,
+                  "policy meta: retrain the selector in the background every N runs on --train-db's history plus the recent runs, "
+                  "swapped in only if it predicts the most recent runs better (0: never)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100000000));
   cmd->add_option("--explore", a->explore, "probability of trying another arm than the predicted best")
       ->capture_default_str()->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--seed", a->seed, "seed of the exploration draws")->capture_default_str();

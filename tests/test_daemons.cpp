@@ -5,6 +5,7 @@
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <future>
 #include <map>
@@ -577,6 +578,7 @@ TEST(Daemons, TheCoordinatorPlacesAStoredTaskAsReplayDoes) {
   scheduler::CoordinatorOptions o;
   o.db = dir / "history.db";
   o.selector = selector_file;
+  o.online = false;  // the static selector, as replay evaluates it (online: the test below)
   LocalCoordinator coordinator(dir.path(), o);
   const std::size_t step = history.cases.size() / 30;
   std::set<std::string> arms;
@@ -615,6 +617,56 @@ TEST(Daemons, TheCoordinatorPlacesAStoredTaskAsReplayDoes) {
   }
   EXPECT_GE(arms.size(), 3u) << "the cases compared cover too few decisions";
   EXPECT_GT(tolerant, 0);
+}
+
+// The coordinator learns from the runs it logs (scheduler/online.h): a worker answering far
+// faster than the selector predicts has its predictions corrected within a few tasks, and a
+// retraining starts in the background every `retrain_every` runs (its verdict is taken on the
+// network thread; Online.* in test_scheduler checks what it decides) while tasks keep being served.
+TEST(Daemons, TheCoordinatorCorrectsAWorkersPredictionsAndRetrainsInTheBackground) {
+  TempDir dir;
+  net::Token::write_new(dir / "token");
+  const auto token = net::Token::read_file(dir / "token");
+  std::filesystem::copy_file(testing::source_dir() / "data" / "history" / "vm-b.db", dir / "history.db");
+  auto store = data::Store::open(dir / "history.db");
+  const auto history = scheduler::History::load(store, /*require_all=*/true);
+  ASSERT_FALSE(history.cases.empty());
+  // The case whose kv run took longest: a 1 ms answer is far from any prediction for it.
+  const auto& c = *std::max_element(history.cases.begin(), history.cases.end(), [](const auto& a, const auto& b) {
+    return a.latency.at("kv") < b.latency.at("kv");
+  });
+
+  scheduler::CoordinatorOptions o;
+  o.selector = testing::source_dir() / "models" / "selector.json";
+  o.train_db = dir / "history.db";
+  o.retrain_every = 5;
+  LocalCoordinator coordinator(dir.path(), o);
+  std::vector<net::ModelInfo> models{{c.model, "", false}};
+  if (c.draft) models.push_back({*c.draft, "", true});
+  ScriptedWorker worker(coordinator.at(), token, "fast", c.hardware, models);
+  coordinator.await_workers(1);
+  std::vector<double> predicted;
+  for (int i = 0; i < 12; ++i) {
+    net::TaskRequest r;
+    r.request_id = "learn-" + std::to_string(i);
+    r.model = c.model.name;
+    r.prompt_ids.assign(static_cast<std::size_t>(c.spec.batch), std::vector<int64_t>(static_cast<std::size_t>(c.spec.prompt_tokens), 1));
+    r.generation.max_new_tokens = c.spec.generation.max_new_tokens;
+    r.quality = data::Quality::Exact;
+    auto client = net::BlockingClient::connect(coordinator.at(), 2s);
+    client.send(net::to_message(net::Submit{r}));
+    worker.answer(worker.next_assign());  // 1 ms, whatever the arm
+    std::optional<net::Message> m;
+    do m = client.receive(5s);
+    while (m && m->type != net::MessageType::Result);
+    ASSERT_TRUE(m) << "no result";
+    predicted.push_back(m->as<net::Result>().predicted_ms);
+  }
+  // The first prediction is the selector's; the last are corrected toward the 1 ms measured.
+  EXPECT_GT(predicted.front(), 30.0);
+  EXPECT_LT(predicted.back(), predicted.front() / 10);
+  // Run 5 started one; the next is due at run 10 if the first has ended by then.
+  EXPECT_GE(coordinator->stats().retrains, 1);
 }
 
 // ---- streaming ---------------------------------------------------------------------------------

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The selector's figures on machines it never saw (README, "On a machine the selector never
+# saw"), from the shipped histories:
+#
+#  - data/history/dev.db: 240 tasks on VM A at 2 and 1 threads, code version 1 (kernels older
+#    than today's).
+#  - data/history/vm-b.db: the 48 held-out tasks of data/tasks/heldout.jsonl on VM B at 2 and 1
+#    threads, code version 2 (today's kernels).
+#  - data/history/vm-b-hog.db: the same tasks on VM B at 1 thread with a memory-bandwidth hog
+#    (a 256 MiB memcpy loop) on the other core, code version 2.
+#
+# 1. A -> B: the issue's test. A selector trained on VM A alone (--all-code-versions: A's runs
+#    are older code) replays B's tasks, against the roofline model and knn fitted on A; the
+#    design before this issue (one model, every feature, no risk) beside it.
+# 2. Leave one machine out over today's three profiles: each scored by selectors trained on the
+#    other two (task folds within), as the shipped selector would be on a fourth.
+# 3. Online: from A's selector, 200 tasks drawn from B's 96 cases streamed through the
+#    coordinator's learning loop; and B's cases in time order.
+#
+# Usage: scripts/selector-transfer-figures.sh [eesched binary]. Environment: OUT (work dir).
+set -euo pipefail
+EESCHED=$(realpath "${1:-build/eesched}")
+cd "$(dirname "$0")/.."
+OUT=${OUT:-build/selector-transfer}
+mkdir -p "$OUT"
+ee() { "$EESCHED" --log-level warn "$@"; }
+# Opening a store upgrades its schema in place: work on copies, never on the tracked files.
+for db in dev vm-b vm-b-hog; do cp "data/history/$db.db" "$OUT/$db.db"; done
+A=$OUT/dev.db B=$OUT/vm-b.db C=$OUT/vm-b-hog.db
+
+echo "## 1. Trained on VM A, replayed on VM B"
+ee train-selector --db "$A" --out "$OUT/sel-a.json" --cv 0 --all-code-versions > /dev/null
+ee train-selector --db "$A" --out "$OUT/sel-a-before.json" --cv 0 --all-code-versions --members 1 --risk 0 --machine-features > /dev/null
+ee replay --train-db "$A" --test-db "$B" --selector "$OUT/sel-a.json" --policies meta,single-best,oracle,roofline,knn --explain 12
+echo "### the design before (one model, every feature, no risk)"
+ee replay --train-db "$A" --test-db "$B" --selector "$OUT/sel-a-before.json" --policies meta --no-slices
+
+echo "## 2. Leave one machine out over today's profiles"
+ee train-selector --db "$B" --db "$C" --out "$OUT/sel-bc.json" --cv 5 --cv-by machine --no-slices --explain 12
+
+echo "## 3. Online, from A's selector"
+ee replay --online --train-db "$A" --test-db "$B" --selector "$OUT/sel-a.json" --stream 200 --resample
+ee replay --online --train-db "$A" --test-db "$B" --selector "$OUT/sel-a.json" --stream 200

@@ -120,15 +120,7 @@ struct Coordinator::Impl {
     if (options.policy == "meta" && selector && options.online) {
       OnlineOptions oo;
       oo.retrain_every = options.retrain_every;
-      TrainOptions retrain;
-      const auto& summary = selector->training_summary();
-      retrain.rounds = summary.value("rounds", retrain.rounds);
-      retrain.max_depth = summary.value("max_depth", retrain.max_depth);
-      retrain.eta = summary.value("eta", retrain.eta);
-      retrain.members = static_cast<int>(selector->members());
-      retrain.target = selector->target();
-      retrain.anchor_margin = selector->anchor_margin();
-      retrain.excluded = selector->excluded();
+      TrainOptions retrain = retrain_options(*selector);
       retrain.threads = 1;  // a core stays free for the network threads and workers
       learner_retrain = retrain;
       learner_options = oo;

@@ -116,6 +116,20 @@ OnlineLearner::RetrainJob OnlineLearner::retrain_job() {
 
 Selector OnlineLearner::train_candidate(const RetrainJob& job) { return Selector::train(job.train, job.options); }
 
+TrainOptions retrain_options(const Selector& selector) {
+  TrainOptions o;
+  const auto& summary = selector.training_summary();
+  o.rounds = summary.value("rounds", o.rounds);
+  o.max_depth = summary.value("max_depth", o.max_depth);
+  o.eta = summary.value("eta", o.eta);
+  o.members = static_cast<int>(selector.members());
+  o.target = selector.target();
+  o.anchor_margin = selector.anchor_margin();
+  o.excluded = selector.excluded();
+  o.risk = selector.risk();
+  return o;
+}
+
 double prediction_rmse(const Selector& selector, const std::vector<Observation>& runs) {
   double se = 0;
   for (const auto& o : runs) {

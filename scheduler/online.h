@@ -115,6 +115,9 @@ class OnlineLearner {
   int64_t observed_ = 0, since_retrain_ = 0, swaps_ = 0;
 };
 
+// The training options that made `selector` (its file's summary), for retraining it alike.
+TrainOptions retrain_options(const Selector& selector);
+
 // Log-latency RMSE of a selector's uncorrected predictions on runs.
 double prediction_rmse(const Selector& selector, const std::vector<Observation>& runs);
 

@@ -56,29 +56,24 @@ XgbModel XgbModel::train(const std::vector<float>& x, int64_t cols, const std::v
   return out;
 }
 
-std::vector<float> XgbModel::predict(const std::vector<float>& x, int64_t cols) const {
+std::vector<float> XgbModel::predict_as(const std::vector<float>& x, int64_t cols, int type, std::size_t per_row) const {
   if (!booster_) throw std::runtime_error("XGBoost: no model");
   Matrix m(x, cols);
-  const char* config = R"({"type": 0, "training": false, "iteration_begin": 0, "iteration_end": 0, "strict_shape": false})";
+  const std::string config = R"({"type": )" + std::to_string(type) +
+                             R"(, "training": false, "iteration_begin": 0, "iteration_end": 0, "strict_shape": false})";
   bst_ulong const* shape = nullptr;
   bst_ulong dim = 0;
   float const* result = nullptr;
-  check(XGBoosterPredictFromDMatrix(booster_, m.h, config, &shape, &dim, &result), "prediction");
+  check(XGBoosterPredictFromDMatrix(booster_, m.h, config.c_str(), &shape, &dim, &result), "prediction");
   const auto rows = x.size() / static_cast<std::size_t>(cols);
-  return std::vector<float>(result, result + rows);
+  return std::vector<float>(result, result + rows * per_row);
 }
 
+std::vector<float> XgbModel::predict(const std::vector<float>& x, int64_t cols) const { return predict_as(x, cols, 0, 1); }
+
+// type 2: SHAP values (TreeSHAP), one per feature plus the bias, summing to the prediction.
 std::vector<float> XgbModel::contributions(const std::vector<float>& x, int64_t cols) const {
-  if (!booster_) throw std::runtime_error("XGBoost: no model");
-  Matrix m(x, cols);
-  // type 2: SHAP values (TreeSHAP), one per feature plus the bias, summing to the prediction.
-  const char* config = R"({"type": 2, "training": false, "iteration_begin": 0, "iteration_end": 0, "strict_shape": false})";
-  bst_ulong const* shape = nullptr;
-  bst_ulong dim = 0;
-  float const* result = nullptr;
-  check(XGBoosterPredictFromDMatrix(booster_, m.h, config, &shape, &dim, &result), "contributions");
-  const auto rows = x.size() / static_cast<std::size_t>(cols);
-  return std::vector<float>(result, result + rows * static_cast<std::size_t>(cols + 1));
+  return predict_as(x, cols, 2, static_cast<std::size_t>(cols + 1));
 }
 
 XgbModel::XgbModel(const XgbModel& other) : XgbModel() {

@@ -33,6 +33,8 @@ class XgbModel {
   static XgbModel from_json(const std::string& json);
 
  private:
+  // XGBoost's prediction of `type` (0 values, 2 contributions), `per_row` floats per row.
+  std::vector<float> predict_as(const std::vector<float>& x, int64_t cols, int type, std::size_t per_row) const;
   void* booster_ = nullptr;
 };
 

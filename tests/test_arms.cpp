@@ -8,7 +8,9 @@
 // before the arm grammar became a descriptor table (data/arm_components.h); regenerate it only
 // for a deliberate change of the features (which means a new feature schema version). Schema 4
 // appended the model's family and format; the file was regenerated after checking that the
-// schema-3 prefix of every vector still matched the old file bit for bit.
+// schema-3 prefix of every vector still matched the old file bit for bit. Schema 5 appended the
+// machine's balance and the arm's roofline ratios to kv; regenerated the same way (the schema-4
+// prefix, its first 46 features, matched bit for bit).
 #include <gtest/gtest.h>
 
 #include <cinttypes>

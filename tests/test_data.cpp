@@ -161,9 +161,12 @@ TEST(Features, NamesAreUniqueAndTheirOrderIsStable) {
       "memory_bound_ms", "compute_bound_ms", "arm_kv_cache", "arm_int8", "arm_prune_percent", "arm_spec_k", "arm_lossless",
       "landmark_acceptance", "arm_weight_mb", "arm_step_ms", "arm_prefill_ms", "arm_forward_passes", "log2_arm_roofline_ms",
       "arm_roofline_vs_kv", "prefill_rows", "decode_rows", "arm_self_draft", "landmark_self_acceptance",
-      "head_dim", "dtype_bytes", "arch_qkv_bias", "arch_qk_norm"};
+      "head_dim", "dtype_bytes", "arch_qkv_bias", "arch_qk_norm",
+      "hw_flops_per_byte", "kv_compute_share", "kv_prefill_share", "arm_step_vs_kv", "arm_prefill_vs_kv", "arm_passes_vs_kv"};
   EXPECT_EQ(names, expected);
-  EXPECT_EQ(kFeatureSchemaVersion, 4);
+  EXPECT_EQ(kFeatureSchemaVersion, 5);
+  // What the arm model leaves out is a subset of the names.
+  for (const auto& n : machine_scale_features()) EXPECT_NE(std::find(names.begin(), names.end(), n), names.end()) << n;
 }
 
 TEST(Features, AreDeterministicAndMeanWhatTheySay) {
@@ -192,6 +195,23 @@ TEST(Features, AreDeterministicAndMeanWhatTheySay) {
   EXPECT_TRUE(std::isnan(feature(plain, "draft_layers")));         // missing, not zero
   EXPECT_TRUE(std::isnan(feature(plain, "landmark_acceptance")));
   EXPECT_THROW(compute_features({}), Error);
+  // Schema 5: relative to the machine and to kv.
+  const auto kv = fx.of("kv", false), int8 = fx.of("kv+int8", false);
+  EXPECT_DOUBLE_EQ(feature(kv, "hw_flops_per_byte"), fx.hw.gflops / fx.hw.copy_gbps);
+  for (const char* name : {"arm_step_vs_kv", "arm_prefill_vs_kv", "arm_passes_vs_kv"}) EXPECT_DOUBLE_EQ(feature(kv, name), 1.0) << name;
+  EXPECT_LT(feature(int8, "arm_step_vs_kv"), 1.0);  // a quarter of the bytes per step
+  EXPECT_GT(feature(plain, "arm_passes_vs_kv"), 0.0);
+  EXPECT_GT(feature(kv, "kv_compute_share"), 0.0);
+  EXPECT_LT(feature(kv, "kv_compute_share"), 1.0);
+  EXPECT_GT(feature(kv, "kv_prefill_share"), 0.0);
+  EXPECT_LT(feature(kv, "kv_prefill_share"), 1.0);
+  // The same task on a machine twice as fast in every way: the relative features do not move.
+  auto fast = fx;
+  fast.hw.gflops *= 2, fast.hw.copy_gbps *= 2;
+  const auto kv_fast = fast.of("kv+int8", false);
+  for (const char* name : {"hw_flops_per_byte", "kv_compute_share", "arm_step_vs_kv", "arm_roofline_vs_kv"})
+    EXPECT_NEAR(feature(kv_fast, name), feature(int8, name), 1e-12) << name;
+  EXPECT_NE(feature(kv_fast, "hw_gflops"), feature(int8, "hw_gflops"));
 }
 
 // Schema 4: the family and number format, from the model row.

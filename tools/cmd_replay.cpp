@@ -101,15 +101,7 @@ void run_online(const ReplayArgs& a, const scheduler::History& train, const sche
   } else if (static_cast<int>(stream.size()) > a.stream) {
     stream.resize(static_cast<std::size_t>(a.stream));
   }
-  scheduler::TrainOptions retrain;
-  const auto& summary = selector.training_summary();
-  retrain.rounds = summary.value("rounds", retrain.rounds);
-  retrain.max_depth = summary.value("max_depth", retrain.max_depth);
-  retrain.eta = summary.value("eta", retrain.eta);
-  retrain.members = static_cast<int>(selector.members());
-  retrain.target = selector.target();
-  retrain.anchor_margin = selector.anchor_margin();
-  retrain.excluded = selector.excluded();
+  const auto retrain = scheduler::retrain_options(selector);
   auto static_options = a.online_options;
   static_options.correct = false;
   static_options.retrain_every = 0;

@@ -336,6 +336,26 @@ TEST(Sweep, HistoryTrainsASelectorThatReplayAndBenchSelectorUse) {
     }
     EXPECT_FALSE(p["slices"].empty());
   }
+  // Two stores are two machines: each held out in turn; the per-machine SHAP listing.
+  const auto other = fx.dir / "other-machine.db";
+  std::filesystem::copy_file(fx.db, other);
+  auto by_machine = run_eesched("train-selector --cv 2 --cv-by machine --rounds 20 --threads 1 --explain 3 --db " + fx.db.string() +
+                                " --db " + other.string() + " --out " + (fx.dir / "m.json").string());
+  ASSERT_EQ(by_machine.exit_code, 0) << by_machine.output;
+  EXPECT_THAT(by_machine.output, HasSubstr("leave one machine out (2 machines)"));
+  EXPECT_THAT(by_machine.output, HasSubstr("meta by held-out machine"));
+  EXPECT_THAT(by_machine.output, HasSubstr("mean |SHAP|"));
+  auto one_machine = run_eesched("train-selector --cv 2 --cv-by machine --db " + fx.db.string() + " --out " + (fx.dir / "y.json").string(), true);
+  EXPECT_EQ(one_machine.exit_code, 1);
+  EXPECT_THAT(one_machine.output, HasSubstr("at least two machines"));
+  // The online loop over the stored tasks.
+  auto online = run_eesched("--log-level warn replay --online --json --resample --stream 8 --retrain-every 4 --db " + fx.db.string() +
+                            " --selector " + selector);
+  ASSERT_EQ(online.exit_code, 0) << online.output;
+  const auto oj = nlohmann::json::parse(online.output.substr(online.output.rfind("\n{") + 1));
+  EXPECT_EQ(oj["stream"], 8);
+  EXPECT_EQ(oj["retrains"].size(), 2u);
+  EXPECT_GE(oj["checkpoints"].back()["online_vs_oracle"].get<double>(), 1.0);
   auto timed = run_eesched("bench-selector --json --decisions 200 --db " + fx.db.string() + " --selector " + selector);
   ASSERT_EQ(timed.exit_code, 0);
   EXPECT_GT(nlohmann::json::parse(timed.output)["p99_us"].get<double>(), 0.0);

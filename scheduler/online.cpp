@@ -59,24 +59,24 @@ void WorkerCorrection::observe(const TaskCase& c, const data::Arm& arm, double p
   }
 }
 
-double WorkerCorrection::estimate(const std::string& key, double parent) const {
+double WorkerCorrection::estimate(const std::string& key, double parent, double prior) const {
   const auto it = levels_.find(key);
   if (it == levels_.end()) return parent;
-  // The level's mean residual, shrunk toward its parent's by prior_runs pseudo-runs at the parent.
-  return (it->second.sum + options_.prior_runs * parent) / (it->second.weight + options_.prior_runs);
+  // The level's mean residual, shrunk toward its parent's by `prior` pseudo-runs at the parent.
+  return (it->second.sum + prior * parent) / (it->second.weight + prior);
 }
 
 Adjustment WorkerCorrection::adjust(const TaskCase& c, const data::Arm& arm) const {
   if (levels_.empty()) return {};
   const auto worker = worker_key(c);
-  const double w = estimate(worker, 0.0);
-  const double a = estimate(worker + "|" + arm.name, w);
+  const double w = estimate(worker, 0.0, options_.prior_runs);
+  const double a = estimate(worker + "|" + arm.name, w, options_.arm_prior_runs);
   const auto leaf = worker + "|" + arm.name + "|" + c.model.fingerprint + c.model.name;
-  const double m = estimate(leaf, a);
+  const double m = estimate(leaf, a, options_.arm_prior_runs);
   const auto it = levels_.find(leaf);
   const double seen = it == levels_.end() ? 0.0 : it->second.weight;
   // What this worker showed of this arm on this model replaces the model's guess about it.
-  return {m, std::sqrt(options_.prior_runs / (options_.prior_runs + seen))};
+  return {m, std::sqrt(options_.arm_prior_runs / (options_.arm_prior_runs + seen))};
 }
 
 OnlineLearner::OnlineLearner(Selector selector, History base, TrainOptions train, OnlineOptions options)
@@ -145,10 +145,13 @@ RetrainVerdict OnlineLearner::consider(Selector candidate, const std::vector<Obs
   if (holdout.empty()) return v;
   v.current_rmse = prediction_rmse(*selector_, holdout);
   v.candidate_rmse = prediction_rmse(candidate, holdout);
-  v.swapped = v.candidate_rmse < v.current_rmse * (1 - options_.min_gain);
+  // A dozen runs, a few of them noisy, can favour either model by chance.
+  v.swapped = holdout.size() >= options_.min_holdout && v.candidate_rmse < v.current_rmse * (1 - options_.min_gain);
   spdlog::info("selector retrained on {} cases: held-out log-latency RMSE {:.3f} (current {:.3f}) on the {} most recent runs: {}",
                candidate.training_summary().value("cases", 0), v.candidate_rmse, v.current_rmse, v.holdout_runs,
-               v.swapped ? "swapped in" : "kept the current selector");
+               v.swapped                                   ? "swapped in"
+               : holdout.size() < options_.min_holdout ? "kept the current selector (too few held-out runs to judge)"
+                                                       : "kept the current selector");
   if (!v.swapped) return v;
   candidate.set_risk(selector_->risk());
   selector_ = std::make_unique<Selector>(std::move(candidate));

@@ -31,10 +31,15 @@ namespace eesched::scheduler {
 
 struct OnlineOptions {
   double half_life = 16;       // runs of a level after which an older residual weighs half
-  double prior_runs = 2;       // pseudo-runs pulling a level's estimate toward its parent's
+  double prior_runs = 2;       // pseudo-runs pulling the worker's estimate toward no correction
+  // ... and an arm's toward the worker's. Larger: the arm a decision picks is the one whose
+  // prediction erred low (the optimizer's curse), so its first runs look slower than the model's
+  // average error; trusted too soon, the correction turns near-ties over run after run.
+  double arm_prior_runs = 8;
   int retrain_every = 50;      // runs between retrainings (0: never)
   double holdout = 0.25;       // most recent share of the window that judges a candidate
   double min_gain = 0.02;      // a candidate must cut the held-out error by this share to be swapped in
+  std::size_t min_holdout = 20;  // fewer held-out runs than this decide nothing: the selector stays
   std::size_t window = 400;    // recent runs kept for retraining and for rebuilding the correction
   bool correct = true;         // false: no per-worker correction (the static selector, for comparison)
 };
@@ -62,7 +67,7 @@ class WorkerCorrection final : public Correction {
     double weight = 0;  // exponentially weighted count of runs
     double sum = 0;     // exponentially weighted sum of their residuals
   };
-  double estimate(const std::string& key, double parent) const;
+  double estimate(const std::string& key, double parent, double prior) const;
   OnlineOptions options_;
   std::map<std::string, Level> levels_;  // "worker", "worker|arm", "worker|arm|model"
 };

@@ -951,6 +951,13 @@ TEST(Online, ARetrainThatIsWorseIsNotSwappedIn) {
   EXPECT_EQ(learner.swaps(), 0);
   EXPECT_EQ(learner.selector().predict_ms(probe, probe.arms), before);
 
+  // Too few held-out runs decide nothing, however much better the candidate looks on them.
+  const std::vector<sch::Observation> few(job.holdout.end() - 5, job.holdout.end());
+  const auto unjudged = learner.consider(sch::OnlineLearner::train_candidate(job), few);
+  EXPECT_FALSE(unjudged.swapped);
+  EXPECT_LT(unjudged.candidate_rmse, unjudged.current_rmse);
+  EXPECT_EQ(learner.swaps(), 0);
+
   const auto better = learner.consider(sch::OnlineLearner::train_candidate(job), job.holdout);
   EXPECT_TRUE(better.swapped);
   EXPECT_LT(better.candidate_rmse, better.current_rmse);

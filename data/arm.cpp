@@ -116,8 +116,10 @@ Arm parse_arm(std::string_view text) {
 const std::vector<Arm>& arm_catalog() {
   static const std::vector<Arm> arms = [] {
     std::vector<Arm> out;
+    // kv+bf16 and kv+f16 joined with the sweep that measured them (issue 22); they apply to f32
+    // models only (a 16-bit checkpoint's kv already streams 16 bits).
     for (const char* name : {"plain", "kv", "kv+int8", "kv+prune30", "kv+spec2", "kv+spec4", "kv+int8+prune30",
-                             "kv+int8+spec4", "kv+qspec6"})
+                             "kv+int8+spec4", "kv+qspec6", "kv+bf16", "kv+f16"})
       out.push_back(parse_arm(name));
     return out;
   }();

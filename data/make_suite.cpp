@@ -32,6 +32,9 @@ std::vector<SuiteModel> default_suite_models() {
 std::vector<TaskSpec> make_suite(const MakeSuiteOptions& o) {
   if (o.count < 1) throw Error("make-suite: count must be positive");
   if (o.models.empty()) throw Error("make-suite: no models");
+  if (o.min_prompt < 1 || o.min_prompt > o.max_prompt) throw Error("make-suite: prompt tokens need 1 <= low <= high");
+  if (o.min_new < 1 || o.min_new > o.max_new) throw Error("make-suite: new tokens need 1 <= low <= high");
+  if (o.max_batch < 1) throw Error("make-suite: the largest batch must be at least 1");
   std::mt19937_64 rng(o.seed);
   std::vector<double> weights;
   for (const auto& m : o.models) weights.push_back(m.weight);
@@ -46,9 +49,9 @@ std::vector<TaskSpec> make_suite(const MakeSuiteOptions& o) {
   for (int i = 0; i < o.count; ++i) {
     const auto& m = o.models[pick_model(rng)];
     TaskSpec t;
-    char id[32];
-    std::snprintf(id, sizeof id, "dev-%04d", i);
-    t.id = id;
+    char number[16];
+    std::snprintf(number, sizeof number, "-%04d", i);
+    t.id = o.id_prefix + number;
     t.model = m.name;
     t.draft = m.draft;
     const int64_t tokens = log_uniform(rng, o.min_prompt, o.max_prompt);
@@ -64,7 +67,7 @@ std::vector<TaskSpec> make_suite(const MakeSuiteOptions& o) {
     }
     t.generation.max_new_tokens = log_uniform(rng, o.min_new, o.max_new);
     const double b = u01(rng);
-    t.batch = b < 0.6 ? 1 : b < 0.75 ? 2 : b < 0.9 ? 4 : 8;
+    t.batch = std::min(o.max_batch, b < 0.6 ? 1 : b < 0.75 ? 2 : b < 0.9 ? 4 : 8);
     if (u01(rng) < 0.4) {
       t.generation.temperature = std::round((0.6 + 0.5 * u01(rng)) * 100) / 100;
       t.generation.top_p = u01(rng) < 0.5 ? 1.0 : 0.9;

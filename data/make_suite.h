@@ -25,6 +25,8 @@ struct MakeSuiteOptions {
   std::vector<std::string> documents;  // corpus lines, for text prompts
   int64_t min_prompt = 4, max_prompt = 1024;  // prompt tokens, log-uniform
   int64_t min_new = 1, max_new = 256;         // new tokens, log-uniform
+  int max_batch = 8;                          // batch 1 (60%), 2, 4, 8 (10% each side), capped here
+  std::string id_prefix = "dev";              // ids are PREFIX-0000, PREFIX-0001, ...
 };
 
 // The default mix: models/target (with its draft) and the synthetic 25m/110m/350m presets.

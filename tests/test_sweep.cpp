@@ -21,6 +21,7 @@
 #include "data/code_version.h"
 #include "data/error.h"
 #include "data/features.h"
+#include "data/quality.h"
 #include "data/roofline.h"
 #include "data/store.h"
 #include "ee/codec.h"
@@ -416,10 +417,16 @@ TEST(Sweep, EveryFamilySweepsEncryptedWithEveryApplicableArm) {
   o.key_file = (dir / "k.eekey").string();
   const auto s = node::run_sweep(o);
   const auto& catalog = data::arm_catalog();
-  int64_t lossless = 0;
-  for (const auto& arm : catalog) lossless += arm.lossless();
+  int64_t lossless = 0, tolerant = 0;
+  for (const auto& arm : catalog) {
+    lossless += arm.lossless();
+    // kv+bf16 and kv+f16 are refused: the target is a bf16 checkpoint already.
+    const auto key = data::quality_key(arm);
+    tolerant += key != "bf16" && key != "f16";
+  }
+  ASSERT_LT(tolerant, static_cast<int64_t>(catalog.size())) << "the catalog's 16-bit arms";
   const auto families = static_cast<int64_t>(eesched::testing::family_names().size());
-  EXPECT_EQ(s.planned, families * (lossless + static_cast<int64_t>(catalog.size())));
+  EXPECT_EQ(s.planned, families * (lossless + tolerant));
   EXPECT_EQ(s.recorded, s.planned);
   EXPECT_EQ(s.failed, 0);
 
@@ -455,7 +462,7 @@ TEST(Sweep, EveryFamilySweepsEncryptedWithEveryApplicableArm) {
   for (const auto& c : history.cases) {
     SCOPED_TRACE(c.model.name + " " + c.spec.id);
     EXPECT_EQ(c.latency.size(), c.arms.size());
-    EXPECT_EQ(c.arms.size(), static_cast<std::size_t>(c.spec.quality == data::Quality::Exact ? lossless : catalog.size()));
+    EXPECT_EQ(c.arms.size(), static_cast<std::size_t>(c.spec.quality == data::Quality::Exact ? lossless : tolerant));
     ASSERT_TRUE(c.draft);
     for (const auto& arm : c.arms) {
       const auto e = data::estimate_roofline(c.spec, c.model, &*c.draft, c.hardware, arm, c.landmarks.acceptance_for(arm));

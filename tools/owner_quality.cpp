@@ -69,7 +69,7 @@ void add_owner_quality_options(CLI::App* cmd, OwnerQualityArgs& a) {
       ->capture_default_str()
       ->check(CLI::ExistingFile);
   cmd->add_option("--calibration-ids", a.calibration_ids, "calibration token ids instead")->check(CLI::ExistingFile);
-  cmd->add_option("--tokenizer", a.tokenizer, "tokenizer.model (default: the plaintext model's)")->check(CLI::ExistingFile);
+  cmd->add_option("--tokenizer", a.tokenizer, "tokenizer.json or tokenizer.model (default: the plaintext model's)")->check(CLI::ExistingFile);
   cmd->add_option("--transforms", a.transforms, "lossy transforms to measure, e.g. int8,prune20,int8+prune20 (default: the catalog's and "
                                                 "int8, prune10/20/30, int8+prune10/20/30)");
   cmd->add_option("--tokens", a.tokens, "held-out tokens scored")->capture_default_str()->check(CLI::Range(int64_t{16}, int64_t{10000000}));
@@ -83,8 +83,11 @@ void add_owner_quality_options(CLI::App* cmd, OwnerQualityArgs& a) {
 OwnerInputs owner_inputs(const std::filesystem::path& plain_dir, const OwnerQualityArgs& a, int64_t vocab_size) {
   OwnerInputs out;
   std::optional<runtime::Tokenizer> tokenizer;
-  const std::filesystem::path tok_path = a.tokenizer.empty() ? plain_dir / "tokenizer.model" : std::filesystem::path(a.tokenizer);
-  const bool has_tokenizer = std::filesystem::exists(tok_path);
+  // A Hugging Face checkpoint carries tokenizer.json, a trained one of ours tokenizer.model.
+  const std::filesystem::path tok_path = a.tokenizer.empty() ? plain_dir : std::filesystem::path(a.tokenizer);
+  const bool has_tokenizer = a.tokenizer.empty() ? std::filesystem::exists(plain_dir / "tokenizer.json") ||
+                                                       std::filesystem::exists(plain_dir / "tokenizer.model")
+                                                 : std::filesystem::exists(tok_path);
   auto load_tokenizer = [&]() -> const runtime::Tokenizer& {
     if (!tokenizer) {
       tokenizer = runtime::Tokenizer::load(tok_path);
@@ -101,7 +104,7 @@ OwnerInputs owner_inputs(const std::filesystem::path& plain_dir, const OwnerQual
       return std::nullopt;
     }
     if (!has_tokenizer) {
-      why = plain_dir.string() + " has no tokenizer.model to read " + text + " with (pass --tokenizer, or ids)";
+      why = plain_dir.string() + " has no tokenizer (tokenizer.json or tokenizer.model) to read " + text + " with (pass --tokenizer, or ids)";
       return std::nullopt;
     }
     auto v = text_ids(load_tokenizer(), text, n);

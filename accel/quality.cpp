@@ -119,23 +119,31 @@ data::QualityTable measure_quality(const runtime::LlamaModel& model, const std::
                            std::to_string(c.vocab_size));
   if (options.context < 2) throw runtime::Error("quality: the perplexity window must be at least 2 tokens");
   std::vector<std::string> keys = options.transforms.empty() ? default_quality_transforms() : options.transforms;
+  auto progress = [&](const std::string& what) {
+    if (options.progress) options.progress(what);
+  };
+  ModelPair base;
+  base.target = std::make_shared<const runtime::LlamaModel>(model);
+  // A transform the model refuses (bf16 or f16 of a 16-bit checkpoint) is not measured: with no
+  // figure recorded, the quality floor refuses its arm too, as the worker would.
+  data::TaskSpec tolerant;
+  tolerant.quality = data::Quality::Tolerant;
   // Grouped by their shape-changing part (the pruning level), so each pruned model is built once
   // and dropped before the next; the rest (int8) is applied on top of it.
   std::map<std::pair<int, std::string>, std::vector<data::Arm>> by_level;
   for (const auto& key : keys) {
     const auto arm = transform_arm(key);
     if (arm.lossless() || data::quality_key(arm) != key) throw runtime::Error("quality: '" + key + "' is not a canonical lossy transform");
+    if (const auto why = arm_refusal(arm, tolerant, base)) {
+      progress("not measuring " + key + ": " + *why);
+      continue;
+    }
     by_level[{arm.effects.ffn_prune_percent, split_by_stage(arm).shape}].push_back(arm);
   }
-  auto progress = [&](const std::string& what) {
-    if (options.progress) options.progress(what);
-  };
 
   runtime::PerplexityOptions po;
   po.context = std::min(options.context, c.max_position_embeddings);
   po.predictions = true;
-  ModelPair base;
-  base.target = std::make_shared<const runtime::LlamaModel>(model);
   progress("scoring the lossless model on " + std::to_string(heldout.size()) + " held-out tokens");
   const auto reference = runtime::perplexity(*base.target, heldout, po);
 

@@ -4,8 +4,9 @@
 #
 #  - data/history/dev.db: 240 tasks on VM A at 2 and 1 threads, code version 1 (kernels older
 #    than today's).
-#  - data/history/vm-b.db: the 48 held-out tasks of data/tasks/heldout.jsonl on VM B at 2 and 1
-#    threads, code version 2 (today's kernels).
+#  - data/history/vm-b.db: the 48 held-out tasks of data/tasks/heldout.jsonl and the 24 tasks of
+#    data/tasks/presets.jsonl (llama3.2-1b and qwen2.5-0.5b in bf16) on VM B at 2 and 1 threads,
+#    code version 2 (today's kernels).
 #  - data/history/vm-b-hog.db: the same tasks on VM B at 1 thread with a memory-bandwidth hog
 #    (a 256 MiB memcpy loop) on the other core, code version 2.
 #
@@ -14,8 +15,10 @@
 #    design before this issue (one model, every feature, no risk) beside it.
 # 2. Leave one machine out over today's three profiles: each scored by selectors trained on the
 #    other two (task folds within), as the shipped selector would be on a fourth.
-# 3. Online: from A's selector, 200 tasks drawn from B's 96 cases streamed through the
+# 3. Online: from A's selector, 200 tasks drawn from B's cases streamed through the
 #    coordinator's learning loop; and B's cases in time order.
+# 4. A family never trained on: a selector trained on B and the hog profile without the
+#    presets' runs replays the presets' cases (llama3 and qwen2 architectures, bf16).
 #
 # Usage: scripts/selector-transfer-figures.sh [eesched binary]. Environment: OUT (work dir).
 set -euo pipefail
@@ -41,3 +44,12 @@ ee train-selector --db "$B" --db "$C" --out "$OUT/sel-bc.json" --cv 5 --cv-by ma
 echo "## 3. Online, from A's selector"
 ee replay --online --train-db "$A" --test-db "$B" --selector "$OUT/sel-a.json" --stream 200 --resample
 ee replay --online --train-db "$A" --test-db "$B" --selector "$OUT/sel-a.json" --stream 200
+
+echo "## 4. The real-family presets, never trained on"
+cp "$B" "$OUT/vm-b-no-presets.db"
+for m in llama3.2-1b qwen2.5-0.5b; do ee db forget --db "$OUT/vm-b-no-presets.db" --model "$m" > /dev/null; done
+ee train-selector --db "$OUT/vm-b-no-presets.db" --db "$C" --out "$OUT/sel-no-presets.json" --cv 0 > /dev/null
+cp "$B" "$OUT/vm-b-presets.db"
+for m in target syn25m syn110m; do ee db forget --db "$OUT/vm-b-presets.db" --model "$m" > /dev/null; done
+ee replay --train-db "$OUT/vm-b-no-presets.db" --test-db "$OUT/vm-b-presets.db" --selector "$OUT/sel-no-presets.json" \
+  --policies meta,single-best,oracle,roofline,knn

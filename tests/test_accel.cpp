@@ -613,6 +613,31 @@ TEST(Quality, RatioAndAgreementMatchAnIndependentReference) {
   EXPECT_THAT(error_of([&] { accel::measure_quality(model, {5, 4096}, o); }), HasSubstr("outside the model's vocabulary"));
 }
 
+// A 16-bit checkpoint refuses kv+bf16 and kv+f16 (kv streams it as stored), so its owner's
+// quality table leaves them out and the quality floor refuses them as the worker would.
+TEST(Quality, ASixteenBitCheckpointRecordsNoSixteenBitTransform) {
+  eesched::testing::TempDir dir;
+  auto config = eesched::testing::family_config("llama3");
+  config.torch_dtype = "bfloat16";
+  rt::save_checkpoint(rt::LlamaModel(config, eesched::testing::family_model("llama3", 100).weights()), dir / "m");
+  const auto model = rt::LlamaModel::load(dir / "m");
+  std::vector<std::string> lines;
+  accel::QualityOptions o;
+  o.transforms = {"bf16", "f16", "int8"};
+  o.context = 32;
+  o.progress = [&](const std::string& line) { lines.push_back(line); };
+  const auto table = accel::measure_quality(model, seeded_ids(40, config.vocab_size, 4), o);
+  EXPECT_EQ(table.size(), 1u);
+  EXPECT_TRUE(table.count("int8"));
+  EXPECT_THAT(lines, ::testing::Contains(HasSubstr("not measuring f16: the model is already bf16")));
+  data::TaskSpec task;
+  task.quality = data::Quality::Tolerant;
+  EXPECT_TRUE(data::quality_refusal(data::parse_arm("kv+bf16"), task, table));
+  EXPECT_FALSE(data::quality_refusal(data::parse_arm("kv+int8"), task, table));
+  // An f32 model measures both.
+  EXPECT_EQ(accel::measure_quality(eesched::testing::family_model("llama3", 100), seeded_ids(40, config.vocab_size, 4), o).size(), 3u);
+}
+
 TEST(Quality, TheEncryptedModelOnEncryptedIdsMeasuresTheSame) {
   const auto& enc = encrypted_demo();
   const ee::Codec codec(enc.key);
@@ -710,6 +735,11 @@ TEST_P(FamilyArms, EveryArmRunsPlaintextAndEncryptedAndDecryptsToThePlaintextArm
   for (const auto& p : prompts) expected.push_back(accel::run_arm(kv, {p}, o).generation.tokens[0]);
   for (const auto& arm : arms) {
     SCOPED_TRACE(family + " " + arm.name);
+    if (arm.effects.weight_bytes == 2.0) {  // kv+bf16, kv+f16: the target is 16-bit already
+      EXPECT_TRUE(accel::arm_refusal(arm, task, plain_pair));
+      EXPECT_TRUE(accel::arm_refusal(arm, task, enc_pair));
+      continue;
+    }
     ASSERT_FALSE(accel::arm_refusal(arm, task, plain_pair));
     ASSERT_FALSE(accel::arm_refusal(arm, task, enc_pair));
     const auto pa = accel::build_arm(arm, plain_pair), ea = accel::build_arm(arm, enc_pair);

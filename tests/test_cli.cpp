@@ -12,6 +12,8 @@
 #include "ee/key.h"
 #include "ee/manifest.h"
 #include "runtime/model.h"
+#include "runtime/synthetic.h"
+#include "tests/ee_fixtures.h"
 #include "tests/test_helpers.h"
 
 namespace ee = eesched::ee;
@@ -419,7 +421,7 @@ TEST_F(Cli, MeasureQualityRecordsTheTableWhereWorkersReadIt) {
   // Bad input: one line each.
   std::filesystem::create_directories(d / "notok");
   eesched::testing::tiny_model().save(d / "notok");
-  expect_one_line_error("measure-quality --model " + (d / "notok").string() + texts, "no tokenizer.model");
+  expect_one_line_error("measure-quality --model " + (d / "notok").string() + texts, "has no tokenizer (tokenizer.json or tokenizer.model)");
   auto missing = run_eesched("measure-quality --model " + m + " --heldout /nonexistent.txt", true);
   EXPECT_NE(missing.exit_code, 0);
   EXPECT_THAT(missing.output, HasSubstr("/nonexistent.txt"));
@@ -429,6 +431,32 @@ TEST_F(Cli, MeasureQualityRecordsTheTableWhereWorkersReadIt) {
                         "'99999' is not a token id");
   std::ofstream(d / "m" / "quality.json") << "{\"int8\": 3}";
   expect_one_line_error("encrypt-model --force --model " + m + " --key " + key + " --out " + enc, "quality.json");
+}
+
+// A Hugging Face checkpoint carries tokenizer.json, not tokenizer.model: the owner measures its
+// quality from text all the same, on the ids `tokenize` gives for that text.
+TEST_F(Cli, MeasureQualityReadsAHuggingFaceTokenizerJson) {
+  const auto tok = eesched::testing::tokenizers_dir() / "qwen2_5";
+  if (!std::filesystem::exists(tok / "tokenizer.json")) GTEST_SKIP() << "tokenizers not fetched (tools/fetch-tokenizers.sh)";
+  TempDir d;
+  auto config = eesched::testing::family_config("qwen2");
+  config.vocab_size = 151936;  // Qwen2.5's embedding rows
+  eesched::runtime::random_model(config, 3).save(d / "m");
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) std::filesystem::copy_file(tok / f, d / "m" / f);
+  const std::string text = "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
+                           "foolishness, it was the epoch of belief, it was the epoch of incredulity.";
+  std::ofstream(d / "text.txt") << text;
+  auto ids = run_eesched("tokenize --tokenizer " + (d / "m").string() + " --text '" + text + "'");
+  ASSERT_EQ(ids.exit_code, 0) << ids.output;
+  std::ofstream(d / "ids.txt") << ids.output;
+  const std::string common = " --model " + (d / "m").string() + " --calibration " + (d / "text.txt").string() +
+                             " --tokens 20 --context 16 --transforms int8 --json";
+  auto by_text = run_eesched("measure-quality --heldout " + (d / "text.txt").string() + common);
+  ASSERT_EQ(by_text.exit_code, 0) << by_text.output;
+  auto by_ids = run_eesched("measure-quality --heldout-ids " + (d / "ids.txt").string() + common);
+  ASSERT_EQ(by_ids.exit_code, 0) << by_ids.output;
+  EXPECT_EQ(nlohmann::json::parse(by_text.output)["heldout_tokens"], 20);
+  EXPECT_EQ(nlohmann::json::parse(by_text.output)["quality"], nlohmann::json::parse(by_ids.output)["quality"]);
 }
 
 TEST_F(Cli, BenchArmsJsonHasOneRowPerApplicableArm) {

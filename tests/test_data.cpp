@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include "data/arm.h"
@@ -350,6 +351,48 @@ TEST(MakeSuite, IsSeededVariedAndReadsBack) {
   // The committed dev suite parses and is big enough.
   const auto dev = read_suite(std::filesystem::path(EESCHED_SOURCE_DIR) / "data/tasks/dev.jsonl");
   EXPECT_GE(dev.size(), 200u);
+}
+
+TEST(MakeSuite, NamedModelsRangesBatchCapAndIdsFollowTheOptions) {
+  MakeSuiteOptions o;
+  o.count = 200;
+  o.models = {{"a", "", false, 1.0}, {"b", "d", false, 1.0}};
+  o.min_prompt = 4, o.max_prompt = 128, o.min_new = 1, o.max_new = 48, o.max_batch = 2, o.id_prefix = "preset";
+  const auto tasks = make_suite(o);
+  ASSERT_EQ(tasks.size(), 200u);
+  EXPECT_EQ(tasks.front().id, "preset-0000");
+  EXPECT_EQ(tasks.back().id, "preset-0199");
+  std::set<int64_t> batches, prompts, news;
+  std::map<std::string, int> per_model;
+  for (const auto& t : tasks) {
+    batches.insert(t.batch);
+    prompts.insert(t.prompt_tokens);
+    news.insert(t.generation.max_new_tokens);
+    per_model[t.model] += 1;
+    EXPECT_TRUE(t.prompt.empty());
+    EXPECT_EQ(t.draft, t.model == "b" ? "d" : "");
+  }
+  EXPECT_EQ(batches, (std::set<int64_t>{1, 2}));
+  EXPECT_GE(*prompts.begin(), 4);
+  EXPECT_LE(*prompts.rbegin(), 128);
+  EXPECT_GT(prompts.size(), 40u);
+  EXPECT_GE(*news.begin(), 1);
+  EXPECT_LE(*news.rbegin(), 48);
+  EXPECT_GT(per_model["a"], 70);
+  EXPECT_GT(per_model["b"], 70);
+  o.min_new = 50;
+  EXPECT_THROW(make_suite(o), Error);
+  o.min_new = 1, o.max_batch = 0;
+  EXPECT_THROW(make_suite(o), Error);
+
+  // The committed presets suite is this generator's output (README: its make-suite command).
+  MakeSuiteOptions p;
+  p.seed = 29, p.count = 24, p.models = {{"llama3.2-1b", "", false, 1.0}, {"qwen2.5-0.5b", "", false, 1.0}};
+  p.min_prompt = 4, p.max_prompt = 128, p.min_new = 1, p.max_new = 48, p.max_batch = 2, p.id_prefix = "preset";
+  const auto made = make_suite(p);
+  const auto committed = read_suite(std::filesystem::path(EESCHED_SOURCE_DIR) / "data/tasks/presets.jsonl");
+  ASSERT_EQ(committed.size(), made.size());
+  for (std::size_t i = 0; i < made.size(); ++i) EXPECT_EQ(task_to_json(committed[i]), task_to_json(made[i])) << i;
 }
 
 }  // namespace

@@ -136,6 +136,10 @@ void run(const TrainSelectorArgs& a) {
         if (s.label.rfind("machine=", 0) == 0)
           std::cout << fmt::format("    {:<24} {:>4} cases  top-1 {:.3f}  slowdown {:.3f}  p95 {:.3f}  max {:.3f}\n", s.label, s.cases,
                                    s.top1, s.mean_slowdown, s.p95_slowdown, s.max_slowdown);
+      if (!a.decisions.empty() && !by_task) {  // with both, the task folds' decisions are written below
+        write_decisions(a.decisions, cv.decisions);
+        std::cout << fmt::format("{} held-out decisions written to {}\n", cv.decisions.size(), a.decisions);
+      }
     }
     if (by_task) {
       std::cout << fmt::format("{}-fold cross-validation grouped by task (seed {})\n", a.cv, o.seed);

@@ -16,7 +16,8 @@
 # 2. Leave one machine out over today's three profiles: each scored by selectors trained on the
 #    other two (task folds within), as the shipped selector would be on a fourth.
 # 3. Online: from A's selector, 200 tasks drawn from B's cases streamed through the
-#    coordinator's learning loop; and B's cases in time order.
+#    coordinator's learning loop; and B's cases in time order. Then from a selector trained on
+#    VM B at 2 and 1 threads, 200 tasks drawn from the hog profile's cases.
 # 4. A family never trained on: a selector trained on B and the hog profile without the
 #    presets' runs replays the presets' cases (llama3 and qwen2 architectures, bf16).
 #
@@ -35,15 +36,28 @@ echo "## 1. Trained on VM A, replayed on VM B"
 ee train-selector --db "$A" --out "$OUT/sel-a.json" --cv 0 --all-code-versions > /dev/null
 ee train-selector --db "$A" --out "$OUT/sel-a-before.json" --cv 0 --all-code-versions --members 1 --risk 0 --machine-features > /dev/null
 ee replay --train-db "$A" --test-db "$B" --selector "$OUT/sel-a.json" --policies meta,single-best,oracle,roofline,knn --explain 12
+echo "### the same selector at risk 1 (the default before)"
+ee replay --train-db "$A" --test-db "$B" --selector "$OUT/sel-a.json" --policies meta --risk 1 --no-slices
 echo "### the design before (one model, every feature, no risk)"
 ee replay --train-db "$A" --test-db "$B" --selector "$OUT/sel-a-before.json" --policies meta --no-slices
 
 echo "## 2. Leave one machine out over today's profiles"
 ee train-selector --db "$B" --db "$C" --out "$OUT/sel-bc.json" --cv 5 --cv-by machine --no-slices --explain 12
+for seed in 2 3; do
+  echo "### fold seed $seed"
+  ee train-selector --db "$B" --db "$C" --out "$OUT/sel-bc-$seed.json" --cv 5 --cv-by machine --no-slices --seed "$seed" | grep -A2 '^  policy'
+done
+echo "### at risk 1 (the default before), fold seeds 1-3"
+for seed in 1 2 3; do
+  ee train-selector --db "$B" --db "$C" --out "$OUT/sel-bc-r1.json" --cv 5 --cv-by machine --no-slices --seed "$seed" --risk 1 | grep -A2 '^  policy'
+done
 
 echo "## 3. Online, from A's selector"
 ee replay --online --train-db "$A" --test-db "$B" --selector "$OUT/sel-a.json" --stream 200 --resample
 ee replay --online --train-db "$A" --test-db "$B" --selector "$OUT/sel-a.json" --stream 200
+echo "### from B's selector, on the hog profile"
+ee train-selector --db "$B" --out "$OUT/sel-b.json" --cv 0 > /dev/null
+ee replay --online --train-db "$B" --test-db "$C" --selector "$OUT/sel-b.json" --stream 200 --resample
 
 echo "## 4. The real-family presets, never trained on"
 cp "$B" "$OUT/vm-b-no-presets.db"
